@@ -1,0 +1,310 @@
+"""Synchronous client for the iommud IommuService.
+
+The objects mirror the kernel's: a Client is a connection, a Session is a
+process (it owns an fd table and a secret token), a Context is one open
+/dev/iommu fd. Every method is one RPC, named after the ioctl it models, and
+raises IommudError carrying the errno on failure.
+"""
+from __future__ import annotations
+
+import array
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import grpc
+
+try:  # Python 3.12+
+    from collections.abc import Buffer
+except ImportError:  # Python 3.11: any object with the buffer protocol
+    Buffer = Any  # type: ignore[misc,assignment]
+
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+from iommud_client.endpoint import default_endpoint, normalize_endpoint
+from iommud_client.errors import IommudError
+
+#: Request metadata key that carries the session token.
+SESSION_METADATA_KEY = "iommud-session"
+
+IOMMU_IOAS_MAP_FIXED_IOVA = 1
+IOMMU_IOAS_MAP_WRITEABLE = 2
+IOMMU_IOAS_MAP_READABLE = 4
+#: IOAS_UNMAP with iova 0 and this length unmaps everything.
+UNMAP_ALL_LENGTH = (1 << 64) - 1
+
+_Resp = TypeVar("_Resp")
+
+
+@dataclass(frozen=True)
+class IovaRange:
+    """An IOVA interval with an inclusive `last`, as struct iommu_iova_range."""
+
+    start: int
+    last: int
+
+
+@dataclass(frozen=True)
+class Translation:
+    """The result of translating one IOVA."""
+
+    iova: int
+    pa: int
+    prot: int
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.prot & IOMMU_IOAS_MAP_READABLE)
+
+    @property
+    def writeable(self) -> bool:
+        return bool(self.prot & IOMMU_IOAS_MAP_WRITEABLE)
+
+
+@dataclass(frozen=True)
+class BatchTranslation:
+    """Results of TranslateBatch as packed arrays: pas[i] is 0 and prots[i]
+    is 0 where iovas[i] is unmapped."""
+
+    pas: array.array
+    prots: bytes
+    mapped_count: int
+
+
+def _pack_u64(values: Sequence[int] | Buffer) -> bytes:
+    """Little-endian u64 packing without per-element work for buffers."""
+    if isinstance(values, (bytes, bytearray, memoryview)):
+        return bytes(values)
+    if hasattr(values, "astype") and hasattr(values, "tobytes"):  # numpy, without importing it
+        return values.astype("<u8", copy=False).tobytes()  # type: ignore[union-attr]
+    arr = array.array("Q", values)  # type: ignore[arg-type]
+    if sys.byteorder != "little":
+        arr.byteswap()
+    return arr.tobytes()
+
+
+class Client:
+    """A connection to one iommud daemon.
+
+    Args:
+        endpoint: gRPC target ('unix:/run/iommud/iommud.sock', a bare socket
+            path, or 'host:port'); default from IOMMUD_ENDPOINT or the
+            daemon's default socket.
+        timeout: per-call deadline in seconds.
+    """
+
+    def __init__(self, endpoint: str | None = None, *, timeout: float | None = 30.0,
+                 options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.endpoint = normalize_endpoint(endpoint) if endpoint else default_endpoint()
+        self.timeout = timeout
+        opts = [("grpc.max_receive_message_length", 256 << 20),
+                ("grpc.max_send_message_length", 256 << 20), *options]
+        self.channel = grpc.insecure_channel(self.endpoint, options=opts)
+        self.stub = pb_grpc.IommuServiceStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, method: str, request: Any, token: str | None = None) -> Any:
+        """Invoke `method` of IommuService with `request`, as `token`'s session.
+
+        This is the raw form every helper below uses; conformance tests use it
+        to send requests the helpers would not build.
+        """
+        fn: Callable[..., Any] = getattr(self.stub, method)
+        metadata = ((SESSION_METADATA_KEY, token),) if token else None
+        try:
+            return fn(request, metadata=metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise IommudError.from_rpc_error(exc) from None
+
+    def health(self, service: str = "") -> str:
+        """The grpc.health.v1 status name of `service` (default: the server)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc  # optional dependency
+
+        stub = health_pb2_grpc.HealthStub(self.channel)
+        try:
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise IommudError.from_rpc_error(exc) from None
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def info(self, token: str | None = None) -> pb.GetInfoResponse:
+        return self.call("GetInfo", pb.GetInfoRequest(), token)
+
+    def open_session(self, client_name: str = "", lease_seconds: int = 0) -> "Session":
+        """Start a session (a process); close it, or use it as a context manager."""
+        resp = self.call("OpenSession", pb.OpenSessionRequest(client_name=client_name,
+                                                              lease_seconds=lease_seconds))
+        return Session(self, resp.token, resp.session_id, resp.lease_seconds)
+
+    def attach_session(self, token: str) -> "Session":
+        """Use an existing session by its token (for example from another process)."""
+        resp = self.call("KeepAlive", pb.KeepAliveRequest(), token)
+        info = self.info(token)
+        return Session(self, token, info.session_id, resp.lease_seconds)
+
+
+class Session:
+    """A session: the analogue of a process, owning an fd table."""
+
+    def __init__(self, client: Client, token: str, session_id: str, lease_seconds: int) -> None:
+        self.client = client
+        self.token = token
+        self.session_id = session_id
+        self.lease_seconds = lease_seconds
+
+    def call(self, method: str, request: Any) -> Any:
+        return self.client.call(method, request, self.token)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        except IommudError:
+            pass  # already reaped or closed
+
+    def close(self) -> int:
+        """Close every fd of the session; returns how many were closed."""
+        return self.call("CloseSession", pb.CloseSessionRequest()).closed_fds
+
+    def keepalive(self) -> int:
+        return self.call("KeepAlive", pb.KeepAliveRequest()).lease_seconds
+
+    def watch(self, interval_ms: int = 1000) -> Iterator[pb.WatchSessionResponse]:
+        """Hold the session alive while iterating; yields heartbeats.
+
+        Cancel with the returned iterator's .cancel() (it is a grpc call).
+        """
+        return self.client.stub.WatchSession(
+            pb.WatchSessionRequest(interval_ms=interval_ms),
+            metadata=((SESSION_METADATA_KEY, self.token),))
+
+    def info(self) -> pb.GetInfoResponse:
+        return self.call("GetInfo", pb.GetInfoRequest())
+
+    def open_context(self) -> "Context":
+        """open("/dev/iommu"): a new iommufd context."""
+        return Context(self, self.call("OpenContext", pb.OpenContextRequest()).iommufd)
+
+    def context(self, iommufd: int) -> "Context":
+        """A handle on an already open context fd of this session."""
+        return Context(self, iommufd)
+
+
+class Context:
+    """One iommufd context (an open /dev/iommu fd) of a session."""
+
+    def __init__(self, session: Session, iommufd: int) -> None:
+        self.session = session
+        self.iommufd = iommufd
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self.session.call(method, request)
+
+    def __enter__(self) -> "Context":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        except IommudError:
+            pass
+
+    def close(self) -> int:
+        """close(iommufd): destroys every object; returns how many."""
+        return self._call("CloseContext", pb.CloseContextRequest(iommufd=self.iommufd)).destroyed_objects
+
+    def destroy(self, id: int) -> None:
+        """IOMMU_DESTROY."""
+        self._call("Destroy", pb.DestroyRequest(iommufd=self.iommufd, id=id))
+
+    def ioas_alloc(self, flags: int = 0) -> int:
+        """IOMMU_IOAS_ALLOC; returns the new ioas_id."""
+        return self._call("IoasAlloc", pb.IoasAllocRequest(iommufd=self.iommufd, flags=flags)).out_ioas_id
+
+    def ioas_iova_ranges(self, ioas_id: int, num_iovas: int | None = None,
+                         reserved: int = 0) -> tuple[list[IovaRange], int]:
+        """IOMMU_IOAS_IOVA_RANGES; returns (ranges, out_iova_alignment)."""
+        req = pb.IoasIovaRangesRequest(iommufd=self.iommufd, ioas_id=ioas_id, reserved=reserved)
+        if num_iovas is not None:
+            req.num_iovas = num_iovas
+        resp = self._call("IoasIovaRanges", req)
+        return [IovaRange(r.start, r.last) for r in resp.allowed_iovas], resp.out_iova_alignment
+
+    def ioas_allow_iovas(self, ioas_id: int, ranges: Sequence[tuple[int, int] | IovaRange],
+                         reserved: int = 0) -> None:
+        """IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list (empty clears it)."""
+        items = [r if isinstance(r, IovaRange) else IovaRange(*r) for r in ranges]
+        self._call("IoasAllowIovas", pb.IoasAllowIovasRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, reserved=reserved,
+            allowed_iovas=[pb.IovaRange(start=r.start, last=r.last) for r in items]))
+
+    def ioas_map(self, ioas_id: int, user_va: int, length: int, iova: int | None = None, *,
+                 readable: bool = True, writeable: bool = True, flags: int | None = None,
+                 reserved: int = 0) -> int:
+        """IOMMU_IOAS_MAP; returns the IOVA of the new area.
+
+        With `iova` given the map is FIXED_IOVA; otherwise the daemon picks the
+        IOVA. `flags` overrides the computed flags word entirely.
+        """
+        if flags is None:
+            flags = ((IOMMU_IOAS_MAP_FIXED_IOVA if iova is not None else 0)
+                     | (IOMMU_IOAS_MAP_READABLE if readable else 0)
+                     | (IOMMU_IOAS_MAP_WRITEABLE if writeable else 0))
+        return self._call("IoasMap", pb.IoasMapRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, flags=flags, reserved=reserved,
+            user_va=user_va, length=length, iova=iova or 0)).iova
+
+    def ioas_copy(self, dst_ioas_id: int, src_ioas_id: int, src_iova: int, length: int,
+                  dst_iova: int | None = None, *, readable: bool = True, writeable: bool = True,
+                  flags: int | None = None) -> int:
+        """IOMMU_IOAS_COPY; returns the destination IOVA."""
+        if flags is None:
+            flags = ((IOMMU_IOAS_MAP_FIXED_IOVA if dst_iova is not None else 0)
+                     | (IOMMU_IOAS_MAP_READABLE if readable else 0)
+                     | (IOMMU_IOAS_MAP_WRITEABLE if writeable else 0))
+        return self._call("IoasCopy", pb.IoasCopyRequest(
+            iommufd=self.iommufd, flags=flags, dst_ioas_id=dst_ioas_id, src_ioas_id=src_ioas_id,
+            length=length, dst_iova=dst_iova or 0, src_iova=src_iova)).dst_iova
+
+    def ioas_unmap(self, ioas_id: int, iova: int, length: int) -> int:
+        """IOMMU_IOAS_UNMAP; returns the bytes unmapped."""
+        return self._call("IoasUnmap", pb.IoasUnmapRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, iova=iova, length=length)).length
+
+    def ioas_unmap_all(self, ioas_id: int) -> int:
+        """IOMMU_IOAS_UNMAP with iova 0 and length 2^64-1."""
+        return self.ioas_unmap(ioas_id, 0, UNMAP_ALL_LENGTH)
+
+    def translate(self, ioas_id: int, iova: int) -> Translation:
+        """Translate one IOVA; ENOENT when nothing is mapped there."""
+        resp = self._call("Translate", pb.TranslateRequest(iommufd=self.iommufd, ioas_id=ioas_id,
+                                                           iova=iova))
+        return Translation(resp.iova, resp.pa, resp.prot)
+
+    def translate_batch(self, ioas_id: int, iovas: Sequence[int] | Buffer) -> BatchTranslation:
+        """Translate many IOVAs in one call (a list, array('Q'), numpy u64 or LE bytes)."""
+        resp = self._call("TranslateBatch", pb.TranslateBatchRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, iovas=_pack_u64(iovas)))
+        pas = array.array("Q")
+        pas.frombytes(resp.pas)
+        if sys.byteorder != "little":
+            pas.byteswap()
+        return BatchTranslation(pas, resp.prots, resp.mapped_count)
+
+    def list_objects(self) -> list[pb.ObjectInfo]:
+        return list(self._call("ListObjects", pb.ListObjectsRequest(iommufd=self.iommufd)).objects)
+
+    def list_areas(self, ioas_id: int) -> list[pb.Area]:
+        return list(self._call("ListAreas", pb.ListAreasRequest(iommufd=self.iommufd,
+                                                                ioas_id=ioas_id)).areas)

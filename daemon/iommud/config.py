@@ -1,0 +1,131 @@
+"""Daemon configuration: flags, then environment, then a TOML file, then
+defaults, in that order of precedence.
+
+Every setting has one name used in all three places: `--lease-seconds` on the
+command line, IOMMUD_LEASE_SECONDS in the environment, `lease_seconds` in the
+file (given by --config or IOMMUD_CONFIG).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pathlib
+import tomllib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from iommud_client.endpoint import default_socket_path
+
+ENV_PREFIX = "IOMMUD_"
+
+
+@dataclasses.dataclass
+class Config:
+    #: UNIX socket path; an empty string disables the socket listener.
+    socket: str = dataclasses.field(default_factory=lambda: str(default_socket_path()))
+    #: Permission bits of the socket file.
+    socket_mode: int = 0o660
+    #: Optional TCP listener "host:port"; only loopback hosts are accepted.
+    tcp: str = ""
+    #: Default session lease and the most a client may ask for, in seconds.
+    lease_seconds: int = 30
+    lease_max_seconds: int = 3600
+    #: How often the reaper looks for expired sessions, in seconds.
+    reap_interval: float = 1.0
+    max_sessions: int = 1024
+    max_contexts_per_session: int = 64
+    max_objects_per_context: int = 65536
+    #: Most IOVAs one TranslateBatch may carry.
+    max_translate_batch: int = 1 << 24
+    max_message_bytes: int = 256 << 20
+    #: Batches at least this large run off the event loop (the core drops the GIL).
+    offload_batch: int = 4096
+    #: auto (console on a terminal, JSON otherwise), console or json.
+    log_format: str = "auto"
+    log_level: str = "info"
+    #: With --background, where the detached daemon writes its log.
+    log_file: str = ""
+    #: Grace period for in-flight RPCs on SIGTERM/SIGINT, in seconds.
+    shutdown_grace: float = 5.0
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = type(getattr(Config(), name))
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is int:
+        return int(str(value), 0)
+    if kind is float:
+        return float(value)
+    return str(value)
+
+
+def load_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        data = tomllib.load(fh)
+    section = data.get("iommud", data)
+    unknown = sorted(set(section) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+    return {k: _coerce(k, v) for k, v in section.items()}
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in _FIELDS:
+        key = ENV_PREFIX + name.upper()
+        if key in env:
+            out[name] = _coerce(name, env[key])
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML configuration file (env IOMMUD_CONFIG)")
+    for name, field in _FIELDS.items():
+        default = Config().__dict__[name]
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
+                            metavar=type(default).__name__.upper(),
+                            help=f"default {default!r} (env {ENV_PREFIX}{name.upper()})")
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Config:
+    """Merge defaults < file < environment < flags."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or env.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        merged.update(load_file(pathlib.Path(config_path)))
+    merged.update(from_env(env))
+    for name in _FIELDS:
+        value = getattr(args, name, None)
+        if value is not None:
+            merged[name] = _coerce(name, value)
+    return Config(**merged)
+
+
+def parse(argv: Sequence[str] | None = None,
+          env: Mapping[str, str] | None = None) -> tuple[Config, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="iommud", description="iommud: the /dev/iommu (iommufd) control plane over gRPC.")
+    add_arguments(parser)
+    parser.add_argument("--background", action="store_true",
+                        help="detach, return once the daemon is serving, and print its pid")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved configuration as TOML and exit")
+    args = parser.parse_args(argv)
+    return resolve(args, env), args
+
+
+def to_toml(config: Config) -> str:
+    lines = ["[iommud]"]
+    for name in _FIELDS:
+        value = getattr(config, name)
+        if isinstance(value, str):
+            lines.append(f'{name} = "{value}"')
+        else:
+            lines.append(f"{name} = {value}")
+    return "\n".join(lines) + "\n"

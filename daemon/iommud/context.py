@@ -1,0 +1,88 @@
+"""The iommufd context: one per OpenContext, the analogue of an open of
+/dev/iommu. It owns an object table with a single id space for every type.
+
+Ownership: a Session holds contexts in its fd table; a context holds its
+objects; closing the context destroys them leaves-first (objects nobody else
+holds go first, then the ones they released), as iommufd_fops_release does.
+"""
+from __future__ import annotations
+
+import errno as E
+from collections.abc import Iterator
+from typing import TypeVar
+
+from iommud.errors import IommuError
+from iommud.ids import LowestFreeAllocator
+from iommud.objects import IommufdObject, ObjType
+
+INT_MAX = (1 << 31) - 1
+
+_Obj = TypeVar("_Obj", bound=IommufdObject)
+
+
+class IommufdContext:
+    def __init__(self, max_objects: int) -> None:
+        self._objects: dict[int, IommufdObject] = {}
+        self._ids = LowestFreeAllocator(1, INT_MAX)
+        self._max_objects = max_objects
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def objects(self) -> Iterator[IommufdObject]:
+        return iter(sorted(self._objects.values(), key=lambda o: o.id))
+
+    def new_id(self) -> int:
+        """Reserve the lowest free id for an object about to be inserted."""
+        if len(self._objects) >= self._max_objects:
+            raise IommuError(E.ENOSPC, f"The context already holds {len(self._objects)} objects, "
+                             f"its limit.", limit=self._max_objects)
+        obj_id = self._ids.alloc()
+        if obj_id is None:
+            raise IommuError(E.ENOSPC, "The context has no free object id left.")
+        return obj_id
+
+    def abort_id(self, obj_id: int) -> None:
+        """Give back an id from new_id() whose object was never inserted."""
+        self._ids.release(obj_id)
+
+    def insert(self, obj: IommufdObject) -> None:
+        self._objects[obj.id] = obj
+
+    def get(self, obj_id: int, kind: type[_Obj], what: str = "object") -> _Obj:
+        """Look up `obj_id` as `kind`; a missing id or the wrong type is ENOENT."""
+        obj = self._objects.get(obj_id)
+        if not isinstance(obj, kind):
+            raise IommuError(E.ENOENT, f"No {what} with id {obj_id} exists in this context.",
+                             id=obj_id)
+        return obj
+
+    def destroy(self, obj_id: int) -> None:
+        """IOMMU_DESTROY: ENOENT for an unknown id, EBUSY while anything holds it."""
+        obj = self._objects.get(obj_id)
+        if obj is None:
+            raise IommuError(E.ENOENT, f"No object with id {obj_id} exists in this context.",
+                             id=obj_id)
+        if obj.type is ObjType.DEVICE or obj.users:
+            raise IommuError(E.EBUSY, f"Object {obj_id} ({obj.type.name}) is still in use by "
+                             f"{obj.users} holder(s).", id=obj_id, users=obj.users)
+        self._remove(obj)
+
+    def _remove(self, obj: IommufdObject) -> None:
+        del self._objects[obj.id]
+        self._ids.release(obj.id)
+        obj.destroy()
+
+    def close(self) -> int:
+        """Destroy every object, leaves first; returns how many were destroyed."""
+        destroyed = 0
+        while self._objects:
+            leaves = [o for o in self._objects.values() if o.users == 0]
+            if not leaves:
+                raise RuntimeError("iommufd context holds a reference cycle")  # invariant broken
+            for obj in leaves:
+                self._remove(obj)
+                destroyed += 1
+        self.closed = True
+        return destroyed

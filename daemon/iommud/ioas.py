@@ -1,0 +1,111 @@
+"""IOAS objects: an I/O address space backed by one native IoPagetable.
+
+All address arithmetic, validation after the IOAS lookup, IOVA allocation,
+map, unmap and translation happen in rust_core; this module only orders the
+steps the way ioas.c does (argument checks, then lookup, then the table).
+"""
+from __future__ import annotations
+
+import errno as E
+
+from iommud import _core
+from iommud.context import IommufdContext
+from iommud.errors import IommuError
+from iommud.objects import IommufdObject, ObjType
+
+U64_MAX = (1 << 64) - 1
+IOMMU_IOAS_MAP_FIXED_IOVA = _core.IOMMU_IOAS_MAP_FIXED_IOVA
+IOMMU_IOAS_MAP_WRITEABLE = _core.IOMMU_IOAS_MAP_WRITEABLE
+IOMMU_IOAS_MAP_READABLE = _core.IOMMU_IOAS_MAP_READABLE
+
+
+class Ioas(IommufdObject):
+    type = ObjType.IOAS
+
+    def __init__(self, obj_id: int) -> None:
+        super().__init__(obj_id)
+        self.iopt = _core.IoPagetable()
+
+    def destroy(self) -> None:
+        # Destroying an IOAS drops every mapping it still holds (ioas.c).
+        self.iopt.unmap_all()
+
+    @property
+    def num_areas(self) -> int:
+        return self.iopt.num_areas
+
+    @property
+    def mapped_bytes(self) -> int:
+        return self.iopt.mapped_bytes
+
+
+def check_reserved(reserved: int) -> None:
+    if reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.",
+                         reserved=reserved)
+
+
+def check_alloc_flags(flags: int) -> None:
+    if flags:
+        raise IommuError(E.EOPNOTSUPP, f"IOAS_ALLOC takes no flags; got {flags:#x}.")
+
+
+def ioas_alloc(ctx: IommufdContext, flags: int) -> int:
+    """IOMMU_IOAS_ALLOC."""
+    check_alloc_flags(flags)
+    obj_id = ctx.new_id()
+    ctx.insert(Ioas(obj_id))
+    return obj_id
+
+
+def ioas_iova_ranges(ctx: IommufdContext, ioas_id: int, num_iovas: int | None,
+                     reserved: int) -> tuple[list[tuple[int, int]], int]:
+    """IOMMU_IOAS_IOVA_RANGES: the holes of the reserved ranges, and the alignment.
+
+    With a capacity `num_iovas` below the count, EMSGSIZE reports the count
+    needed in the error's metadata (the kernel writes it back in num_iovas).
+    """
+    check_reserved(reserved)
+    ioas = ctx.get(ioas_id, Ioas, "IOAS")
+    ranges = ioas.iopt.iova_ranges()
+    if num_iovas is not None and len(ranges) > num_iovas:
+        raise IommuError(E.EMSGSIZE, f"IOAS {ioas_id} has {len(ranges)} usable IOVA ranges but "
+                         f"the caller has room for {num_iovas}.", num_iovas=len(ranges))
+    return ranges, ioas.iopt.iova_alignment
+
+
+def ioas_allow_iovas(ctx: IommufdContext, ioas_id: int, ranges: list[tuple[int, int]],
+                     reserved: int) -> None:
+    """IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically."""
+    check_reserved(reserved)
+    ctx.get(ioas_id, Ioas, "IOAS").iopt.allow_iovas(ranges)
+
+
+def ioas_map(ctx: IommufdContext, flags: int, ioas_id: int, reserved: int, user_va: int,
+             length: int, iova: int) -> int:
+    """IOMMU_IOAS_MAP; returns the IOVA of the new area."""
+    check_reserved(reserved)
+    _core.check_map_args(flags, iova, length)
+    ioas = ctx.get(ioas_id, Ioas, "IOAS")
+    return ioas.iopt.map(flags, user_va, length, iova)
+
+
+def ioas_copy(ctx: IommufdContext, flags: int, dst_ioas_id: int, src_ioas_id: int,
+              length: int, dst_iova: int, src_iova: int) -> int:
+    """IOMMU_IOAS_COPY; returns the destination IOVA."""
+    _core.check_copy_args(flags, src_iova, length, dst_iova)
+    src = ctx.get(src_ioas_id, Ioas, "source IOAS")
+    dst = ctx.get(dst_ioas_id, Ioas, "destination IOAS")
+    return _core.copy(dst.iopt, src.iopt, flags, src_iova, length, dst_iova)
+
+
+def ioas_unmap(ctx: IommufdContext, ioas_id: int, iova: int, length: int) -> int:
+    """IOMMU_IOAS_UNMAP; returns the bytes unmapped (whole areas only)."""
+    ioas = ctx.get(ioas_id, Ioas, "IOAS")
+    return ioas.iopt.unmap(iova, length)
+
+
+def translate(ctx: IommufdContext, ioas_id: int, iova: int) -> tuple[int, int]:
+    """(pa, prot) of one IOVA; ENOENT when unmapped."""
+    return ctx.get(ioas_id, Ioas, "IOAS").iopt.translate(iova)
+

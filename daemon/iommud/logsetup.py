@@ -1,0 +1,36 @@
+"""structlog setup: human-readable on a terminal, one JSON object per line
+otherwise (files, journald, container logs)."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    if fmt not in ("console", "json"):
+        raise ValueError(f"log_format must be auto, console or json, not {fmt!r}")
+    renderer: structlog.types.Processor = (
+        structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
+        else structlog.processors.JSONRenderer(sort_keys=True))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str = "iommud") -> structlog.typing.FilteringBoundLogger:
+    return structlog.get_logger(name)

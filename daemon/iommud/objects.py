@@ -1,0 +1,30 @@
+"""The iommufd object base: one id space per context shared by every type.
+
+Refcount model (kernel main.c): the context's table holds each object once;
+`users` counts every other holder (a HWPT on its IOAS, a device on its HWPT).
+IOMMU_DESTROY succeeds only when `users == 0`, i.e. the table is the sole
+holder; otherwise EBUSY.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ObjType(enum.IntEnum):
+    """Values match iommud.v1.ObjectType."""
+
+    IOAS = 1
+    HWPT_PAGING = 2
+    HWPT_NESTED = 3
+    DEVICE = 4
+
+
+class IommufdObject:
+    type: ObjType
+
+    def __init__(self, obj_id: int) -> None:
+        self.id = obj_id
+        self.users = 0
+
+    def destroy(self) -> None:
+        """Release what the object holds; called once, after it left the table."""

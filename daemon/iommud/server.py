@@ -1,0 +1,152 @@
+"""The grpc.aio server: listeners, health, reflection, the session reaper and
+graceful shutdown on SIGTERM/SIGINT."""
+from __future__ import annotations
+
+import asyncio
+import errno as E
+import ipaddress
+import os
+import pathlib
+import signal
+import socket
+import stat
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from iommud.config import Config
+from iommud.logsetup import get_logger
+from iommud.service import IommuServicer
+from iommud.session import SessionRegistry
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+
+log = get_logger("iommud.server")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IommuService"].full_name
+
+
+def _check_tcp(address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"tcp must be host:port, not {address!r}")
+    bare = host.strip("[]")
+    if bare == "localhost":
+        return address
+    try:
+        loopback = ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        # Without TLS and peer identities a TCP listener must not leave the host.
+        raise ValueError(f"tcp listens on loopback only; {host!r} is not a loopback address")
+    return address
+
+
+def _prepare_socket(path: pathlib.Path) -> None:
+    """Create the socket's directory and clear a stale socket; refuse to
+    steal a socket another daemon is serving."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return
+    if not stat.S_ISSOCK(path.stat().st_mode):
+        raise OSError(E.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink()  # stale: nobody listens
+    else:
+        raise OSError(E.EADDRINUSE, f"another daemon is serving {path}")
+    finally:
+        probe.close()
+
+
+class Daemon:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.sessions = SessionRegistry(
+            lease_default=config.lease_seconds, lease_max=config.lease_max_seconds,
+            max_sessions=config.max_sessions, max_contexts=config.max_contexts_per_session,
+            max_objects=config.max_objects_per_context)
+        self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.endpoints: list[str] = []
+        self._stopping = asyncio.Event()
+        self._socket_path: pathlib.Path | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
+                   ("grpc.max_send_message_length", cfg.max_message_bytes),
+                   ("grpc.so_reuseport", 0)]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_IommuServiceServicer_to_server(IommuServicer(cfg, self.sessions), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        if cfg.socket:
+            path = pathlib.Path(cfg.socket).absolute()
+            _prepare_socket(path)
+            server.add_insecure_port(f"unix:{path}")
+            self._socket_path = path
+            self.endpoints.append(f"unix:{path}")
+        if cfg.tcp:
+            bound = server.add_insecure_port(_check_tcp(cfg.tcp))
+            host = cfg.tcp.rpartition(":")[0]
+            self.endpoints.append(f"{host}:{bound}")
+        if not self.endpoints:
+            raise ValueError("nothing to listen on: set socket and/or tcp")
+        await server.start()
+        if self._socket_path is not None:
+            os.chmod(self._socket_path, cfg.socket_mode)
+        self.server = server
+        for svc in ("", SERVICE_NAME):
+            await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", endpoints=self.endpoints, pid=os.getpid())
+
+    async def _set_health(self, service: str, status: int) -> None:
+        result = self.health.set(service, status)
+        if asyncio.iscoroutine(result):
+            await result
+
+    async def reap_forever(self) -> None:
+        while not self._stopping.is_set():
+            for sess in self.sessions.reap():
+                log.info("session.reaped", session=sess.session_id, lease_seconds=sess.lease_seconds)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.config.reap_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    def request_stop(self, signame: str = "") -> None:
+        if not self._stopping.is_set():
+            log.info("shutdown.requested", signal=signame)
+            self._stopping.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for svc in ("", SERVICE_NAME):
+            await self._set_health(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.server is not None:
+            await self.server.stop(self.config.shutdown_grace)
+        open_sessions = len(self.sessions)
+        self.sessions.close_all()
+        if self._socket_path is not None:
+            self._socket_path.unlink(missing_ok=True)
+        log.info("stopped", closed_sessions=open_sessions)
+
+    async def run(self, on_ready: Callable[[list[str]], None] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        await self.start()
+        if on_ready is not None:
+            on_ready(self.endpoints)
+        reaper = asyncio.create_task(self.reap_forever())
+        await self._stopping.wait()
+        await reaper
+        await self.stop()

@@ -1,0 +1,295 @@
+"""IommuService: decode a request, call the object model, encode the reply.
+
+Each handler is wrapped by `rpc`, which owns the per-call policy shared by
+every method: unknown protobuf fields are refused (E2BIG), the session token
+is resolved (ESRCH), errors are turned into a status by errors.to_status, and
+exactly one structlog event is written per call with the method, session, ids,
+status and duration. Handlers themselves never touch grpc status codes.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno as E
+import functools
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import unknown_fields
+
+from iommud import __version__, _core, ioas
+from iommud.config import Config
+from iommud.errors import IommuError, request_details, to_status
+from iommud.ioas import Ioas
+from iommud.logsetup import get_logger
+from iommud.session import Session, SessionRegistry
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+from iommud_client.client import SESSION_METADATA_KEY
+
+log = get_logger("iommud.rpc")
+
+if sys.byteorder != "little":  # the wire format of TranslateBatch is little-endian u64
+    raise ImportError("iommud's TranslateBatch packing assumes a little-endian host")
+
+Handler = Callable[..., Any]
+
+
+def _unknown_field_path(msg: Any, path: str = "") -> str | None:
+    """The dotted path of the first message carrying unknown fields, if any."""
+    if len(unknown_fields.UnknownFieldSet(msg)):
+        return path or msg.DESCRIPTOR.name
+    for field, value in msg.ListFields():
+        if field.message_type is None:
+            continue
+        items = value if field.label == field.LABEL_REPEATED else (value,)
+        for i, item in enumerate(items):
+            found = _unknown_field_path(item, f"{path or msg.DESCRIPTOR.name}.{field.name}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _token(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == SESSION_METADATA_KEY:
+            return value
+    return None
+
+
+def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
+    """Wrap a handler `(self, request, session) -> response`.
+
+    session="required": a valid token is needed; "optional": a token is
+    used if sent; "none": the call opens or needs no session.
+    """
+
+    def decorate(handler: Handler) -> Handler:
+        method = handler.__name__
+
+        @functools.wraps(handler)
+        async def wrapper(self: "IommuServicer", request: Any,
+                          context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            details = request_details(request)
+            sess: Session | None = None
+            outcome = "OK"
+            try:
+                where = _unknown_field_path(request)
+                if where is not None:
+                    raise IommuError(E.E2BIG, f"The request carries fields this daemon does not "
+                                     f"know (in {where}); refusing rather than ignoring them.")
+                token = _token(context)
+                if session == "required" or (session == "optional" and token):
+                    sess = self.sessions.lookup(token)
+                result = handler(self, request, sess)
+                if isinstance(result, Awaitable):
+                    result = await result
+                return result
+            except (IommuError, OSError) as exc:
+                err = exc if isinstance(exc, IommuError) else IommuError.from_oserror(exc)
+                outcome = err.name
+                status = to_status(err, details)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            except BaseException as exc:
+                if outcome == "OK":  # a bug, a cancellation, or abort() unwinding
+                    outcome = type(exc).__name__
+                raise
+            finally:
+                log.info("rpc", method=method, session=sess.session_id if sess else None,
+                         status=outcome, duration_ms=round((time.perf_counter() - started) * 1e3, 3),
+                         **details)
+
+        return wrapper
+
+    return decorate
+
+
+def _counts(sessions: list[Session]) -> pb.ObjectCounts:
+    counts = pb.ObjectCounts(sessions=len(sessions))
+    for sess in sessions:
+        for _fd, ctx in sess.contexts():
+            counts.contexts += 1
+            for obj in ctx.objects():
+                counts.objects += 1
+                if isinstance(obj, Ioas):
+                    counts.ioas += 1
+                    counts.areas += obj.num_areas
+                    counts.mapped_bytes += obj.mapped_bytes
+    return counts
+
+
+class IommuServicer(pb_grpc.IommuServiceServicer):
+    def __init__(self, config: Config, sessions: SessionRegistry) -> None:
+        self.config = config
+        self.sessions = sessions
+
+    # -- sessions -----------------------------------------------------------
+
+    @rpc(session="none")
+    def OpenSession(self, request: pb.OpenSessionRequest, _: None) -> pb.OpenSessionResponse:
+        sess = self.sessions.open(request.client_name, request.lease_seconds)
+        log.info("session.open", session=sess.session_id, client_name=sess.client_name,
+                 lease_seconds=sess.lease_seconds)
+        return pb.OpenSessionResponse(token=sess.token, session_id=sess.session_id,
+                                      lease_seconds=sess.lease_seconds)
+
+    @rpc()
+    def CloseSession(self, request: pb.CloseSessionRequest, sess: Session) -> pb.CloseSessionResponse:
+        return pb.CloseSessionResponse(closed_fds=self.sessions.close(sess))
+
+    @rpc()
+    def KeepAlive(self, request: pb.KeepAliveRequest, sess: Session) -> pb.KeepAliveResponse:
+        return pb.KeepAliveResponse(lease_seconds=sess.lease_seconds)
+
+    async def WatchSession(self, request: pb.WatchSessionRequest,
+                           context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchSessionResponse]:
+        # Streaming does not fit `rpc`; it applies the same token rule by hand.
+        try:
+            sess = self.sessions.lookup(_token(context))
+        except IommuError as err:
+            status = to_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            return
+        interval = (request.interval_ms or 1000) / 1000.0
+        interval = min(max(interval, 0.1), 60.0)
+        sess.streams += 1
+        log.info("session.watch", session=sess.session_id, streams=sess.streams)
+        try:
+            sequence = 0
+            while not sess.closed:
+                sequence += 1
+                yield pb.WatchSessionResponse(session_id=sess.session_id, sequence=sequence)
+                await asyncio.sleep(interval)
+        finally:
+            sess.streams -= 1
+            sess.touch()  # the lease counts from the moment the stream ended
+
+    # -- contexts -----------------------------------------------------------
+
+    @rpc()
+    def OpenContext(self, request: pb.OpenContextRequest, sess: Session) -> pb.OpenContextResponse:
+        return pb.OpenContextResponse(iommufd=sess.open_context())
+
+    @rpc()
+    def CloseContext(self, request: pb.CloseContextRequest, sess: Session) -> pb.CloseContextResponse:
+        return pb.CloseContextResponse(destroyed_objects=sess.close_context(request.iommufd))
+
+    @rpc()
+    def Destroy(self, request: pb.DestroyRequest, sess: Session) -> pb.DestroyResponse:
+        sess.context(request.iommufd).destroy(request.id)
+        return pb.DestroyResponse()
+
+    # -- IOAS ---------------------------------------------------------------
+
+    @rpc()
+    def IoasAlloc(self, request: pb.IoasAllocRequest, sess: Session) -> pb.IoasAllocResponse:
+        ctx = sess.context(request.iommufd)
+        return pb.IoasAllocResponse(out_ioas_id=ioas.ioas_alloc(ctx, request.flags))
+
+    @rpc()
+    def IoasIovaRanges(self, request: pb.IoasIovaRangesRequest,
+                       sess: Session) -> pb.IoasIovaRangesResponse:
+        ctx = sess.context(request.iommufd)
+        capacity = request.num_iovas if request.HasField("num_iovas") else None
+        ranges, alignment = ioas.ioas_iova_ranges(ctx, request.ioas_id, capacity, request.reserved)
+        return pb.IoasIovaRangesResponse(
+            num_iovas=len(ranges), out_iova_alignment=alignment,
+            allowed_iovas=[pb.IovaRange(start=s, last=l) for s, l in ranges])
+
+    @rpc()
+    def IoasAllowIovas(self, request: pb.IoasAllowIovasRequest,
+                       sess: Session) -> pb.IoasAllowIovasResponse:
+        ctx = sess.context(request.iommufd)
+        ioas.ioas_allow_iovas(ctx, request.ioas_id,
+                              [(r.start, r.last) for r in request.allowed_iovas], request.reserved)
+        return pb.IoasAllowIovasResponse()
+
+    @rpc()
+    def IoasMap(self, request: pb.IoasMapRequest, sess: Session) -> pb.IoasMapResponse:
+        ctx = sess.context(request.iommufd)
+        iova = ioas.ioas_map(ctx, request.flags, request.ioas_id, request.reserved,
+                             request.user_va, request.length, request.iova)
+        return pb.IoasMapResponse(iova=iova)
+
+    @rpc()
+    def IoasCopy(self, request: pb.IoasCopyRequest, sess: Session) -> pb.IoasCopyResponse:
+        ctx = sess.context(request.iommufd)
+        iova = ioas.ioas_copy(ctx, request.flags, request.dst_ioas_id, request.src_ioas_id,
+                              request.length, request.dst_iova, request.src_iova)
+        return pb.IoasCopyResponse(dst_iova=iova)
+
+    @rpc()
+    def IoasUnmap(self, request: pb.IoasUnmapRequest, sess: Session) -> pb.IoasUnmapResponse:
+        ctx = sess.context(request.iommufd)
+        return pb.IoasUnmapResponse(length=ioas.ioas_unmap(ctx, request.ioas_id, request.iova,
+                                                           request.length))
+
+    @rpc()
+    def Translate(self, request: pb.TranslateRequest, sess: Session) -> pb.TranslateResponse:
+        ctx = sess.context(request.iommufd)
+        pa, prot = ioas.translate(ctx, request.ioas_id, request.iova)
+        return pb.TranslateResponse(iova=request.iova, pa=pa, prot=prot)
+
+    @rpc()
+    async def TranslateBatch(self, request: pb.TranslateBatchRequest,
+                             sess: Session) -> pb.TranslateBatchResponse:
+        ctx = sess.context(request.iommufd)
+        data = request.iovas
+        if len(data) % 8:
+            raise IommuError(E.EINVAL, f"The iovas field holds {len(data):#x} bytes, not a "
+                             f"whole number of 8-byte addresses.")
+        count = len(data) // 8
+        if count > self.config.max_translate_batch:
+            raise IommuError(E.ENOMEM, f"A batch of {count:#x} addresses exceeds the limit of "
+                             f"{self.config.max_translate_batch:#x}.",
+                             limit=self.config.max_translate_batch)
+        iopt = ctx.get(request.ioas_id, Ioas, "IOAS").iopt
+        if count >= self.config.offload_batch:
+            # The core drops the GIL for large batches; keep the loop serving meanwhile.
+            pas, prots = await asyncio.to_thread(iopt.translate_batch, data)
+        else:
+            pas, prots = iopt.translate_batch(data)
+        return pb.TranslateBatchResponse(pas=pas, prots=prots,
+                                         mapped_count=count - prots.count(0))
+
+    # -- introspection ------------------------------------------------------
+
+    @rpc(session="optional")
+    def GetInfo(self, request: pb.GetInfoRequest, sess: Session | None) -> pb.GetInfoResponse:
+        cfg = self.config
+        resp = pb.GetInfoResponse(
+            version=__version__, core_version=_core.__version__, page_size=_core.PAGE_SIZE,
+            limits=pb.Limits(
+                max_contexts_per_session=cfg.max_contexts_per_session,
+                max_objects_per_context=cfg.max_objects_per_context,
+                max_translate_batch=cfg.max_translate_batch,
+                max_message_bytes=cfg.max_message_bytes,
+                lease_seconds_default=cfg.lease_seconds,
+                lease_seconds_max=cfg.lease_max_seconds),
+            daemon=_counts(list(self.sessions)))
+        if sess is not None:
+            resp.session.CopyFrom(_counts([sess]))
+            resp.session_id = sess.session_id
+        return resp
+
+    @rpc()
+    def ListObjects(self, request: pb.ListObjectsRequest, sess: Session) -> pb.ListObjectsResponse:
+        ctx = sess.context(request.iommufd)
+        out = []
+        for obj in ctx.objects():
+            info = pb.ObjectInfo(id=obj.id, type=int(obj.type), users=obj.users)
+            if isinstance(obj, Ioas):
+                info.areas = obj.num_areas
+                info.mapped_bytes = obj.mapped_bytes
+            out.append(info)
+        return pb.ListObjectsResponse(objects=out)
+
+    @rpc()
+    def ListAreas(self, request: pb.ListAreasRequest, sess: Session) -> pb.ListAreasResponse:
+        iopt = sess.context(request.iommufd).get(request.ioas_id, Ioas, "IOAS").iopt
+        return pb.ListAreasResponse(areas=[
+            pb.Area(iova=iova, length=length, user_va=user_va, prot=prot)
+            for iova, length, user_va, prot in iopt.areas()])

@@ -16,6 +16,13 @@ from google.rpc import error_details_pb2, status_pb2
 ERROR_DOMAIN = "iommud.v1"
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The kernel's spelling where Linux has two names for one number.
+_PREFERRED_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EDEADLK: "EDEADLK"}
+
+
+def errno_name_of(number: int) -> str:
+    """The errno's name, spelled as the kernel's iommufd and VFIO code spell it."""
+    return _PREFERRED_NAMES.get(number) or _errno.errorcode.get(number, f"E{number}")
 
 
 class IommudError(OSError):
@@ -39,7 +46,7 @@ class IommudError(OSError):
         metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(errno_value, message)
-        self.errno_name: str = errno_name or _errno.errorcode.get(errno_value, f"E{errno_value}")
+        self.errno_name: str = errno_name or errno_name_of(errno_value)
         self.code = code
         self.message = message
         self.metadata: dict[str, str] = dict(metadata or {})

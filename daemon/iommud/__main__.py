@@ -16,7 +16,7 @@ from iommud.server import Daemon
 def _run(cfg: config_mod.Config, ready_fd: int | None = None) -> int:
     def on_ready(endpoints: list[str]) -> None:
         if ready_fd is not None:
-            os.write(ready_fd, (" ".join(endpoints) + "\n").encode())
+            os.write(ready_fd, (" ".join([str(os.getpid()), *endpoints]) + "\n").encode())
             os.close(ready_fd)
 
     try:
@@ -55,7 +55,8 @@ def _background(cfg: config_mod.Config) -> int:
     if not line:
         print(f"iommud: the daemon failed to start; see {log_path}", file=sys.stderr)
         return 1
-    print(f"iommud serving on {line} (log: {log_path})")
+    pid, _, endpoints = line.partition(" ")
+    print(f"iommud (pid {pid}) serving on {endpoints}; log: {log_path}")
     return 0
 
 

@@ -19,7 +19,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-ERROR_DOMAIN = "iommud.v1"
+from iommud_client.errors import ERROR_DOMAIN, errno_name_of
 
 #: errno -> gRPC status. Every errno iommud raises must be listed; an errno
 #: missing here is a bug and is reported as INTERNAL so that tests catch it.
@@ -57,10 +57,6 @@ ID_FIELDS = ("iommufd", "id", "ioas_id", "dst_ioas_id", "src_ioas_id", "dev_id",
 ADDR_FIELDS = ("iova", "length", "user_va", "dst_iova", "src_iova")
 
 
-def errno_name(number: int) -> str:
-    return E.errorcode.get(number, f"E{number}")
-
-
 class IommuError(Exception):
     """A failure with an errno, a sentence, and the ids/addresses involved.
 
@@ -76,7 +72,7 @@ class IommuError(Exception):
 
     @property
     def name(self) -> str:
-        return errno_name(self.errno)
+        return errno_name_of(self.errno)
 
     def __str__(self) -> str:
         return f"{self.name}: {self.message}"

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Batched IOVA -> PA translation, side by side in one run:
+
+  rust_core   iommud._core.IoPagetable.translate_batch (the daemon's path)
+  numpy       sorted arrays + np.searchsorted, the best a vectorised Python model does
+  bisect      pure Python, bisect per address (on a smaller sample; it is slow)
+
+Every engine translates the same addresses over the same areas, and the
+results are checked equal before any figure is printed. Usage:
+
+    python bench/translate_bench.py [--areas 65536 1048576] [--queries 1000000]
+                                    [--json bench/results/translate.json]
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from iommud import _core
+
+READ_WRITE = _core.IOMMU_IOAS_MAP_READABLE | _core.IOMMU_IOAS_MAP_WRITEABLE
+FIXED = _core.IOMMU_IOAS_MAP_FIXED_IOVA
+PAGE = 4096
+
+
+def build_areas(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n disjoint areas of 1-16 pages separated by 1-16 page gaps."""
+    lengths = rng.integers(1, 17, n, dtype=np.uint64) * PAGE
+    gaps = rng.integers(1, 17, n, dtype=np.uint64) * PAGE
+    starts = np.cumsum(lengths + gaps) - lengths + np.uint64(1 << 32)
+    pas = rng.integers(1 << 20, 1 << 36, n, dtype=np.uint64) * PAGE
+    return starts.astype(np.uint64), lengths, pas
+
+
+def queries(starts: np.ndarray, lengths: np.ndarray, count: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """90% of addresses inside a random area, 10% in the gaps after them."""
+    idx = rng.integers(0, len(starts), count)
+    inside = rng.random(count) < 0.9
+    offset = (rng.random(count) * lengths[idx]).astype(np.uint64)
+    addr = np.where(inside, starts[idx] + offset, starts[idx] + lengths[idx] + np.uint64(7))
+    return addr.astype(np.uint64)
+
+
+def best_of(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def numpy_translate(starts: np.ndarray, lengths: np.ndarray, pas: np.ndarray,
+                    q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    idx = np.searchsorted(starts, q, side="right").astype(np.int64) - 1
+    safe = np.maximum(idx, 0)
+    hit = (idx >= 0) & (q - starts[safe] < lengths[safe])
+    out = np.where(hit, pas[safe] + (q - starts[safe]), np.uint64(0))
+    return out, hit
+
+
+def bisect_translate(starts: list[int], lengths: list[int], pas: list[int],
+                     q: list[int]) -> list[int]:
+    out = []
+    for a in q:
+        i = bisect.bisect_right(starts, a) - 1
+        out.append(pas[i] + a - starts[i] if i >= 0 and a - starts[i] < lengths[i] else 0)
+    return out
+
+
+def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    starts, lengths, pas = build_areas(n_areas, rng)
+    iopt = _core.IoPagetable()
+    t0 = time.perf_counter()
+    for s, l, p in zip(starts.tolist(), lengths.tolist(), pas.tolist()):
+        iopt.map(FIXED | READ_WRITE, p, l, s)
+    build_s = time.perf_counter() - t0
+    q = queries(starts, lengths, n_queries, rng)
+    qbytes = q.astype("<u8").tobytes()
+
+    rust_s, (rust_pas, rust_prots) = best_of(lambda: iopt.translate_batch(qbytes), repeat)
+    np_s, (np_pas, np_hit) = best_of(lambda: numpy_translate(starts, lengths, pas, q), repeat)
+    rust_arr = np.frombuffer(rust_pas, dtype="<u8")
+    assert np.array_equal(rust_arr, np_pas), "rust_core and numpy disagree"
+    assert np.array_equal(np.frombuffer(rust_prots, np.uint8) != 0, np_hit)
+
+    sample = min(n_queries, 200_000)
+    ls, ll, lp, lq = starts.tolist(), lengths.tolist(), pas.tolist(), q[:sample].tolist()
+    bis_s, bis_out = best_of(lambda: bisect_translate(ls, ll, lp, lq), 1)
+    assert bis_out == rust_arr[:sample].tolist(), "rust_core and bisect disagree"
+
+    single = []
+    probe = q[:20_000].tolist()
+    for a in probe:
+        t = time.perf_counter_ns()
+        try:
+            iopt.translate(a)
+        except OSError:
+            pass
+        single.append(time.perf_counter_ns() - t)
+    single.sort()
+
+    rate = lambda secs, count: count / secs / 1e6  # noqa: E731
+    return {
+        "areas": n_areas,
+        "queries": n_queries,
+        "build_seconds_single_maps": round(build_s, 3),
+        "rust_core_Maddr_per_s": round(rate(rust_s, n_queries), 2),
+        "numpy_Maddr_per_s": round(rate(np_s, n_queries), 2),
+        "bisect_Maddr_per_s": round(rate(bis_s, sample), 3),
+        "rust_vs_numpy": round(np_s / rust_s, 2),
+        "rust_vs_bisect": round((bis_s / sample) / (rust_s / n_queries), 1),
+        "single_translate_p50_ns": single[len(single) // 2],
+        "single_translate_p99_ns": single[int(len(single) * 0.99)],
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--areas", type=int, nargs="+", default=[65536, 1 << 20])
+    ap.add_argument("--queries", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="write the results here as JSON")
+    args = ap.parse_args()
+    rows = [run(n, args.queries, args.repeat, args.seed) for n in args.areas]
+    cols = ["areas", "rust_core_Maddr_per_s", "numpy_Maddr_per_s", "bisect_Maddr_per_s",
+            "rust_vs_numpy", "rust_vs_bisect", "single_translate_p50_ns",
+            "single_translate_p99_ns"]
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+    report = {
+        "benchmark": "translate_batch",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.processor(), "python": sys.version.split()[0],
+                    "numpy": np.__version__, "core": _core.__version__},
+        "results": rows,
+        "median_rust_vs_numpy": statistics.median(r["rust_vs_numpy"] for r in rows),
+    }
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
+            fh.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

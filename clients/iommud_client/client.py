@@ -200,6 +200,43 @@ class Session:
         """A handle on an already open context fd of this session."""
         return Context(self, iommufd)
 
+    # -- devices and the host ---------------------------------------------
+
+    def open_device(self, name: str) -> "DeviceFd":
+        """open("/dev/vfio/devices/vfioN") of the host device `name` (e.g. 0000:03:00.0)."""
+        return DeviceFd(self, self.call("OpenDevice", pb.OpenDeviceRequest(name=name)).device_fd,
+                        name)
+
+    def list_devices(self) -> list[pb.HostDevice]:
+        return list(self.call("ListDevices", pb.ListDevicesRequest()).devices)
+
+    def list_groups(self) -> list[pb.IommuGroup]:
+        return list(self.call("ListGroups", pb.ListGroupsRequest()).groups)
+
+    def group(self, group: int) -> pb.IommuGroup:
+        for g in self.list_groups():
+            if g.group == group:
+                return g
+        raise KeyError(group)
+
+    def bind_host_driver(self, device: str, driver: str) -> None:
+        """Probe a host driver onto a device (admin)."""
+        self.call("BindHostDriver", pb.BindHostDriverRequest(device=device, driver=driver))
+
+    def unbind_host_driver(self, device: str) -> None:
+        self.call("UnbindHostDriver", pb.UnbindHostDriverRequest(device=device))
+
+    def hot_add_device(self, device: pb.HostDevice) -> None:
+        self.call("HotAddDevice", pb.HotAddDeviceRequest(device=device))
+
+    def hot_remove_device(self, device: str) -> None:
+        self.call("HotRemoveDevice", pb.HotRemoveDeviceRequest(device=device))
+
+    def watch_host(self) -> Iterator[pb.WatchHostResponse]:
+        """Stream of ownership, viability, driver and hot-plug events (cancel() to stop)."""
+        return self.client.stub.WatchHost(pb.WatchHostRequest(),
+                                          metadata=((SESSION_METADATA_KEY, self.token),))
+
 
 class Context:
     """One iommufd context (an open /dev/iommu fd) of a session."""
@@ -302,9 +339,108 @@ class Context:
             pas.byteswap()
         return BatchTranslation(pas, resp.prots, resp.mapped_count)
 
+    def bind_device(self, device: "DeviceFd", cookie: int = 0) -> int:
+        """The design thread's bind, issued on the iommufd; returns dev_id."""
+        return self._call("IommufdBindDevice", pb.IommufdBindDeviceRequest(
+            iommufd=self.iommufd, device_fd=device.device_fd, cookie=cookie)).dev_id
+
+    def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0, *, data_type: int = 0,
+                   data_len: int = 0, fault_id: int = 0, reserved: int = 0) -> int:
+        """IOMMU_HWPT_ALLOC; returns the new hwpt_id."""
+        return self._call("HwptAlloc", pb.HwptAllocRequest(
+            iommufd=self.iommufd, flags=flags, dev_id=dev_id, pt_id=pt_id, data_type=data_type,
+            data_len=data_len, fault_id=fault_id, reserved=reserved)).out_hwpt_id
+
+    def get_hw_info(self, dev_id: int, data_len: int = 0, *, flags: int = 0,
+                    in_data_type: int = 0, reserved: int = 0) -> pb.GetHwInfoResponse:
+        """IOMMU_GET_HW_INFO."""
+        return self._call("GetHwInfo", pb.GetHwInfoRequest(
+            iommufd=self.iommufd, flags=flags, dev_id=dev_id, data_len=data_len,
+            in_data_type=in_data_type, reserved=reserved))
+
+    def capabilities(self) -> pb.GetCapabilitiesResponse:
+        return self._call("GetCapabilities", pb.GetCapabilitiesRequest(iommufd=self.iommufd))
+
     def list_objects(self) -> list[pb.ObjectInfo]:
         return list(self._call("ListObjects", pb.ListObjectsRequest(iommufd=self.iommufd)).objects)
 
     def list_areas(self, ioas_id: int) -> list[pb.Area]:
         return list(self._call("ListAreas", pb.ListAreasRequest(iommufd=self.iommufd,
                                                                 ioas_id=ioas_id)).areas)
+
+
+VFIO_DEVICE_BIND_FLAG_TOKEN = 1
+VFIO_DEVICE_ATTACH_PASID = 1
+VFIO_DEVICE_DETACH_PASID = 1
+
+
+@dataclass(frozen=True)
+class DmaAccess:
+    """One device DMA access: `length` bytes at `iova`, a write or a read."""
+
+    iova: int
+    length: int
+    write: bool = False
+
+
+class DeviceFd:
+    """A session's open VFIO device fd (the device cdev)."""
+
+    def __init__(self, session: Session, device_fd: int, name: str) -> None:
+        self.session = session
+        self.device_fd = device_fd
+        self.name = name
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self.session.call(method, request)
+
+    def __enter__(self) -> "DeviceFd":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        except IommudError:
+            pass
+
+    def close(self) -> None:
+        """close(device_fd): unbinds the device and revokes the fd."""
+        self._call("CloseDevice", pb.CloseDeviceRequest(device_fd=self.device_fd))
+
+    def info(self) -> pb.DeviceGetInfoResponse:
+        return self._call("DeviceGetInfo", pb.DeviceGetInfoRequest(device_fd=self.device_fd))
+
+    def bind(self, ctx: "Context | int", cookie: int = 0, flags: int = 0) -> int:
+        """VFIO_DEVICE_BIND_IOMMUFD; returns the dev_id."""
+        iommufd = ctx.iommufd if isinstance(ctx, Context) else ctx
+        return self._call("DeviceBindIommufd", pb.DeviceBindIommufdRequest(
+            device_fd=self.device_fd, flags=flags, iommufd=iommufd, cookie=cookie)).out_devid
+
+    def attach(self, pt_id: int, pasid: int | None = None, *, flags: int | None = None) -> int:
+        """VFIO_DEVICE_ATTACH_IOMMUFD_PT (a replace when already attached);
+        returns the id of the HWPT actually attached."""
+        if flags is None:
+            flags = VFIO_DEVICE_ATTACH_PASID if pasid is not None else 0
+        return self._call("DeviceAttachIommufdPt", pb.DeviceAttachIommufdPtRequest(
+            device_fd=self.device_fd, flags=flags, pt_id=pt_id, pasid=pasid or 0)).pt_id
+
+    def detach(self, pasid: int | None = None, *, flags: int | None = None) -> None:
+        """VFIO_DEVICE_DETACH_IOMMUFD_PT."""
+        if flags is None:
+            flags = VFIO_DEVICE_DETACH_PASID if pasid is not None else 0
+        self._call("DeviceDetachIommufdPt", pb.DeviceDetachIommufdPtRequest(
+            device_fd=self.device_fd, flags=flags, pasid=pasid or 0))
+
+    def dma(self, accesses: Sequence[DmaAccess], pasid: int | None = None) -> pb.DeviceDmaResponse:
+        """Issue DMA accesses as the device (RID, or `pasid`); faults are in the reply."""
+        req = pb.DeviceDmaRequest(device_fd=self.device_fd, accesses=[
+            pb.DmaAccess(iova=a.iova, length=a.length, write=a.write) for a in accesses])
+        if pasid is not None:
+            req.pasid = pasid
+        return self._call("DeviceDma", req)
+
+    def read(self, iova: int, length: int = 4, pasid: int | None = None) -> pb.DmaResult:
+        return self.dma([DmaAccess(iova, length, False)], pasid).results[0]
+
+    def write(self, iova: int, length: int = 4, pasid: int | None = None) -> pb.DmaResult:
+        return self.dma([DmaAccess(iova, length, True)], pasid).results[0]

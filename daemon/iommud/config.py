@@ -48,6 +48,10 @@ class Config:
     log_file: str = ""
     #: Grace period for in-flight RPCs on SIGTERM/SIGINT, in seconds.
     shutdown_grace: float = 5.0
+    #: Host topology: "default" (embedded), a .toml/.json file, or "sysfs:<root>".
+    topology: str = "default"
+    #: The design thread's staged group support: 1, 2 or 3.
+    group_stage: int = 2
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import errno as E
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from iommud.errors import IommuError
 from iommud.ids import LowestFreeAllocator
 from iommud.objects import IommufdObject, ObjType
+
+if TYPE_CHECKING:
+    from iommud.host import Host
 
 INT_MAX = (1 << 31) - 1
 
@@ -21,10 +24,17 @@ _Obj = TypeVar("_Obj", bound=IommufdObject)
 
 
 class IommufdContext:
-    def __init__(self, max_objects: int) -> None:
+    kind = "iommufd"
+
+    def __init__(self, max_objects: int, host: "Host | None" = None) -> None:
         self._objects: dict[int, IommufdObject] = {}
         self._ids = LowestFreeAllocator(1, INT_MAX)
         self._max_objects = max_objects
+        self.host = host
+        #: Bound devices keep the context alive after its fd is closed, as
+        #: VFIO device fds hold a reference on the iommufd file (§1.5).
+        self.bound_devices = 0
+        self.fd_closed = False
         self.closed = False
 
     def __len__(self) -> int:
@@ -50,6 +60,9 @@ class IommufdContext:
     def insert(self, obj: IommufdObject) -> None:
         self._objects[obj.id] = obj
 
+    def lookup(self, obj_id: int) -> IommufdObject | None:
+        return self._objects.get(obj_id)
+
     def get(self, obj_id: int, kind: type[_Obj], what: str = "object") -> _Obj:
         """Look up `obj_id` as `kind`; a missing id or the wrong type is ENOENT."""
         obj = self._objects.get(obj_id)
@@ -68,6 +81,23 @@ class IommufdContext:
             raise IommuError(E.EBUSY, f"Object {obj_id} ({obj.type.name}) is still in use by "
                              f"{obj.users} holder(s).", id=obj_id, users=obj.users)
         self._remove(obj)
+
+    def remove_device(self, obj: IommufdObject) -> None:
+        """Unbind's teardown of a DEVICE object, which DESTROY may not do."""
+        if obj.users:
+            raise RuntimeError(f"device {obj.id} still has {obj.users} users")  # invariant
+        self._remove(obj)
+
+    def release_fd(self) -> int:
+        """The fd was closed: tear down now, or once the last device unbinds.
+        Returns how many objects were destroyed now."""
+        self.fd_closed = True
+        return self.maybe_release()
+
+    def maybe_release(self) -> int:
+        if self.fd_closed and not self.bound_devices and not self.closed:
+            return self.close()
+        return 0
 
     def _remove(self, obj: IommufdObject) -> None:
         del self._objects[obj.id]

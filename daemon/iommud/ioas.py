@@ -25,6 +25,8 @@ class Ioas(IommufdObject):
     def __init__(self, obj_id: int) -> None:
         super().__init__(obj_id)
         self.iopt = _core.IoPagetable()
+        #: Paging HWPTs mirroring this IOAS (each holds a users ref on it).
+        self.domains: list = []
 
     def destroy(self) -> None:
         # Destroying an IOAS drops every mapping it still holds (ioas.c).

@@ -16,10 +16,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from iommud import topology_load
 from iommud.config import Config
+from iommud.host import Host
 from iommud.logsetup import get_logger
 from iommud.service import IommuServicer
 from iommud.session import SessionRegistry
+from iommud.topology import Topology
 from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
 from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
 
@@ -64,13 +67,25 @@ def _prepare_socket(path: pathlib.Path) -> None:
         probe.close()
 
 
+def load_topology(spec: str) -> Topology:
+    """"default", "sysfs:<root>", or a topology file path."""
+    if spec == "default":
+        return topology_load.load_default()
+    if spec.startswith("sysfs:"):
+        return topology_load.import_sysfs(spec.removeprefix("sysfs:") or "/")
+    return topology_load.load_file(spec)
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
+        if config.group_stage not in (1, 2, 3):
+            raise ValueError(f"group_stage must be 1, 2 or 3, not {config.group_stage}")
+        self.host = Host(load_topology(config.topology))
         self.sessions = SessionRegistry(
             lease_default=config.lease_seconds, lease_max=config.lease_max_seconds,
             max_sessions=config.max_sessions, max_contexts=config.max_contexts_per_session,
-            max_objects=config.max_objects_per_context)
+            max_objects=config.max_objects_per_context, host=self.host)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.endpoints: list[str] = []
@@ -83,7 +98,8 @@ class Daemon:
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
-        pb_grpc.add_IommuServiceServicer_to_server(IommuServicer(cfg, self.sessions), server)
+        pb_grpc.add_IommuServiceServicer_to_server(IommuServicer(cfg, self.sessions, self.host),
+                                                   server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

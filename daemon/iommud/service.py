@@ -9,8 +9,10 @@ status and duration. Handlers themselves never touch grpc status codes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno as E
 import functools
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,10 +21,15 @@ from typing import Any
 import grpc
 from google.protobuf import unknown_fields
 
-from iommud import __version__, _core, ioas
+from iommud import __version__, _core, device, hw_pagetable, ioas
 from iommud.config import Config
 from iommud.errors import IommuError, request_details, to_status
+from iommud.device import DeviceObj
+from iommud.host import Host
+from iommud.hw_pagetable import HwptPaging
 from iommud.ioas import Ioas
+from iommud.topology import Device as HostDevice
+from iommud.topology import ReservedRegion
 from iommud.logsetup import get_logger
 from iommud.session import Session, SessionRegistry
 from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
@@ -109,22 +116,77 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
 
 def _counts(sessions: list[Session]) -> pb.ObjectCounts:
     counts = pb.ObjectCounts(sessions=len(sessions))
+    contexts = set()
     for sess in sessions:
-        for _fd, ctx in sess.contexts():
-            counts.contexts += 1
-            for obj in ctx.objects():
-                counts.objects += 1
-                if isinstance(obj, Ioas):
-                    counts.ioas += 1
-                    counts.areas += obj.num_areas
-                    counts.mapped_bytes += obj.mapped_bytes
+        for _fd, entry in sess.fds():
+            if isinstance(entry, device.DeviceFd):
+                counts.device_fds += 1
+                if entry.bound is not None:
+                    contexts.add(entry.bound.ctx)  # a context kept alive by its devices
+            else:
+                contexts.add(entry)
+    for ctx in contexts:
+        counts.contexts += 1
+        for obj in ctx.objects():
+            counts.objects += 1
+            if isinstance(obj, Ioas):
+                counts.ioas += 1
+                counts.areas += obj.num_areas
+                counts.mapped_bytes += obj.mapped_bytes
+            elif isinstance(obj, HwptPaging):
+                counts.hwpts += 1
+            elif isinstance(obj, DeviceObj):
+                counts.devices += 1
     return counts
 
 
+def _host_device(host: Host, name: str) -> pb.HostDevice:
+    dev = host.devices[name]
+    drv = host.driver_of(name)
+    return pb.HostDevice(
+        name=dev.name, group=dev.group, vendor=dev.vendor, device=dev.device,
+        class_code=dev.class_code, driver=drv.name if drv else "",
+        driver_managed_dma=bool(drv and drv.driver_managed_dma),
+        reserved_regions=[pb.ReservedRegion(start=r.start, last=r.last, kind=r.kind)
+                          for r in dev.reserved_regions],
+        pgsize_bitmap=dev.pgsize_bitmap, max_pasid_log2=dev.max_pasid_log2,
+        dirty_tracking=dev.dirty_tracking, reliable_source_id=dev.reliable_source_id,
+        aperture_bits=dev.aperture_bits, description=dev.description,
+        user_open=name in host.groups[dev.group].open_devices)
+
+
+def _device_from_proto(msg: pb.HostDevice) -> HostDevice:
+    """A hot-added device; unset properties take the topology defaults."""
+    defaults = HostDevice(name=msg.name, group=msg.group)
+    if not re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", msg.name):
+        raise IommuError(E.EINVAL, f"{msg.name!r} is not a PCI address of the form "
+                         f"DDDD:BB:DD.F.", device=msg.name)
+    regions = tuple(ReservedRegion(r.start, r.last, r.kind or "msi") for r in msg.reserved_regions)
+    for r in regions:
+        if r.start > r.last:
+            raise IommuError(E.EINVAL, f"Reserved region {r.start:#x}..{r.last:#x} ends before "
+                             f"it starts.", device=msg.name)
+    if msg.max_pasid_log2 > 20 or (msg.aperture_bits and not 32 <= msg.aperture_bits <= 64):
+        raise IommuError(E.EINVAL, "max_pasid_log2 must be at most 20 and aperture_bits within "
+                         "32..64.", device=msg.name)
+    return dataclasses.replace(
+        defaults, vendor=msg.vendor, device=msg.device, class_code=msg.class_code,
+        driver=msg.driver or None, reserved_regions=regions or defaults.reserved_regions,
+        pgsize_bitmap=msg.pgsize_bitmap or defaults.pgsize_bitmap,
+        max_pasid_log2=msg.max_pasid_log2, dirty_tracking=msg.dirty_tracking,
+        reliable_source_id=msg.reliable_source_id,
+        aperture_bits=msg.aperture_bits or defaults.aperture_bits, description=msg.description)
+
+
+_FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAULT_REASON_UNMAPPED,
+                  "permission": pb.DMA_FAULT_REASON_PERMISSION}
+
+
 class IommuServicer(pb_grpc.IommuServiceServicer):
-    def __init__(self, config: Config, sessions: SessionRegistry) -> None:
+    def __init__(self, config: Config, sessions: SessionRegistry, host: Host) -> None:
         self.config = config
         self.sessions = sessions
+        self.host = host
 
     # -- sessions -----------------------------------------------------------
 
@@ -255,6 +317,174 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.TranslateBatchResponse(pas=pas, prots=prots,
                                          mapped_count=count - prots.count(0))
 
+    # -- host topology and ownership ------------------------------------------
+
+    @rpc()
+    def ListDevices(self, request: pb.ListDevicesRequest, sess: Session) -> pb.ListDevicesResponse:
+        return pb.ListDevicesResponse(devices=[_host_device(self.host, n)
+                                               for n in sorted(self.host.devices)])
+
+    @rpc()
+    def ListGroups(self, request: pb.ListGroupsRequest, sess: Session) -> pb.ListGroupsResponse:
+        out = []
+        for g in self.host.iter_groups():
+            if g.owner is None:
+                owner = pb.GROUP_OWNER_NONE
+            elif getattr(g.owner, "kind", "") == "iommufd":
+                owner = pb.GROUP_OWNER_IOMMUFD
+            else:
+                owner = pb.GROUP_OWNER_CONTAINER
+            domain = g.domain if isinstance(g.domain, str) else f"hwpt:{g.domain.id}"
+            out.append(pb.IommuGroup(group=g.group, devices=[d.name for d in self.host.members(g.group)],
+                                     viable=self.host.viable(g.group), owner=owner,
+                                     owner_cnt=g.owner_cnt, domain=domain))
+        return pb.ListGroupsResponse(groups=out)
+
+    @rpc()
+    def BindHostDriver(self, request: pb.BindHostDriverRequest,
+                       sess: Session) -> pb.BindHostDriverResponse:
+        self.host.bind_driver(request.device, request.driver)
+        return pb.BindHostDriverResponse()
+
+    @rpc()
+    def UnbindHostDriver(self, request: pb.UnbindHostDriverRequest,
+                         sess: Session) -> pb.UnbindHostDriverResponse:
+        self.host.unbind_driver(request.device)
+        return pb.UnbindHostDriverResponse()
+
+    @rpc()
+    def HotAddDevice(self, request: pb.HotAddDeviceRequest,
+                     sess: Session) -> pb.HotAddDeviceResponse:
+        self.host.hot_add(_device_from_proto(request.device))
+        return pb.HotAddDeviceResponse()
+
+    @rpc()
+    def HotRemoveDevice(self, request: pb.HotRemoveDeviceRequest,
+                        sess: Session) -> pb.HotRemoveDeviceResponse:
+        self.host.hot_remove(request.device)
+        return pb.HotRemoveDeviceResponse()
+
+    async def WatchHost(self, request: pb.WatchHostRequest,
+                        context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchHostResponse]:
+        try:
+            sess = self.sessions.lookup(_token(context))
+        except IommuError as err:
+            status = to_status(err)
+            await context.abort(status.code, status.details, status.trailing_metadata)
+            return
+        queue = self.host.subscribe()
+        sess.streams += 1
+        try:
+            while not sess.closed:
+                event = await queue.get()
+                yield pb.WatchHostResponse(kind=event.kind, group=event.group,
+                                           device=event.device, detail=event.detail)
+        finally:
+            sess.streams -= 1
+            sess.touch()
+            self.host.unsubscribe(queue)
+
+    # -- device fds -------------------------------------------------------------
+
+    @rpc()
+    def OpenDevice(self, request: pb.OpenDeviceRequest, sess: Session) -> pb.OpenDeviceResponse:
+        return pb.OpenDeviceResponse(device_fd=sess.open_device(request.name))
+
+    @rpc()
+    def CloseDevice(self, request: pb.CloseDeviceRequest, sess: Session) -> pb.CloseDeviceResponse:
+        sess.device_fd(request.device_fd)
+        sess.close_fd(request.device_fd)
+        return pb.CloseDeviceResponse()
+
+    @rpc()
+    def DeviceGetInfo(self, request: pb.DeviceGetInfoRequest,
+                      sess: Session) -> pb.DeviceGetInfoResponse:
+        devfd = sess.device_fd(request.device_fd)
+        resp = pb.DeviceGetInfoResponse(device=_host_device(self.host, devfd.host_dev.name),
+                                        bound=devfd.bound is not None)
+        if devfd.bound is not None:
+            resp.dev_id = devfd.bound.id
+            for pasid, hwpt in devfd.bound.attached.items():
+                if pasid is None:
+                    resp.rid_hwpt_id = hwpt.id
+                else:
+                    resp.pasid_hwpt_ids[pasid] = hwpt.id
+        return resp
+
+    def _bind(self, sess: Session, device_fd: int, iommufd: int, flags: int, cookie: int) -> int:
+        devfd = sess.device_fd(device_fd)
+        device.bind_check(devfd, flags, iommufd)  # device-side checks come before the fd's
+        ctx = sess.iommufd_arg(iommufd)
+        return device.bind(devfd, ctx, cookie, self.config.group_stage)
+
+    @rpc()
+    def DeviceBindIommufd(self, request: pb.DeviceBindIommufdRequest,
+                          sess: Session) -> pb.DeviceBindIommufdResponse:
+        return pb.DeviceBindIommufdResponse(out_devid=self._bind(
+            sess, request.device_fd, request.iommufd, request.flags, request.cookie))
+
+    @rpc()
+    def IommufdBindDevice(self, request: pb.IommufdBindDeviceRequest,
+                          sess: Session) -> pb.IommufdBindDeviceResponse:
+        sess.context(request.iommufd)
+        return pb.IommufdBindDeviceResponse(dev_id=self._bind(
+            sess, request.device_fd, request.iommufd, 0, request.cookie))
+
+    @rpc()
+    def DeviceAttachIommufdPt(self, request: pb.DeviceAttachIommufdPtRequest,
+                              sess: Session) -> pb.DeviceAttachIommufdPtResponse:
+        devfd = sess.device_fd(request.device_fd)
+        return pb.DeviceAttachIommufdPtResponse(pt_id=device.attach(
+            devfd, request.flags, request.pt_id, request.pasid, self.config.group_stage))
+
+    @rpc()
+    def DeviceDetachIommufdPt(self, request: pb.DeviceDetachIommufdPtRequest,
+                              sess: Session) -> pb.DeviceDetachIommufdPtResponse:
+        devfd = sess.device_fd(request.device_fd)
+        device.detach_request(devfd, request.flags, request.pasid)
+        return pb.DeviceDetachIommufdPtResponse()
+
+    @rpc()
+    def DeviceDma(self, request: pb.DeviceDmaRequest, sess: Session) -> pb.DeviceDmaResponse:
+        devfd = sess.device_fd(request.device_fd)
+        pasid = request.pasid if request.HasField("pasid") else None
+        obj = devfd.require_bound("Device DMA")
+        resp = pb.DeviceDmaResponse()
+        for access in request.accesses:
+            result = device.dma(devfd, pasid, access.iova, access.length, access.write)
+            reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
+            resp.results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
+            if not result.ok:
+                fault = pb.DmaFault(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
+                                    write=access.write, reason=reason)
+                if pasid is not None:
+                    fault.pasid = pasid
+                resp.faults.append(fault)
+        return resp
+
+    @rpc()
+    def HwptAlloc(self, request: pb.HwptAllocRequest, sess: Session) -> pb.HwptAllocResponse:
+        ctx = sess.context(request.iommufd)
+        return pb.HwptAllocResponse(out_hwpt_id=hw_pagetable.hwpt_alloc(
+            ctx, request.flags, request.dev_id, request.pt_id, request.data_type,
+            request.data_len, request.fault_id, request.reserved))
+
+    @rpc()
+    def GetHwInfo(self, request: pb.GetHwInfoRequest, sess: Session) -> pb.GetHwInfoResponse:
+        ctx = sess.context(request.iommufd)
+        info = device.get_hw_info(ctx, request.flags, request.dev_id, request.data_len,
+                                  request.in_data_type, request.reserved)
+        return pb.GetHwInfoResponse(**info)
+
+    @rpc()
+    def GetCapabilities(self, request: pb.GetCapabilitiesRequest,
+                        sess: Session) -> pb.GetCapabilitiesResponse:
+        sess.context(request.iommufd)
+        stage = self.config.group_stage
+        return pb.GetCapabilitiesResponse(group_stage=stage, multi_device_groups=stage >= 2,
+                                          split_groups=stage >= 3, bind_on_iommufd=True,
+                                          pasid=True)
+
     # -- introspection ------------------------------------------------------
 
     @rpc(session="optional")
@@ -269,7 +499,8 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                 max_message_bytes=cfg.max_message_bytes,
                 lease_seconds_default=cfg.lease_seconds,
                 lease_seconds_max=cfg.lease_max_seconds),
-            daemon=_counts(list(self.sessions)))
+            daemon=_counts(list(self.sessions)), group_stage=cfg.group_stage,
+            topology_source=self.host.topology.source)
         if sess is not None:
             resp.session.CopyFrom(_counts([sess]))
             resp.session_id = sess.session_id
@@ -284,6 +515,12 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
             if isinstance(obj, Ioas):
                 info.areas = obj.num_areas
                 info.mapped_bytes = obj.mapped_bytes
+            elif isinstance(obj, HwptPaging):
+                info.ioas_id = obj.ioas.id
+                info.auto_domain = obj.auto_domain
+            elif isinstance(obj, DeviceObj):
+                info.device = obj.host_dev.name
+                info.cookie = obj.cookie
             out.append(info)
         return pb.ListObjectsResponse(objects=out)
 

@@ -19,8 +19,12 @@ import time
 from collections.abc import Iterator
 
 from iommud.context import IommufdContext
+from iommud.device import DeviceFd, open_device, unbind
 from iommud.errors import IommuError
+from iommud.host import Host
 from iommud.ids import LowestFreeAllocator
+
+FdEntry = IommufdContext | DeviceFd
 
 #: The first fd a session hands out, as a process's 0-2 are taken by stdio.
 FIRST_FD = 3
@@ -29,7 +33,7 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 max_contexts: int, max_objects: int) -> None:
+                 max_contexts: int, max_objects: int, host: Host | None = None) -> None:
         self.token = token
         # Public id for logs: a digest prefix, so the log never holds the secret.
         self.session_id = "s-" + hashlib.sha256(token.encode()).hexdigest()[:12]
@@ -38,10 +42,11 @@ class Session:
         self.last_seen = time.monotonic()
         self.streams = 0
         self.closed = False
-        self._fds: dict[int, IommufdContext] = {}
+        self._fds: dict[int, FdEntry] = {}
         self._fd_numbers = LowestFreeAllocator(FIRST_FD, FD_MAX)
         self._max_contexts = max_contexts
         self._max_objects = max_objects
+        self.host = host
 
     def touch(self) -> None:
         self.last_seen = time.monotonic()
@@ -50,45 +55,97 @@ class Session:
         return self.streams == 0 and now - self.last_seen > self.lease_seconds
 
     def contexts(self) -> Iterator[tuple[int, IommufdContext]]:
+        return iter([(fd, e) for fd, e in sorted(self._fds.items())
+                     if isinstance(e, IommufdContext)])
+
+    def fds(self) -> Iterator[tuple[int, FdEntry]]:
         return iter(sorted(self._fds.items()))
 
-    def open_context(self) -> int:
-        """open("/dev/iommu"): the new context's fd number (lowest free from 3)."""
-        if len(self._fds) >= self._max_contexts:
-            raise IommuError(E.EMFILE, f"The session already has {len(self._fds)} open "
-                             f"contexts, its limit.", limit=self._max_contexts)
+    def _install(self, entry: FdEntry) -> int:
         fd = self._fd_numbers.alloc()
         if fd is None:
             raise IommuError(E.EMFILE, "The session has no free fd number left.")
-        self._fds[fd] = IommufdContext(self._max_objects)
+        self._fds[fd] = entry
         return fd
 
-    def context(self, fd: int) -> IommufdContext:
-        """The context behind `fd`; EBADF when the fd is not an open context."""
-        ctx = self._fds.get(fd)
-        if ctx is None:
-            raise IommuError(E.EBADF, f"fd {fd} is not an open iommufd context of this session.",
-                             iommufd=fd)
-        return ctx
+    def open_context(self) -> int:
+        """open("/dev/iommu"): the new context's fd number (lowest free from 3)."""
+        count = sum(1 for _ in self.contexts())
+        if count >= self._max_contexts:
+            raise IommuError(E.EMFILE, f"The session already has {count} open contexts, its "
+                             f"limit.", limit=self._max_contexts)
+        return self._install(IommufdContext(self._max_objects, self.host))
 
-    def close_context(self, fd: int) -> int:
-        ctx = self.context(fd)
+    def open_device(self, name: str) -> int:
+        """open("/dev/vfio/devices/vfioN") for the host device `name`."""
+        if self.host is None:
+            raise IommuError(E.ENODEV, "This daemon models no host devices.")
+        if len(self._fds) >= self._max_contexts * 4:
+            raise IommuError(E.EMFILE, f"The session already has {len(self._fds)} open fds, its "
+                             f"limit.", limit=self._max_contexts * 4)
+        return self._install(open_device(self.host, name))
+
+    def _entry(self, fd: int) -> FdEntry:
+        entry = self._fds.get(fd)
+        if entry is None:
+            raise IommuError(E.EBADF, f"fd {fd} is not open in this session.", iommufd=fd)
+        return entry
+
+    def context(self, fd: int) -> IommufdContext:
+        """The context behind `fd`: EBADF when not open, ENOTTY when the fd
+        is not an iommufd (an iommufd ioctl issued on another kind of fd)."""
+        entry = self._entry(fd)
+        if not isinstance(entry, IommufdContext):
+            raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not an iommufd.",
+                             iommufd=fd)
+        return entry
+
+    def iommufd_arg(self, fd: int) -> IommufdContext:
+        """An iommufd passed as an argument (bind): EBADF, or EBADFD when the
+        fd is open but is not an iommufd."""
+        entry = self._entry(fd)
+        if not isinstance(entry, IommufdContext):
+            raise IommuError(E.EBADFD, f"fd {fd} is a {entry.kind} fd, not an iommufd.",
+                             iommufd=fd)
+        return entry
+
+    def device_fd(self, fd: int) -> DeviceFd:
+        entry = self._entry(fd)
+        if not isinstance(entry, DeviceFd):
+            raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO device fd.",
+                             device_fd=fd)
+        return entry
+
+    def close_fd(self, fd: int) -> int:
+        """close(fd); returns the objects destroyed right away."""
+        entry = self._entry(fd)
         del self._fds[fd]
         self._fd_numbers.release(fd)
-        return ctx.close()
+        if isinstance(entry, IommufdContext):
+            return entry.release_fd()
+        before = len(entry.bound.ctx) if entry.bound else 0
+        ctx = entry.bound.ctx if entry.bound else None
+        unbind(entry)
+        entry.closed = True
+        return before - (len(ctx) if ctx is not None else 0)
+
+    def close_context(self, fd: int) -> int:
+        self.context(fd)
+        return self.close_fd(fd)
 
     def close(self) -> int:
         """Close every fd; returns how many were closed."""
         fds = sorted(self._fds)
         for fd in fds:
-            self.close_context(fd)
+            self.close_fd(fd)
         self.closed = True
         return len(fds)
 
 
 class SessionRegistry:
     def __init__(self, lease_default: int, lease_max: int, max_sessions: int,
-                 max_contexts: int, max_objects: int) -> None:
+                 max_contexts: int, max_objects: int, host: Host | None = None) -> None:
+        self.host = host
         self.lease_default = lease_default
         self.lease_max = lease_max
         self.max_sessions = max_sessions
@@ -109,7 +166,7 @@ class SessionRegistry:
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
         session = Session(secrets.token_urlsafe(32), client_name[:128], lease,
-                          self.max_contexts, self.max_objects)
+                          self.max_contexts, self.max_objects, self.host)
         self._by_token[session.token] = session
         return session
 

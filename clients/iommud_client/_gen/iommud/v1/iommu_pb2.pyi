@@ -21,6 +21,20 @@ class IoasMapFlag(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IOAS_MAP_FLAG_FIXED_IOVA: _ClassVar[IoasMapFlag]
     IOAS_MAP_FLAG_WRITEABLE: _ClassVar[IoasMapFlag]
     IOAS_MAP_FLAG_READABLE: _ClassVar[IoasMapFlag]
+
+class GroupOwner(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GROUP_OWNER_UNSPECIFIED: _ClassVar[GroupOwner]
+    GROUP_OWNER_NONE: _ClassVar[GroupOwner]
+    GROUP_OWNER_IOMMUFD: _ClassVar[GroupOwner]
+    GROUP_OWNER_CONTAINER: _ClassVar[GroupOwner]
+
+class DmaFaultReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DMA_FAULT_REASON_UNSPECIFIED: _ClassVar[DmaFaultReason]
+    DMA_FAULT_REASON_BLOCKED: _ClassVar[DmaFaultReason]
+    DMA_FAULT_REASON_UNMAPPED: _ClassVar[DmaFaultReason]
+    DMA_FAULT_REASON_PERMISSION: _ClassVar[DmaFaultReason]
 OBJECT_TYPE_UNSPECIFIED: ObjectType
 OBJECT_TYPE_IOAS: ObjectType
 OBJECT_TYPE_HWPT_PAGING: ObjectType
@@ -30,6 +44,14 @@ IOAS_MAP_FLAG_UNSPECIFIED: IoasMapFlag
 IOAS_MAP_FLAG_FIXED_IOVA: IoasMapFlag
 IOAS_MAP_FLAG_WRITEABLE: IoasMapFlag
 IOAS_MAP_FLAG_READABLE: IoasMapFlag
+GROUP_OWNER_UNSPECIFIED: GroupOwner
+GROUP_OWNER_NONE: GroupOwner
+GROUP_OWNER_IOMMUFD: GroupOwner
+GROUP_OWNER_CONTAINER: GroupOwner
+DMA_FAULT_REASON_UNSPECIFIED: DmaFaultReason
+DMA_FAULT_REASON_BLOCKED: DmaFaultReason
+DMA_FAULT_REASON_UNMAPPED: DmaFaultReason
+DMA_FAULT_REASON_PERMISSION: DmaFaultReason
 
 class IovaRange(_message.Message):
     __slots__ = ("start", "last")
@@ -304,23 +326,29 @@ class Limits(_message.Message):
     def __init__(self, max_contexts_per_session: _Optional[int] = ..., max_objects_per_context: _Optional[int] = ..., max_translate_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., lease_seconds_default: _Optional[int] = ..., lease_seconds_max: _Optional[int] = ...) -> None: ...
 
 class ObjectCounts(_message.Message):
-    __slots__ = ("sessions", "contexts", "objects", "ioas", "areas", "mapped_bytes")
+    __slots__ = ("sessions", "contexts", "objects", "ioas", "areas", "mapped_bytes", "hwpts", "devices", "device_fds")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
     IOAS_FIELD_NUMBER: _ClassVar[int]
     AREAS_FIELD_NUMBER: _ClassVar[int]
     MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    HWPTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FDS_FIELD_NUMBER: _ClassVar[int]
     sessions: int
     contexts: int
     objects: int
     ioas: int
     areas: int
     mapped_bytes: int
-    def __init__(self, sessions: _Optional[int] = ..., contexts: _Optional[int] = ..., objects: _Optional[int] = ..., ioas: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ...) -> None: ...
+    hwpts: int
+    devices: int
+    device_fds: int
+    def __init__(self, sessions: _Optional[int] = ..., contexts: _Optional[int] = ..., objects: _Optional[int] = ..., ioas: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., hwpts: _Optional[int] = ..., devices: _Optional[int] = ..., device_fds: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "core_version", "page_size", "limits", "daemon", "session", "session_id")
+    __slots__ = ("version", "core_version", "page_size", "limits", "daemon", "session", "session_id", "group_stage", "topology_source")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +356,8 @@ class GetInfoResponse(_message.Message):
     DAEMON_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_STAGE_FIELD_NUMBER: _ClassVar[int]
+    TOPOLOGY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     version: str
     core_version: str
     page_size: int
@@ -335,7 +365,9 @@ class GetInfoResponse(_message.Message):
     daemon: ObjectCounts
     session: ObjectCounts
     session_id: str
-    def __init__(self, version: _Optional[str] = ..., core_version: _Optional[str] = ..., page_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., daemon: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session_id: _Optional[str] = ...) -> None: ...
+    group_stage: int
+    topology_source: str
+    def __init__(self, version: _Optional[str] = ..., core_version: _Optional[str] = ..., page_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., daemon: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session_id: _Optional[str] = ..., group_stage: _Optional[int] = ..., topology_source: _Optional[str] = ...) -> None: ...
 
 class ListObjectsRequest(_message.Message):
     __slots__ = ("iommufd",)
@@ -344,18 +376,26 @@ class ListObjectsRequest(_message.Message):
     def __init__(self, iommufd: _Optional[int] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
-    __slots__ = ("id", "type", "users", "areas", "mapped_bytes")
+    __slots__ = ("id", "type", "users", "areas", "mapped_bytes", "ioas_id", "auto_domain", "device", "cookie")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
     AREAS_FIELD_NUMBER: _ClassVar[int]
     MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    AUTO_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: ObjectType
     users: int
     areas: int
     mapped_bytes: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[ObjectType, str]] = ..., users: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ...) -> None: ...
+    ioas_id: int
+    auto_domain: bool
+    device: str
+    cookie: int
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[ObjectType, str]] = ..., users: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., ioas_id: _Optional[int] = ..., auto_domain: _Optional[bool] = ..., device: _Optional[str] = ..., cookie: _Optional[int] = ...) -> None: ...
 
 class ListObjectsResponse(_message.Message):
     __slots__ = ("objects",)
@@ -388,3 +428,386 @@ class ListAreasResponse(_message.Message):
     AREAS_FIELD_NUMBER: _ClassVar[int]
     areas: _containers.RepeatedCompositeFieldContainer[Area]
     def __init__(self, areas: _Optional[_Iterable[_Union[Area, _Mapping]]] = ...) -> None: ...
+
+class ReservedRegion(_message.Message):
+    __slots__ = ("start", "last", "kind")
+    START_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    last: int
+    kind: str
+    def __init__(self, start: _Optional[int] = ..., last: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class HostDevice(_message.Message):
+    __slots__ = ("name", "group", "vendor", "device", "class_code", "driver", "driver_managed_dma", "reserved_regions", "pgsize_bitmap", "max_pasid_log2", "dirty_tracking", "reliable_source_id", "aperture_bits", "description", "user_open")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    CLASS_CODE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_MANAGED_DMA_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_REGIONS_FIELD_NUMBER: _ClassVar[int]
+    PGSIZE_BITMAP_FIELD_NUMBER: _ClassVar[int]
+    MAX_PASID_LOG2_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_TRACKING_FIELD_NUMBER: _ClassVar[int]
+    RELIABLE_SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    APERTURE_BITS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    USER_OPEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    group: int
+    vendor: int
+    device: int
+    class_code: int
+    driver: str
+    driver_managed_dma: bool
+    reserved_regions: _containers.RepeatedCompositeFieldContainer[ReservedRegion]
+    pgsize_bitmap: int
+    max_pasid_log2: int
+    dirty_tracking: bool
+    reliable_source_id: bool
+    aperture_bits: int
+    description: str
+    user_open: bool
+    def __init__(self, name: _Optional[str] = ..., group: _Optional[int] = ..., vendor: _Optional[int] = ..., device: _Optional[int] = ..., class_code: _Optional[int] = ..., driver: _Optional[str] = ..., driver_managed_dma: _Optional[bool] = ..., reserved_regions: _Optional[_Iterable[_Union[ReservedRegion, _Mapping]]] = ..., pgsize_bitmap: _Optional[int] = ..., max_pasid_log2: _Optional[int] = ..., dirty_tracking: _Optional[bool] = ..., reliable_source_id: _Optional[bool] = ..., aperture_bits: _Optional[int] = ..., description: _Optional[str] = ..., user_open: _Optional[bool] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices",)
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[HostDevice]
+    def __init__(self, devices: _Optional[_Iterable[_Union[HostDevice, _Mapping]]] = ...) -> None: ...
+
+class IommuGroup(_message.Message):
+    __slots__ = ("group", "devices", "viable", "owner", "owner_cnt", "domain")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    VIABLE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    OWNER_CNT_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    viable: bool
+    owner: GroupOwner
+    owner_cnt: int
+    domain: str
+    def __init__(self, group: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., viable: _Optional[bool] = ..., owner: _Optional[_Union[GroupOwner, str]] = ..., owner_cnt: _Optional[int] = ..., domain: _Optional[str] = ...) -> None: ...
+
+class ListGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[IommuGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[IommuGroup, _Mapping]]] = ...) -> None: ...
+
+class BindHostDriverRequest(_message.Message):
+    __slots__ = ("device", "driver")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    driver: str
+    def __init__(self, device: _Optional[str] = ..., driver: _Optional[str] = ...) -> None: ...
+
+class BindHostDriverResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UnbindHostDriverRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class UnbindHostDriverResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HotAddDeviceRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: HostDevice
+    def __init__(self, device: _Optional[_Union[HostDevice, _Mapping]] = ...) -> None: ...
+
+class HotAddDeviceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HotRemoveDeviceRequest(_message.Message):
+    __slots__ = ("device",)
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device: str
+    def __init__(self, device: _Optional[str] = ...) -> None: ...
+
+class HotRemoveDeviceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchHostRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchHostResponse(_message.Message):
+    __slots__ = ("kind", "group", "device", "detail")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    group: int
+    device: str
+    detail: str
+    def __init__(self, kind: _Optional[str] = ..., group: _Optional[int] = ..., device: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class OpenDeviceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class OpenDeviceResponse(_message.Message):
+    __slots__ = ("device_fd",)
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    def __init__(self, device_fd: _Optional[int] = ...) -> None: ...
+
+class CloseDeviceRequest(_message.Message):
+    __slots__ = ("device_fd",)
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    def __init__(self, device_fd: _Optional[int] = ...) -> None: ...
+
+class CloseDeviceResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DeviceGetInfoRequest(_message.Message):
+    __slots__ = ("device_fd",)
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    def __init__(self, device_fd: _Optional[int] = ...) -> None: ...
+
+class DeviceGetInfoResponse(_message.Message):
+    __slots__ = ("device", "bound", "dev_id", "rid_hwpt_id", "pasid_hwpt_ids")
+    class PasidHwptIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    BOUND_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    RID_HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_HWPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    device: HostDevice
+    bound: bool
+    dev_id: int
+    rid_hwpt_id: int
+    pasid_hwpt_ids: _containers.ScalarMap[int, int]
+    def __init__(self, device: _Optional[_Union[HostDevice, _Mapping]] = ..., bound: _Optional[bool] = ..., dev_id: _Optional[int] = ..., rid_hwpt_id: _Optional[int] = ..., pasid_hwpt_ids: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class DeviceBindIommufdRequest(_message.Message):
+    __slots__ = ("device_fd", "flags", "iommufd", "cookie")
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    flags: int
+    iommufd: int
+    cookie: int
+    def __init__(self, device_fd: _Optional[int] = ..., flags: _Optional[int] = ..., iommufd: _Optional[int] = ..., cookie: _Optional[int] = ...) -> None: ...
+
+class DeviceBindIommufdResponse(_message.Message):
+    __slots__ = ("out_devid",)
+    OUT_DEVID_FIELD_NUMBER: _ClassVar[int]
+    out_devid: int
+    def __init__(self, out_devid: _Optional[int] = ...) -> None: ...
+
+class IommufdBindDeviceRequest(_message.Message):
+    __slots__ = ("iommufd", "device_fd", "cookie")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    device_fd: int
+    cookie: int
+    def __init__(self, iommufd: _Optional[int] = ..., device_fd: _Optional[int] = ..., cookie: _Optional[int] = ...) -> None: ...
+
+class IommufdBindDeviceResponse(_message.Message):
+    __slots__ = ("dev_id",)
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    dev_id: int
+    def __init__(self, dev_id: _Optional[int] = ...) -> None: ...
+
+class DeviceAttachIommufdPtRequest(_message.Message):
+    __slots__ = ("device_fd", "flags", "pt_id", "pasid")
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    flags: int
+    pt_id: int
+    pasid: int
+    def __init__(self, device_fd: _Optional[int] = ..., flags: _Optional[int] = ..., pt_id: _Optional[int] = ..., pasid: _Optional[int] = ...) -> None: ...
+
+class DeviceAttachIommufdPtResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class DeviceDetachIommufdPtRequest(_message.Message):
+    __slots__ = ("device_fd", "flags", "pasid")
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    flags: int
+    pasid: int
+    def __init__(self, device_fd: _Optional[int] = ..., flags: _Optional[int] = ..., pasid: _Optional[int] = ...) -> None: ...
+
+class DeviceDetachIommufdPtResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DmaAccess(_message.Message):
+    __slots__ = ("iova", "length", "write")
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    iova: int
+    length: int
+    write: bool
+    def __init__(self, iova: _Optional[int] = ..., length: _Optional[int] = ..., write: _Optional[bool] = ...) -> None: ...
+
+class DmaResult(_message.Message):
+    __slots__ = ("ok", "pa", "fault")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    PA_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    pa: int
+    fault: DmaFaultReason
+    def __init__(self, ok: _Optional[bool] = ..., pa: _Optional[int] = ..., fault: _Optional[_Union[DmaFaultReason, str]] = ...) -> None: ...
+
+class DmaFault(_message.Message):
+    __slots__ = ("dev_id", "cookie", "pasid", "iova", "write", "reason")
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    dev_id: int
+    cookie: int
+    pasid: int
+    iova: int
+    write: bool
+    reason: DmaFaultReason
+    def __init__(self, dev_id: _Optional[int] = ..., cookie: _Optional[int] = ..., pasid: _Optional[int] = ..., iova: _Optional[int] = ..., write: _Optional[bool] = ..., reason: _Optional[_Union[DmaFaultReason, str]] = ...) -> None: ...
+
+class DeviceDmaRequest(_message.Message):
+    __slots__ = ("device_fd", "pasid", "accesses")
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    pasid: int
+    accesses: _containers.RepeatedCompositeFieldContainer[DmaAccess]
+    def __init__(self, device_fd: _Optional[int] = ..., pasid: _Optional[int] = ..., accesses: _Optional[_Iterable[_Union[DmaAccess, _Mapping]]] = ...) -> None: ...
+
+class DeviceDmaResponse(_message.Message):
+    __slots__ = ("results", "faults")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DmaResult]
+    faults: _containers.RepeatedCompositeFieldContainer[DmaFault]
+    def __init__(self, results: _Optional[_Iterable[_Union[DmaResult, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[DmaFault, _Mapping]]] = ...) -> None: ...
+
+class HwptAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "dev_id", "pt_id", "reserved", "data_type", "data_len", "fault_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_LEN_FIELD_NUMBER: _ClassVar[int]
+    FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    dev_id: int
+    pt_id: int
+    reserved: int
+    data_type: int
+    data_len: int
+    fault_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., dev_id: _Optional[int] = ..., pt_id: _Optional[int] = ..., reserved: _Optional[int] = ..., data_type: _Optional[int] = ..., data_len: _Optional[int] = ..., fault_id: _Optional[int] = ...) -> None: ...
+
+class HwptAllocResponse(_message.Message):
+    __slots__ = ("out_hwpt_id",)
+    OUT_HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    out_hwpt_id: int
+    def __init__(self, out_hwpt_id: _Optional[int] = ...) -> None: ...
+
+class GetHwInfoRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "dev_id", "data_len", "in_data_type", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_LEN_FIELD_NUMBER: _ClassVar[int]
+    IN_DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    dev_id: int
+    data_len: int
+    in_data_type: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., dev_id: _Optional[int] = ..., data_len: _Optional[int] = ..., in_data_type: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class GetHwInfoResponse(_message.Message):
+    __slots__ = ("data", "data_len", "out_data_type", "out_max_pasid_log2", "out_capabilities")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_LEN_FIELD_NUMBER: _ClassVar[int]
+    OUT_DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OUT_MAX_PASID_LOG2_FIELD_NUMBER: _ClassVar[int]
+    OUT_CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    data_len: int
+    out_data_type: int
+    out_max_pasid_log2: int
+    out_capabilities: int
+    def __init__(self, data: _Optional[bytes] = ..., data_len: _Optional[int] = ..., out_data_type: _Optional[int] = ..., out_max_pasid_log2: _Optional[int] = ..., out_capabilities: _Optional[int] = ...) -> None: ...
+
+class GetCapabilitiesRequest(_message.Message):
+    __slots__ = ("iommufd",)
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    def __init__(self, iommufd: _Optional[int] = ...) -> None: ...
+
+class GetCapabilitiesResponse(_message.Message):
+    __slots__ = ("group_stage", "multi_device_groups", "split_groups", "bind_on_iommufd", "pasid")
+    GROUP_STAGE_FIELD_NUMBER: _ClassVar[int]
+    MULTI_DEVICE_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    BIND_ON_IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    group_stage: int
+    multi_device_groups: bool
+    split_groups: bool
+    bind_on_iommufd: bool
+    pasid: bool
+    def __init__(self, group_stage: _Optional[int] = ..., multi_device_groups: _Optional[bool] = ..., split_groups: _Optional[bool] = ..., bind_on_iommufd: _Optional[bool] = ..., pasid: _Optional[bool] = ...) -> None: ...

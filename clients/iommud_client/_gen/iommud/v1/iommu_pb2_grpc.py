@@ -111,6 +111,96 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TranslateBatchRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.TranslateBatchResponse.FromString,
                 _registered_method=True)
+        self.ListDevices = channel.unary_unary(
+                '/iommud.v1.IommuService/ListDevices',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/iommud.v1.IommuService/ListGroups',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+        self.BindHostDriver = channel.unary_unary(
+                '/iommud.v1.IommuService/BindHostDriver',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.BindHostDriverRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.BindHostDriverResponse.FromString,
+                _registered_method=True)
+        self.UnbindHostDriver = channel.unary_unary(
+                '/iommud.v1.IommuService/UnbindHostDriver',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverResponse.FromString,
+                _registered_method=True)
+        self.HotAddDevice = channel.unary_unary(
+                '/iommud.v1.IommuService/HotAddDevice',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HotAddDeviceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HotAddDeviceResponse.FromString,
+                _registered_method=True)
+        self.HotRemoveDevice = channel.unary_unary(
+                '/iommud.v1.IommuService/HotRemoveDevice',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceResponse.FromString,
+                _registered_method=True)
+        self.WatchHost = channel.unary_stream(
+                '/iommud.v1.IommuService/WatchHost',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.WatchHostRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchHostResponse.FromString,
+                _registered_method=True)
+        self.OpenDevice = channel.unary_unary(
+                '/iommud.v1.IommuService/OpenDevice',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.OpenDeviceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenDeviceResponse.FromString,
+                _registered_method=True)
+        self.CloseDevice = channel.unary_unary(
+                '/iommud.v1.IommuService/CloseDevice',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.CloseDeviceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseDeviceResponse.FromString,
+                _registered_method=True)
+        self.DeviceGetInfo = channel.unary_unary(
+                '/iommud.v1.IommuService/DeviceGetInfo',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoResponse.FromString,
+                _registered_method=True)
+        self.DeviceBindIommufd = channel.unary_unary(
+                '/iommud.v1.IommuService/DeviceBindIommufd',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdResponse.FromString,
+                _registered_method=True)
+        self.IommufdBindDevice = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdBindDevice',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceResponse.FromString,
+                _registered_method=True)
+        self.DeviceAttachIommufdPt = channel.unary_unary(
+                '/iommud.v1.IommuService/DeviceAttachIommufdPt',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtResponse.FromString,
+                _registered_method=True)
+        self.DeviceDetachIommufdPt = channel.unary_unary(
+                '/iommud.v1.IommuService/DeviceDetachIommufdPt',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtResponse.FromString,
+                _registered_method=True)
+        self.DeviceDma = channel.unary_unary(
+                '/iommud.v1.IommuService/DeviceDma',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceDmaRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceDmaResponse.FromString,
+                _registered_method=True)
+        self.HwptAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/HwptAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.FromString,
+                _registered_method=True)
+        self.GetHwInfo = channel.unary_unary(
+                '/iommud.v1.IommuService/GetHwInfo',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoResponse.FromString,
+                _registered_method=True)
+        self.GetCapabilities = channel.unary_unary(
+                '/iommud.v1.IommuService/GetCapabilities',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.FromString,
+                _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetInfo',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetInfoRequest.SerializeToString,
@@ -242,6 +332,138 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDevices(self, request, context):
+        """-- host topology and DMA ownership --------------------------------------
+
+        ListDevices lists the host's devices with their group, driver and state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """ListGroups lists IOMMU groups with ownership and viability.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BindHostDriver(self, request, context):
+        """BindHostDriver probes a host driver onto a device (admin). A driver that
+        is not IOMMU-safe is refused with EBUSY while the group is owned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnbindHostDriver(self, request, context):
+        """UnbindHostDriver unbinds the device's host driver (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HotAddDevice(self, request, context):
+        """HotAddDevice adds a device to the host, in a new or existing group (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HotRemoveDevice(self, request, context):
+        """HotRemoveDevice removes a device that no user has open (admin).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchHost(self, request, context):
+        """WatchHost streams ownership, viability, driver and hot-plug changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenDevice(self, request, context):
+        """-- device fds (VFIO cdev) -----------------------------------------------
+
+        OpenDevice is open("/dev/vfio/devices/vfioN") for a device on vfio-pci.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseDevice(self, request, context):
+        """CloseDevice is close(device_fd): unbinds and revokes access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeviceGetInfo(self, request, context):
+        """DeviceGetInfo describes the device behind a device fd, bound or not.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeviceBindIommufd(self, request, context):
+        """DeviceBindIommufd is VFIO_DEVICE_BIND_IOMMUFD, issued on the device fd.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommufdBindDevice(self, request, context):
+        """IommufdBindDevice is the design thread's bind issued on the iommufd,
+        taking the device fd and a user cookie; same rules as DeviceBindIommufd.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeviceAttachIommufdPt(self, request, context):
+        """DeviceAttachIommufdPt is VFIO_DEVICE_ATTACH_IOMMUFD_PT (attach, or replace).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeviceDetachIommufdPt(self, request, context):
+        """DeviceDetachIommufdPt is VFIO_DEVICE_DETACH_IOMMUFD_PT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeviceDma(self, request, context):
+        """DeviceDma performs DMA accesses by the device through its attachment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HwptAlloc(self, request, context):
+        """HwptAlloc is IOMMU_HWPT_ALLOC (paging HWPTs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetHwInfo(self, request, context):
+        """GetHwInfo is IOMMU_GET_HW_INFO.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCapabilities(self, request, context):
+        """GetCapabilities reports context-wide capabilities, such as the group stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInfo(self, request, context):
         """GetInfo reports the daemon version, limits and object counts.
         """
@@ -340,6 +562,96 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.TranslateBatch,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TranslateBatchRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.TranslateBatchResponse.SerializeToString,
+            ),
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.ListDevicesRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.ListGroupsRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.ListGroupsResponse.SerializeToString,
+            ),
+            'BindHostDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.BindHostDriver,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.BindHostDriverRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.BindHostDriverResponse.SerializeToString,
+            ),
+            'UnbindHostDriver': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnbindHostDriver,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverResponse.SerializeToString,
+            ),
+            'HotAddDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.HotAddDevice,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HotAddDeviceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HotAddDeviceResponse.SerializeToString,
+            ),
+            'HotRemoveDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.HotRemoveDevice,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceResponse.SerializeToString,
+            ),
+            'WatchHost': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchHost,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchHostRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.WatchHostResponse.SerializeToString,
+            ),
+            'OpenDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenDevice,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenDeviceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.OpenDeviceResponse.SerializeToString,
+            ),
+            'CloseDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseDevice,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseDeviceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.CloseDeviceResponse.SerializeToString,
+            ),
+            'DeviceGetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceGetInfo,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoResponse.SerializeToString,
+            ),
+            'DeviceBindIommufd': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceBindIommufd,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdResponse.SerializeToString,
+            ),
+            'IommufdBindDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdBindDevice,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceResponse.SerializeToString,
+            ),
+            'DeviceAttachIommufdPt': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceAttachIommufdPt,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtResponse.SerializeToString,
+            ),
+            'DeviceDetachIommufdPt': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceDetachIommufdPt,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtResponse.SerializeToString,
+            ),
+            'DeviceDma': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeviceDma,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DeviceDmaRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DeviceDmaResponse.SerializeToString,
+            ),
+            'HwptAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.HwptAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.SerializeToString,
+            ),
+            'GetHwInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHwInfo,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoResponse.SerializeToString,
+            ),
+            'GetCapabilities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapabilities,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
@@ -764,6 +1076,492 @@ class IommuService:
             '/iommud.v1.IommuService/TranslateBatch',
             iommud_dot_v1_dot_iommu__pb2.TranslateBatchRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.TranslateBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/ListDevices',
+            iommud_dot_v1_dot_iommu__pb2.ListDevicesRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/ListGroups',
+            iommud_dot_v1_dot_iommu__pb2.ListGroupsRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BindHostDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/BindHostDriver',
+            iommud_dot_v1_dot_iommu__pb2.BindHostDriverRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.BindHostDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnbindHostDriver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/UnbindHostDriver',
+            iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.UnbindHostDriverResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HotAddDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HotAddDevice',
+            iommud_dot_v1_dot_iommu__pb2.HotAddDeviceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HotAddDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HotRemoveDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HotRemoveDevice',
+            iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HotRemoveDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchHost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/iommud.v1.IommuService/WatchHost',
+            iommud_dot_v1_dot_iommu__pb2.WatchHostRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.WatchHostResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/OpenDevice',
+            iommud_dot_v1_dot_iommu__pb2.OpenDeviceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.OpenDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/CloseDevice',
+            iommud_dot_v1_dot_iommu__pb2.CloseDeviceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.CloseDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceGetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DeviceGetInfo',
+            iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DeviceGetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceBindIommufd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DeviceBindIommufd',
+            iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DeviceBindIommufdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdBindDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdBindDevice',
+            iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdBindDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceAttachIommufdPt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DeviceAttachIommufdPt',
+            iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DeviceAttachIommufdPtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceDetachIommufdPt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DeviceDetachIommufdPt',
+            iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DeviceDetachIommufdPtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeviceDma(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DeviceDma',
+            iommud_dot_v1_dot_iommu__pb2.DeviceDmaRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DeviceDmaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HwptAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HwptAlloc',
+            iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHwInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/GetHwInfo',
+            iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.GetHwInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapabilities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/GetCapabilities',
+            iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.FromString,
             options,
             channel_credentials,
             insecure,

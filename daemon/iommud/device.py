@@ -1,0 +1,400 @@
+"""Device fds and DEVICE objects: the device-centric path of the design thread
+(vfio device cdev + iommufd device.c).
+
+A DeviceFd is a session's open of /dev/vfio/devices/vfioN. Until it is bound
+it grants info queries only; every VFIO operation that needs DMA isolation is
+EINVAL, as in the kernel. Binding claims DMA ownership of the device's group
+for the iommufd context and creates a DEVICE object there (its dev_id); the
+DEVICE is destroyed only by unbinding, i.e. closing the fd.
+
+Attachments: each (device, pasid) attachment holds a users ref on one paging
+HWPT. pasid None is the RID. All RID attachments of one group share one HWPT
+unless the group stage allows 1:N and every device involved is reliably
+identifiable (stage 3).
+"""
+from __future__ import annotations
+
+import errno as E
+from dataclasses import dataclass
+
+from iommud.context import IommufdContext
+from iommud.errors import IommuError
+from iommud.host import DOMAIN_BLOCKING, Host
+from iommud.hw_pagetable import (
+    IOMMU_HWPT_ALLOC_PASID,
+    HwptPaging,
+    hwpt_paging_new,
+    hwpt_put,
+    new_resv_owner,
+)
+from iommud.ioas import Ioas
+from iommud.objects import IommufdObject, ObjType
+from iommud.topology import Device as HostDevice
+
+VFIO_DEVICE_BIND_FLAG_TOKEN = 1
+VFIO_DEVICE_ATTACH_PASID = 1
+VFIO_DEVICE_DETACH_PASID = 1
+
+#: Thread stages of group support (chosen at daemon start).
+STAGE_1_SINGLETON = 1
+STAGE_2_SHARED = 2
+STAGE_3_SPLIT = 3
+
+
+class DeviceObj(IommufdObject):
+    """IOMMUFD_OBJ_DEVICE: a host device bound to one iommufd context."""
+
+    type = ObjType.DEVICE
+
+    def __init__(self, obj_id: int, host_dev: HostDevice, ctx: IommufdContext,
+                 cookie: int) -> None:
+        super().__init__(obj_id)
+        self.host_dev = host_dev
+        self.ctx = ctx
+        self.cookie = cookie
+        #: pasid (None = RID) -> attached HWPT
+        self.attached: dict[int | None, HwptPaging] = {}
+        self.resv_owner = new_resv_owner()
+        #: IOAS objects holding this device's reserved regions.
+        self.resv_in: set[int] = set()
+
+
+class DeviceFd:
+    """An open device fd of a session."""
+
+    kind = "device"
+
+    def __init__(self, host: Host, host_dev: HostDevice, via_group: bool = False) -> None:
+        self.host = host
+        self.host_dev = host_dev
+        self.via_group = via_group
+        self.bound: DeviceObj | None = None
+        self.closed = False
+
+    def require_bound(self, what: str) -> DeviceObj:
+        if self.bound is None:
+            raise IommuError(E.EINVAL, f"{what} needs the device fd of {self.host_dev.name} to "
+                             f"be bound to an iommufd first.", device=self.host_dev.name)
+        return self.bound
+
+
+@dataclass(frozen=True)
+class DmaResult:
+    ok: bool
+    pa: int = 0
+    fault: str = ""
+
+
+def open_device(host: Host, name: str) -> DeviceFd:
+    """open("/dev/vfio/devices/vfioN"): the cdev exists only while the device
+    is bound to a VFIO host driver."""
+    dev = host.device(name)
+    if host.bound_driver.get(name) != "vfio-pci":
+        raise IommuError(E.ENODEV, f"{name} is not bound to vfio-pci, so it has no VFIO device "
+                         f"node to open.", device=name)
+    return DeviceFd(host, dev)
+
+
+def bind_check(devfd: DeviceFd, flags: int, iommufd: int) -> None:
+    """VFIO_DEVICE_BIND_IOMMUFD steps 1-4, which precede resolving the iommufd."""
+    dev = devfd.host_dev
+    if flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN:
+        raise IommuError(E.EINVAL, f"Unknown bind flag bits {flags & ~VFIO_DEVICE_BIND_FLAG_TOKEN:#x}.")
+    if iommufd < 0:
+        raise IommuError(E.EINVAL, f"iommufd {iommufd} is negative.")
+    if devfd.via_group:
+        raise IommuError(E.EINVAL, "A device fd obtained through a group cannot be bound to an "
+                         "iommufd.", device=dev.name)
+    group = devfd.host.group_state(dev.group)
+    if group.legacy_open:
+        raise IommuError(E.EBUSY, f"IOMMU group {dev.group} of {dev.name} is open through the "
+                         f"legacy group interface.", group=dev.group)
+    if devfd.bound is not None:
+        raise IommuError(E.EINVAL, f"This device fd of {dev.name} is already bound.",
+                         device=dev.name)
+    if dev.name in group.open_devices:
+        raise IommuError(E.EINVAL, f"{dev.name} is already opened through another fd.",
+                         device=dev.name)
+
+
+def bind(devfd: DeviceFd, ctx: IommufdContext, cookie: int, stage: int) -> int:
+    """Bind after bind_check and the iommufd lookup; returns dev_id."""
+    dev = devfd.host_dev
+    host = devfd.host
+    group = host.group_state(dev.group)
+    if stage == STAGE_1_SINGLETON and len(host.members(dev.group)) > 1:
+        raise IommuError(E.EOPNOTSUPP, f"Stage 1 serves only 1:1 groups; {dev.name} shares IOMMU "
+                         f"group {dev.group}. Use the legacy group path.", device=dev.name,
+                         group=dev.group)
+    obj_id = ctx.new_id()
+    try:
+        host.claim_dma_owner(dev, ctx)
+    except BaseException:
+        ctx.abort_id(obj_id)
+        raise
+    obj = DeviceObj(obj_id, dev, ctx, cookie)
+    ctx.insert(obj)
+    ctx.bound_devices += 1
+    group.open_devices.add(dev.name)
+    devfd.bound = obj
+    return obj_id
+
+
+def unbind(devfd: DeviceFd) -> None:
+    """Closing a bound device fd: detach every PASID, then the RID, destroy
+    the DEVICE object and release the group."""
+    obj = devfd.bound
+    if obj is None:
+        return
+    for pasid in sorted((p for p in obj.attached if p is not None)):
+        detach(devfd, pasid)
+    detach(devfd, None)
+    ctx = obj.ctx
+    ctx.remove_device(obj)
+    host = devfd.host
+    host.groups[obj.host_dev.group].open_devices.discard(obj.host_dev.name)
+    host.release_dma_owner(obj.host_dev.group)
+    devfd.bound = None
+    ctx.bound_devices -= 1
+    ctx.maybe_release()
+
+
+def _rid_siblings(obj: DeviceObj) -> list[DeviceObj]:
+    """Group siblings of obj bound in the same context with a RID attachment."""
+    return [s for s in obj.ctx.objects()
+            if isinstance(s, DeviceObj) and s is not obj
+            and s.host_dev.group == obj.host_dev.group and None in s.attached]
+
+
+def _check_group_rule(obj: DeviceObj, hwpt: HwptPaging, stage: int,
+                      movers: list[DeviceObj]) -> None:
+    """All RID attachments of a group share one HWPT (EINVAL), except in
+    stage 3 when every device involved has a reliably identifiable source."""
+    for sibling in _rid_siblings(obj):
+        other = sibling.attached[None]
+        if sibling in movers or other is hwpt:
+            continue
+        split_ok = (stage == STAGE_3_SPLIT and obj.host_dev.reliable_source_id
+                    and sibling.host_dev.reliable_source_id)
+        if not split_ok:
+            raise IommuError(E.EINVAL, f"{obj.host_dev.name} must use the same HWPT as its group "
+                             f"sibling {sibling.host_dev.name} (HWPT {other.id}), not HWPT "
+                             f"{hwpt.id}.", hwpt_id=hwpt.id)
+
+
+def _enforce_resv(obj: DeviceObj, ioas: Ioas) -> bool:
+    """Reserve the device's regions in `ioas`; True if this call added them.
+    EADDRINUSE (a mapping or allowed range in the way) leaves nothing behind."""
+    if ioas.id in obj.resv_in:
+        return False
+    try:
+        for region in obj.host_dev.reserved_regions:
+            if region.enforced:
+                ioas.iopt.add_reserved(region.start, region.last, obj.resv_owner)
+    except BaseException:
+        ioas.iopt.remove_reserved(obj.resv_owner)
+        raise
+    obj.resv_in.add(ioas.id)
+    return True
+
+
+def _drop_resv(obj: DeviceObj, ioas: Ioas) -> None:
+    if ioas.id in obj.resv_in:
+        ioas.iopt.remove_reserved(obj.resv_owner)
+        obj.resv_in.discard(ioas.id)
+
+
+def _attach_pasid(obj: DeviceObj, hwpt: HwptPaging, pasid: int) -> None:
+    """PASID attach or replace; PASIDs enforce no reserved regions."""
+    if not hwpt.pasid_compat:
+        raise IommuError(E.EINVAL, f"HWPT {hwpt.id} was not allocated for PASID use.",
+                         hwpt_id=hwpt.id, pasid=pasid)
+    rid = obj.attached.get(None)
+    if rid is not None and not rid.pasid_compat:
+        raise IommuError(E.EINVAL, f"The RID domain of {obj.host_dev.name} (HWPT {rid.id}) is "
+                         f"not PASID-compatible.", hwpt_id=rid.id, pasid=pasid)
+    old = obj.attached.get(pasid)
+    obj.attached[pasid] = hwpt
+    hwpt.users += 1
+    if old is not None:
+        hwpt_put(obj.ctx, old)
+
+
+def _attach_rid(obj: DeviceObj, hwpt: HwptPaging, stage: int) -> None:
+    """RID attach, or replace. A replace moves every sibling that shared the
+    old HWPT, as iommu_group_replace_domain moves the whole group; the new
+    IOAS must accept all of their reserved regions first."""
+    old = obj.attached.get(None)
+    if any(p is not None for p in obj.attached) and not hwpt.pasid_compat:
+        raise IommuError(E.EINVAL, f"{obj.host_dev.name} has PASIDs attached, so its RID domain "
+                         f"must be PASID-compatible; HWPT {hwpt.id} is not.", hwpt_id=hwpt.id)
+    movers = [obj]
+    if old is not None:
+        movers += [s for s in _rid_siblings(obj) if s.attached[None] is old]
+    _check_group_rule(obj, hwpt, stage, movers)
+    added: list[DeviceObj] = []
+    try:
+        for mover in movers:
+            if _enforce_resv(mover, hwpt.ioas):
+                added.append(mover)
+    except BaseException:
+        for mover in added:
+            _drop_resv(mover, hwpt.ioas)
+        raise
+    for mover in movers:
+        prev = mover.attached.get(None)
+        mover.attached[None] = hwpt
+        hwpt.users += 1
+        if prev is not None:
+            if prev.ioas is not hwpt.ioas:
+                _drop_resv(mover, prev.ioas)
+            hwpt_put(mover.ctx, prev)
+    group = obj.ctx.host.groups[obj.host_dev.group]
+    if not isinstance(group.domain, HwptPaging) or group.domain is old:
+        group.domain = hwpt
+
+
+def _attach_hwpt(obj: DeviceObj, hwpt: HwptPaging, pasid: int | None, stage: int) -> None:
+    """Attach (or replace) obj's `pasid` onto `hwpt`; on failure nothing changes."""
+    if not hwpt.compatible(obj.host_dev):
+        raise IommuError(E.EINVAL, f"HWPT {hwpt.id} belongs to an IOMMU {obj.host_dev.name} is "
+                         f"not behind, or lacks a capability it needs.", hwpt_id=hwpt.id)
+    if obj.attached.get(pasid) is hwpt:
+        return  # replacing a HWPT with itself is a no-op
+    if pasid is None:
+        _attach_rid(obj, hwpt, stage)
+    else:
+        _attach_pasid(obj, hwpt, pasid)
+
+
+def attach(devfd: DeviceFd, flags: int, pt_id: int, pasid: int, stage: int) -> int:
+    """VFIO_DEVICE_ATTACH_IOMMUFD_PT; attaching an attached RID/PASID replaces.
+    Returns the id of the HWPT actually attached."""
+    if flags & ~VFIO_DEVICE_ATTACH_PASID:
+        raise IommuError(E.EINVAL, f"Unknown attach flag bits {flags & ~VFIO_DEVICE_ATTACH_PASID:#x}.")
+    obj = devfd.require_bound("ATTACH_IOMMUFD_PT")
+    dev = obj.host_dev
+    use_pasid: int | None = None
+    if flags & VFIO_DEVICE_ATTACH_PASID:
+        if not dev.max_pasid_log2:
+            raise IommuError(E.EOPNOTSUPP, f"{dev.name} has no PASID support.", pasid=pasid)
+        if pasid >= 1 << dev.max_pasid_log2:
+            raise IommuError(E.EINVAL, f"PASID {pasid:#x} is beyond the {dev.max_pasid_log2}-bit "
+                             f"PASID width of {dev.name}.", pasid=pasid)
+        use_pasid = pasid
+    ctx = obj.ctx
+    pt = ctx.lookup(pt_id)
+    if pt is None:
+        raise IommuError(E.ENOENT, f"No object with id {pt_id} exists in this context.",
+                         pt_id=pt_id)
+    if isinstance(pt, HwptPaging):
+        _attach_hwpt(obj, pt, use_pasid, stage)
+        return pt.id
+    if not isinstance(pt, Ioas):
+        raise IommuError(E.EINVAL, f"Object {pt_id} is neither an IOAS nor a HWPT.", pt_id=pt_id)
+    # Auto domain: reuse a compatible automatic HWPT of this IOAS; EINVAL
+    # means "incompatible, try the next one", anything else stops the walk.
+    for hwpt in [d for d in pt.domains if d.auto_domain]:
+        try:
+            _attach_hwpt(obj, hwpt, use_pasid, stage)
+            return hwpt.id
+        except IommuError as err:
+            if err.errno != E.EINVAL:
+                raise
+    alloc_flags = IOMMU_HWPT_ALLOC_PASID if dev.max_pasid_log2 else 0
+    hwpt = hwpt_paging_new(ctx, pt, dev, auto_domain=True, flags=alloc_flags)
+    try:
+        _attach_hwpt(obj, hwpt, use_pasid, stage)
+    except BaseException:
+        ctx.destroy(hwpt.id)
+        raise
+    return hwpt.id
+
+
+def detach_request(devfd: DeviceFd, flags: int, pasid: int) -> None:
+    """VFIO_DEVICE_DETACH_IOMMUFD_PT: flag checks, then a detach that always succeeds."""
+    if flags & ~VFIO_DEVICE_DETACH_PASID:
+        raise IommuError(E.EINVAL, f"Unknown detach flag bits {flags & ~VFIO_DEVICE_DETACH_PASID:#x}.")
+    obj = devfd.require_bound("DETACH_IOMMUFD_PT")
+    if flags & VFIO_DEVICE_DETACH_PASID:
+        if not obj.host_dev.max_pasid_log2:
+            raise IommuError(E.EOPNOTSUPP, f"{obj.host_dev.name} has no PASID support.",
+                             pasid=pasid)
+        detach(devfd, pasid)
+    else:
+        detach(devfd, None)
+
+
+def detach(devfd: DeviceFd, pasid: int | None) -> None:
+    """VFIO_DEVICE_DETACH_IOMMUFD_PT: detaching what is not attached is a
+    silent no-op; afterwards the RID/PASID is blocked."""
+    obj = devfd.bound
+    if obj is None:
+        return
+    hwpt = obj.attached.pop(pasid, None)
+    if hwpt is None:
+        return
+    if pasid is None:
+        _drop_resv(obj, hwpt.ioas)
+        group = obj.ctx.host.groups[obj.host_dev.group]
+        if group.domain is hwpt:
+            remaining = [s.attached[None] for s in _rid_siblings(obj)]
+            group.domain = remaining[0] if remaining else DOMAIN_BLOCKING
+    hwpt_put(obj.ctx, hwpt)
+
+
+def dma(devfd: DeviceFd, pasid: int | None, iova: int, length: int, write: bool) -> DmaResult:
+    """One DMA access by the device; faults are results, not call errors."""
+    obj = devfd.require_bound("Device DMA")
+    hwpt = obj.attached.get(pasid)
+    if hwpt is None:
+        return DmaResult(False, fault="blocked")
+    try:
+        return DmaResult(True, pa=hwpt.ioas.iopt.dma(iova, length, write))
+    except OSError as exc:
+        reason = {E.ENOENT: "unmapped", E.EPERM: "permission"}.get(exc.errno or 0, "invalid")
+        return DmaResult(False, fault=reason)
+
+
+IOMMU_HW_INFO_FLAG_INPUT_TYPE = 1
+IOMMU_HW_INFO_TYPE_DEFAULT = 0
+IOMMU_HW_INFO_TYPE_INTEL_VTD = 1
+IOMMU_HW_CAP_DIRTY_TRACKING = 1
+IOMMU_HW_CAP_PCI_PASID_EXEC = 2
+#: Size of struct iommu_hw_info_vtd {u32 flags, u32 __reserved, u64 cap_reg, u64 ecap_reg}.
+VTD_INFO_LEN = 24
+
+
+def _vtd_info(dev: HostDevice) -> bytes:
+    """Modelled VT-d capability registers: SAGAW from the aperture, PASID
+    and second-level dirty support (SSADS) from the device's IOMMU."""
+    cap = (1 << 10 if dev.aperture_bits >= 57 else 1 << 9 if dev.aperture_bits >= 48 else 1 << 8)
+    cap |= (dev.aperture_bits - 1) << 16  # MGAW
+    ecap = (1 << 40) if dev.max_pasid_log2 else 0
+    if dev.dirty_tracking:
+        ecap |= 1 << 50
+    return (0).to_bytes(8, "little") + cap.to_bytes(8, "little") + ecap.to_bytes(8, "little")
+
+
+def get_hw_info(ctx: IommufdContext, flags: int, dev_id: int, data_len: int, in_data_type: int,
+                reserved: int) -> dict[str, object]:
+    """IOMMU_GET_HW_INFO: driver data truncated to the caller's buffer and
+    zero-filled to its length; data_len reports the driver's full length."""
+    if flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE or reserved:
+        raise IommuError(E.EOPNOTSUPP, f"Unknown GET_HW_INFO flag bits or reserved field "
+                         f"({flags:#x}, {reserved:#x}).")
+    if not flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE:
+        in_data_type = IOMMU_HW_INFO_TYPE_DEFAULT
+    obj = ctx.get(dev_id, DeviceObj, "device")
+    if in_data_type not in (IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD):
+        raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {obj.host_dev.name} reports no hw_info "
+                         f"of type {in_data_type}.", dev_id=dev_id)
+    if data_len > 1 << 16:
+        raise IommuError(E.EINVAL, f"data_len {data_len:#x} is larger than any driver's data.")
+    data = _vtd_info(obj.host_dev)
+    dev = obj.host_dev
+    caps = (IOMMU_HW_CAP_DIRTY_TRACKING if dev.dirty_tracking else 0) | (
+        IOMMU_HW_CAP_PCI_PASID_EXEC if dev.max_pasid_log2 else 0)
+    return {"data": data[:data_len].ljust(data_len, b"\0"), "data_len": len(data),
+            "out_data_type": IOMMU_HW_INFO_TYPE_INTEL_VTD, "out_max_pasid_log2": dev.max_pasid_log2,
+            "out_capabilities": caps}

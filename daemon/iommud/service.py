@@ -51,7 +51,7 @@ def _unknown_field_path(msg: Any, path: str = "") -> str | None:
     for field, value in msg.ListFields():
         if field.message_type is None:
             continue
-        items = value if field.label == field.LABEL_REPEATED else (value,)
+        items = value if field.is_repeated else (value,)
         for i, item in enumerate(items):
             found = _unknown_field_path(item, f"{path or msg.DESCRIPTOR.name}.{field.name}[{i}]")
             if found:
@@ -100,10 +100,13 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
                 outcome = err.name
                 status = to_status(err, details)
                 await context.abort(status.code, status.details, status.trailing_metadata)
-            except BaseException as exc:
-                if outcome == "OK":  # a bug, a cancellation, or abort() unwinding
-                    outcome = type(exc).__name__
-                raise
+            except Exception as exc:
+                if outcome != "OK":
+                    raise  # abort() unwinding after an errno reply
+                # A daemon bug: answer INTERNAL and keep the traceback.
+                outcome = type(exc).__name__
+                log.exception("rpc.bug", method=method)
+                await context.abort(grpc.StatusCode.INTERNAL, f"iommud bug: {exc!r}")
             finally:
                 log.info("rpc", method=method, session=sess.session_id if sess else None,
                          status=outcome, duration_ms=round((time.perf_counter() - started) * 1e3, 3),

@@ -1,0 +1,432 @@
+//! The IO page table of one IOAS: its areas (IOVA -> user address), its
+//! reserved ranges, its allowed list and its alignment, with the kernel's
+//! IOMMU_IOAS_MAP / UNMAP / IOVA_RANGES rules (io_pagetable.c, ioas.c).
+//!
+//! Invariants:
+//! - areas are disjoint, never empty, and never split: unmap removes whole
+//!   areas only; `last` is inclusive so an area may end at 2^64-1;
+//! - no area intersects a reserved range, and no reserved range intersects
+//!   an allowed range (both enforced when either side is added);
+//! - every area's iova, length and user_va page offset are multiples of
+//!   `iova_alignment` (enforced when the alignment is raised);
+//! - `mapped_bytes` is the sum of the area lengths.
+//!
+//! The area map is a B-tree keyed by start IOVA: a translation is one
+//! predecessor search, and unmap walks only the areas it removes.
+
+use std::collections::BTreeMap;
+
+use crate::dirty::DirtyTracker;
+use crate::errno::{err, Errno::*, Result};
+
+pub const PAGE_SIZE: u64 = 4096;
+pub const HPAGE_SIZE: u64 = 2 << 20;
+pub const ULONG_MAX: u64 = u64::MAX;
+
+pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1;
+pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 2;
+pub const IOMMU_IOAS_MAP_READABLE: u32 = 4;
+pub const MAP_FLAGS: u32 =
+    IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+pub const PROT_MASK: u32 = IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+
+/// One mapping: `[iova, last]` translates to `user_va + (addr - iova)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Area {
+    pub iova: u64,
+    pub last: u64,
+    pub user_va: u64,
+    /// READABLE (4) | WRITEABLE (2), as the IOAS_MAP flags.
+    pub prot: u32,
+}
+
+impl Area {
+    pub fn length(&self) -> u64 {
+        // An area never covers all 2^64 bytes (length < ULONG_MAX), so +1 fits.
+        self.last - self.iova + 1
+    }
+}
+
+/// A reserved IOVA range, owned by whoever reserved it (a device, a domain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub start: u64,
+    pub last: u64,
+    pub owner: u64,
+}
+
+#[derive(Default, Debug)]
+pub struct IoPagetable {
+    pub(crate) areas: BTreeMap<u64, Area>,
+    pub(crate) reserved: Vec<Reserved>,
+    pub(crate) allowed: Vec<(u64, u64)>,
+    pub(crate) iova_alignment: u64,
+    pub(crate) mapped_bytes: u64,
+    pub(crate) dirty: DirtyTracker,
+}
+
+pub(crate) fn intersects(a_start: u64, a_last: u64, b_start: u64, b_last: u64) -> bool {
+    a_start <= b_last && b_start <= a_last
+}
+
+/// IOMMU_IOAS_MAP steps 1-3, which the kernel runs before looking up the IOAS.
+pub fn check_map_args(flags: u32, iova: u64, length: u64) -> Result<()> {
+    if flags & !MAP_FLAGS != 0 {
+        return err(EOPNOTSUPP, format!("Unknown IOAS_MAP flag bits {:#x}.", flags & !MAP_FLAGS));
+    }
+    if iova >= ULONG_MAX || length >= ULONG_MAX {
+        return err(
+            EOVERFLOW,
+            format!("IOVA {iova:#x} or length {length:#x} reaches 2^64-1."),
+        );
+    }
+    if flags & PROT_MASK == 0 {
+        return err(EINVAL, "A mapping must be READABLE, WRITEABLE or both.");
+    }
+    Ok(())
+}
+
+impl IoPagetable {
+    pub fn new() -> Self {
+        IoPagetable { iova_alignment: 1, ..Default::default() }
+    }
+
+    pub fn iova_alignment(&self) -> u64 {
+        self.iova_alignment
+    }
+
+    pub fn num_areas(&self) -> usize {
+        self.areas.len()
+    }
+
+    pub fn mapped_bytes(&self) -> u64 {
+        self.mapped_bytes
+    }
+
+    pub fn areas(&self) -> impl Iterator<Item = &Area> {
+        self.areas.values()
+    }
+
+    pub fn reserved(&self) -> &[Reserved] {
+        &self.reserved
+    }
+
+    pub fn allowed(&self) -> &[(u64, u64)] {
+        &self.allowed
+    }
+
+    /// The area containing `iova`, if any.
+    pub fn area_at(&self, iova: u64) -> Option<&Area> {
+        self.areas.range(..=iova).next_back().map(|(_, a)| a).filter(|a| iova <= a.last)
+    }
+
+    /// Whether any area intersects `[start, last]`.
+    pub(crate) fn any_area_in(&self, start: u64, last: u64) -> bool {
+        if self.area_at(start).is_some() {
+            return true;
+        }
+        self.areas.range(start..=last).next().is_some()
+    }
+
+    pub(crate) fn reserved_hit(&self, start: u64, last: u64) -> Option<&Reserved> {
+        self.reserved.iter().find(|r| intersects(r.start, r.last, start, last))
+    }
+
+    /// IOVA -> (user address, prot). None when nothing is mapped there.
+    #[inline]
+    pub fn translate(&self, iova: u64) -> Option<(u64, u32)> {
+        self.area_at(iova).map(|a| (a.user_va.wrapping_add(iova - a.iova), a.prot))
+    }
+
+    /// Translate every IOVA of `iovas`; unmapped ones get pa 0 and prot 0.
+    /// Returns how many were mapped.
+    pub fn translate_batch(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
+        let mut mapped = 0;
+        // Sorted or clustered inputs hit the same area repeatedly: check the
+        // last one found before searching the tree again.
+        let mut cached: Option<Area> = None;
+        for ((&iova, pa), prot) in iovas.iter().zip(pas.iter_mut()).zip(prots.iter_mut()) {
+            let hit = match cached {
+                Some(a) if a.iova <= iova && iova <= a.last => Some(a),
+                _ => {
+                    cached = self.area_at(iova).copied();
+                    cached
+                }
+            };
+            match hit {
+                Some(a) => {
+                    *pa = a.user_va.wrapping_add(iova - a.iova);
+                    *prot = a.prot as u8;
+                    mapped += 1;
+                }
+                None => {
+                    *pa = 0;
+                    *prot = 0;
+                }
+            }
+        }
+        mapped
+    }
+
+    /// IOMMU_IOAS_MAP after the IOAS lookup. Returns the IOVA of the new area.
+    pub fn map(&mut self, flags: u32, user_va: u64, length: u64, iova: u64) -> Result<u64> {
+        check_map_args(flags, iova, length)?;
+        if user_va.checked_add(length).is_none() {
+            return err(
+                EOVERFLOW,
+                format!("user_va {user_va:#x} + length {length:#x} wraps past 2^64."),
+            );
+        }
+        if length == 0 || length > ULONG_MAX - PAGE_SIZE {
+            return err(EINVAL, format!("Length {length:#x} is zero or too large to map."));
+        }
+        if length % self.iova_alignment != 0 {
+            return err(
+                EINVAL,
+                format!(
+                    "Length {length:#x} is not a multiple of the IOAS alignment {:#x}.",
+                    self.iova_alignment
+                ),
+            );
+        }
+        let iova = if flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
+            self.check_fixed(iova, length)?;
+            iova
+        } else {
+            self.alloc_iova(length, user_va)?
+        };
+        self.check_user_offset(user_va)?;
+        self.insert_area(Area { iova, last: iova + (length - 1), user_va, prot: flags & PROT_MASK });
+        Ok(iova)
+    }
+
+    /// Placement checks of a FIXED_IOVA range (iopt_check_iova + overlap).
+    pub(crate) fn check_fixed(&self, iova: u64, length: u64) -> Result<()> {
+        if iova % self.iova_alignment != 0 {
+            return err(
+                EINVAL,
+                format!(
+                    "IOVA {iova:#x} is not a multiple of the IOAS alignment {:#x}.",
+                    self.iova_alignment
+                ),
+            );
+        }
+        let Some(last) = iova.checked_add(length - 1) else {
+            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+        };
+        if let Some(r) = self.reserved_hit(iova, last) {
+            return err(
+                EINVAL,
+                format!(
+                    "IOVA range {iova:#x}..={last:#x} touches the reserved range {:#x}..={:#x}.",
+                    r.start, r.last
+                ),
+            );
+        }
+        if self.any_area_in(iova, last) {
+            return err(
+                EEXIST,
+                format!("IOVA range {iova:#x}..={last:#x} overlaps an existing area."),
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_user_offset(&self, user_va: u64) -> Result<()> {
+        if (user_va % PAGE_SIZE) % self.iova_alignment != 0 {
+            return err(
+                EINVAL,
+                format!(
+                    "The page offset of user_va {user_va:#x} is not a multiple of the IOAS \
+                     alignment {:#x}.",
+                    self.iova_alignment
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn insert_area(&mut self, area: Area) {
+        self.mapped_bytes += area.length();
+        self.areas.insert(area.iova, area);
+    }
+
+    fn remove_area(&mut self, iova: u64) -> Area {
+        let area = self.areas.remove(&iova).expect("area present");
+        self.mapped_bytes -= area.length();
+        self.dirty.forget(area.iova, area.last);
+        area
+    }
+
+    /// IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
+    ///
+    /// Like the kernel this is not atomic: areas removed before a split is
+    /// found stay removed (checklist rule 33).
+    pub fn unmap(&mut self, iova: u64, length: u64) -> Result<u64> {
+        if iova == 0 && length == u64::MAX {
+            return Ok(self.unmap_all());
+        }
+        if iova >= ULONG_MAX || length >= ULONG_MAX {
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} or length {length:#x} reaches 2^64-1."),
+            );
+        }
+        if length == 0 {
+            return err(EINVAL, "Unmap of zero bytes.");
+        }
+        let Some(last) = iova.checked_add(length - 1) else {
+            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+        };
+        let mut unmapped = 0u64;
+        let mut cursor = match self.area_at(iova) {
+            Some(a) => a.iova,
+            None => iova,
+        };
+        loop {
+            let Some((&start, &area)) = self.areas.range(cursor..).next() else { break };
+            if start > last {
+                break;
+            }
+            if area.iova < iova || area.last > last {
+                return err(
+                    ENOENT,
+                    format!(
+                        "Unmap of {iova:#x}..={last:#x} would split the area {:#x}..={:#x}.",
+                        area.iova, area.last
+                    ),
+                );
+            }
+            unmapped += self.remove_area(start).length();
+            match area.last.checked_add(1) {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        if unmapped == 0 {
+            return err(ENOENT, format!("No area lies within {iova:#x}..={last:#x}."));
+        }
+        Ok(unmapped)
+    }
+
+    /// Drop every area; returns the bytes they covered.
+    pub fn unmap_all(&mut self) -> u64 {
+        let total = self.mapped_bytes;
+        self.areas.clear();
+        self.mapped_bytes = 0;
+        self.dirty.clear();
+        total
+    }
+
+    /// IOMMU_IOAS_IOVA_RANGES: the holes of the reserved ranges over the
+    /// whole 64-bit space (the allowed list is not subtracted).
+    pub fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        let mut spans: Vec<(u64, u64)> = self.reserved.iter().map(|r| (r.start, r.last)).collect();
+        spans.sort_unstable();
+        let mut out = Vec::new();
+        let mut next: Option<u64> = Some(0); // None: the reserved ranges reach 2^64-1
+        for (start, last) in spans {
+            let Some(from) = next else { break };
+            if start > from {
+                out.push((from, start - 1));
+            }
+            if last >= from {
+                next = last.checked_add(1);
+            }
+        }
+        if let Some(from) = next {
+            out.push((from, ULONG_MAX));
+        }
+        out
+    }
+
+    /// Reserve `[start, last]` for `owner`. EADDRINUSE if an area or an
+    /// allowed range is in the way; nothing changes on failure.
+    pub fn add_reserved(&mut self, start: u64, last: u64, owner: u64) -> Result<()> {
+        if start > last {
+            return err(EINVAL, format!("Reserved range {start:#x}..={last:#x} ends before it starts."));
+        }
+        if self.any_area_in(start, last) {
+            return err(
+                EADDRINUSE,
+                format!("An existing mapping lies in the reserved range {start:#x}..={last:#x}."),
+            );
+        }
+        if let Some(&(a, l)) = self.allowed.iter().find(|&&(a, l)| intersects(a, l, start, last)) {
+            return err(
+                EADDRINUSE,
+                format!(
+                    "The reserved range {start:#x}..={last:#x} intersects the allowed range \
+                     {a:#x}..={l:#x}."
+                ),
+            );
+        }
+        self.reserved.push(Reserved { start, last, owner });
+        Ok(())
+    }
+
+    /// Remove every range reserved by `owner`.
+    pub fn remove_reserved(&mut self, owner: u64) {
+        self.reserved.retain(|r| r.owner != owner);
+    }
+
+    /// Set the IOVA alignment (a power of two). Raising it fails with
+    /// EADDRINUSE when an existing area would violate it.
+    pub fn set_iova_alignment(&mut self, align: u64) -> Result<()> {
+        if align == 0 || !align.is_power_of_two() {
+            return err(EINVAL, format!("Alignment {align:#x} is not a power of two."));
+        }
+        if let Some(a) = self.areas.values().find(|a| {
+            a.iova % align != 0 || a.length() % align != 0 || (a.user_va % PAGE_SIZE) % align != 0
+        }) {
+            return err(
+                EADDRINUSE,
+                format!(
+                    "The area {:#x}..={:#x} is not aligned to {align:#x}.",
+                    a.iova, a.last
+                ),
+            );
+        }
+        self.iova_alignment = align;
+        Ok(())
+    }
+
+    /// IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically.
+    pub fn allow_iovas(&mut self, ranges: &[(u64, u64)]) -> Result<()> {
+        let mut sorted = ranges.to_vec();
+        for &(start, last) in &sorted {
+            if start >= last {
+                return err(
+                    EINVAL,
+                    format!("Allowed range {start:#x}..={last:#x} must have start < last."),
+                );
+            }
+        }
+        sorted.sort_unstable();
+        for pair in sorted.windows(2) {
+            if pair[1].0 <= pair[0].1 {
+                return err(
+                    EINVAL,
+                    format!(
+                        "Allowed ranges {:#x}..={:#x} and {:#x}..={:#x} overlap.",
+                        pair[0].0, pair[0].1, pair[1].0, pair[1].1
+                    ),
+                );
+            }
+        }
+        for &(start, last) in &sorted {
+            if let Some(r) = self.reserved_hit(start, last) {
+                return err(
+                    EADDRINUSE,
+                    format!(
+                        "Allowed range {start:#x}..={last:#x} intersects the reserved range \
+                         {:#x}..={:#x}.",
+                        r.start, r.last
+                    ),
+                );
+            }
+        }
+        self.allowed = sorted;
+        Ok(())
+    }
+}

@@ -1,0 +1,17 @@
+//! iommud's translation core: the IO page table of each IOAS (areas, IOVA
+//! allocation, reserved and allowed ranges, dirty bits) with the kernel's
+//! iommufd rules and errno. Pure Rust; the `python` feature adds the thin
+//! PyO3 layer that the daemon imports as `iommud._core`.
+
+pub mod copy;
+pub mod dirty;
+pub mod errno;
+pub mod io_pagetable;
+pub mod iova_alloc;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use copy::{check_copy_args, copy, copy_within};
+pub use errno::{CoreError, Errno, Result};
+pub use io_pagetable::{check_map_args, Area, IoPagetable, Reserved, PAGE_SIZE};

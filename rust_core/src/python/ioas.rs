@@ -1,0 +1,277 @@
+//! `IoPagetable`: one IOAS's table behind a RwLock, so that translate
+//! batches run on worker threads with the GIL released while the daemon's
+//! loop maps and unmaps. Readers see a map or unmap whole or not at all.
+//!
+//! Lock order: a copy between two tables takes the locks in address order,
+//! so two opposite copies cannot deadlock.
+
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use super::to_py;
+use crate::errno::{CoreError, Errno};
+use crate::io_pagetable::IoPagetable as Core;
+
+/// Batches at least this long run with the GIL released.
+pub const BATCH_RELEASE_GIL: usize = 4096;
+
+/// A Python buffer held as plain bytes (PyBUF_SIMPLE): any exporter works,
+/// whatever its item format — bytes, bytearray, memoryview, array('Q'),
+/// numpy arrays. Released on drop.
+struct RawBuffer {
+    view: ffi::Py_buffer,
+}
+
+impl RawBuffer {
+    fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
+        // SAFETY: obj is a live object and the GIL is held; on success the
+        // view is initialised and owned by us until PyBuffer_Release.
+        let rc = unsafe {
+            ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS)
+        };
+        if rc != 0 {
+            return Err(PyErr::take(obj.py())
+                .unwrap_or_else(|| PyBufferError::new_err("object does not export a buffer")));
+        }
+        Ok(RawBuffer { view: unsafe { view.assume_init() } })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.view.len <= 0 || self.view.buf.is_null() {
+            return &[];
+        }
+        // SAFETY: the exporter keeps `len` contiguous bytes alive while the
+        // view is held (PyBUF_C_CONTIGUOUS was requested).
+        unsafe { std::slice::from_raw_parts(self.view.buf as *const u8, self.view.len as usize) }
+    }
+}
+
+impl Drop for RawBuffer {
+    fn drop(&mut self) {
+        // Buffers are dropped with the GIL held (they never leave the call).
+        unsafe { ffi::PyBuffer_Release(&mut self.view) }
+    }
+}
+
+// SAFETY: the view is only read while the exporter is kept alive by it; the
+// bytes may be read from a thread that released the GIL, as numpy does.
+unsafe impl Send for RawBuffer {}
+unsafe impl Sync for RawBuffer {}
+
+#[pyclass(module = "iommud._core", frozen)]
+pub struct IoPagetable {
+    inner: RwLock<Core>,
+}
+
+impl IoPagetable {
+    fn read(&self) -> RwLockReadGuard<'_, Core> {
+        // State changes only after every check passed, so a poisoned lock
+        // (a core bug) still guards a consistent table.
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Core> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn unpack_u64(raw: &[u8], out: &mut Vec<u64>) {
+    out.extend(raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))));
+}
+
+#[pymethods]
+impl IoPagetable {
+    #[new]
+    fn new() -> Self {
+        IoPagetable { inner: RwLock::new(Core::new()) }
+    }
+
+    /// IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA.
+    fn map(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
+        self.write().map(flags, user_va, length, iova).map_err(to_py)
+    }
+
+    /// IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
+    fn unmap(&self, iova: u64, length: u64) -> PyResult<u64> {
+        self.write().unmap(iova, length).map_err(to_py)
+    }
+
+    /// Drop every area; returns the bytes they covered.
+    fn unmap_all(&self) -> u64 {
+        self.write().unmap_all()
+    }
+
+    /// (pa, prot) of one IOVA; OSError(ENOENT) when unmapped.
+    fn translate(&self, iova: u64) -> PyResult<(u64, u32)> {
+        self.read().translate(iova).ok_or_else(|| {
+            to_py(CoreError::new(Errno::ENOENT, format!("No area maps IOVA {iova:#x}.")))
+        })
+    }
+
+    /// Translate a buffer of native-endian u64 IOVAs. Returns (pas, prots):
+    /// packed native-endian u64 PAs and one prot byte per IOVA, both 0 where
+    /// unmapped. Large batches release the GIL.
+    fn translate_batch<'py>(
+        &self,
+        py: Python<'py>,
+        iovas: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let buf = RawBuffer::get(iovas)?;
+        let raw = buf.as_slice();
+        if raw.len() % 8 != 0 {
+            return Err(PyValueError::new_err(format!(
+                "The IOVA buffer holds {:#x} bytes, not a whole number of u64 values.",
+                raw.len()
+            )));
+        }
+        let n = raw.len() / 8;
+        let mut prots = vec![0u8; n];
+        let pas = PyBytes::new_with(py, n * 8, |out: &mut [u8]| {
+            let work = |out: &mut [u8], prots: &mut [u8]| {
+                let mut addrs = Vec::with_capacity(n);
+                unpack_u64(raw, &mut addrs);
+                let mut pas = vec![0u64; n];
+                self.read().translate_batch(&addrs, &mut pas, prots);
+                for (dst, pa) in out.chunks_exact_mut(8).zip(pas) {
+                    dst.copy_from_slice(&pa.to_ne_bytes());
+                }
+            };
+            if n >= BATCH_RELEASE_GIL {
+                py.detach(|| work(out, &mut prots));
+            } else {
+                work(out, &mut prots);
+            }
+            Ok(())
+        })?;
+        Ok((pas, PyBytes::new(py, &prots)))
+    }
+
+    /// IOMMU_IOAS_IOVA_RANGES: [(start, last)] usable ranges, last inclusive.
+    fn iova_ranges(&self) -> Vec<(u64, u64)> {
+        self.read().iova_ranges()
+    }
+
+    #[getter]
+    fn iova_alignment(&self) -> u64 {
+        self.read().iova_alignment()
+    }
+
+    /// Raise or lower the IOVA alignment; EADDRINUSE if areas conflict.
+    fn set_iova_alignment(&self, align: u64) -> PyResult<()> {
+        self.write().set_iova_alignment(align).map_err(to_py)
+    }
+
+    /// Reserve [start, last] for `owner`; EADDRINUSE on conflict.
+    fn add_reserved(&self, start: u64, last: u64, owner: u64) -> PyResult<()> {
+        self.write().add_reserved(start, last, owner).map_err(to_py)
+    }
+
+    /// Remove every range reserved by `owner`.
+    fn remove_reserved(&self, owner: u64) {
+        self.write().remove_reserved(owner)
+    }
+
+    /// [(start, last, owner)] reserved ranges.
+    fn reserved(&self) -> Vec<(u64, u64, u64)> {
+        self.read().reserved().iter().map(|r| (r.start, r.last, r.owner)).collect()
+    }
+
+    /// IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically.
+    fn allow_iovas(&self, ranges: Vec<(u64, u64)>) -> PyResult<()> {
+        self.write().allow_iovas(&ranges).map_err(to_py)
+    }
+
+    fn allowed_iovas(&self) -> Vec<(u64, u64)> {
+        self.read().allowed().to_vec()
+    }
+
+    /// [(iova, length, user_va, prot)] in IOVA order.
+    fn areas(&self) -> Vec<(u64, u64, u64, u32)> {
+        self.read().areas().map(|a| (a.iova, a.length(), a.user_va, a.prot)).collect()
+    }
+
+    #[getter]
+    fn num_areas(&self) -> usize {
+        self.read().num_areas()
+    }
+
+    #[getter]
+    fn mapped_bytes(&self) -> u64 {
+        self.read().mapped_bytes()
+    }
+
+    /// Turn dirty tracking on (from a clean state) or off (state dropped).
+    fn set_dirty_tracking(&self, enable: bool) {
+        self.write().set_dirty_tracking(enable)
+    }
+
+    #[getter]
+    fn dirty_tracking(&self) -> bool {
+        self.read().dirty_tracking()
+    }
+
+    /// A device DMA access; returns the PA of the first byte. ENOENT when
+    /// unmapped, EPERM when the mapping forbids it.
+    fn dma(&self, iova: u64, length: u64, write: bool) -> PyResult<u64> {
+        self.write().dma(iova, length, write).map_err(to_py)
+    }
+
+    /// The dirty bitmap of [iova, iova + length) at `page_size` bits, as
+    /// packed native-endian u64 words; `clear` makes the reported pages clean.
+    fn read_dirty_bitmap<'py>(
+        &self,
+        py: Python<'py>,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        clear: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let words = self.write().read_dirty_bitmap(iova, length, page_size, clear).map_err(to_py)?;
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        Ok(PyBytes::new(py, &bytes))
+    }
+}
+
+/// IOMMU_IOAS_MAP steps 1-3 (before the IOAS lookup).
+#[pyfunction]
+pub fn check_map_args(flags: u32, iova: u64, length: u64) -> PyResult<()> {
+    crate::io_pagetable::check_map_args(flags, iova, length).map_err(to_py)
+}
+
+/// IOMMU_IOAS_COPY steps 1-3 (before the IOAS lookups).
+#[pyfunction]
+pub fn check_copy_args(flags: u32, src_iova: u64, length: u64, dst_iova: u64) -> PyResult<()> {
+    crate::copy::check_copy_args(flags, src_iova, length, dst_iova).map_err(to_py)
+}
+
+/// IOMMU_IOAS_COPY after the lookups; returns the destination IOVA.
+#[pyfunction]
+pub fn copy(
+    dst: &IoPagetable,
+    src: &IoPagetable,
+    flags: u32,
+    src_iova: u64,
+    length: u64,
+    dst_iova: u64,
+) -> PyResult<u64> {
+    if std::ptr::eq(dst, src) {
+        let mut t = dst.write();
+        return crate::copy::copy_within(&mut t, flags, src_iova, length, dst_iova).map_err(to_py);
+    }
+    // Lock order: lower address first.
+    let dst_first = (dst as *const IoPagetable as usize) < (src as *const IoPagetable as usize);
+    let (mut d, s);
+    if dst_first {
+        d = dst.write();
+        s = src.read();
+    } else {
+        s = src.read();
+        d = dst.write();
+    }
+    crate::copy::copy(&mut d, &s, flags, src_iova, length, dst_iova).map_err(to_py)
+}

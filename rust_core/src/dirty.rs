@@ -87,7 +87,9 @@ impl IoPagetable {
                 let what = if write { "write" } else { "read" };
                 return err(EPERM, format!("DMA {what} at {p:#x} is not permitted by its mapping."));
             }
-            first.get_or_insert(area.user_va.wrapping_add(iova - area.iova));
+            if first.is_none() {
+                first = Some(area.user_va.wrapping_add(iova - area.iova));
+            }
             if area.last >= last {
                 break;
             }

@@ -84,7 +84,9 @@ impl IoPagetable {
                 .flatten()
                 .min()
                 .map_or(hi, |s| (s - 1).min(hi));
-            let candidate = align_up(p, align).map(|c| c | page_offset);
+            // At least page granularity, so the IOVA keeps the user address's
+            // page offset even when the hole starts mid-page.
+            let candidate = align_up(p, align.max(PAGE_SIZE)).map(|c| c | page_offset);
             if let Some(c) = candidate {
                 if c >= p && c <= hole_last && hole_last - c >= length - 1 {
                     return Some(c);

@@ -1,0 +1,255 @@
+//! Edge cases of the IO page table, one kernel rule per test
+//! (semantics document §2.2-2.8 and §8 rules 11-35).
+
+use iommud_core::io_pagetable::{
+    IOMMU_IOAS_MAP_FIXED_IOVA as FIXED, IOMMU_IOAS_MAP_READABLE as R, IOMMU_IOAS_MAP_WRITEABLE as W,
+};
+use iommud_core::{check_copy_args, check_map_args, copy, copy_within, Errno, IoPagetable};
+
+const RW: u32 = R | W;
+const MAX: u64 = u64::MAX;
+
+fn errno<T: std::fmt::Debug>(r: iommud_core::Result<T>) -> Errno {
+    r.expect_err("call should fail").errno
+}
+
+fn areas(t: &IoPagetable) -> Vec<(u64, u64, u64, u32)> {
+    t.areas().map(|a| (a.iova, a.length(), a.user_va, a.prot)).collect()
+}
+
+#[test]
+fn fresh_table_has_one_full_range_and_alignment_1() {
+    let t = IoPagetable::new();
+    assert_eq!(t.iova_ranges(), vec![(0, MAX)]);
+    assert_eq!(t.iova_alignment(), 1);
+    assert_eq!(t.num_areas(), 0);
+}
+
+#[test]
+fn map_argument_checks_in_kernel_order() {
+    assert_eq!(errno(check_map_args(RW | 1 << 8, 0, 0x1000)), Errno::EOPNOTSUPP);
+    assert_eq!(errno(check_map_args(RW, MAX, 0x1000)), Errno::EOVERFLOW);
+    assert_eq!(errno(check_map_args(RW, 0, MAX)), Errno::EOVERFLOW);
+    assert_eq!(errno(check_map_args(FIXED, 0, 0x1000)), Errno::EINVAL);
+    // Unknown flags win over overflow, overflow over a missing R/W.
+    assert_eq!(errno(check_map_args(1 << 8, MAX, 0)), Errno::EOPNOTSUPP);
+    assert_eq!(errno(check_map_args(FIXED, MAX, 0)), Errno::EOVERFLOW);
+    check_map_args(RW, MAX - 1, MAX - 1).unwrap();
+}
+
+#[test]
+fn zero_length_and_user_va_overflow() {
+    let mut t = IoPagetable::new();
+    assert_eq!(errno(t.map(FIXED | RW, 0, 0, 0x1000)), Errno::EINVAL);
+    assert_eq!(errno(t.map(FIXED | RW, MAX - 0xfff, 0x1000, 0x1000)), Errno::EOVERFLOW);
+    assert_eq!(errno(t.map(FIXED | RW, 0, MAX - 0x1000 + 1, 0)), Errno::EINVAL);
+    assert_eq!(t.num_areas(), 0);
+}
+
+#[test]
+fn fixed_map_overlap_is_eexist_and_changes_nothing() {
+    let mut t = IoPagetable::new();
+    t.map(FIXED | RW, 0x10_0000, 0x2000, 0x4000).unwrap();
+    let before = areas(&t);
+    for (iova, len) in [(0x4000, 0x1000), (0x3000, 0x2000), (0x5fff, 1), (0x3000, 0x10000)] {
+        assert_eq!(errno(t.map(FIXED | RW, 0, len, iova)), Errno::EEXIST, "{iova:#x}+{len:#x}");
+    }
+    assert_eq!(areas(&t), before);
+    t.map(FIXED | RW, 0, 0x1000, 0x6000).unwrap(); // adjacent is fine
+    t.map(FIXED | RW, 0, 0x1000, 0x3000).unwrap();
+}
+
+#[test]
+fn fixed_map_unaligned_on_fresh_table_is_fine_and_reaches_the_top() {
+    let mut t = IoPagetable::new();
+    t.map(FIXED | R, 0x1, 0x3, 0x12345).unwrap();
+    // The last byte of the space can be mapped: [2^64-2, 2^64-1].
+    t.map(FIXED | R, 0, 2, MAX - 1).unwrap();
+    assert_eq!(t.translate(MAX), Some((1, R)));
+    assert_eq!(errno(t.map(FIXED | R, 0, 3, MAX - 1)), Errno::EOVERFLOW);
+}
+
+#[test]
+fn alignment_rules() {
+    let mut t = IoPagetable::new();
+    t.set_iova_alignment(0x1000).unwrap();
+    assert_eq!(errno(t.map(FIXED | RW, 0, 0x800, 0x1000)), Errno::EINVAL); // length
+    assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0x1800)), Errno::EINVAL); // iova
+    assert_eq!(errno(t.map(FIXED | RW, 0x10, 0x1000, 0x1000)), Errno::EINVAL); // user offset
+    t.map(FIXED | RW, 0x7000, 0x1000, 0x1000).unwrap();
+    assert_eq!(errno(t.set_iova_alignment(3)), Errno::EINVAL);
+    t.set_iova_alignment(1).unwrap();
+    t.map(FIXED | RW, 0, 0x10, 0x10_0010).unwrap();
+    assert_eq!(errno(t.set_iova_alignment(0x1000)), Errno::EADDRINUSE);
+    assert_eq!(t.iova_alignment(), 1);
+}
+
+#[test]
+fn reserved_boundary_is_inclusive() {
+    let mut t = IoPagetable::new();
+    t.add_reserved(0xfee0_0000, 0xfeef_ffff, 7).unwrap();
+    assert_eq!(t.iova_ranges(), vec![(0, 0xfedf_ffff), (0xfef0_0000, MAX)]);
+    assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0xfeef_f000)), Errno::EINVAL);
+    assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0xfedf_f001)), Errno::EINVAL);
+    t.map(FIXED | RW, 0, 0x1000, 0xfedf_f000).unwrap(); // ends just below
+    t.map(FIXED | RW, 0, 0x1000, 0xfef0_0000).unwrap(); // starts just above
+    assert_eq!(errno(t.add_reserved(0xfef0_0000, 0xfef0_0000, 8)), Errno::EADDRINUSE);
+    assert_eq!(errno(t.add_reserved(2, 1, 8)), Errno::EINVAL);
+    t.remove_reserved(7);
+    assert_eq!(t.iova_ranges(), vec![(0, MAX)]);
+}
+
+#[test]
+fn reserved_ranges_reaching_the_top_and_overlapping() {
+    let mut t = IoPagetable::new();
+    t.add_reserved(1 << 48, MAX, 1).unwrap();
+    t.add_reserved(0x1000, 0x1fff, 2).unwrap();
+    t.add_reserved(0x1800, 0x2fff, 3).unwrap();
+    assert_eq!(t.iova_ranges(), vec![(0, 0xfff), (0x3000, (1 << 48) - 1)]);
+    t.add_reserved(0, 0xfff, 4).unwrap();
+    assert_eq!(t.iova_ranges(), vec![(0x3000, (1 << 48) - 1)]);
+}
+
+#[test]
+fn allowed_list_rules() {
+    let mut t = IoPagetable::new();
+    assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x1000)])), Errno::EINVAL); // start == last
+    assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x2fff), (0x2000, 0x4fff)])), Errno::EINVAL);
+    t.add_reserved(0x10_0000, 0x10_ffff, 1).unwrap();
+    assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x20_0000)])), Errno::EADDRINUSE);
+    assert!(t.allowed().is_empty());
+    t.allow_iovas(&[(0x20_0000, 0x3f_ffff)]).unwrap();
+    assert_eq!(errno(t.add_reserved(0x30_0000, 0x30_0fff, 2)), Errno::EADDRINUSE);
+    let iova = t.map(RW, 0, 0x1000, 0).unwrap();
+    assert!((0x20_0000..=0x3f_ffff).contains(&iova));
+    t.map(FIXED | RW, 0, 0x1000, 0x1000).unwrap(); // fixed ignores the allowed list
+    assert_eq!(errno(t.map(RW, 0, 0x40_0000, 0)), Errno::ENOSPC);
+    t.allow_iovas(&[]).unwrap();
+    assert!(t.allowed().is_empty());
+}
+
+#[test]
+fn allocation_never_returns_zero_and_keeps_page_offset() {
+    let mut t = IoPagetable::new();
+    for (user_va, len) in [(0, 0x1000), (0x7f00_0000_0123, 0x100), (0x20_0000, 0x20_0000), (0x5008, 0x3000)] {
+        let iova = t.map(RW, user_va, len, 0).unwrap();
+        assert_ne!(iova, 0);
+        assert_eq!(iova % 0x1000, user_va % 0x1000, "user_va {user_va:#x}");
+        assert_eq!(t.translate(iova), Some((user_va, RW)));
+    }
+    // A 2 MiB-aligned user address gets a 2 MiB-aligned IOVA.
+    let iova = t.map(RW, 0x4000_0000, 0x20_0000, 0).unwrap();
+    assert_eq!(iova % 0x20_0000, 0);
+}
+
+#[test]
+fn allocation_limits() {
+    let mut t = IoPagetable::new();
+    assert_eq!(errno(t.map(RW, 0, MAX / 2, 0)), Errno::EOVERFLOW);
+    t.set_iova_alignment(0x1000).unwrap();
+    // user_va aligned to 0x800 only: below the IOAS alignment.
+    assert_eq!(errno(t.map(RW, 0x800, 0x1000, 0)), Errno::EINVAL);
+    t.allow_iovas(&[(0x1000, 0x2fff)]).unwrap();
+    t.map(RW, 0, 0x1000, 0).unwrap();
+    t.map(RW, 0, 0x1000, 0).unwrap();
+    assert_eq!(errno(t.map(RW, 0, 0x1000, 0)), Errno::ENOSPC);
+}
+
+#[test]
+fn unmap_rules() {
+    let mut t = IoPagetable::new();
+    assert_eq!(t.unmap(0, MAX).unwrap(), 0); // unmap-all of an empty table
+    t.map(FIXED | RW, 0, 0x2000, 0x1000).unwrap();
+    t.map(FIXED | RW, 0, 0x1000, 0x5000).unwrap();
+    t.map(FIXED | RW, 0, 0x3000, 0x8000).unwrap();
+    assert_eq!(errno(t.unmap(0x1000, 0x1000)), Errno::ENOENT); // split
+    assert_eq!(t.num_areas(), 3);
+    assert_eq!(errno(t.unmap(0x1000, 0)), Errno::EINVAL);
+    assert_eq!(errno(t.unmap(MAX, 1)), Errno::EOVERFLOW);
+    assert_eq!(errno(t.unmap(3, MAX - 1)), Errno::EOVERFLOW);
+    assert_eq!(errno(t.unmap(0x20000, 0x1000)), Errno::ENOENT); // nothing there
+    assert_eq!(t.unmap(0, 0x6000).unwrap(), 0x3000); // two areas and the gap
+    // Rule 33: the end cuts into the last area; earlier whole areas go anyway.
+    t.map(FIXED | RW, 0, 0x1000, 0x1000).unwrap();
+    assert_eq!(errno(t.unmap(0, 0x9000)), Errno::ENOENT);
+    assert_eq!(areas(&t), vec![(0x8000, 0x3000, 0, RW)]);
+    assert_eq!(t.unmap(0, MAX).unwrap(), 0x3000);
+    assert_eq!(t.mapped_bytes(), 0);
+}
+
+#[test]
+fn sparse_unmap_over_the_whole_space_is_cheap() {
+    let mut t = IoPagetable::new();
+    for i in 0..1000u64 {
+        t.map(FIXED | RW, 0, 0x1000, i << 30).unwrap(); // 1000 areas over 1 TiB
+    }
+    assert_eq!(t.unmap(0, MAX - 1).unwrap(), 1000 * 0x1000);
+    assert_eq!(t.num_areas(), 0);
+}
+
+#[test]
+fn translate_batch_uses_and_refreshes_its_cache() {
+    let mut t = IoPagetable::new();
+    t.map(FIXED | R, 0x9000_0000, 0x2000, 0x1000).unwrap();
+    t.map(FIXED | W, 0xa000_0000, 0x1000, 0x4000).unwrap();
+    let iovas = [0x1000, 0x1fff, 0x2fff, 0x3000, 0x4000, 0x1001, 0];
+    let mut pas = [0u64; 7];
+    let mut prots = [0u8; 7];
+    assert_eq!(t.translate_batch(&iovas, &mut pas, &mut prots), 5);
+    assert_eq!(pas, [0x9000_0000, 0x9000_0fff, 0x9000_1fff, 0, 0xa000_0000, 0x9000_0001, 0]);
+    assert_eq!(prots, [4, 4, 4, 0, 2, 4, 0]);
+}
+
+#[test]
+fn copy_rules() {
+    assert_eq!(errno(check_copy_args(RW | 8, 0, 1, 0)), Errno::EOPNOTSUPP);
+    assert_eq!(errno(check_copy_args(RW, MAX, 1, 0)), Errno::EOVERFLOW);
+    assert_eq!(errno(check_copy_args(FIXED, 0, 1, 0)), Errno::EINVAL);
+    let mut src = IoPagetable::new();
+    let mut dst = IoPagetable::new();
+    src.map(FIXED | RW, 0x10_0000, 0x2000, 0x1000).unwrap();
+    src.map(FIXED | R, 0x20_0000, 0x1000, 0x3000).unwrap();
+    src.map(FIXED | RW, 0x30_0000, 0x1000, 0x6000).unwrap();
+    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0, 0x1000)), Errno::EINVAL);
+    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x4000, 0)), Errno::ENOENT); // hole
+    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x3000, 0)), Errno::EPERM); // RO part
+    assert_eq!(dst.num_areas(), 0);
+    // A sub-range spanning two areas becomes two areas.
+    let at = copy(&mut dst, &src, FIXED | R, 0x1800, 0x2000, 0x10_0000).unwrap();
+    assert_eq!(at, 0x10_0000);
+    assert_eq!(areas(&dst), vec![(0x10_0000, 0x1800, 0x10_0800, R), (0x10_1800, 0x800, 0x20_0000, R)]);
+    assert_eq!(errno(copy(&mut dst, &src, FIXED | R, 0x1000, 0x1000, 0x10_0000)), Errno::EEXIST);
+    let auto = copy(&mut dst, &src, RW, 0x6000, 0x1000, 0).unwrap();
+    assert_ne!(auto, 0);
+    assert_eq!(dst.translate(auto), Some((0x30_0000, RW)));
+    let within = copy_within(&mut src, R, 0x1000, 0x1000, 0).unwrap();
+    assert_eq!(src.translate(within), Some((0x10_0000, R)));
+}
+
+#[test]
+fn dma_and_dirty_bitmap() {
+    let mut t = IoPagetable::new();
+    t.map(FIXED | RW, 0x10_0000, 0x4000, 0x1000).unwrap();
+    t.map(FIXED | R, 0x20_0000, 0x1000, 0x5000).unwrap();
+    assert_eq!(t.dma(0x1008, 8, true).unwrap(), 0x10_0008);
+    assert_eq!(errno(t.dma(0x5000, 4, true)), Errno::EPERM);
+    assert_eq!(errno(t.dma(0x6000, 4, false)), Errno::ENOENT);
+    // An access may span contiguous areas; each must permit it.
+    assert_eq!(t.dma(0x4ffc, 8, false).unwrap(), 0x10_3ffc);
+    assert_eq!(errno(t.dma(0x4ffc, 8, true)), Errno::EPERM);
+    // Tracking off: writes leave no state.
+    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+    t.set_dirty_tracking(true);
+    t.dma(0x1ff8, 0x10, true).unwrap(); // touches pages 1 and 2 of the range
+    t.dma(0x4000, 1, true).unwrap();
+    t.dma(0x3000, 8, false).unwrap(); // a read marks nothing
+    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, true).unwrap(), vec![0b1011]);
+    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+    t.dma(0x2000, 1, true).unwrap();
+    assert_eq!(t.read_dirty_bitmap(0x0, 0x8000, 0x2000, false).unwrap(), vec![0b10]);
+    assert_eq!(errno(t.read_dirty_bitmap(0x1000, 0x1000, 0, false)), Errno::EINVAL);
+    assert_eq!(errno(t.read_dirty_bitmap(0x1000, 0x1000, 0x2000, false)), Errno::EINVAL);
+    assert_eq!(errno(t.read_dirty_bitmap(MAX, 2, 1, false)), Errno::EOVERFLOW);
+    t.unmap(0x1000, 0x4000).unwrap(); // unmapping drops the area's dirty state
+    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+}

@@ -12,9 +12,11 @@
 //! - `mapped_bytes` is the sum of the area lengths.
 //!
 //! The area map is a B-tree keyed by start IOVA: a translation is one
-//! predecessor search, and unmap walks only the areas it removes.
+//! predecessor search, and unmap walks only the areas it removes. Batched
+//! translation reads a flat sorted copy (FlatIndex) rebuilt lazily.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::dirty::DirtyTracker;
 use crate::errno::{err, Errno::*, Result};
@@ -55,9 +57,86 @@ pub struct Reserved {
     pub owner: u64,
 }
 
+/// A flat, sorted copy of the area map for batched translation. A search
+/// first picks a block from `top` (every BLOCK-th start: small enough to stay
+/// in cache), then bisects the block's starts, then reads one payload entry:
+/// about three cache lines per address instead of a B-tree walk. Built on the
+/// first batch after a change, dropped by every change, so map and unmap pay
+/// nothing for it.
+#[derive(Debug, Default)]
+pub(crate) struct FlatIndex {
+    top: Vec<u64>,
+    starts: Vec<u64>,
+    payload: Vec<Payload>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Payload {
+    last: u64,
+    user_va: u64,
+    prot: u8,
+}
+
+const BLOCK: usize = 32;
+
+impl FlatIndex {
+    fn build(areas: &BTreeMap<u64, Area>) -> Self {
+        let starts: Vec<u64> = areas.keys().copied().collect();
+        let payload = areas
+            .values()
+            .map(|a| Payload { last: a.last, user_va: a.user_va, prot: a.prot as u8 })
+            .collect();
+        let top = starts.iter().step_by(BLOCK).copied().collect();
+        FlatIndex { top, starts, payload }
+    }
+
+    #[inline]
+    fn find(&self, iova: u64) -> Option<usize> {
+        let block = self.top.partition_point(|&s| s <= iova);
+        if block == 0 {
+            return None;
+        }
+        let lo = (block - 1) * BLOCK;
+        let hi = (lo + BLOCK).min(self.starts.len());
+        let k = lo + self.starts[lo..hi].partition_point(|&s| s <= iova) - 1;
+        (iova <= self.payload[k].last).then_some(k)
+    }
+
+    /// Translate a run of addresses; returns how many were mapped.
+    fn translate_run(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
+        let mut mapped = 0;
+        // Sorted or clustered inputs hit the same area repeatedly: check the
+        // last one found before searching again.
+        let mut hit: Option<usize> = None;
+        for ((&iova, pa), prot) in iovas.iter().zip(pas.iter_mut()).zip(prots.iter_mut()) {
+            let cached = hit.is_some_and(|k| self.starts[k] <= iova && iova <= self.payload[k].last);
+            if !cached {
+                hit = self.find(iova);
+            }
+            match hit {
+                Some(k) => {
+                    let e = self.payload[k];
+                    *pa = e.user_va.wrapping_add(iova - self.starts[k]);
+                    *prot = e.prot;
+                    mapped += 1;
+                }
+                None => {
+                    *pa = 0;
+                    *prot = 0;
+                }
+            }
+        }
+        mapped
+    }
+}
+
+/// Batches at least this long are split across the machine's cores.
+pub const PARALLEL_BATCH: usize = 1 << 16;
+
 #[derive(Default, Debug)]
 pub struct IoPagetable {
     pub(crate) areas: BTreeMap<u64, Area>,
+    pub(crate) index: OnceLock<FlatIndex>,
     pub(crate) reserved: Vec<Reserved>,
     pub(crate) allowed: Vec<(u64, u64)>,
     pub(crate) iova_alignment: u64,
@@ -139,33 +218,24 @@ impl IoPagetable {
     }
 
     /// Translate every IOVA of `iovas`; unmapped ones get pa 0 and prot 0.
-    /// Returns how many were mapped.
+    /// Returns how many were mapped. Large batches use every core.
     pub fn translate_batch(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
-        let mut mapped = 0;
-        // Sorted or clustered inputs hit the same area repeatedly: check the
-        // last one found before searching the tree again.
-        let mut cached: Option<Area> = None;
-        for ((&iova, pa), prot) in iovas.iter().zip(pas.iter_mut()).zip(prots.iter_mut()) {
-            let hit = match cached {
-                Some(a) if a.iova <= iova && iova <= a.last => Some(a),
-                _ => {
-                    cached = self.area_at(iova).copied();
-                    cached
-                }
-            };
-            match hit {
-                Some(a) => {
-                    *pa = a.user_va.wrapping_add(iova - a.iova);
-                    *prot = a.prot as u8;
-                    mapped += 1;
-                }
-                None => {
-                    *pa = 0;
-                    *prot = 0;
-                }
-            }
+        let index = self.index.get_or_init(|| FlatIndex::build(&self.areas));
+        let n = iovas.len().min(pas.len()).min(prots.len());
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        if n < PARALLEL_BATCH || threads < 2 {
+            return index.translate_run(&iovas[..n], &mut pas[..n], &mut prots[..n]);
         }
-        mapped
+        let chunk = n.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = iovas[..n]
+                .chunks(chunk)
+                .zip(pas[..n].chunks_mut(chunk))
+                .zip(prots[..n].chunks_mut(chunk))
+                .map(|((i, p), r)| scope.spawn(move || index.translate_run(i, p, r)))
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("translate worker")).sum()
+        })
     }
 
     /// IOMMU_IOAS_MAP after the IOAS lookup. Returns the IOVA of the new area.
@@ -247,11 +317,13 @@ impl IoPagetable {
     }
 
     pub(crate) fn insert_area(&mut self, area: Area) {
+        self.index = OnceLock::new();
         self.mapped_bytes += area.length();
         self.areas.insert(area.iova, area);
     }
 
     fn remove_area(&mut self, iova: u64) -> Area {
+        self.index = OnceLock::new();
         let area = self.areas.remove(&iova).expect("area present");
         self.mapped_bytes -= area.length();
         self.dirty.forget(area.iova, area.last);
@@ -312,6 +384,7 @@ impl IoPagetable {
     /// Drop every area; returns the bytes they covered.
     pub fn unmap_all(&mut self) -> u64 {
         let total = self.mapped_bytes;
+        self.index = OnceLock::new();
         self.areas.clear();
         self.mapped_bytes = 0;
         self.dirty.clear();

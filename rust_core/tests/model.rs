@@ -161,10 +161,16 @@ fn run_sequence(seed: u64, steps: usize) {
                 assert_eq!(got, want, "unmap {i:#x} {l:#x}");
             }
             _ => {
-                for _ in 0..8 {
-                    let i = addr(&mut rng);
-                    assert_eq!(t.translate(i), m.translate(i), "translate {i:#x}");
+                let batch: Vec<u64> = (0..8).map(|_| addr(&mut rng)).collect();
+                let mut pas = vec![0; 8];
+                let mut prots = vec![0; 8];
+                let mapped = t.translate_batch(&batch, &mut pas, &mut prots);
+                for (k, &i) in batch.iter().enumerate() {
+                    let want = m.translate(i);
+                    assert_eq!(t.translate(i), want, "translate {i:#x}");
+                    assert_eq!((pas[k], prots[k] as u32), want.unwrap_or((0, 0)), "batch {i:#x}");
                 }
+                assert_eq!(mapped, prots.iter().filter(|&&p| p != 0).count());
             }
         }
         check_invariants(&t, &m);
@@ -218,4 +224,25 @@ fn fuzz_corpus_does_not_panic() {
         let data: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
         fuzz_one(&data);
     }
+}
+
+#[test]
+fn large_parallel_batches_agree_with_single_translation() {
+    let mut rng = Rng(42);
+    let mut t = IoPagetable::new();
+    for i in 0..5000u64 {
+        t.map(FIXED | R | W, rng.below(1 << 40) << 12, 0x1000 * (1 + rng.below(4)), i << 16).unwrap();
+    }
+    let iovas: Vec<u64> = (0..200_000).map(|_| rng.below(5000 << 16)).collect();
+    let mut pas = vec![0; iovas.len()];
+    let mut prots = vec![0; iovas.len()];
+    let mapped = t.translate_batch(&iovas, &mut pas, &mut prots);
+    let mut want_mapped = 0;
+    for (k, &i) in iovas.iter().enumerate() {
+        let want = t.translate(i);
+        want_mapped += want.is_some() as usize;
+        assert_eq!((pas[k], prots[k] as u32), want.unwrap_or((0, 0)));
+    }
+    assert_eq!(mapped, want_mapped);
+    assert!(mapped > 0 && mapped < iovas.len());
 }

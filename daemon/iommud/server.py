@@ -20,11 +20,10 @@ from iommud import topology_load
 from iommud.config import Config
 from iommud.host import Host
 from iommud.logsetup import get_logger
-from iommud.service import IommuServicer
+from iommud.service import IommuServicer, generic_handler
 from iommud.session import SessionRegistry
 from iommud.topology import Topology
 from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
-from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
 
 log = get_logger("iommud.server")
 
@@ -98,8 +97,8 @@ class Daemon:
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
-        pb_grpc.add_IommuServiceServicer_to_server(IommuServicer(cfg, self.sessions, self.host),
-                                                   server)
+        server.add_generic_rpc_handlers(
+            (generic_handler(IommuServicer(cfg, self.sessions, self.host)),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,

@@ -59,6 +59,51 @@ def _unknown_field_path(msg: Any, path: str = "") -> str | None:
     return None
 
 
+class Malformed:
+    """Stands in for a request whose bytes are not a valid protobuf, so that
+    the handler can answer EINVAL with ErrorInfo instead of grpc's UNKNOWN."""
+
+    DESCRIPTOR = None
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except Exception as exc:  # DecodeError, or anything the parser raises
+            return Malformed(message_type.DESCRIPTOR.full_name, exc)
+    return parse
+
+
+def _check_wellformed(request: Any) -> None:
+    if isinstance(request, Malformed):
+        raise IommuError(E.EINVAL, f"The request bytes are not a valid {request.type_name} "
+                         f"message ({request.error}).")
+    where = _unknown_field_path(request)
+    if where is not None:
+        raise IommuError(E.E2BIG, f"The request carries fields this daemon does not know "
+                         f"(in {where}); refusing rather than ignoring them.")
+
+
+def generic_handler(servicer: "IommuServicer") -> grpc.GenericRpcHandler:
+    """IommuService's handlers, with deserializers that never raise."""
+    service = pb.DESCRIPTOR.services_by_name["IommuService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = getattr(pb, method.input_type.name)
+        response_type = getattr(pb, method.output_type.name)
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(getattr(servicer, method.name),
+                                     request_deserializer=_deserializer(request_type),
+                                     response_serializer=response_type.SerializeToString)
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
+
+
 def _token(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == SESSION_METADATA_KEY:
@@ -84,10 +129,7 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
             sess: Session | None = None
             outcome = "OK"
             try:
-                where = _unknown_field_path(request)
-                if where is not None:
-                    raise IommuError(E.E2BIG, f"The request carries fields this daemon does not "
-                                     f"know (in {where}); refusing rather than ignoring them.")
+                _check_wellformed(request)
                 token = _token(context)
                 if session == "required" or (session == "optional" and token):
                     sess = self.sessions.lookup(token)
@@ -211,8 +253,9 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
 
     async def WatchSession(self, request: pb.WatchSessionRequest,
                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchSessionResponse]:
-        # Streaming does not fit `rpc`; it applies the same token rule by hand.
+        # Streaming does not fit `rpc`; it applies the same checks by hand.
         try:
+            _check_wellformed(request)
             sess = self.sessions.lookup(_token(context))
         except IommuError as err:
             status = to_status(err)
@@ -370,6 +413,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     async def WatchHost(self, request: pb.WatchHostRequest,
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchHostResponse]:
         try:
+            _check_wellformed(request)
             sess = self.sessions.lookup(_token(context))
         except IommuError as err:
             status = to_status(err)

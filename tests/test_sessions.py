@@ -1,0 +1,175 @@
+"""Sessions and contexts: isolation between sessions, fd numbering, context
+and session teardown, lease reaping, WatchSession keeping a session alive,
+and the per-RPC log event."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import grpc
+import pytest
+
+from conftest import start_daemon
+from iommud_client import IommudError
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+
+
+def errno_of(fn: Callable[[], object]) -> str:
+    with pytest.raises(IommudError) as info:
+        fn()
+    return info.value.errno_name
+
+
+def poll(fn: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Re-evaluate `fn` until it holds or `timeout` passes (a bounded poll on
+    daemon state, not a sleep standing in for synchronisation)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return True
+        time.sleep(0.05)
+    return fn()
+
+
+def test_context_fds_start_at_3_and_are_lowest_free(session) -> None:
+    fds = [session.open_context().iommufd for _ in range(3)]
+    assert fds == [3, 4, 5]
+    session.context(4).close()
+    assert session.open_context().iommufd == 4
+
+
+def test_sessions_cannot_see_each_other(client) -> None:
+    with client.open_session("a") as a, client.open_session("b") as b:
+        ca = a.open_context()
+        ioas = ca.ioas_alloc()
+        ca.ioas_map(ioas, 0x1000, 0x1000, 0x1000)
+        # b has no fd 3 yet: the same answer as a never-opened fd.
+        foreign = b.context(ca.iommufd)
+        assert errno_of(lambda: foreign.ioas_alloc()) == "EBADF"
+        assert errno_of(lambda: foreign.translate(ioas, 0x1000)) == "EBADF"
+        assert errno_of(lambda: b.context(99).ioas_alloc()) == "EBADF"
+        # b's own fd 3 is its own context: a's IOAS id is ENOENT there.
+        cb = b.open_context()
+        assert cb.iommufd == ca.iommufd
+        assert errno_of(lambda: cb.translate(ioas, 0x1000)) == "ENOENT"
+        assert errno_of(lambda: cb.destroy(ioas)) == "ENOENT"
+        assert cb.ioas_alloc() == 1 and cb.list_areas(1) == []
+        assert ca.translate(ioas, 0x1000).pa == 0x1000
+        assert b.info().session.areas == 0 and a.info().session.areas == 1
+
+
+def test_missing_or_bogus_token_is_esrch(client) -> None:
+    for token in (None, "not-a-token"):
+        with pytest.raises(IommudError) as info:
+            client.call("OpenContext", pb.OpenContextRequest(), token)
+        assert info.value.errno_name == "ESRCH"
+        assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_closed_session_token_is_dead(client) -> None:
+    s = client.open_session()
+    s.close()
+    assert errno_of(s.open_context) == "ESRCH"
+    assert errno_of(s.keepalive) == "ESRCH"
+
+
+def test_closing_a_context_leaves_nothing(client, session) -> None:
+    before = client.info().daemon
+    ctx = session.open_context()
+    for _ in range(3):
+        i = ctx.ioas_alloc()
+        ctx.ioas_map(i, 0, 0x2000, 0x1000)
+    assert session.info().session.objects == 3
+    assert ctx.close() == 3
+    after = client.info().daemon
+    assert (after.contexts, after.objects, after.areas, after.mapped_bytes) == (
+        before.contexts, before.objects, before.areas, before.mapped_bytes)
+    assert errno_of(ctx.list_objects) == "EBADF"
+
+
+def test_closing_a_session_closes_its_contexts(client) -> None:
+    s = client.open_session()
+    for _ in range(2):
+        s.open_context().ioas_alloc()
+    before = client.info().daemon
+    assert s.close() == 2
+    after = client.info().daemon
+    assert after.sessions == before.sessions - 1
+    assert after.objects == before.objects - 2 and after.contexts == before.contexts - 2
+
+
+@pytest.fixture(scope="module")
+def short_lease(tmp_path_factory):
+    d = start_daemon(tmp_path_factory.mktemp("lease"), "--lease-seconds", "1",
+                     "--reap-interval", "0.1")
+    yield d
+    d.stop()
+
+
+def test_expired_session_is_reaped_and_leaves_nothing(short_lease) -> None:
+    with short_lease.client() as c:
+        s = c.open_session("forgetful")
+        assert s.lease_seconds == 1
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        ctx.ioas_map(ioas, 0, 0x1000, 0x1000)
+        assert poll(lambda: c.info().daemon.sessions == 0)
+        d = c.info().daemon
+        assert (d.contexts, d.objects, d.areas) == (0, 0, 0)
+        assert errno_of(s.keepalive) == "ESRCH"
+        reaped = [json.loads(line) for line in short_lease.log_lines() if "session.reaped" in line]
+        assert reaped and reaped[-1]["session"] == s.session_id
+
+
+def test_watch_stream_keeps_session_alive_then_lease_runs(short_lease) -> None:
+    with short_lease.client() as c:
+        s = c.open_session("watcher")
+        s.open_context().ioas_alloc()
+        stream = s.watch(interval_ms=400)
+        beats = []
+        for beat in stream:
+            beats.append(beat.sequence)
+            if len(beats) == 4:      # > 1.2 s of heartbeats: past the 1 s lease
+                break
+        assert beats == [1, 2, 3, 4]
+        assert s.info().session.objects == 1   # still alive
+        stream.cancel()
+        assert poll(lambda: c.info().daemon.sessions == 0)
+        assert errno_of(s.keepalive) == "ESRCH"
+
+
+def test_calls_renew_the_lease(short_lease) -> None:
+    with short_lease.client() as c:
+        s = c.open_session()
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:   # keep calling for > 2 leases
+            assert s.keepalive() == 1
+            time.sleep(0.2)
+        assert s.open_context().iommufd == 3
+        s.close()
+
+
+def test_one_log_event_per_rpc(tmp_path) -> None:
+    d = start_daemon(tmp_path)
+    try:
+        with d.client() as c, c.open_session("logged") as s:
+            ctx = s.open_context()
+            ioas = ctx.ioas_alloc()
+            with pytest.raises(IommudError):
+                ctx.ioas_map(ioas, 0, 0x1000, 0x1000, flags=1 << 9)
+            sid = s.session_id
+    finally:
+        d.stop()
+    events = [json.loads(line) for line in d.log_lines() if line.startswith("{")]
+    rpcs = [e for e in events if e.get("event") == "rpc" and e.get("session") == sid]
+    assert [e["method"] for e in rpcs] == ["OpenContext", "IoasAlloc", "IoasMap", "CloseSession"]
+    failed = rpcs[2]
+    assert failed["status"] == "EOPNOTSUPP" and failed["ioas_id"] == str(ioas)
+    assert failed["iova"] == "0x1000" and failed["flags"] == str(1 << 9)
+    assert all(isinstance(e["duration_ms"], float) and e["status"] for e in rpcs)
+    assert all(token_free(e, s.token) for e in events)
+
+
+def token_free(event: dict, token: str) -> bool:
+    return token not in json.dumps(event)

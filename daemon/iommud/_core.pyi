@@ -1,0 +1,56 @@
+"""Type stub for iommud._core, the Rust translation core (rust_core/).
+
+Every method raises OSError(errno, message) with the kernel's errno on
+failure; addresses and lengths are unsigned 64-bit integers.
+"""
+from typing import Any
+
+__version__: str
+PAGE_SIZE: int
+IOMMU_IOAS_MAP_FIXED_IOVA: int
+IOMMU_IOAS_MAP_WRITEABLE: int
+IOMMU_IOAS_MAP_READABLE: int
+BATCH_RELEASE_GIL: int
+
+class IoPagetable:
+    """The IO page table of one IOAS: areas, reserved and allowed ranges,
+    alignment and dirty state, behind a reader-writer lock."""
+
+    def __init__(self) -> None: ...
+    def map(self, flags: int, user_va: int, length: int, iova: int) -> int:
+        """IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA."""
+    def unmap(self, iova: int, length: int) -> int:
+        """IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped."""
+    def unmap_all(self) -> int: ...
+    def translate(self, iova: int) -> tuple[int, int]:
+        """(pa, prot) of one IOVA; OSError(ENOENT) when unmapped."""
+    def translate_batch(self, iovas: Any) -> tuple[bytes, bytes]:
+        """Translate a buffer of native-endian u64 IOVAs (bytes, array('Q'),
+        numpy uint64, ...). Returns packed u64 PAs and one prot byte each."""
+    def iova_ranges(self) -> list[tuple[int, int]]: ...
+    @property
+    def iova_alignment(self) -> int: ...
+    def set_iova_alignment(self, align: int) -> None: ...
+    def add_reserved(self, start: int, last: int, owner: int) -> None: ...
+    def remove_reserved(self, owner: int) -> None: ...
+    def reserved(self) -> list[tuple[int, int, int]]: ...
+    def allow_iovas(self, ranges: list[tuple[int, int]]) -> None: ...
+    def allowed_iovas(self) -> list[tuple[int, int]]: ...
+    def areas(self) -> list[tuple[int, int, int, int]]:
+        """[(iova, length, user_va, prot)] in IOVA order."""
+    @property
+    def num_areas(self) -> int: ...
+    @property
+    def mapped_bytes(self) -> int: ...
+    def set_dirty_tracking(self, enable: bool) -> None: ...
+    @property
+    def dirty_tracking(self) -> bool: ...
+    def dma(self, iova: int, length: int, write: bool) -> int:
+        """A device access; the PA of the first byte. ENOENT/EPERM faults."""
+    def read_dirty_bitmap(self, iova: int, length: int, page_size: int, clear: bool) -> bytes:
+        """Packed native-endian u64 words, one bit per page_size unit."""
+
+def check_map_args(flags: int, iova: int, length: int) -> None: ...
+def check_copy_args(flags: int, src_iova: int, length: int, dst_iova: int) -> None: ...
+def copy(dst: IoPagetable, src: IoPagetable, flags: int, src_iova: int, length: int,
+         dst_iova: int) -> int: ...

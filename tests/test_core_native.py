@@ -1,0 +1,127 @@
+"""The native module through Python: its stub matches it, buffers of every
+kind are accepted without per-element objects, errors are OSError(errno)."""
+from __future__ import annotations
+
+import array
+import ast
+import errno
+import pathlib
+import threading
+
+import numpy as np
+import pytest
+
+import iommud
+from iommud import _core
+
+STUB = pathlib.Path(iommud.__file__).with_name("_core.pyi")
+RWF = _core.IOMMU_IOAS_MAP_READABLE | _core.IOMMU_IOAS_MAP_WRITEABLE | _core.IOMMU_IOAS_MAP_FIXED_IOVA
+
+
+def _stub_names() -> tuple[set[str], set[str]]:
+    tree = ast.parse(STUB.read_text())
+    module, cls = set(), set()
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign):
+            module.add(node.target.id)
+        elif isinstance(node, ast.FunctionDef):
+            module.add(node.name)
+        elif isinstance(node, ast.ClassDef) and node.name == "IoPagetable":
+            module.add(node.name)
+            cls = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
+    return module, cls
+
+
+def test_stub_matches_the_built_module() -> None:
+    assert STUB.exists(), "the .pyi ships beside the module"
+    module, cls = _stub_names()
+    public = {n for n in dir(_core) if not n.startswith("_")} | {"__version__"}
+    assert module == public
+    built = {n for n in dir(_core.IoPagetable) if not n.startswith("_")}
+    assert cls == built
+
+
+@pytest.mark.parametrize("make", [
+    lambda v: array.array("Q", v).tobytes(),
+    lambda v: bytearray(array.array("Q", v).tobytes()),
+    lambda v: memoryview(array.array("Q", v).tobytes()),
+    lambda v: array.array("Q", v),
+    lambda v: np.array(v, dtype=np.uint64),
+])
+def test_translate_batch_accepts_buffers(make) -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0x9000_0000, 0x2000, 0x1000)
+    pas, prots = t.translate_batch(make([0x1000, 0x2fff, 0x3000]))
+    assert array.array("Q", pas).tolist() == [0x9000_0000, 0x9000_1FFF, 0]
+    assert list(prots) == [6, 6, 0]
+
+
+def test_translate_batch_rejects_ragged_and_non_buffers() -> None:
+    t = _core.IoPagetable()
+    with pytest.raises(ValueError):
+        t.translate_batch(b"\0" * 9)
+    with pytest.raises(TypeError):
+        t.translate_batch([1, 2, 3])
+
+
+def test_errors_are_oserror_with_errno() -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0, 0x1000, 0x1000)
+    cases = [(lambda: t.map(RWF, 0, 0x1000, 0x1000), errno.EEXIST),
+             (lambda: t.translate(0), errno.ENOENT),
+             (lambda: t.unmap(0x1000, 0), errno.EINVAL),
+             (lambda: _core.check_map_args(1 << 8, 0, 1), errno.EOPNOTSUPP),
+             (lambda: t.add_reserved(0x1000, 0x1fff, 1), errno.EADDRINUSE)]
+    for fn, want in cases:
+        with pytest.raises(OSError) as info:
+            fn()
+        assert info.value.errno == want
+        assert "0x" in info.value.strerror or want in (errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def test_large_batches_run_while_other_threads_map() -> None:
+    t = _core.IoPagetable()
+    for i in range(1000):
+        t.map(RWF, i << 20, 0x1000, i << 16)
+    addrs = np.arange(0, 1000 << 16, 0x100, dtype=np.uint64)
+    stop = threading.Event()
+
+    def churn() -> None:
+        k = 0
+        while not stop.is_set():
+            iova = (2000 + k % 50) << 16
+            t.map(RWF, 0, 0x1000, iova)
+            t.unmap(iova, 0x1000)
+            k += 1
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(20):
+            pas, prots = t.translate_batch(addrs)
+            got = np.frombuffer(pas, np.uint64)
+            mapped = np.frombuffer(prots, np.uint8) != 0
+            assert mapped.sum() == 1000 * 16      # the churned range is never in `addrs`
+            assert np.array_equal(got[mapped] >> 20, (addrs[mapped] >> 16))
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_copy_between_tables_and_within_one() -> None:
+    a, b = _core.IoPagetable(), _core.IoPagetable()
+    a.map(RWF, 0x5000_0000, 0x2000, 0x1000)
+    assert _core.copy(b, a, RWF, 0x1000, 0x2000, 0x8000) == 0x8000
+    assert b.translate(0x9fff) == (0x5000_1FFF, 6)
+    at = _core.copy(a, a, RWF & ~_core.IOMMU_IOAS_MAP_FIXED_IOVA, 0x1000, 0x1000, 0)
+    assert a.translate(at) == (0x5000_0000, 6)
+
+
+def test_dirty_tracking_through_dma() -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0x10_0000, 0x4000, 0x0)
+    t.set_dirty_tracking(True)
+    assert t.dma(0x1000, 8, True) == 0x10_1000
+    bitmap = t.read_dirty_bitmap(0, 0x4000, 0x1000, True)
+    assert int.from_bytes(bitmap, "little") == 0b10
+    assert int.from_bytes(t.read_dirty_bitmap(0, 0x4000, 0x1000, False), "little") == 0

@@ -38,6 +38,8 @@ class IoPagetable:
     def allowed_iovas(self) -> list[tuple[int, int]]: ...
     def areas(self) -> list[tuple[int, int, int, int]]:
         """[(iova, length, user_va, prot)] in IOVA order."""
+    def area_from(self, iova: int) -> tuple[int, int, int, int] | None:
+        """The area containing iova, else the first above it: (iova, length, user_va, prot)."""
     @property
     def num_areas(self) -> int: ...
     @property

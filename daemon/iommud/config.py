@@ -52,6 +52,11 @@ class Config:
     topology: str = "default"
     #: The design thread's staged group support: 1, 2 or 3.
     group_stage: int = 2
+    #: Behaviour of containers opened with OpenContainer: "type1"
+    #: (vfio_iommu_type1.c) or "iommufd" (the kernel's vfio_compat.c).
+    vfio_mode: str = "type1"
+    #: Type1's per-container mapping limit (the dma_entry_limit module parameter).
+    dma_entry_limit: int = 65535
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

@@ -17,6 +17,8 @@ from iommud.objects import IommufdObject, ObjType
 
 if TYPE_CHECKING:
     from iommud.host import Host
+    from iommud.ioas import Ioas
+    from iommud.vfio_compat import Container
 
 INT_MAX = (1 << 31) - 1
 
@@ -31,9 +33,14 @@ class IommufdContext:
         self._ids = LowestFreeAllocator(1, INT_MAX)
         self._max_objects = max_objects
         self.host = host
-        #: Bound devices keep the context alive after its fd is closed, as
-        #: VFIO device fds hold a reference on the iommufd file (§1.5).
-        self.bound_devices = 0
+        #: Bound devices and legacy groups set on it keep the context alive
+        #: after its fd is closed, as VFIO device and group files hold a
+        #: reference on the iommufd file (§1.5).
+        self.holders = 0
+        #: IOMMU_VFIO_IOAS: the IOAS the legacy container calls act on.
+        self.vfio_ioas: "Ioas | None" = None
+        #: Legacy container state, when the context is used as a container.
+        self.container: "Container | None" = None
         self.fd_closed = False
         self.closed = False
 
@@ -95,11 +102,13 @@ class IommufdContext:
         return self.maybe_release()
 
     def maybe_release(self) -> int:
-        if self.fd_closed and not self.bound_devices and not self.closed:
+        if self.fd_closed and not self.holders and not self.closed:
             return self.close()
         return 0
 
     def _remove(self, obj: IommufdObject) -> None:
+        if obj is self.vfio_ioas:
+            self.vfio_ioas = None  # destroying the compat IOAS clears it (§5.8)
         del self._objects[obj.id]
         self._ids.release(obj.id)
         obj.destroy()

@@ -69,6 +69,11 @@ class DeviceFd:
         self.host_dev = host_dev
         self.via_group = via_group
         self.bound: DeviceObj | None = None
+        #: False when the binding belongs to a legacy container, which keeps
+        #: it after this fd closes.
+        self.owns_binding = False
+        #: Called once when the fd is closed (the group fd counts its devices).
+        self.on_close: list = []
         self.closed = False
 
     def require_bound(self, what: str) -> DeviceObj:
@@ -120,12 +125,19 @@ def bind_check(devfd: DeviceFd, flags: int, iommufd: int) -> None:
 def bind(devfd: DeviceFd, ctx: IommufdContext, cookie: int, stage: int) -> int:
     """Bind after bind_check and the iommufd lookup; returns dev_id."""
     dev = devfd.host_dev
-    host = devfd.host
-    group = host.group_state(dev.group)
-    if stage == STAGE_1_SINGLETON and len(host.members(dev.group)) > 1:
+    if stage == STAGE_1_SINGLETON and len(devfd.host.members(dev.group)) > 1:
         raise IommuError(E.EOPNOTSUPP, f"Stage 1 serves only 1:1 groups; {dev.name} shares IOMMU "
                          f"group {dev.group}. Use the legacy group path.", device=dev.name,
                          group=dev.group)
+    devfd.bound = bind_obj(devfd.host, dev, ctx, cookie)
+    devfd.owns_binding = True
+    return devfd.bound.id
+
+
+def bind_obj(host: Host, dev: HostDevice, ctx: IommufdContext, cookie: int) -> DeviceObj:
+    """iommufd_device_bind: claim DMA ownership for ctx and create the DEVICE.
+    Shared by the cdev binds and the legacy group path; nothing is left
+    behind on failure."""
     obj_id = ctx.new_id()
     try:
         host.claim_dma_owner(dev, ctx)
@@ -134,28 +146,30 @@ def bind(devfd: DeviceFd, ctx: IommufdContext, cookie: int, stage: int) -> int:
         raise
     obj = DeviceObj(obj_id, dev, ctx, cookie)
     ctx.insert(obj)
-    ctx.bound_devices += 1
-    group.open_devices.add(dev.name)
-    devfd.bound = obj
-    return obj_id
+    ctx.holders += 1
+    host.groups[dev.group].open_devices.add(dev.name)
+    return obj
 
 
 def unbind(devfd: DeviceFd) -> None:
-    """Closing a bound device fd: detach every PASID, then the RID, destroy
-    the DEVICE object and release the group."""
-    obj = devfd.bound
-    if obj is None:
-        return
+    """Closing a device fd that owns its binding: unbind the device."""
+    if devfd.bound is not None and devfd.owns_binding:
+        unbind_obj(devfd.bound)
+    devfd.bound = None
+
+
+def unbind_obj(obj: DeviceObj) -> None:
+    """Detach every PASID, then the RID, destroy the DEVICE object and
+    release the group; the context goes if this was its last holder."""
     for pasid in sorted((p for p in obj.attached if p is not None)):
-        detach(devfd, pasid)
-    detach(devfd, None)
+        detach_obj(obj, pasid)
+    detach_obj(obj, None)
     ctx = obj.ctx
     ctx.remove_device(obj)
-    host = devfd.host
+    host = ctx.host
     host.groups[obj.host_dev.group].open_devices.discard(obj.host_dev.name)
     host.release_dma_owner(obj.host_dev.group)
-    devfd.bound = None
-    ctx.bound_devices -= 1
+    ctx.holders -= 1
     ctx.maybe_release()
 
 
@@ -282,6 +296,12 @@ def attach(devfd: DeviceFd, flags: int, pt_id: int, pasid: int, stage: int) -> i
             raise IommuError(E.EINVAL, f"PASID {pasid:#x} is beyond the {dev.max_pasid_log2}-bit "
                              f"PASID width of {dev.name}.", pasid=pasid)
         use_pasid = pasid
+    return attach_obj(obj, pt_id, use_pasid, stage)
+
+
+def attach_obj(obj: DeviceObj, pt_id: int, use_pasid: int | None, stage: int) -> int:
+    """iommufd_device_attach/replace onto an IOAS (automatic HWPT) or a HWPT."""
+    dev = obj.host_dev
     ctx = obj.ctx
     pt = ctx.lookup(pt_id)
     if pt is None:
@@ -320,17 +340,14 @@ def detach_request(devfd: DeviceFd, flags: int, pasid: int) -> None:
         if not obj.host_dev.max_pasid_log2:
             raise IommuError(E.EOPNOTSUPP, f"{obj.host_dev.name} has no PASID support.",
                              pasid=pasid)
-        detach(devfd, pasid)
+        detach_obj(obj, pasid)
     else:
-        detach(devfd, None)
+        detach_obj(obj, None)
 
 
-def detach(devfd: DeviceFd, pasid: int | None) -> None:
-    """VFIO_DEVICE_DETACH_IOMMUFD_PT: detaching what is not attached is a
-    silent no-op; afterwards the RID/PASID is blocked."""
-    obj = devfd.bound
-    if obj is None:
-        return
+def detach_obj(obj: DeviceObj, pasid: int | None) -> None:
+    """Detaching what is not attached is a silent no-op; afterwards the
+    RID/PASID is blocked."""
     hwpt = obj.attached.pop(pasid, None)
     if hwpt is None:
         return

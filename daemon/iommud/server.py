@@ -80,6 +80,8 @@ class Daemon:
         self.config = config
         if config.group_stage not in (1, 2, 3):
             raise ValueError(f"group_stage must be 1, 2 or 3, not {config.group_stage}")
+        if config.vfio_mode not in ("type1", "iommufd"):
+            raise ValueError(f"vfio_mode must be type1 or iommufd, not {config.vfio_mode!r}")
         self.host = Host(load_topology(config.topology))
         self.sessions = SessionRegistry(
             lease_default=config.lease_seconds, lease_max=config.lease_max_seconds,

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf import unknown_fields
 
-from iommud import __version__, _core, device, hw_pagetable, ioas
+from iommud import __version__, _core, device, hw_pagetable, ioas, vfio_compat
 from iommud.config import Config
 from iommud.errors import IommuError, request_details, to_status
 from iommud.device import DeviceObj
@@ -168,6 +168,9 @@ def _counts(sessions: list[Session]) -> pb.ObjectCounts:
                 counts.device_fds += 1
                 if entry.bound is not None:
                     contexts.add(entry.bound.ctx)  # a context kept alive by its devices
+            elif isinstance(entry, vfio_compat.GroupFd):
+                if entry.ctx is not None:
+                    contexts.add(entry.ctx)  # a container kept alive by its groups
             else:
                 contexts.add(entry)
     for ctx in contexts:
@@ -376,10 +379,11 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         for g in self.host.iter_groups():
             if g.owner is None:
                 owner = pb.GROUP_OWNER_NONE
-            elif getattr(g.owner, "kind", "") == "iommufd":
-                owner = pb.GROUP_OWNER_IOMMUFD
-            else:
+            elif getattr(g.owner, "container", None) is not None and \
+                    g.owner.container.mode == vfio_compat.MODE_TYPE1:
                 owner = pb.GROUP_OWNER_CONTAINER
+            else:
+                owner = pb.GROUP_OWNER_IOMMUFD
             domain = g.domain if isinstance(g.domain, str) else f"hwpt:{g.domain.id}"
             out.append(pb.IommuGroup(group=g.group, devices=[d.name for d in self.host.members(g.group)],
                                      viable=self.host.viable(g.group), owner=owner,
@@ -531,6 +535,114 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.GetCapabilitiesResponse(group_stage=stage, multi_device_groups=stage >= 2,
                                           split_groups=stage >= 3, bind_on_iommufd=True,
                                           pasid=True)
+
+    # -- legacy VFIO container/group ------------------------------------------
+
+    @rpc()
+    def OpenContainer(self, request: pb.OpenContainerRequest,
+                      sess: Session) -> pb.OpenContainerResponse:
+        return pb.OpenContainerResponse(container_fd=vfio_compat.open_container(
+            sess, self.config.vfio_mode, self.config.dma_entry_limit))
+
+    @rpc()
+    def VfioGetApiVersion(self, request: pb.VfioGetApiVersionRequest,
+                          sess: Session) -> pb.VfioGetApiVersionResponse:
+        sess.context(request.container_fd)
+        return pb.VfioGetApiVersionResponse(version=vfio_compat.VFIO_API_VERSION)
+
+    @rpc()
+    def VfioCheckExtension(self, request: pb.VfioCheckExtensionRequest,
+                           sess: Session) -> pb.VfioCheckExtensionResponse:
+        ctx = sess.context(request.container_fd)
+        return pb.VfioCheckExtensionResponse(
+            value=vfio_compat.check_extension(ctx, request.extension))
+
+    @rpc()
+    def VfioSetIommu(self, request: pb.VfioSetIommuRequest, sess: Session) -> pb.VfioSetIommuResponse:
+        vfio_compat.set_iommu(sess.context(request.container_fd), request.type,
+                              self.config.group_stage)
+        return pb.VfioSetIommuResponse()
+
+    @rpc()
+    def VfioIommuGetInfo(self, request: pb.VfioIommuGetInfoRequest,
+                         sess: Session) -> pb.VfioIommuGetInfoResponse:
+        info = vfio_compat.get_info(sess.context(request.container_fd), request.argsz)
+        resp = pb.VfioIommuGetInfoResponse(argsz=info["argsz"], flags=info["flags"],
+                                           iova_pgsizes=info["iova_pgsizes"],
+                                           cap_offset=info["cap_offset"])
+        resp.iova_ranges.extend(pb.IovaRange(start=s, last=l) for s, l in info.get("iova_ranges", []))
+        if "dma_avail" in info:
+            resp.dma_avail = info["dma_avail"]
+        if "migration" in info:
+            flags, pgsize, max_size = info["migration"]
+            resp.migration.CopyFrom(pb.VfioMigrationCap(flags=flags, pgsize_bitmap=pgsize,
+                                                        max_dirty_bitmap_size=max_size))
+        return resp
+
+    @rpc()
+    def VfioIommuMapDma(self, request: pb.VfioIommuMapDmaRequest,
+                        sess: Session) -> pb.VfioIommuMapDmaResponse:
+        vfio_compat.map_dma(sess.context(request.container_fd), request.argsz, request.flags,
+                            request.vaddr, request.iova, request.size)
+        return pb.VfioIommuMapDmaResponse()
+
+    @rpc()
+    def VfioIommuUnmapDma(self, request: pb.VfioIommuUnmapDmaRequest,
+                          sess: Session) -> pb.VfioIommuUnmapDmaResponse:
+        size, bitmap = vfio_compat.unmap_dma(
+            sess.context(request.container_fd), request.argsz, request.flags, request.iova,
+            request.size, request.bitmap_pgsize, request.bitmap_size)
+        return pb.VfioIommuUnmapDmaResponse(size=size, bitmap=bitmap)
+
+    @rpc()
+    def VfioIommuDirtyPages(self, request: pb.VfioIommuDirtyPagesRequest,
+                            sess: Session) -> pb.VfioIommuDirtyPagesResponse:
+        return pb.VfioIommuDirtyPagesResponse(bitmap=vfio_compat.dirty_pages(
+            sess.context(request.container_fd), request.argsz, request.flags, request.iova,
+            request.size, request.bitmap_pgsize, request.bitmap_size))
+
+    @rpc()
+    def OpenGroup(self, request: pb.OpenGroupRequest, sess: Session) -> pb.OpenGroupResponse:
+        return pb.OpenGroupResponse(group_fd=sess.open_group(request.group))
+
+    @rpc()
+    def CloseGroup(self, request: pb.CloseGroupRequest, sess: Session) -> pb.CloseGroupResponse:
+        sess.group_fd(request.group_fd)
+        sess.close_fd(request.group_fd)
+        return pb.CloseGroupResponse()
+
+    @rpc()
+    def VfioGroupGetStatus(self, request: pb.VfioGroupGetStatusRequest,
+                           sess: Session) -> pb.VfioGroupGetStatusResponse:
+        return pb.VfioGroupGetStatusResponse(flags=vfio_compat.get_status(
+            sess.group_fd(request.group_fd), request.argsz))
+
+    @rpc()
+    def VfioGroupSetContainer(self, request: pb.VfioGroupSetContainerRequest,
+                              sess: Session) -> pb.VfioGroupSetContainerResponse:
+        gfd = sess.group_fd(request.group_fd)
+        ctx = sess.iommufd_arg(request.container_fd)
+        vfio_compat.set_container(gfd, ctx, self.config.group_stage)
+        return pb.VfioGroupSetContainerResponse()
+
+    @rpc()
+    def VfioGroupUnsetContainer(self, request: pb.VfioGroupUnsetContainerRequest,
+                                sess: Session) -> pb.VfioGroupUnsetContainerResponse:
+        vfio_compat.unset_container(sess.group_fd(request.group_fd))
+        return pb.VfioGroupUnsetContainerResponse()
+
+    @rpc()
+    def VfioGroupGetDeviceFd(self, request: pb.VfioGroupGetDeviceFdRequest,
+                             sess: Session) -> pb.VfioGroupGetDeviceFdResponse:
+        devfd = vfio_compat.get_device_fd(sess.group_fd(request.group_fd), request.name,
+                                          self.config.group_stage)
+        return pb.VfioGroupGetDeviceFdResponse(device_fd=sess.install_device_fd(devfd))
+
+    @rpc()
+    def IommuVfioIoas(self, request: pb.IommuVfioIoasRequest,
+                      sess: Session) -> pb.IommuVfioIoasResponse:
+        return pb.IommuVfioIoasResponse(ioas_id=vfio_compat.vfio_ioas(
+            sess.context(request.iommufd), request.ioas_id, request.op, request.reserved))
 
     # -- introspection ------------------------------------------------------
 

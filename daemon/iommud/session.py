@@ -23,8 +23,9 @@ from iommud.device import DeviceFd, open_device, unbind
 from iommud.errors import IommuError
 from iommud.host import Host
 from iommud.ids import LowestFreeAllocator
+from iommud.vfio_compat import GroupFd, close_group, open_group
 
-FdEntry = IommufdContext | DeviceFd
+FdEntry = IommufdContext | DeviceFd | GroupFd
 
 #: The first fd a session hands out, as a process's 0-2 are taken by stdio.
 FIRST_FD = 3
@@ -85,6 +86,23 @@ class Session:
                              f"limit.", limit=self._max_contexts * 4)
         return self._install(open_device(self.host, name))
 
+    def install_device_fd(self, devfd: DeviceFd) -> int:
+        """A device fd made elsewhere (VFIO_GROUP_GET_DEVICE_FD)."""
+        return self._install(devfd)
+
+    def open_group(self, group: int) -> int:
+        """open("/dev/vfio/<group>")."""
+        if self.host is None:
+            raise IommuError(E.ENODEV, "This daemon models no host devices.")
+        return self._install(open_group(self.host, group))
+
+    def group_fd(self, fd: int) -> GroupFd:
+        entry = self._entry(fd)
+        if not isinstance(entry, GroupFd):
+            raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO group fd.",
+                             group_fd=fd)
+        return entry
+
     def _entry(self, fd: int) -> FdEntry:
         entry = self._fds.get(fd)
         if entry is None:
@@ -123,10 +141,15 @@ class Session:
         self._fd_numbers.release(fd)
         if isinstance(entry, IommufdContext):
             return entry.release_fd()
-        before = len(entry.bound.ctx) if entry.bound else 0
+        if isinstance(entry, GroupFd):
+            close_group(entry)
+            return 0
         ctx = entry.bound.ctx if entry.bound else None
+        before = len(ctx) if ctx is not None else 0
         unbind(entry)
         entry.closed = True
+        for callback in entry.on_close:
+            callback(entry)
         return before - (len(ctx) if ctx is not None else 0)
 
     def close_context(self, fd: int) -> int:

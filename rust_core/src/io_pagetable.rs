@@ -199,6 +199,11 @@ impl IoPagetable {
         self.areas.range(..=iova).next_back().map(|(_, a)| a).filter(|a| iova <= a.last)
     }
 
+    /// The area containing `iova`, else the first area above it.
+    pub fn area_from(&self, iova: u64) -> Option<&Area> {
+        self.area_at(iova).or_else(|| self.areas.range(iova..).next().map(|(_, a)| a))
+    }
+
     /// Whether any area intersects `[start, last]`.
     pub(crate) fn any_area_in(&self, start: u64, last: u64) -> bool {
         if self.area_at(start).is_some() {

@@ -178,6 +178,16 @@ fn unmap_rules() {
 }
 
 #[test]
+fn area_from_finds_the_containing_or_next_area() {
+    let mut t = IoPagetable::new();
+    t.map(FIXED | RW, 0, 0x1000, 0x1000).unwrap();
+    t.map(FIXED | RW, 0, 0x1000, 0x8000).unwrap();
+    assert_eq!(t.area_from(0x1800).map(|a| a.iova), Some(0x1000));
+    assert_eq!(t.area_from(0x2000).map(|a| a.iova), Some(0x8000));
+    assert_eq!(t.area_from(0x9000), None);
+}
+
+#[test]
 fn sparse_unmap_over_the_whole_space_is_cheap() {
     let mut t = IoPagetable::new();
     for i in 0..1000u64 {

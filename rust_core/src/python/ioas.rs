@@ -195,6 +195,12 @@ impl IoPagetable {
         self.read().areas().map(|a| (a.iova, a.length(), a.user_va, a.prot)).collect()
     }
 
+    /// The area containing `iova`, else the first one above it, as
+    /// (iova, length, user_va, prot); None when there is none.
+    fn area_from(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
+        self.read().area_from(iova).map(|a| (a.iova, a.length(), a.user_va, a.prot))
+    }
+
     #[getter]
     fn num_areas(&self) -> usize {
         self.read().num_areas()

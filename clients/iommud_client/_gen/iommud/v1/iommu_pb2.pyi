@@ -811,3 +811,247 @@ class GetCapabilitiesResponse(_message.Message):
     bind_on_iommufd: bool
     pasid: bool
     def __init__(self, group_stage: _Optional[int] = ..., multi_device_groups: _Optional[bool] = ..., split_groups: _Optional[bool] = ..., bind_on_iommufd: _Optional[bool] = ..., pasid: _Optional[bool] = ...) -> None: ...
+
+class OpenContainerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class OpenContainerResponse(_message.Message):
+    __slots__ = ("container_fd",)
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    def __init__(self, container_fd: _Optional[int] = ...) -> None: ...
+
+class VfioGetApiVersionRequest(_message.Message):
+    __slots__ = ("container_fd",)
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    def __init__(self, container_fd: _Optional[int] = ...) -> None: ...
+
+class VfioGetApiVersionResponse(_message.Message):
+    __slots__ = ("version",)
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    def __init__(self, version: _Optional[int] = ...) -> None: ...
+
+class VfioCheckExtensionRequest(_message.Message):
+    __slots__ = ("container_fd", "extension")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    EXTENSION_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    extension: int
+    def __init__(self, container_fd: _Optional[int] = ..., extension: _Optional[int] = ...) -> None: ...
+
+class VfioCheckExtensionResponse(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: int
+    def __init__(self, value: _Optional[int] = ...) -> None: ...
+
+class VfioSetIommuRequest(_message.Message):
+    __slots__ = ("container_fd", "type")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    type: int
+    def __init__(self, container_fd: _Optional[int] = ..., type: _Optional[int] = ...) -> None: ...
+
+class VfioSetIommuResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VfioIommuGetInfoRequest(_message.Message):
+    __slots__ = ("container_fd", "argsz")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    argsz: int
+    def __init__(self, container_fd: _Optional[int] = ..., argsz: _Optional[int] = ...) -> None: ...
+
+class VfioMigrationCap(_message.Message):
+    __slots__ = ("flags", "pgsize_bitmap", "max_dirty_bitmap_size")
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    PGSIZE_BITMAP_FIELD_NUMBER: _ClassVar[int]
+    MAX_DIRTY_BITMAP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    flags: int
+    pgsize_bitmap: int
+    max_dirty_bitmap_size: int
+    def __init__(self, flags: _Optional[int] = ..., pgsize_bitmap: _Optional[int] = ..., max_dirty_bitmap_size: _Optional[int] = ...) -> None: ...
+
+class VfioIommuGetInfoResponse(_message.Message):
+    __slots__ = ("argsz", "flags", "iova_pgsizes", "cap_offset", "iova_ranges", "dma_avail", "migration")
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOVA_PGSIZES_FIELD_NUMBER: _ClassVar[int]
+    CAP_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    IOVA_RANGES_FIELD_NUMBER: _ClassVar[int]
+    DMA_AVAIL_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
+    argsz: int
+    flags: int
+    iova_pgsizes: int
+    cap_offset: int
+    iova_ranges: _containers.RepeatedCompositeFieldContainer[IovaRange]
+    dma_avail: int
+    migration: VfioMigrationCap
+    def __init__(self, argsz: _Optional[int] = ..., flags: _Optional[int] = ..., iova_pgsizes: _Optional[int] = ..., cap_offset: _Optional[int] = ..., iova_ranges: _Optional[_Iterable[_Union[IovaRange, _Mapping]]] = ..., dma_avail: _Optional[int] = ..., migration: _Optional[_Union[VfioMigrationCap, _Mapping]] = ...) -> None: ...
+
+class VfioIommuMapDmaRequest(_message.Message):
+    __slots__ = ("container_fd", "argsz", "flags", "vaddr", "iova", "size")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    VADDR_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    argsz: int
+    flags: int
+    vaddr: int
+    iova: int
+    size: int
+    def __init__(self, container_fd: _Optional[int] = ..., argsz: _Optional[int] = ..., flags: _Optional[int] = ..., vaddr: _Optional[int] = ..., iova: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class VfioIommuMapDmaResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VfioIommuUnmapDmaRequest(_message.Message):
+    __slots__ = ("container_fd", "argsz", "flags", "iova", "size", "bitmap_pgsize", "bitmap_size")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_PGSIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    argsz: int
+    flags: int
+    iova: int
+    size: int
+    bitmap_pgsize: int
+    bitmap_size: int
+    def __init__(self, container_fd: _Optional[int] = ..., argsz: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., size: _Optional[int] = ..., bitmap_pgsize: _Optional[int] = ..., bitmap_size: _Optional[int] = ...) -> None: ...
+
+class VfioIommuUnmapDmaResponse(_message.Message):
+    __slots__ = ("size", "bitmap")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    bitmap: bytes
+    def __init__(self, size: _Optional[int] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
+
+class VfioIommuDirtyPagesRequest(_message.Message):
+    __slots__ = ("container_fd", "argsz", "flags", "iova", "size", "bitmap_pgsize", "bitmap_size")
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_PGSIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    container_fd: int
+    argsz: int
+    flags: int
+    iova: int
+    size: int
+    bitmap_pgsize: int
+    bitmap_size: int
+    def __init__(self, container_fd: _Optional[int] = ..., argsz: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., size: _Optional[int] = ..., bitmap_pgsize: _Optional[int] = ..., bitmap_size: _Optional[int] = ...) -> None: ...
+
+class VfioIommuDirtyPagesResponse(_message.Message):
+    __slots__ = ("bitmap",)
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    bitmap: bytes
+    def __init__(self, bitmap: _Optional[bytes] = ...) -> None: ...
+
+class OpenGroupRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: int
+    def __init__(self, group: _Optional[int] = ...) -> None: ...
+
+class OpenGroupResponse(_message.Message):
+    __slots__ = ("group_fd",)
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    def __init__(self, group_fd: _Optional[int] = ...) -> None: ...
+
+class CloseGroupRequest(_message.Message):
+    __slots__ = ("group_fd",)
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    def __init__(self, group_fd: _Optional[int] = ...) -> None: ...
+
+class CloseGroupResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VfioGroupGetStatusRequest(_message.Message):
+    __slots__ = ("group_fd", "argsz")
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    ARGSZ_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    argsz: int
+    def __init__(self, group_fd: _Optional[int] = ..., argsz: _Optional[int] = ...) -> None: ...
+
+class VfioGroupGetStatusResponse(_message.Message):
+    __slots__ = ("flags",)
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    flags: int
+    def __init__(self, flags: _Optional[int] = ...) -> None: ...
+
+class VfioGroupSetContainerRequest(_message.Message):
+    __slots__ = ("group_fd", "container_fd")
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FD_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    container_fd: int
+    def __init__(self, group_fd: _Optional[int] = ..., container_fd: _Optional[int] = ...) -> None: ...
+
+class VfioGroupSetContainerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VfioGroupUnsetContainerRequest(_message.Message):
+    __slots__ = ("group_fd",)
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    def __init__(self, group_fd: _Optional[int] = ...) -> None: ...
+
+class VfioGroupUnsetContainerResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VfioGroupGetDeviceFdRequest(_message.Message):
+    __slots__ = ("group_fd", "name")
+    GROUP_FD_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    group_fd: int
+    name: str
+    def __init__(self, group_fd: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
+
+class VfioGroupGetDeviceFdResponse(_message.Message):
+    __slots__ = ("device_fd",)
+    DEVICE_FD_FIELD_NUMBER: _ClassVar[int]
+    device_fd: int
+    def __init__(self, device_fd: _Optional[int] = ...) -> None: ...
+
+class IommuVfioIoasRequest(_message.Message):
+    __slots__ = ("iommufd", "ioas_id", "op", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    ioas_id: int
+    op: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., ioas_id: _Optional[int] = ..., op: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class IommuVfioIoasResponse(_message.Message):
+    __slots__ = ("ioas_id",)
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    ioas_id: int
+    def __init__(self, ioas_id: _Optional[int] = ...) -> None: ...

@@ -201,6 +201,81 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.FromString,
                 _registered_method=True)
+        self.OpenContainer = channel.unary_unary(
+                '/iommud.v1.IommuService/OpenContainer',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.OpenContainerRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenContainerResponse.FromString,
+                _registered_method=True)
+        self.VfioGetApiVersion = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioGetApiVersion',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionResponse.FromString,
+                _registered_method=True)
+        self.VfioCheckExtension = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioCheckExtension',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionResponse.FromString,
+                _registered_method=True)
+        self.VfioSetIommu = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioSetIommu',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioSetIommuRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioSetIommuResponse.FromString,
+                _registered_method=True)
+        self.VfioIommuGetInfo = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioIommuGetInfo',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoResponse.FromString,
+                _registered_method=True)
+        self.VfioIommuMapDma = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioIommuMapDma',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaResponse.FromString,
+                _registered_method=True)
+        self.VfioIommuUnmapDma = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioIommuUnmapDma',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaResponse.FromString,
+                _registered_method=True)
+        self.VfioIommuDirtyPages = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioIommuDirtyPages',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesResponse.FromString,
+                _registered_method=True)
+        self.OpenGroup = channel.unary_unary(
+                '/iommud.v1.IommuService/OpenGroup',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.OpenGroupRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenGroupResponse.FromString,
+                _registered_method=True)
+        self.CloseGroup = channel.unary_unary(
+                '/iommud.v1.IommuService/CloseGroup',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.CloseGroupRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseGroupResponse.FromString,
+                _registered_method=True)
+        self.VfioGroupGetStatus = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioGroupGetStatus',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusResponse.FromString,
+                _registered_method=True)
+        self.VfioGroupSetContainer = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioGroupSetContainer',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerResponse.FromString,
+                _registered_method=True)
+        self.VfioGroupUnsetContainer = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioGroupUnsetContainer',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerResponse.FromString,
+                _registered_method=True)
+        self.VfioGroupGetDeviceFd = channel.unary_unary(
+                '/iommud.v1.IommuService/VfioGroupGetDeviceFd',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdResponse.FromString,
+                _registered_method=True)
+        self.IommuVfioIoas = channel.unary_unary(
+                '/iommud.v1.IommuService/IommuVfioIoas',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasResponse.FromString,
+                _registered_method=True)
         self.GetInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetInfo',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetInfoRequest.SerializeToString,
@@ -464,6 +539,114 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OpenContainer(self, request, context):
+        """-- the legacy VFIO container/group API, translated onto iommufd objects --
+
+        OpenContainer is open("/dev/vfio/vfio"). The container fd is an iommufd
+        context (as in the kernel's compat layer), so IOMMU_* calls work on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioGetApiVersion(self, request, context):
+        """VfioGetApiVersion is VFIO_GET_API_VERSION (always 0).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioCheckExtension(self, request, context):
+        """VfioCheckExtension is VFIO_CHECK_EXTENSION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioSetIommu(self, request, context):
+        """VfioSetIommu is VFIO_SET_IOMMU.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioIommuGetInfo(self, request, context):
+        """VfioIommuGetInfo is VFIO_IOMMU_GET_INFO with its capability chain decoded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioIommuMapDma(self, request, context):
+        """VfioIommuMapDma is VFIO_IOMMU_MAP_DMA.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioIommuUnmapDma(self, request, context):
+        """VfioIommuUnmapDma is VFIO_IOMMU_UNMAP_DMA; `size` comes back as the bytes unmapped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioIommuDirtyPages(self, request, context):
+        """VfioIommuDirtyPages is VFIO_IOMMU_DIRTY_PAGES (START, STOP, GET_BITMAP).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenGroup(self, request, context):
+        """OpenGroup is open("/dev/vfio/<group>").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseGroup(self, request, context):
+        """CloseGroup is close(group_fd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioGroupGetStatus(self, request, context):
+        """VfioGroupGetStatus is VFIO_GROUP_GET_STATUS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioGroupSetContainer(self, request, context):
+        """VfioGroupSetContainer is VFIO_GROUP_SET_CONTAINER (a container or iommufd fd).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioGroupUnsetContainer(self, request, context):
+        """VfioGroupUnsetContainer is VFIO_GROUP_UNSET_CONTAINER.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VfioGroupGetDeviceFd(self, request, context):
+        """VfioGroupGetDeviceFd is VFIO_GROUP_GET_DEVICE_FD.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommuVfioIoas(self, request, context):
+        """IommuVfioIoas is IOMMU_VFIO_IOAS: get, set or clear a context's compat IOAS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInfo(self, request, context):
         """GetInfo reports the daemon version, limits and object counts.
         """
@@ -652,6 +835,81 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.GetCapabilities,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.SerializeToString,
+            ),
+            'OpenContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenContainer,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenContainerRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.OpenContainerResponse.SerializeToString,
+            ),
+            'VfioGetApiVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioGetApiVersion,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionResponse.SerializeToString,
+            ),
+            'VfioCheckExtension': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioCheckExtension,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionResponse.SerializeToString,
+            ),
+            'VfioSetIommu': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioSetIommu,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioSetIommuRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioSetIommuResponse.SerializeToString,
+            ),
+            'VfioIommuGetInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioIommuGetInfo,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoResponse.SerializeToString,
+            ),
+            'VfioIommuMapDma': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioIommuMapDma,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaResponse.SerializeToString,
+            ),
+            'VfioIommuUnmapDma': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioIommuUnmapDma,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaResponse.SerializeToString,
+            ),
+            'VfioIommuDirtyPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioIommuDirtyPages,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesResponse.SerializeToString,
+            ),
+            'OpenGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenGroup,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenGroupRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.OpenGroupResponse.SerializeToString,
+            ),
+            'CloseGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseGroup,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseGroupRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.CloseGroupResponse.SerializeToString,
+            ),
+            'VfioGroupGetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioGroupGetStatus,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusResponse.SerializeToString,
+            ),
+            'VfioGroupSetContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioGroupSetContainer,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerResponse.SerializeToString,
+            ),
+            'VfioGroupUnsetContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioGroupUnsetContainer,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerResponse.SerializeToString,
+            ),
+            'VfioGroupGetDeviceFd': grpc.unary_unary_rpc_method_handler(
+                    servicer.VfioGroupGetDeviceFd,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdResponse.SerializeToString,
+            ),
+            'IommuVfioIoas': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommuVfioIoas,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasResponse.SerializeToString,
             ),
             'GetInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInfo,
@@ -1562,6 +1820,411 @@ class IommuService:
             '/iommud.v1.IommuService/GetCapabilities',
             iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.GetCapabilitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/OpenContainer',
+            iommud_dot_v1_dot_iommu__pb2.OpenContainerRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.OpenContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioGetApiVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioGetApiVersion',
+            iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioGetApiVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioCheckExtension(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioCheckExtension',
+            iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioCheckExtensionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioSetIommu(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioSetIommu',
+            iommud_dot_v1_dot_iommu__pb2.VfioSetIommuRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioSetIommuResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioIommuGetInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioIommuGetInfo',
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuGetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioIommuMapDma(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioIommuMapDma',
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuMapDmaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioIommuUnmapDma(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioIommuUnmapDma',
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuUnmapDmaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioIommuDirtyPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioIommuDirtyPages',
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioIommuDirtyPagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/OpenGroup',
+            iommud_dot_v1_dot_iommu__pb2.OpenGroupRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.OpenGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/CloseGroup',
+            iommud_dot_v1_dot_iommu__pb2.CloseGroupRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.CloseGroupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioGroupGetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioGroupGetStatus',
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupGetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioGroupSetContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioGroupSetContainer',
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupSetContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioGroupUnsetContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioGroupUnsetContainer',
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupUnsetContainerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VfioGroupGetDeviceFd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VfioGroupGetDeviceFd',
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VfioGroupGetDeviceFdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommuVfioIoas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommuVfioIoas',
+            iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommuVfioIoasResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -207,6 +207,14 @@ class Session:
         return DeviceFd(self, self.call("OpenDevice", pb.OpenDeviceRequest(name=name)).device_fd,
                         name)
 
+    def open_container(self) -> "Container":
+        """open("/dev/vfio/vfio"): a legacy VFIO container (also an iommufd)."""
+        return Container(self, self.call("OpenContainer", pb.OpenContainerRequest()).container_fd)
+
+    def open_group(self, group: int) -> "Group":
+        """open("/dev/vfio/<group>")."""
+        return Group(self, self.call("OpenGroup", pb.OpenGroupRequest(group=group)).group_fd, group)
+
     def list_devices(self) -> list[pb.HostDevice]:
         return list(self.call("ListDevices", pb.ListDevicesRequest()).devices)
 
@@ -444,3 +452,115 @@ class DeviceFd:
 
     def write(self, iova: int, length: int = 4, pasid: int | None = None) -> pb.DmaResult:
         return self.dma([DmaAccess(iova, length, True)], pasid).results[0]
+
+
+VFIO_TYPE1_IOMMU = 1
+VFIO_TYPE1v2_IOMMU = 3
+VFIO_DMA_MAP_FLAG_READ = 1
+VFIO_DMA_MAP_FLAG_WRITE = 2
+VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP = 1
+VFIO_DMA_UNMAP_FLAG_ALL = 2
+VFIO_IOMMU_DIRTY_PAGES_FLAG_START = 1
+VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP = 2
+VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP = 4
+VFIO_GROUP_FLAGS_VIABLE = 1
+VFIO_GROUP_FLAGS_CONTAINER_SET = 2
+
+
+class Container(Context):
+    """A legacy VFIO container fd. It is an iommufd context too, so the
+    native IOMMU_* methods of Context work on it, as in the kernel."""
+
+    @property
+    def container_fd(self) -> int:
+        return self.iommufd
+
+    def get_api_version(self) -> int:
+        return self._call("VfioGetApiVersion",
+                          pb.VfioGetApiVersionRequest(container_fd=self.iommufd)).version
+
+    def check_extension(self, extension: int) -> int:
+        return self._call("VfioCheckExtension", pb.VfioCheckExtensionRequest(
+            container_fd=self.iommufd, extension=extension)).value
+
+    def set_iommu(self, iommu_type: int = VFIO_TYPE1v2_IOMMU) -> None:
+        self._call("VfioSetIommu", pb.VfioSetIommuRequest(container_fd=self.iommufd,
+                                                          type=iommu_type))
+
+    def iommu_get_info(self, argsz: int = 0) -> pb.VfioIommuGetInfoResponse:
+        return self._call("VfioIommuGetInfo", pb.VfioIommuGetInfoRequest(
+            container_fd=self.iommufd, argsz=argsz))
+
+    def map_dma(self, iova: int, size: int, vaddr: int, *, flags: int | None = None,
+                argsz: int = 0) -> None:
+        """VFIO_IOMMU_MAP_DMA (READ|WRITE unless `flags` says otherwise)."""
+        if flags is None:
+            flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE
+        self._call("VfioIommuMapDma", pb.VfioIommuMapDmaRequest(
+            container_fd=self.iommufd, argsz=argsz, flags=flags, vaddr=vaddr, iova=iova, size=size))
+
+    def unmap_dma(self, iova: int, size: int, *, flags: int = 0, bitmap_pgsize: int = 0,
+                  bitmap_size: int = 0, argsz: int = 0) -> pb.VfioIommuUnmapDmaResponse:
+        """VFIO_IOMMU_UNMAP_DMA; the reply's size is the bytes unmapped."""
+        return self._call("VfioIommuUnmapDma", pb.VfioIommuUnmapDmaRequest(
+            container_fd=self.iommufd, argsz=argsz, flags=flags, iova=iova, size=size,
+            bitmap_pgsize=bitmap_pgsize, bitmap_size=bitmap_size))
+
+    def dirty_pages(self, flags: int, iova: int = 0, size: int = 0, *, bitmap_pgsize: int = 0,
+                    bitmap_size: int = 0, argsz: int = 0) -> bytes:
+        """VFIO_IOMMU_DIRTY_PAGES; GET_BITMAP returns the bitmap bytes."""
+        return self._call("VfioIommuDirtyPages", pb.VfioIommuDirtyPagesRequest(
+            container_fd=self.iommufd, argsz=argsz, flags=flags, iova=iova, size=size,
+            bitmap_pgsize=bitmap_pgsize, bitmap_size=bitmap_size)).bitmap
+
+    def vfio_ioas(self, op: int, ioas_id: int = 0, reserved: int = 0) -> int:
+        return vfio_ioas(self, op, ioas_id, reserved)
+
+
+def vfio_ioas(ctx: Context, op: int, ioas_id: int = 0, reserved: int = 0) -> int:
+    """IOMMU_VFIO_IOAS on any iommufd: GET 0, SET 1, CLEAR 2."""
+    return ctx._call("IommuVfioIoas", pb.IommuVfioIoasRequest(
+        iommufd=ctx.iommufd, ioas_id=ioas_id, op=op, reserved=reserved)).ioas_id
+
+
+class Group:
+    """A legacy VFIO group fd (/dev/vfio/<group>)."""
+
+    def __init__(self, session: Session, group_fd: int, group: int) -> None:
+        self.session = session
+        self.group_fd = group_fd
+        self.group = group
+
+    def _call(self, method: str, request: Any) -> Any:
+        return self.session.call(method, request)
+
+    def __enter__(self) -> "Group":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.close()
+        except IommudError:
+            pass
+
+    def close(self) -> None:
+        self._call("CloseGroup", pb.CloseGroupRequest(group_fd=self.group_fd))
+
+    def get_status(self, argsz: int = 0) -> int:
+        """VIABLE (1) | CONTAINER_SET (2)."""
+        return self._call("VfioGroupGetStatus", pb.VfioGroupGetStatusRequest(
+            group_fd=self.group_fd, argsz=argsz)).flags
+
+    def set_container(self, container: Context | int) -> None:
+        fd = container.iommufd if isinstance(container, Context) else container
+        self._call("VfioGroupSetContainer", pb.VfioGroupSetContainerRequest(
+            group_fd=self.group_fd, container_fd=fd))
+
+    def unset_container(self) -> None:
+        self._call("VfioGroupUnsetContainer", pb.VfioGroupUnsetContainerRequest(
+            group_fd=self.group_fd))
+
+    def get_device_fd(self, name: str) -> DeviceFd:
+        fd = self._call("VfioGroupGetDeviceFd", pb.VfioGroupGetDeviceFdRequest(
+            group_fd=self.group_fd, name=name)).device_fd
+        return DeviceFd(self.session, fd, name)

@@ -398,8 +398,6 @@ def test_hwpt_alloc_rules(bound, topo) -> None:
     assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, reserved=1)) == "EOPNOTSUPP"
     assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, 1 << 7)) == "EOPNOTSUPP"
     assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, data_len=8)) == "EINVAL"
-    if not topo.devices[dev.name].dirty_tracking:
-        assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, 2)) == "EOPNOTSUPP"  # rule 43
     hwpt = ctx.hwpt_alloc(dev_id, ioas)
     assert errno_of(lambda: ctx.hwpt_alloc(dev_id, hwpt, data_type=1, data_len=8)) == "EINVAL"  # 44
     assert {o.id: o.auto_domain for o in ctx.list_objects()}[hwpt] is False
@@ -543,3 +541,37 @@ def test_demo_script_replays_thread_flow(dmn) -> None:
                             timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "demo complete" in result.stdout
+
+
+# -- dirty tracking through a HWPT (§6, rules 47-48) ----------------------------------------
+
+def test_hwpt_dirty_tracking(s, topo) -> None:
+    name = topo.singleton_vfio(dirty_tracking=True)[0].name
+    plain = [d for d in topo.singleton_vfio() if not d.dirty_tracking][0].name
+    ctx = s.open_context()
+    with s.open_device(name) as dev, s.open_device(plain) as other:
+        dev_id = dev.bind(ctx)
+        other_id = other.bind(ctx)
+        ioas = ctx.ioas_alloc()
+        assert errno_of(lambda: ctx.hwpt_alloc(other_id, ioas, 2)) == "EOPNOTSUPP"   # rule 43
+        hwpt = ctx.hwpt_alloc(dev_id, ioas, 2)
+        plain_hwpt = ctx.hwpt_alloc(dev_id, ioas)
+        dev.attach(hwpt)
+        ctx.ioas_map(ioas, 0x8000_0000, 0x8000, 0x10_0000)
+        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(hwpt, flags=2)) == "EOPNOTSUPP"
+        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(ioas)) == "ENOENT"      # rule 47
+        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(plain_hwpt)) == "EOPNOTSUPP"
+        ctx.hwpt_set_dirty_tracking(hwpt, True)
+        dev.dma([DmaAccess(0x10_1000, 8, True), DmaAccess(0x10_7ff0, 0x10, True),
+                 DmaAccess(0x10_3000, 8)])
+        bits = ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0x1000, no_clear=True)
+        assert int.from_bytes(bits, "little") == 0b1000_0010
+        bits = ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0x2000)
+        assert int.from_bytes(bits, "little") == 0b1001
+        assert int.from_bytes(ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000), "little") == 0
+        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0)) == "EINVAL"
+        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_1000, 0x2000, 0x2000)) == "EINVAL"
+        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0, 0x1000, flags=2)) == "EOPNOTSUPP"
+        ctx.hwpt_set_dirty_tracking(hwpt, False)
+        dev.write(0x10_0000)
+        assert int.from_bytes(ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000), "little") == 0

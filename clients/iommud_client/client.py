@@ -359,6 +359,22 @@ class Context:
             iommufd=self.iommufd, flags=flags, dev_id=dev_id, pt_id=pt_id, data_type=data_type,
             data_len=data_len, fault_id=fault_id, reserved=reserved)).out_hwpt_id
 
+    def hwpt_set_dirty_tracking(self, hwpt_id: int, enable: bool = True, *,
+                                flags: int | None = None) -> None:
+        """IOMMU_HWPT_SET_DIRTY_TRACKING."""
+        self._call("HwptSetDirtyTracking", pb.HwptSetDirtyTrackingRequest(
+            iommufd=self.iommufd, hwpt_id=hwpt_id,
+            flags=int(enable) if flags is None else flags))
+
+    def hwpt_get_dirty_bitmap(self, hwpt_id: int, iova: int, length: int, page_size: int = 4096,
+                              *, no_clear: bool = False, flags: int | None = None,
+                              reserved: int = 0) -> bytes:
+        """IOMMU_HWPT_GET_DIRTY_BITMAP; little-endian u64 words."""
+        return self._call("HwptGetDirtyBitmap", pb.HwptGetDirtyBitmapRequest(
+            iommufd=self.iommufd, hwpt_id=hwpt_id, iova=iova, length=length,
+            page_size=page_size, reserved=reserved,
+            flags=int(no_clear) if flags is None else flags)).data
+
     def get_hw_info(self, dev_id: int, data_len: int = 0, *, flags: int = 0,
                     in_data_type: int = 0, reserved: int = 0) -> pb.GetHwInfoResponse:
         """IOMMU_GET_HW_INFO."""

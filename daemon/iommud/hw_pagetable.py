@@ -156,3 +156,32 @@ def hwpt_alloc(ctx: IommufdContext, flags: int, dev_id: int, pt_id: int, data_ty
                          f"modelled.", pt_id=pt_id)
     raise IommuError(E.EINVAL, f"Object {pt_id} is neither an IOAS nor a paging HWPT.",
                      pt_id=pt_id)
+
+
+IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1
+IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1
+
+
+def set_dirty_tracking(ctx: IommufdContext, flags: int, hwpt_id: int) -> None:
+    """IOMMU_HWPT_SET_DIRTY_TRACKING. Dirty state lives in the IOAS's table,
+    which every paging HWPT of the IOAS mirrors."""
+    if flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
+        raise IommuError(E.EOPNOTSUPP, f"Unknown SET_DIRTY_TRACKING flag bits {flags:#x}.")
+    hwpt = ctx.get(hwpt_id, HwptPaging, "paging HWPT")
+    if not hwpt.dirty_tracking:
+        raise IommuError(E.EOPNOTSUPP, f"HWPT {hwpt_id} was not allocated with DIRTY_TRACKING.",
+                         hwpt_id=hwpt_id)
+    hwpt.ioas.iopt.set_dirty_tracking(bool(flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE))
+
+
+def get_dirty_bitmap(ctx: IommufdContext, hwpt_id: int, flags: int, reserved: int, iova: int,
+                     length: int, page_size: int) -> bytes:
+    """IOMMU_HWPT_GET_DIRTY_BITMAP; the range checks run in the core."""
+    if flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or reserved:
+        raise IommuError(E.EOPNOTSUPP, f"Unknown GET_DIRTY_BITMAP flags {flags:#x} or reserved "
+                         f"{reserved:#x}.")
+    hwpt = ctx.get(hwpt_id, HwptPaging, "paging HWPT")
+    if not hwpt.dirty_tracking:
+        raise IommuError(E.EOPNOTSUPP, f"HWPT {hwpt_id} cannot read dirty bits.", hwpt_id=hwpt_id)
+    clear = not flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
+    return hwpt.ioas.iopt.read_dirty_bitmap(iova, length, page_size, clear)

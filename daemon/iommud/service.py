@@ -521,6 +521,20 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
             request.data_len, request.fault_id, request.reserved))
 
     @rpc()
+    def HwptSetDirtyTracking(self, request: pb.HwptSetDirtyTrackingRequest,
+                             sess: Session) -> pb.HwptSetDirtyTrackingResponse:
+        hw_pagetable.set_dirty_tracking(sess.context(request.iommufd), request.flags,
+                                        request.hwpt_id)
+        return pb.HwptSetDirtyTrackingResponse()
+
+    @rpc()
+    def HwptGetDirtyBitmap(self, request: pb.HwptGetDirtyBitmapRequest,
+                           sess: Session) -> pb.HwptGetDirtyBitmapResponse:
+        return pb.HwptGetDirtyBitmapResponse(data=hw_pagetable.get_dirty_bitmap(
+            sess.context(request.iommufd), request.hwpt_id, request.flags, request.reserved,
+            request.iova, request.length, request.page_size))
+
+    @rpc()
     def GetHwInfo(self, request: pb.GetHwInfoRequest, sess: Session) -> pb.GetHwInfoResponse:
         ctx = sess.context(request.iommufd)
         info = device.get_hw_info(ctx, request.flags, request.dev_id, request.data_len,

@@ -762,6 +762,46 @@ class HwptAllocResponse(_message.Message):
     out_hwpt_id: int
     def __init__(self, out_hwpt_id: _Optional[int] = ...) -> None: ...
 
+class HwptSetDirtyTrackingRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "hwpt_id", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    hwpt_id: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class HwptSetDirtyTrackingResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HwptGetDirtyBitmapRequest(_message.Message):
+    __slots__ = ("iommufd", "hwpt_id", "flags", "reserved", "iova", "length", "page_size")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    hwpt_id: int
+    flags: int
+    reserved: int
+    iova: int
+    length: int
+    page_size: int
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., flags: _Optional[int] = ..., reserved: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class HwptGetDirtyBitmapResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class GetHwInfoRequest(_message.Message):
     __slots__ = ("iommufd", "flags", "dev_id", "data_len", "in_data_type", "reserved")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]

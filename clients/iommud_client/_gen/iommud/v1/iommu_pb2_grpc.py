@@ -191,6 +191,16 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.FromString,
                 _registered_method=True)
+        self.HwptSetDirtyTracking = channel.unary_unary(
+                '/iommud.v1.IommuService/HwptSetDirtyTracking',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingResponse.FromString,
+                _registered_method=True)
+        self.HwptGetDirtyBitmap = channel.unary_unary(
+                '/iommud.v1.IommuService/HwptGetDirtyBitmap',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.FromString,
+                _registered_method=True)
         self.GetHwInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetHwInfo',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.SerializeToString,
@@ -525,6 +535,20 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HwptSetDirtyTracking(self, request, context):
+        """HwptSetDirtyTracking is IOMMU_HWPT_SET_DIRTY_TRACKING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HwptGetDirtyBitmap(self, request, context):
+        """HwptGetDirtyBitmap is IOMMU_HWPT_GET_DIRTY_BITMAP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHwInfo(self, request, context):
         """GetHwInfo is IOMMU_GET_HW_INFO.
         """
@@ -825,6 +849,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.HwptAlloc,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.SerializeToString,
+            ),
+            'HwptSetDirtyTracking': grpc.unary_unary_rpc_method_handler(
+                    servicer.HwptSetDirtyTracking,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingResponse.SerializeToString,
+            ),
+            'HwptGetDirtyBitmap': grpc.unary_unary_rpc_method_handler(
+                    servicer.HwptGetDirtyBitmap,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.SerializeToString,
             ),
             'GetHwInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHwInfo,
@@ -1766,6 +1800,60 @@ class IommuService:
             '/iommud.v1.IommuService/HwptAlloc',
             iommud_dot_v1_dot_iommu__pb2.HwptAllocRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.HwptAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HwptSetDirtyTracking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HwptSetDirtyTracking',
+            iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HwptSetDirtyTrackingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HwptGetDirtyBitmap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HwptGetDirtyBitmap',
+            iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -151,3 +151,30 @@ def test_installed_executable(daemon, tmp_path) -> None:
     assert out.returncode == 1 and out.stderr.startswith("iommuctl: ENOENT")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, timeout=60)
     assert "Exit codes" in out.stdout and "3  the daemon cannot be reached" in out.stdout
+
+
+def test_compat_commands_drive_a_legacy_container(run) -> None:
+    groups = json.loads(run("-o", "json", "group", "list").output)
+    group = next(g for g in groups if len(g["devices"]) == 1 and g["viable"]
+                 and g["owner"] == "none")
+    cfd = run("compat", "container-open").output.strip()
+    assert run("compat", "get-api-version", cfd).output.strip() == "0"
+    assert run("compat", "check-extension", cfd, "type1v2").output.strip() == "1"
+    gfd = run("compat", "group-open", str(group["group"])).output.strip()
+    assert run("compat", "group-get-status", gfd).output.strip() == "VIABLE"
+    r = run("compat", "set-iommu", cfd, "type1v2")
+    assert r.exit_code == 1 and "EINVAL" in r.stderr                    # no group set yet
+    assert run("compat", "group-set-container", gfd, cfd).exit_code == 0
+    assert run("compat", "group-get-status", gfd).output.strip() == "VIABLE | CONTAINER_SET"
+    assert run("compat", "set-iommu", cfd, "type1v2").exit_code == 0
+    info = json.loads(run("-o", "json", "compat", "iommu-get-info", cfd).output)
+    assert info["dma_avail"] == 65535 and info["migration"] is True
+    assert run("compat", "map-dma", cfd, "--iova", "1M", "--size", "2M", "--vaddr",
+               "0x7f0000000000").exit_code == 0
+    r = run("compat", "map-dma", cfd, "--iova", "2M", "--size", "4K")
+    assert r.exit_code == 1 and "EEXIST" in r.stderr
+    dfd = run("compat", "group-get-device-fd", gfd, group["devices"][0]).output.strip()
+    assert int(dfd) > int(gfd)
+    assert run("compat", "unmap-dma", cfd, "--all").output.strip() == "0x200000"
+    r = run("compat", "group-unset-container", gfd)
+    assert r.exit_code == 1 and "EBUSY" in r.stderr                     # the device fd is open

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 import grpc
 
-from iommud_client import Client, Context, IommudError, Session
+from iommud_client import Client, Container, Context, Group, IommudError, Session
 from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -497,6 +497,162 @@ def driver_unbind(app: App, device_name: str) -> None:
     """Unbind DEVICE_NAME's host driver."""
     app.session().unbind_host_driver(device_name)
     app.emit({"device": device_name}, lambda: click.echo(f"{device_name}: unbound"))
+
+
+# -- the legacy VFIO container/group API ------------------------------------------------
+
+_IOMMU_TYPES = {"type1": 1, "type1v2": 3}
+_EXTENSIONS = {"type1": 1, "spapr_tce": 2, "type1v2": 3, "dma_cc_iommu": 4, "eeh": 5,
+               "nesting": 6, "spapr_tce_v2": 7, "noiommu": 8, "unmap_all": 9,
+               "update_vaddr": 10}
+
+
+@cli.group()
+def compat() -> None:
+    """The legacy VFIO container/group calls, named as VFIO names them.
+
+    \b
+    iommuctl compat container-open                      # /dev/vfio/vfio -> container fd
+    iommuctl compat group-open 12                       # /dev/vfio/12   -> group fd
+    iommuctl compat group-set-container GROUP_FD CONTAINER_FD
+    iommuctl compat set-iommu CONTAINER_FD type1v2
+    iommuctl compat map-dma CONTAINER_FD --iova 0x100000 --size 2M --vaddr 0x7f0000000000
+    """
+
+
+@compat.command("container-open")
+@click.pass_obj
+def compat_container_open(app: App) -> None:
+    """open("/dev/vfio/vfio"); prints the container fd."""
+    cont = app.session().open_container()
+    app.emit({"container_fd": cont.iommufd}, lambda: click.echo(cont.iommufd))
+
+
+@compat.command("get-api-version")
+@click.argument("container_fd", type=int)
+@click.pass_obj
+def compat_api_version(app: App, container_fd: int) -> None:
+    """VFIO_GET_API_VERSION."""
+    v = Container(app.session(), container_fd).get_api_version()
+    app.emit({"version": v}, lambda: click.echo(v))
+
+
+@compat.command("check-extension")
+@click.argument("container_fd", type=int)
+@click.argument("extension", type=click.Choice(sorted(_EXTENSIONS)))
+@click.pass_obj
+def compat_check_extension(app: App, container_fd: int, extension: str) -> None:
+    """VFIO_CHECK_EXTENSION."""
+    v = Container(app.session(), container_fd).check_extension(_EXTENSIONS[extension])
+    app.emit({"extension": extension, "value": v}, lambda: click.echo(v))
+
+
+@compat.command("set-iommu")
+@click.argument("container_fd", type=int)
+@click.argument("iommu_type", type=click.Choice(sorted(_IOMMU_TYPES)), default="type1v2")
+@click.pass_obj
+def compat_set_iommu(app: App, container_fd: int, iommu_type: str) -> None:
+    """VFIO_SET_IOMMU."""
+    Container(app.session(), container_fd).set_iommu(_IOMMU_TYPES[iommu_type])
+    app.emit({"iommu_type": iommu_type}, lambda: click.echo(f"IOMMU type {iommu_type}"))
+
+
+@compat.command("iommu-get-info")
+@click.argument("container_fd", type=int)
+@click.pass_obj
+def compat_get_info(app: App, container_fd: int) -> None:
+    """VFIO_IOMMU_GET_INFO with its capabilities."""
+    info = Container(app.session(), container_fd).iommu_get_info()
+    data = {"flags": info.flags, "iova_pgsizes": info.iova_pgsizes,
+            "iova_ranges": [{"start": r.start, "last": r.last} for r in info.iova_ranges],
+            "dma_avail": info.dma_avail if info.HasField("dma_avail") else None,
+            "migration": info.HasField("migration")}
+
+    def table() -> None:
+        click.echo(f"iova_pgsizes {info.iova_pgsizes:#x}; dma_avail {data['dma_avail']}; "
+                   f"migration cap {'yes' if data['migration'] else 'no'}")
+        print_table(["START", "LAST"], [(hex(r.start), hex(r.last)) for r in info.iova_ranges])
+
+    app.emit(data, table)
+
+
+@compat.command("map-dma")
+@click.argument("container_fd", type=int)
+@click.option("--iova", type=NUMBER, required=True)
+@click.option("--size", type=NUMBER, required=True)
+@click.option("--vaddr", type=NUMBER, default=0)
+@click.option("--flags", type=NUMBER, default=3, show_default=True, help="READ 1 | WRITE 2.")
+@click.pass_obj
+def compat_map_dma(app: App, container_fd: int, iova: int, size: int, vaddr: int,
+                   flags: int) -> None:
+    """VFIO_IOMMU_MAP_DMA."""
+    Container(app.session(), container_fd).map_dma(iova, size, vaddr, flags=flags)
+    app.emit({"iova": iova, "size": size}, lambda: click.echo(f"mapped {size:#x} at {iova:#x}"))
+
+
+@compat.command("unmap-dma")
+@click.argument("container_fd", type=int)
+@click.option("--iova", type=NUMBER, default=0)
+@click.option("--size", type=NUMBER, default=0)
+@click.option("--all", "unmap_all", is_flag=True, help="VFIO_DMA_UNMAP_FLAG_ALL.")
+@click.pass_obj
+def compat_unmap_dma(app: App, container_fd: int, iova: int, size: int, unmap_all: bool) -> None:
+    """VFIO_IOMMU_UNMAP_DMA; prints the bytes unmapped."""
+    resp = Container(app.session(), container_fd).unmap_dma(iova, size, flags=2 if unmap_all else 0)
+    app.emit({"size": resp.size}, lambda: click.echo(hex(resp.size)))
+
+
+@compat.command("group-open")
+@click.argument("group", type=int)
+@click.pass_obj
+def compat_group_open(app: App, group: int) -> None:
+    """open("/dev/vfio/<group>"); prints the group fd."""
+    grp = app.session().open_group(group)
+    app.emit({"group_fd": grp.group_fd}, lambda: click.echo(grp.group_fd))
+
+
+def _group(app: App, group_fd: int) -> Group:
+    return Group(app.session(), group_fd, -1)
+
+
+@compat.command("group-get-status")
+@click.argument("group_fd", type=int)
+@click.pass_obj
+def compat_group_status(app: App, group_fd: int) -> None:
+    """VFIO_GROUP_GET_STATUS: VIABLE and CONTAINER_SET."""
+    flags = _group(app, group_fd).get_status()
+    names = [n for bit, n in ((1, "VIABLE"), (2, "CONTAINER_SET")) if flags & bit]
+    app.emit({"flags": flags, "names": names}, lambda: click.echo(" | ".join(names) or "0"))
+
+
+@compat.command("group-set-container")
+@click.argument("group_fd", type=int)
+@click.argument("container_fd", type=int)
+@click.pass_obj
+def compat_group_set_container(app: App, group_fd: int, container_fd: int) -> None:
+    """VFIO_GROUP_SET_CONTAINER."""
+    _group(app, group_fd).set_container(container_fd)
+    app.emit({"group_fd": group_fd, "container_fd": container_fd},
+             lambda: click.echo(f"group fd {group_fd} -> container fd {container_fd}"))
+
+
+@compat.command("group-unset-container")
+@click.argument("group_fd", type=int)
+@click.pass_obj
+def compat_group_unset_container(app: App, group_fd: int) -> None:
+    """VFIO_GROUP_UNSET_CONTAINER."""
+    _group(app, group_fd).unset_container()
+    app.emit({"group_fd": group_fd}, lambda: click.echo(f"group fd {group_fd} unset"))
+
+
+@compat.command("group-get-device-fd")
+@click.argument("group_fd", type=int)
+@click.argument("name")
+@click.pass_obj
+def compat_group_get_device_fd(app: App, group_fd: int, name: str) -> None:
+    """VFIO_GROUP_GET_DEVICE_FD; prints the device fd."""
+    dev = _group(app, group_fd).get_device_fd(name)
+    app.emit({"device_fd": dev.device_fd}, lambda: click.echo(dev.device_fd))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

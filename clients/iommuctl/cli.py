@@ -181,7 +181,7 @@ def fail(err: IommudError) -> NoReturn:
     sys.exit(EXIT_REFUSED)
 
 
-class Group(click.Group):
+class ErrnoGroup(click.Group):
     """Turns every IommudError into one stderr line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -193,7 +193,7 @@ class Group(click.Group):
 
 # -- commands ------------------------------------------------------------------
 
-@click.group(cls=Group, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ErrnoGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--endpoint", envvar="IOMMUD_ENDPOINT", default=None,
               help="Daemon endpoint: unix:/path, a socket path, or host:port "
                    "[env IOMMUD_ENDPOINT; default: the daemon's default socket].")

@@ -246,17 +246,19 @@ class Session:
                                           metadata=((SESSION_METADATA_KEY, self.token),))
 
 
-class Context:
-    """One iommufd context (an open /dev/iommu fd) of a session."""
+class _FdHandle:
+    """Shared shape of a session's fd handles: calls go out as the session,
+    and `with` closes the fd (ignoring an fd the daemon already closed)."""
 
-    def __init__(self, session: Session, iommufd: int) -> None:
-        self.session = session
-        self.iommufd = iommufd
+    session: "Session"
 
     def _call(self, method: str, request: Any) -> Any:
         return self.session.call(method, request)
 
-    def __enter__(self) -> "Context":
+    def close(self) -> Any:
+        raise NotImplementedError
+
+    def __enter__(self) -> Any:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -264,6 +266,14 @@ class Context:
             self.close()
         except IommudError:
             pass
+
+
+class Context(_FdHandle):
+    """One iommufd context (an open /dev/iommu fd) of a session."""
+
+    def __init__(self, session: Session, iommufd: int) -> None:
+        self.session = session
+        self.iommufd = iommufd
 
     def close(self) -> int:
         """close(iommufd): destroys every object; returns how many."""
@@ -407,25 +417,13 @@ class DmaAccess:
     write: bool = False
 
 
-class DeviceFd:
+class DeviceFd(_FdHandle):
     """A session's open VFIO device fd (the device cdev)."""
 
     def __init__(self, session: Session, device_fd: int, name: str) -> None:
         self.session = session
         self.device_fd = device_fd
         self.name = name
-
-    def _call(self, method: str, request: Any) -> Any:
-        return self.session.call(method, request)
-
-    def __enter__(self) -> "DeviceFd":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.close()
-        except IommudError:
-            pass
 
     def close(self) -> None:
         """close(device_fd): unbinds the device and revokes the fd."""
@@ -539,25 +537,13 @@ def vfio_ioas(ctx: Context, op: int, ioas_id: int = 0, reserved: int = 0) -> int
         iommufd=ctx.iommufd, ioas_id=ioas_id, op=op, reserved=reserved)).ioas_id
 
 
-class Group:
+class Group(_FdHandle):
     """A legacy VFIO group fd (/dev/vfio/<group>)."""
 
     def __init__(self, session: Session, group_fd: int, group: int) -> None:
         self.session = session
         self.group_fd = group_fd
         self.group = group
-
-    def _call(self, method: str, request: Any) -> Any:
-        return self.session.call(method, request)
-
-    def __enter__(self) -> "Group":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.close()
-        except IommudError:
-            pass
 
     def close(self) -> None:
         self._call("CloseGroup", pb.CloseGroupRequest(group_fd=self.group_fd))

@@ -341,6 +341,30 @@ class Context(_FdHandle):
         """IOMMU_IOAS_UNMAP with iova 0 and length 2^64-1."""
         return self.ioas_unmap(ioas_id, 0, UNMAP_ALL_LENGTH)
 
+    def option(self, option_id: int, op: int, object_id: int = 0, val64: int = 0,
+               reserved: int = 0) -> int:
+        """IOMMU_OPTION (RLIMIT_MODE 0, HUGE_PAGES 1; op SET 0, GET 1); returns val64."""
+        return self._call("Option", pb.OptionRequest(
+            iommufd=self.iommufd, option_id=option_id, op=op, object_id=object_id, val64=val64,
+            reserved=reserved)).val64
+
+    def ioas_change_process(self, reserved: int = 0) -> None:
+        """IOMMU_IOAS_CHANGE_PROCESS."""
+        self._call("IoasChangeProcess", pb.IoasChangeProcessRequest(iommufd=self.iommufd,
+                                                                    reserved=reserved))
+
+    def hwpt_invalidate(self, hwpt_id: int, data: bytes = b"", *, data_type: int = 0,
+                        entry_len: int = 0, entry_num: int = 0, reserved: int = 0) -> int:
+        """IOMMU_HWPT_INVALIDATE; returns the entries handled."""
+        return self._call("HwptInvalidate", pb.HwptInvalidateRequest(
+            iommufd=self.iommufd, hwpt_id=hwpt_id, data=data, data_type=data_type,
+            entry_len=entry_len, entry_num=entry_num, reserved=reserved)).entry_num
+
+    def fault_queue_alloc(self, flags: int = 0) -> int:
+        """IOMMU_FAULT_QUEUE_ALLOC; returns the fault object id."""
+        return self._call("FaultQueueAlloc", pb.FaultQueueAllocRequest(
+            iommufd=self.iommufd, flags=flags)).out_fault_id
+
     def translate(self, ioas_id: int, iova: int) -> Translation:
         """Translate one IOVA; ENOENT when nothing is mapped there."""
         resp = self._call("Translate", pb.TranslateRequest(iommufd=self.iommufd, ioas_id=ioas_id,

@@ -57,6 +57,8 @@ class Config:
     vfio_mode: str = "type1"
     #: Type1's per-container mapping limit (the dma_entry_limit module parameter).
     dma_entry_limit: int = 65535
+    #: Treat every session as holding CAP_SYS_RESOURCE (IOMMU_OPTION RLIMIT_MODE).
+    cap_sys_resource: int = 0
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

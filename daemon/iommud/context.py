@@ -33,6 +33,8 @@ class IommufdContext:
         self._ids = LowestFreeAllocator(1, INT_MAX)
         self._max_objects = max_objects
         self.host = host
+        #: IOMMU_OPTION_RLIMIT_MODE: 0 user accounting (/dev/iommu), 1 per-mm.
+        self.account_mode = 0
         #: Bound devices and legacy groups set on it keep the context alive
         #: after its fd is closed, as VFIO device and group files hold a
         #: reference on the iommufd file (§1.5).

@@ -14,6 +14,7 @@ import itertools
 
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
+from iommud.fault import FaultQueue
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
 from iommud.topology import Device as HostDevice
@@ -56,6 +57,8 @@ class HwptPaging(IommufdObject):
         self.min_page_size = dev.min_page_size
         self.resv_owner = new_resv_owner()
         self.added = False
+        #: The fault queue this HWPT reports to (it holds a users ref on it).
+        self.fault: IommufdObject | None = None
 
     def compatible(self, dev: HostDevice) -> bool:
         """Could `dev` attach to this domain? (Incompatibility is EINVAL.)"""
@@ -71,13 +74,13 @@ class HwptPaging(IommufdObject):
                              f"exceeds the CPU page size {PAGE_SIZE:#x}.")
         if self.aperture_last < U64_MAX:
             iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
+        self.ioas.domains.append(self)
         try:
-            align = max(self.min_page_size, iopt.iova_alignment)
-            iopt.set_iova_alignment(align)
+            iopt.set_iova_alignment(self.ioas.required_alignment())
         except OSError:
+            self.ioas.domains.remove(self)
             iopt.remove_reserved(self.resv_owner)
             raise
-        self.ioas.domains.append(self)
         self.ioas.users += 1
         self.added = True
 
@@ -89,8 +92,10 @@ class HwptPaging(IommufdObject):
         self.ioas.domains.remove(self)
         self.ioas.users -= 1
         # Lowering the alignment never conflicts with existing areas.
-        iopt.set_iova_alignment(max([1, *(d.min_page_size for d in self.ioas.domains)]))
+        iopt.set_iova_alignment(self.ioas.required_alignment())
         self.added = False
+        if self.fault is not None:
+            self.fault.users -= 1
 
 
 def hwpt_paging_new(ctx: IommufdContext, ioas: Ioas, dev: HostDevice, *, auto_domain: bool,
@@ -142,10 +147,14 @@ def hwpt_alloc(ctx: IommufdContext, flags: int, dev_id: int, pt_id: int, data_ty
         if flags & IOMMU_HWPT_ALLOC_PASID and not dev.host_dev.max_pasid_log2:
             raise IommuError(E.EOPNOTSUPP, f"{dev.host_dev.name} has no PASID support.",
                              dev_id=dev_id)
+        fault = None
         if flags & IOMMU_HWPT_FAULT_ID_VALID:
-            # No FAULT objects exist in this model yet, so no fault_id can name one.
-            raise IommuError(E.ENOENT, f"No fault queue with id {fault_id} exists.", id=fault_id)
-        return hwpt_paging_new(ctx, pt, dev.host_dev, auto_domain=False, flags=flags).id
+            fault = ctx.get(fault_id, FaultQueue, "fault queue")
+        hwpt = hwpt_paging_new(ctx, pt, dev.host_dev, auto_domain=False, flags=flags)
+        if fault is not None:
+            hwpt.fault = fault
+            fault.users += 1
+        return hwpt.id
     if isinstance(pt, HwptPaging):
         if data_len == 0:
             raise IommuError(E.EOPNOTSUPP, "A nested HWPT needs driver data; none was given.")
@@ -185,3 +194,23 @@ def get_dirty_bitmap(ctx: IommufdContext, hwpt_id: int, flags: int, reserved: in
         raise IommuError(E.EOPNOTSUPP, f"HWPT {hwpt_id} cannot read dirty bits.", hwpt_id=hwpt_id)
     clear = not flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
     return hwpt.ioas.iopt.read_dirty_bitmap(iova, length, page_size, clear)
+
+
+def invalidate(ctx: IommufdContext, hwpt_id: int, data: bytes, data_type: int, entry_len: int,
+               entry_num: int, reserved: int) -> int:
+    """IOMMU_HWPT_INVALIDATE. Only nested HWPTs and vIOMMUs take cache
+    invalidations, and none exist in this model, so a valid request ends at
+    the type check; the entry count handled (0) is reported even on error."""
+    handled = {"entry_num": 0}
+    if reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.",
+                         **handled)
+    if entry_num and (not data or not entry_len):
+        raise IommuError(E.EINVAL, f"{entry_num} entries need data and a non-zero entry_len.",
+                         **handled)
+    obj = ctx.lookup(hwpt_id)
+    if obj is None:
+        raise IommuError(E.ENOENT, f"No object with id {hwpt_id} exists in this context.",
+                         hwpt_id=hwpt_id, **handled)
+    raise IommuError(E.EINVAL, f"Object {hwpt_id} is not a nested HWPT or a vIOMMU; only those "
+                     f"take invalidations.", hwpt_id=hwpt_id, **handled)

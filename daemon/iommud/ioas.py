@@ -27,6 +27,14 @@ class Ioas(IommufdObject):
         self.iopt = _core.IoPagetable()
         #: Paging HWPTs mirroring this IOAS (each holds a users ref on it).
         self.domains: list = []
+        #: IOMMU_OPTION_HUGE_PAGES; off forces PAGE_SIZE alignment.
+        self.huge_pages = True
+
+    def required_alignment(self) -> int:
+        """The largest minimum page size among the domains, and PAGE_SIZE
+        while huge pages are disabled (io_pagetable.c iopt_calculate_iova_alignment)."""
+        align = max([1, *(d.min_page_size for d in self.domains)])
+        return align if self.huge_pages else max(align, _core.PAGE_SIZE)
 
     def destroy(self) -> None:
         # Destroying an IOAS drops every mapping it still holds (ioas.c).
@@ -111,3 +119,61 @@ def translate(ctx: IommufdContext, ioas_id: int, iova: int) -> tuple[int, int]:
     """(pa, prot) of one IOVA; ENOENT when unmapped."""
     return ctx.get(ioas_id, Ioas, "IOAS").iopt.translate(iova)
 
+
+
+IOMMU_OPTION_RLIMIT_MODE = 0
+IOMMU_OPTION_HUGE_PAGES = 1
+IOMMU_OPTION_OP_SET = 0
+IOMMU_OPTION_OP_GET = 1
+
+
+def option(ctx: IommufdContext, option_id: int, op: int, reserved: int, object_id: int,
+           val64: int, cap_sys_resource: bool) -> int:
+    """IOMMU_OPTION; returns val64 (written back for GET and SET)."""
+    if reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.")
+    if op not in (IOMMU_OPTION_OP_SET, IOMMU_OPTION_OP_GET):
+        raise IommuError(E.EOPNOTSUPP, f"Unknown IOMMU_OPTION op {op}.")
+    if option_id == IOMMU_OPTION_RLIMIT_MODE:
+        if object_id:
+            raise IommuError(E.EOPNOTSUPP, "RLIMIT_MODE is global; object_id must be 0.")
+        if op == IOMMU_OPTION_OP_GET:
+            return ctx.account_mode
+        if not cap_sys_resource:
+            raise IommuError(E.EPERM, "Changing RLIMIT_MODE needs CAP_SYS_RESOURCE.")
+        if len(ctx):
+            raise IommuError(E.EBUSY, f"RLIMIT_MODE cannot change while the context holds "
+                             f"{len(ctx)} objects.")
+        if val64 > 1:
+            raise IommuError(E.EINVAL, f"RLIMIT_MODE is 0 or 1, not {val64:#x}.")
+        ctx.account_mode = val64
+        return val64
+    if option_id == IOMMU_OPTION_HUGE_PAGES:
+        ioas = ctx.get(object_id, Ioas, "IOAS")
+        if op == IOMMU_OPTION_OP_GET:
+            return int(ioas.huge_pages)
+        if val64 not in (0, 1):
+            raise IommuError(E.EINVAL, f"HUGE_PAGES is 0 or 1, not {val64:#x}.")
+        if val64 == 0 and ioas.domains and ioas.num_areas:
+            raise IommuError(E.EINVAL, f"Huge pages cannot be disabled on IOAS {object_id} while "
+                             f"it has both domains and mappings.", ioas_id=object_id)
+        previous = ioas.huge_pages
+        ioas.huge_pages = bool(val64)
+        try:
+            ioas.iopt.set_iova_alignment(ioas.required_alignment())  # EADDRINUSE
+        except OSError:
+            ioas.huge_pages = previous
+            raise
+        return val64
+    raise IommuError(E.EOPNOTSUPP, f"Unknown IOMMU_OPTION id {option_id}.")
+
+
+def change_process(ctx: IommufdContext, reserved: int) -> None:
+    """IOMMU_IOAS_CHANGE_PROCESS: every mapping here is of user memory (there
+    is no MAP_FILE), so any area makes it EINVAL; otherwise nothing to move."""
+    if reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.")
+    for obj in ctx.objects():
+        if isinstance(obj, Ioas) and obj.num_areas:
+            raise IommuError(E.EINVAL, f"IOAS {obj.id} maps user memory; only file-backed "
+                             f"mappings can change process.", ioas_id=obj.id)

@@ -17,6 +17,7 @@ class ObjType(enum.IntEnum):
     HWPT_PAGING = 2
     HWPT_NESTED = 3
     DEVICE = 4
+    FAULT = 5
 
 
 class IommufdObject:

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf import unknown_fields
 
-from iommud import __version__, _core, device, hw_pagetable, ioas, vfio_compat
+from iommud import __version__, _core, device, fault, hw_pagetable, ioas, vfio_compat
 from iommud.config import Config
 from iommud.errors import IommuError, request_details, to_status
 from iommud.device import DeviceObj
@@ -339,6 +339,19 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                                                            request.length))
 
     @rpc()
+    def Option(self, request: pb.OptionRequest, sess: Session) -> pb.OptionResponse:
+        ctx = sess.context(request.iommufd)
+        return pb.OptionResponse(val64=ioas.option(
+            ctx, request.option_id, request.op, request.reserved, request.object_id,
+            request.val64, bool(self.config.cap_sys_resource)))
+
+    @rpc()
+    def IoasChangeProcess(self, request: pb.IoasChangeProcessRequest,
+                          sess: Session) -> pb.IoasChangeProcessResponse:
+        ioas.change_process(sess.context(request.iommufd), request.reserved)
+        return pb.IoasChangeProcessResponse()
+
+    @rpc()
     def Translate(self, request: pb.TranslateRequest, sess: Session) -> pb.TranslateResponse:
         ctx = sess.context(request.iommufd)
         pa, prot = ioas.translate(ctx, request.ioas_id, request.iova)
@@ -533,6 +546,19 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.HwptGetDirtyBitmapResponse(data=hw_pagetable.get_dirty_bitmap(
             sess.context(request.iommufd), request.hwpt_id, request.flags, request.reserved,
             request.iova, request.length, request.page_size))
+
+    @rpc()
+    def HwptInvalidate(self, request: pb.HwptInvalidateRequest,
+                       sess: Session) -> pb.HwptInvalidateResponse:
+        return pb.HwptInvalidateResponse(entry_num=hw_pagetable.invalidate(
+            sess.context(request.iommufd), request.hwpt_id, request.data, request.data_type,
+            request.entry_len, request.entry_num, request.reserved))
+
+    @rpc()
+    def FaultQueueAlloc(self, request: pb.FaultQueueAllocRequest,
+                        sess: Session) -> pb.FaultQueueAllocResponse:
+        return pb.FaultQueueAllocResponse(out_fault_id=fault.fault_queue_alloc(
+            sess.context(request.iommufd), request.flags))
 
     @rpc()
     def GetHwInfo(self, request: pb.GetHwInfoRequest, sess: Session) -> pb.GetHwInfoResponse:

@@ -14,6 +14,7 @@ class ObjectType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECT_TYPE_HWPT_PAGING: _ClassVar[ObjectType]
     OBJECT_TYPE_HWPT_NESTED: _ClassVar[ObjectType]
     OBJECT_TYPE_DEVICE: _ClassVar[ObjectType]
+    OBJECT_TYPE_FAULT: _ClassVar[ObjectType]
 
 class IoasMapFlag(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,6 +41,7 @@ OBJECT_TYPE_IOAS: ObjectType
 OBJECT_TYPE_HWPT_PAGING: ObjectType
 OBJECT_TYPE_HWPT_NESTED: ObjectType
 OBJECT_TYPE_DEVICE: ObjectType
+OBJECT_TYPE_FAULT: ObjectType
 IOAS_MAP_FLAG_UNSPECIFIED: IoasMapFlag
 IOAS_MAP_FLAG_FIXED_IOVA: IoasMapFlag
 IOAS_MAP_FLAG_WRITEABLE: IoasMapFlag
@@ -264,6 +266,40 @@ class IoasUnmapResponse(_message.Message):
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     length: int
     def __init__(self, length: _Optional[int] = ...) -> None: ...
+
+class OptionRequest(_message.Message):
+    __slots__ = ("iommufd", "option_id", "op", "reserved", "object_id", "val64")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    OPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    OP_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    VAL64_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    option_id: int
+    op: int
+    reserved: int
+    object_id: int
+    val64: int
+    def __init__(self, iommufd: _Optional[int] = ..., option_id: _Optional[int] = ..., op: _Optional[int] = ..., reserved: _Optional[int] = ..., object_id: _Optional[int] = ..., val64: _Optional[int] = ...) -> None: ...
+
+class OptionResponse(_message.Message):
+    __slots__ = ("val64",)
+    VAL64_FIELD_NUMBER: _ClassVar[int]
+    val64: int
+    def __init__(self, val64: _Optional[int] = ...) -> None: ...
+
+class IoasChangeProcessRequest(_message.Message):
+    __slots__ = ("iommufd", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class IoasChangeProcessResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class TranslateRequest(_message.Message):
     __slots__ = ("iommufd", "ioas_id", "iova")
@@ -801,6 +837,44 @@ class HwptGetDirtyBitmapResponse(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class HwptInvalidateRequest(_message.Message):
+    __slots__ = ("iommufd", "hwpt_id", "data", "data_type", "entry_len", "entry_num", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_LEN_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_NUM_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    hwpt_id: int
+    data: bytes
+    data_type: int
+    entry_len: int
+    entry_num: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., data: _Optional[bytes] = ..., data_type: _Optional[int] = ..., entry_len: _Optional[int] = ..., entry_num: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class HwptInvalidateResponse(_message.Message):
+    __slots__ = ("entry_num",)
+    ENTRY_NUM_FIELD_NUMBER: _ClassVar[int]
+    entry_num: int
+    def __init__(self, entry_num: _Optional[int] = ...) -> None: ...
+
+class FaultQueueAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "flags")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class FaultQueueAllocResponse(_message.Message):
+    __slots__ = ("out_fault_id",)
+    OUT_FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    out_fault_id: int
+    def __init__(self, out_fault_id: _Optional[int] = ...) -> None: ...
 
 class GetHwInfoRequest(_message.Message):
     __slots__ = ("iommufd", "flags", "dev_id", "data_len", "in_data_type", "reserved")

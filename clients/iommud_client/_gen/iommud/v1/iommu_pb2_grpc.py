@@ -101,6 +101,16 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.IoasUnmapRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasUnmapResponse.FromString,
                 _registered_method=True)
+        self.Option = channel.unary_unary(
+                '/iommud.v1.IommuService/Option',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.OptionRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.OptionResponse.FromString,
+                _registered_method=True)
+        self.IoasChangeProcess = channel.unary_unary(
+                '/iommud.v1.IommuService/IoasChangeProcess',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.FromString,
+                _registered_method=True)
         self.Translate = channel.unary_unary(
                 '/iommud.v1.IommuService/Translate',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TranslateRequest.SerializeToString,
@@ -200,6 +210,16 @@ class IommuServiceStub:
                 '/iommud.v1.IommuService/HwptGetDirtyBitmap',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.FromString,
+                _registered_method=True)
+        self.HwptInvalidate = channel.unary_unary(
+                '/iommud.v1.IommuService/HwptInvalidate',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HwptInvalidateRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptInvalidateResponse.FromString,
+                _registered_method=True)
+        self.FaultQueueAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/FaultQueueAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
                 _registered_method=True)
         self.GetHwInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetHwInfo',
@@ -401,6 +421,20 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Option(self, request, context):
+        """Option is IOMMU_OPTION (RLIMIT_MODE, HUGE_PAGES).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IoasChangeProcess(self, request, context):
+        """IoasChangeProcess is IOMMU_IOAS_CHANGE_PROCESS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Translate(self, request, context):
         """Translate resolves one IOVA of an IOAS to the PA (user address) mapped
         there and the permissions of its area. ENOENT when nothing is mapped.
@@ -544,6 +578,20 @@ class IommuServiceServicer:
 
     def HwptGetDirtyBitmap(self, request, context):
         """HwptGetDirtyBitmap is IOMMU_HWPT_GET_DIRTY_BITMAP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HwptInvalidate(self, request, context):
+        """HwptInvalidate is IOMMU_HWPT_INVALIDATE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FaultQueueAlloc(self, request, context):
+        """FaultQueueAlloc is IOMMU_FAULT_QUEUE_ALLOC.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -760,6 +808,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasUnmapRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.IoasUnmapResponse.SerializeToString,
             ),
+            'Option': grpc.unary_unary_rpc_method_handler(
+                    servicer.Option,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.OptionRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.OptionResponse.SerializeToString,
+            ),
+            'IoasChangeProcess': grpc.unary_unary_rpc_method_handler(
+                    servicer.IoasChangeProcess,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.SerializeToString,
+            ),
             'Translate': grpc.unary_unary_rpc_method_handler(
                     servicer.Translate,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TranslateRequest.FromString,
@@ -859,6 +917,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.HwptGetDirtyBitmap,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.SerializeToString,
+            ),
+            'HwptInvalidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.HwptInvalidate,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwptInvalidateRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HwptInvalidateResponse.SerializeToString,
+            ),
+            'FaultQueueAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.FaultQueueAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.SerializeToString,
             ),
             'GetHwInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHwInfo,
@@ -1314,6 +1382,60 @@ class IommuService:
             '/iommud.v1.IommuService/IoasUnmap',
             iommud_dot_v1_dot_iommu__pb2.IoasUnmapRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.IoasUnmapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Option(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/Option',
+            iommud_dot_v1_dot_iommu__pb2.OptionRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.OptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IoasChangeProcess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IoasChangeProcess',
+            iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1854,6 +1976,60 @@ class IommuService:
             '/iommud.v1.IommuService/HwptGetDirtyBitmap',
             iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.HwptGetDirtyBitmapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HwptInvalidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HwptInvalidate',
+            iommud_dot_v1_dot_iommu__pb2.HwptInvalidateRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HwptInvalidateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FaultQueueAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/FaultQueueAlloc',
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
             options,
             channel_credentials,
             insecure,

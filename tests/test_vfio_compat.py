@@ -92,7 +92,7 @@ def test_qemu_legacy_type1_flow(s) -> None:
     assert all(r.last < MSI_START or r.start > MSI_LAST for r in info.iova_ranges)
     assert info.dma_avail == 4 and info.migration.pgsize_bitmap == 0x1000
     assert info.migration.max_dirty_bitmap_size == 1 << 28
-    assert cont.check_extension(UNMAP_ALL_EXT) == 1 and cont.check_extension(UPDATE_VADDR) == 0
+    assert cont.check_extension(UNMAP_ALL_EXT) == 1 and cont.check_extension(UPDATE_VADDR) == 1
     dev = grp.get_device_fd(NVME)
     assert dev.info().bound
     cont.map_dma(0x10_0000, 0x4000, 0x7F00_0000_0000)
@@ -457,3 +457,38 @@ def test_closing_everything_releases_groups(type1_daemon) -> None:
             assert (g.owner, g.owner_cnt, g.domain) == (pb.GROUP_OWNER_NONE, 0, "default")
             d = c.info().daemon
             assert (d.objects, d.devices, d.device_fds) == (0, 0, 0)
+
+
+# -- UPDATE_VADDR (type1 live update, §5.4 step 6, §5.5 step 8) -----------------------------
+
+def test_update_vaddr(s, cs) -> None:
+    cont = s.open_container()
+    assert cont.check_extension(UPDATE_VADDR) == 0                        # no IOMMU data yet
+    grp = s.open_group(G_NVME)
+    grp.set_container(cont)
+    cont.set_iommu(VFIO_TYPE1v2_IOMMU)
+    assert cont.check_extension(UPDATE_VADDR) == 1
+    ioas = vfio_ioas(cont, 0)
+    dev = grp.get_device_fd(NVME)
+    cont.map_dma(0x10000, 0x2000, 0x5000_0000, flags=VFIO_DMA_MAP_FLAG_READ)
+    cont.map_dma(0x20000, 0x1000, 0x6000_0000)
+    vaddr_flag = 4
+    assert errno_of(lambda: cont.map_dma(0x10000, 0x2000, 0x7000_0000,
+                                         flags=vaddr_flag)) == "EINVAL"   # not invalidated
+    assert errno_of(lambda: cont.map_dma(0x10000, 0x2000, 0x7000_0000,
+                                         flags=vaddr_flag | 1)) == "EINVAL"  # R/W with VADDR
+    assert cont.unmap_dma(0x10000, 0x2000, flags=vaddr_flag).size == 0x2000
+    assert areas(cont, ioas) == [(0x10000, 0x2000), (0x20000, 0x1000)]    # still mapped
+    assert dev.read(0x10010).pa == 0x5000_0010                             # DMA goes on
+    assert errno_of(lambda: cont.unmap_dma(0x10000, 0x2000, flags=vaddr_flag)) == "EINVAL"
+    assert errno_of(lambda: cont.map_dma(0x10000, 0x1000, 0x7000_0000,
+                                         flags=vaddr_flag)) == "EINVAL"   # not the same size
+    assert errno_of(lambda: cont.map_dma(0x40000, 0x1000, 0x7000_0000,
+                                         flags=vaddr_flag)) == "ENOENT"   # no mapping there
+    assert errno_of(lambda: cont.unmap_dma(0x10000, 0x2000, flags=vaddr_flag | 1,
+                                           bitmap_pgsize=0x1000, bitmap_size=8)) == "EINVAL"
+    cont.map_dma(0x10000, 0x2000, 0x7000_0000, flags=vaddr_flag)
+    assert dev.read(0x10010).pa == 0x7000_0010 and not dev.write(0x10010).ok  # prot kept
+    assert cont.iommu_get_info().dma_avail == 2
+    compat, _, _ = ready_container(cs)
+    assert errno_of(lambda: compat.map_dma(0x1000, 0x1000, 0, flags=vaddr_flag)) == "EINVAL"

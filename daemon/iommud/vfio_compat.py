@@ -81,6 +81,9 @@ class Container:
     dma_avail: int = 0
     dirty_started: bool = False
     groups: dict[int, "GroupFd"] = dataclasses.field(default_factory=dict)
+    #: Mappings (by IOVA) whose vaddr was invalidated by UNMAP_DMA(VADDR) and
+    #: awaits MAP_DMA(VADDR): type1's UPDATE_VADDR for live update.
+    invalid_vaddr: set[int] = dataclasses.field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.dma_avail = self.dma_entry_limit
@@ -149,8 +152,10 @@ def check_extension(ctx: IommufdContext, extension: int) -> int:
             _compat_ioas(ctx)  # ENODEV without one, as vfio_compat.c
             return 1
         return 1 if cont.iommu_type else 0
-    # UPDATE_VADDR is not modelled, NOIOMMU and SPAPR do not exist here.
-    return 0
+    if extension == VFIO_UPDATE_VADDR:
+        # type1 answers 1 once it has IOMMU data (there are no mdev groups here).
+        return 1 if cont.mode == MODE_TYPE1 and cont.iommu_type else 0
+    return 0  # NOIOMMU, SPAPR and nesting do not exist here
 
 
 def set_iommu(ctx: IommufdContext, iommu_type: int, stage: int) -> None:
@@ -276,6 +281,7 @@ def unset_container(gfd: GroupFd) -> None:
             ctx.vfio_ioas.iopt.set_dirty_tracking(False)
             ctx.vfio_ioas.iopt.unmap_all()
         cont.iommu_type, cont.dirty_started, cont.dma_avail = 0, False, cont.dma_entry_limit
+        cont.invalid_vaddr.clear()
     ctx.holders -= 1
     ctx.maybe_release()
 
@@ -388,14 +394,16 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
         raise IommuError(E.EINVAL, "MAP_DMA of zero bytes.")
     last = _end(iova, size)
     _end(vaddr, size)
-    if flags & VFIO_DMA_MAP_FLAG_VADDR:
-        raise IommuError(E.EINVAL, "UPDATE_VADDR is not supported (CHECK_EXTENSION reports 0).")
-    if not rw:
-        raise IommuError(E.EINVAL, "MAP_DMA needs READ, WRITE or both.")
+    vaddr_update = bool(flags & VFIO_DMA_MAP_FLAG_VADDR)
+    if rw and vaddr_update or not rw and not vaddr_update:
+        raise IommuError(E.EINVAL, "MAP_DMA needs READ and/or WRITE, or VADDR alone.")
     if (size | iova | vaddr) & (PAGE_SIZE - 1):
         raise IommuError(E.EINVAL, f"iova {iova:#x}, vaddr {vaddr:#x} and size {size:#x} must be "
                          f"multiples of {PAGE_SIZE:#x}.")
     ioas = _compat_ioas(ctx)
+    if vaddr_update:
+        _update_vaddr(cont, ioas, iova, size, vaddr)
+        return
     near = ioas.iopt.area_from(iova)
     if near is not None and near[0] <= last:
         raise IommuError(E.EEXIST, f"{iova:#x}..{last:#x} overlaps the mapping at {near[0]:#x}.")
@@ -404,6 +412,36 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
                          f"dma_entry_limit.", limit=cont.dma_entry_limit)
     ioas.iopt.map(1 | prot, vaddr, size, iova)  # reserved ranges -> EINVAL, as type1
     cont.dma_avail -= 1
+
+
+def _update_vaddr(cont: Container, ioas: Ioas, iova: int, size: int, vaddr: int) -> None:
+    """MAP_DMA(VADDR): give an invalidated mapping its new user address. The
+    IOVA range and permissions stay; only the backing address moves."""
+    area = ioas.iopt.area_from(iova)
+    if area is None or area[0] > iova or area[0] + area[1] - 1 < iova:
+        raise IommuError(E.ENOENT, f"No mapping at {iova:#x} to update.")
+    if area[0] != iova or area[1] != size or iova not in cont.invalid_vaddr:
+        raise IommuError(E.EINVAL, f"The mapping at {area[0]:#x} (size {area[1]:#x}) is not an "
+                         f"invalidated mapping of exactly {iova:#x}+{size:#x}.")
+    ioas.iopt.unmap(iova, size)
+    ioas.iopt.map(1 | area[3], vaddr, size, iova)  # same range, so it cannot fail
+    cont.invalid_vaddr.discard(iova)
+
+
+def _invalidate_vaddr(cont: Container, ioas: Ioas, iova: int, last: int) -> int:
+    """UNMAP_DMA(VADDR): mark every mapping in [iova, last] invalid; one that
+    already is makes the whole call EINVAL with nothing marked."""
+    hits = []
+    area = ioas.iopt.area_from(iova)
+    while area is not None and area[0] <= last:
+        if area[0] in cont.invalid_vaddr:
+            raise IommuError(E.EINVAL, f"The vaddr of the mapping at {area[0]:#x} is already "
+                             f"invalid.")
+        hits.append(area)
+        end = area[0] + area[1]
+        area = ioas.iopt.area_from(end) if end <= U64_MAX else None
+    cont.invalid_vaddr.update(a[0] for a in hits)
+    return sum(a[1] for a in hits)
 
 
 def _bitmap_check(cont: Container, size: int, pgsize: int, bitmap_size: int) -> None:
@@ -432,6 +470,8 @@ def _unmap_counted(cont: Container, ioas: Ioas, iova: int, length: int) -> int:
     finally:
         if cont.mode == MODE_TYPE1:
             cont.dma_avail += before - ioas.iopt.num_areas
+            cont.invalid_vaddr = {i for i in cont.invalid_vaddr
+                                  if not iova <= i <= iova + length - 1}
 
 
 def unmap_dma(ctx: IommufdContext, argsz: int, flags: int, iova: int, size: int,
@@ -462,16 +502,17 @@ def unmap_dma(ctx: IommufdContext, argsz: int, flags: int, iova: int, size: int,
     if all_flag:
         if iova or size:
             raise IommuError(E.EINVAL, "UNMAP_DMA with ALL takes iova 0 and size 0.")
+        if flags & VFIO_DMA_UNMAP_FLAG_VADDR:
+            return _invalidate_vaddr(cont, ioas, 0, U64_MAX), b""
         n = ioas.iopt.num_areas
         total = ioas.iopt.unmap_all()
         cont.dma_avail += n
+        cont.invalid_vaddr.clear()
         return total, b""
     if iova & (PAGE_SIZE - 1) or size == 0 or size & (PAGE_SIZE - 1):
         raise IommuError(E.EINVAL, f"iova {iova:#x} and size {size:#x} must be non-zero multiples "
                          f"of {PAGE_SIZE:#x}.")
     last = _end(iova, size)
-    if flags & VFIO_DMA_UNMAP_FLAG_VADDR:
-        raise IommuError(E.EINVAL, "UPDATE_VADDR is not supported (CHECK_EXTENSION reports 0).")
     if get_bitmap:
         _bitmap_check(cont, size, bitmap_pgsize, bitmap_size)
     if cont.v2:
@@ -487,6 +528,8 @@ def unmap_dma(ctx: IommufdContext, argsz: int, flags: int, iova: int, size: int,
         end = ioas.iopt.area_from(last)
         if end is not None and iova <= end[0] <= last:
             last = max(last, end[0] + end[1] - 1)
+    if flags & VFIO_DMA_UNMAP_FLAG_VADDR:
+        return _invalidate_vaddr(cont, ioas, iova, last), b""
     near = ioas.iopt.area_from(iova)
     if near is None or near[0] > last:
         return 0, b""

@@ -90,8 +90,10 @@ def state_dir() -> pathlib.Path:
 
 class App:
     def __init__(self, endpoint: str | None, output: str, timeout: float,
-                 token: str | None, iommufd: int | None) -> None:
-        self.client = Client(endpoint, timeout=timeout)
+                 token: str | None, iommufd: int | None,
+                 tls: tuple[str | None, str | None, str | None] = (None, None, None)) -> None:
+        self.client = Client(endpoint, timeout=timeout, tls_ca=tls[0], tls_cert=tls[1],
+                             tls_key=tls[2])
         self.output = output
         self.explicit_token = token
         self.explicit_fd = iommufd
@@ -205,11 +207,18 @@ class ErrnoGroup(click.Group):
               help="Session token to act in [env IOMMUD_SESSION].")
 @click.option("--iommufd", type=int, envvar="IOMMUD_IOMMUFD", default=None,
               help="Context fd to act on [env IOMMUD_IOMMUFD].")
+@click.option("--tls-ca", envvar="IOMMUD_TLS_CA", default=None,
+              help="CA bundle to verify a TLS daemon [env IOMMUD_TLS_CA].")
+@click.option("--tls-cert", envvar="IOMMUD_TLS_CERT", default=None,
+              help="Client certificate for mutual TLS [env IOMMUD_TLS_CERT].")
+@click.option("--tls-key", envvar="IOMMUD_TLS_KEY", default=None,
+              help="Client key for mutual TLS [env IOMMUD_TLS_KEY].")
 @click.pass_context
 def cli(ctx: click.Context, endpoint: str | None, output: str, timeout: float,
-        token: str | None, iommufd: int | None) -> None:
+        token: str | None, iommufd: int | None, tls_ca: str | None, tls_cert: str | None,
+        tls_key: str | None) -> None:
     """Drive iommud, the userspace /dev/iommu (iommufd) control plane."""
-    ctx.obj = App(endpoint, output, timeout, token, iommufd)
+    ctx.obj = App(endpoint, output, timeout, token, iommufd, (tls_ca, tls_cert, tls_key))
 
 
 @cli.command()

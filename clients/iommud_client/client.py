@@ -92,15 +92,26 @@ class Client:
             path, or 'host:port'); default from IOMMUD_ENDPOINT or the
             daemon's default socket.
         timeout: per-call deadline in seconds.
+        tls_ca: PEM file of the CA that signed the daemon's certificate; with
+            it the channel uses TLS (TCP endpoints only).
+        tls_cert, tls_key: PEM client certificate and key for mutual TLS; the
+            certificate's subject CN is the caller's identity.
     """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float | None = 30.0,
-                 options: Sequence[tuple[str, Any]] = ()) -> None:
+                 options: Sequence[tuple[str, Any]] = (), tls_ca: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
         self.endpoint = normalize_endpoint(endpoint) if endpoint else default_endpoint()
         self.timeout = timeout
         opts = [("grpc.max_receive_message_length", 256 << 20),
                 ("grpc.max_send_message_length", 256 << 20), *options]
-        self.channel = grpc.insecure_channel(self.endpoint, options=opts)
+        if tls_ca or tls_cert or tls_key:
+            def read(path: str | None) -> bytes | None:
+                return open(path, "rb").read() if path else None
+            creds = grpc.ssl_channel_credentials(read(tls_ca), read(tls_key), read(tls_cert))
+            self.channel = grpc.secure_channel(self.endpoint, creds, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(self.endpoint, options=opts)
         self.stub = pb_grpc.IommuServiceStub(self.channel)
 
     def close(self) -> None:

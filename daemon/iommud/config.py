@@ -26,8 +26,15 @@ class Config:
     socket: str = dataclasses.field(default_factory=lambda: str(default_socket_path()))
     #: Permission bits of the socket file.
     socket_mode: int = 0o660
-    #: Optional TCP listener "host:port"; only loopback hosts are accepted.
+    #: Optional TCP listener "host:port"; only loopback hosts are accepted
+    #: unless TLS is configured.
     tcp: str = ""
+    #: PEM server certificate and key for the TCP listener (TLS).
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: PEM CA bundle for client certificates: set, TLS becomes mutual and
+    #: each client certificate's subject CN is the caller's identity.
+    tls_client_ca: str = ""
     #: Default session lease and the most a client may ask for, in seconds.
     lease_seconds: int = 30
     lease_max_seconds: int = 3600

@@ -30,7 +30,7 @@ log = get_logger("iommud.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IommuService"].full_name
 
 
-def _check_tcp(address: str) -> str:
+def _check_tcp(address: str, tls: bool) -> str:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"tcp must be host:port, not {address!r}")
@@ -41,10 +41,23 @@ def _check_tcp(address: str) -> str:
         loopback = ipaddress.ip_address(bare).is_loopback
     except ValueError:
         loopback = False
-    if not loopback:
+    if not loopback and not tls:
         # Without TLS and peer identities a TCP listener must not leave the host.
-        raise ValueError(f"tcp listens on loopback only; {host!r} is not a loopback address")
+        raise ValueError(f"tcp listens on loopback only unless TLS is configured; {host!r} is "
+                         f"not a loopback address")
     return address
+
+
+def _tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
+    if not (cfg.tls_cert or cfg.tls_key or cfg.tls_client_ca):
+        return None
+    if not (cfg.tls_cert and cfg.tls_key):
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    key = pathlib.Path(cfg.tls_key).read_bytes()
+    cert = pathlib.Path(cfg.tls_cert).read_bytes()
+    ca = pathlib.Path(cfg.tls_client_ca).read_bytes() if cfg.tls_client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
 
 
 def _prepare_socket(path: pathlib.Path) -> None:
@@ -112,7 +125,10 @@ class Daemon:
             self._socket_path = path
             self.endpoints.append(f"unix:{path}")
         if cfg.tcp:
-            bound = server.add_insecure_port(_check_tcp(cfg.tcp))
+            creds = _tls_credentials(cfg)
+            address = _check_tcp(cfg.tcp, tls=creds is not None)
+            bound = (server.add_secure_port(address, creds) if creds is not None
+                     else server.add_insecure_port(address))
             host = cfg.tcp.rpartition(":")[0]
             self.endpoints.append(f"{host}:{bound}")
         if not self.endpoints:

@@ -104,6 +104,13 @@ def generic_handler(servicer: "IommuServicer") -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
+def _identity(context: grpc.aio.ServicerContext) -> str:
+    """The caller's client-certificate subject CN under mutual TLS, else ""."""
+    auth = context.auth_context() or {}
+    names = auth.get("x509_common_name") or []
+    return names[0].decode() if names else ""
+
+
 def _token(context: grpc.aio.ServicerContext) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == SESSION_METADATA_KEY:
@@ -115,7 +122,8 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
     """Wrap a handler `(self, request, session) -> response`.
 
     session="required": a valid token is needed; "optional": a token is
-    used if sent; "none": the call opens or needs no session.
+    used if sent; "none": the call opens a session, and the handler gets
+    the caller's TLS identity ("" without one) in place of a session.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -132,8 +140,9 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
                 _check_wellformed(request)
                 token = _token(context)
                 if session == "required" or (session == "optional" and token):
-                    sess = self.sessions.lookup(token)
-                result = handler(self, request, sess)
+                    sess = self.sessions.lookup(token, _identity(context))
+                # Handlers that open sessions get the caller's identity instead.
+                result = handler(self, request, _identity(context) if session == "none" else sess)
                 if isinstance(result, Awaitable):
                     result = await result
                 return result
@@ -239,10 +248,10 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     # -- sessions -----------------------------------------------------------
 
     @rpc(session="none")
-    def OpenSession(self, request: pb.OpenSessionRequest, _: None) -> pb.OpenSessionResponse:
-        sess = self.sessions.open(request.client_name, request.lease_seconds)
+    def OpenSession(self, request: pb.OpenSessionRequest, identity: str) -> pb.OpenSessionResponse:
+        sess = self.sessions.open(request.client_name, request.lease_seconds, identity)
         log.info("session.open", session=sess.session_id, client_name=sess.client_name,
-                 lease_seconds=sess.lease_seconds)
+                 lease_seconds=sess.lease_seconds, identity=identity or None)
         return pb.OpenSessionResponse(token=sess.token, session_id=sess.session_id,
                                       lease_seconds=sess.lease_seconds)
 
@@ -259,7 +268,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         # Streaming does not fit `rpc`; it applies the same checks by hand.
         try:
             _check_wellformed(request)
-            sess = self.sessions.lookup(_token(context))
+            sess = self.sessions.lookup(_token(context), _identity(context))
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)
@@ -431,7 +440,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchHostResponse]:
         try:
             _check_wellformed(request)
-            sess = self.sessions.lookup(_token(context))
+            sess = self.sessions.lookup(_token(context), _identity(context))
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)

@@ -34,8 +34,12 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 max_contexts: int, max_objects: int, host: Host | None = None) -> None:
+                 max_contexts: int, max_objects: int, host: Host | None = None,
+                 identity: str = "") -> None:
         self.token = token
+        #: The mutual-TLS identity that opened the session ("" without one);
+        #: only that identity may use the token.
+        self.identity = identity
         # Public id for logs: a digest prefix, so the log never holds the secret.
         self.session_id = "s-" + hashlib.sha256(token.encode()).hexdigest()[:12]
         self.client_name = client_name
@@ -182,22 +186,23 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._by_token.values()))
 
-    def open(self, client_name: str, lease_seconds: int) -> Session:
+    def open(self, client_name: str, lease_seconds: int, identity: str = "") -> Session:
         if len(self._by_token) >= self.max_sessions:
             raise IommuError(E.ENOSPC, f"The daemon already serves {len(self._by_token)} "
                              f"sessions, its limit.", limit=self.max_sessions)
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
         session = Session(secrets.token_urlsafe(32), client_name[:128], lease,
-                          self.max_contexts, self.max_objects, self.host)
+                          self.max_contexts, self.max_objects, self.host, identity)
         self._by_token[session.token] = session
         return session
 
-    def lookup(self, token: str | None) -> Session:
+    def lookup(self, token: str | None, identity: str = "") -> Session:
         """The live session for `token`, renewed; ESRCH for a missing or
-        unknown token (the same answer either way)."""
+        unknown token, or one opened by another TLS identity (the same
+        answer in every case)."""
         session = self._by_token.get(token) if token else None
-        if session is None:
+        if session is None or (session.identity and session.identity != identity):
             raise IommuError(E.ESRCH, "No live session matches the request's token; open one "
                              "with OpenSession and send its token as 'iommud-session' metadata.")
         session.touch()

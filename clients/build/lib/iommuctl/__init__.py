@@ -1,0 +1,1 @@
+"""iommuctl: the command line of iommud (see `iommuctl --help`)."""

@@ -1,0 +1,5 @@
+import sys
+
+from iommuctl.cli import main
+
+sys.exit(main())

@@ -35,9 +35,9 @@ def apt_install(*packages: str) -> None:
         return
     assert os.geteuid() == 0, f"installing {missing} needs root (apt-get)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, capture_output=True)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
-                   capture_output=True)
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert out.returncode == 0, f"{' '.join(cmd)}: {out.stdout[-2000:]}{out.stderr[-2000:]}"
 
 
 # -- Dockerfile -----------------------------------------------------------------------
@@ -172,8 +172,18 @@ def podman(*args: str, check: bool = True, timeout: float = 900, **kw) -> subpro
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
     cmd = ["podman", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager=cgroupfs",
            *args]
-    return subprocess.run(cmd, check=check, capture_output=True, text=True, env=env,
-                          timeout=timeout, **kw)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-4000:]}\n"
+                             f"{out.stderr[-4000:]}")
+    return out
+
+
+def run_logged(cmd: list[str], timeout: float) -> None:
+    """Run a setup command; on failure the assertion carries its output's tail."""
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{cmd[0]} exited {out.returncode}:\n{out.stdout[-4000:]}\n" \
+                                f"{out.stderr[-4000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -182,13 +192,12 @@ def image(tmp_path_factory) -> str:
     # The base image is cached between runs on the same machine, never required.
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
         rootfs = tmp_path_factory.mktemp("rootfs")
-        subprocess.run(["debootstrap", "--variant=minbase",
-                        "--include=python3,python3-venv,python3-pip,ca-certificates",
-                        "bookworm", str(rootfs), "http://deb.debian.org/debian"],
-                       check=True, capture_output=True, timeout=1200)
-        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-        podman("import", "-", BASE_IMAGE, stdin=tar.stdout)
-        assert tar.wait() == 0
+        run_logged(["debootstrap", "--variant=minbase",
+                    "--include=python3,python3-venv,python3-pip,ca-certificates",
+                    "bookworm", str(rootfs), "http://deb.debian.org/debian"], timeout=1200)
+        tarball = tmp_path_factory.mktemp("base") / "rootfs.tar"
+        run_logged(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], timeout=600)
+        podman("import", str(tarball), BASE_IMAGE)
     ca = "/etc/ssl/certs/ca-certificates.crt"
     podman("build", "--format", "docker", "--network", "host",
            "-v", f"{ca}:/run/host-ca.crt:ro", "--build-arg", "PIP_CERT=/run/host-ca.crt",

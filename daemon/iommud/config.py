@@ -66,6 +66,11 @@ class Config:
     dma_entry_limit: int = 65535
     #: Treat every session as holding CAP_SYS_RESOURCE (IOMMU_OPTION RLIMIT_MODE).
     cap_sys_resource: int = 0
+    #: Durable journal (SQLite, WAL): a database path turns it on, ":memory:"
+    #: journals without durability (tests), "" turns it off.
+    journal: str = ""
+    #: "normal" survives a daemon crash; "full" also survives power loss (fsync per call).
+    journal_sync: str = "normal"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}

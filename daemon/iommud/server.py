@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import errno as E
+import hashlib
 import ipaddress
 import os
 import pathlib
 import signal
 import socket
 import stat
+import time
 from collections.abc import Callable
 
 import grpc
@@ -19,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from iommud import topology_load
 from iommud.config import Config
 from iommud.host import Host
+from iommud.journal import Journal
 from iommud.logsetup import get_logger
 from iommud.service import IommuServicer, generic_handler
 from iommud.session import SessionRegistry
@@ -79,6 +82,14 @@ def _prepare_socket(path: pathlib.Path) -> None:
         probe.close()
 
 
+def _topology_digest(spec: str) -> str:
+    """What the journal's fingerprint records of a topology: its file's bytes
+    (a sysfs tree or the embedded default is named by its spec alone)."""
+    if spec == "default" or spec.startswith("sysfs:"):
+        return ""
+    return hashlib.sha256(pathlib.Path(spec).read_bytes()).hexdigest()
+
+
 def load_topology(spec: str) -> Topology:
     """"default", "sysfs:<root>", or a topology file path."""
     if spec == "default":
@@ -100,6 +111,13 @@ class Daemon:
             lease_default=config.lease_seconds, lease_max=config.lease_max_seconds,
             max_sessions=config.max_sessions, max_contexts=config.max_contexts_per_session,
             max_objects=config.max_objects_per_context, host=self.host)
+        self.journal: Journal | None = None
+        if config.journal:
+            self.journal = Journal(config.journal, config.journal_sync)
+            self.journal.bind(Journal.fingerprint(
+                topology=config.topology, topology_digest=_topology_digest(config.topology),
+                group_stage=config.group_stage, vfio_mode=config.vfio_mode))
+        self.servicer = IommuServicer(config, self.sessions, self.host, self.journal)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.endpoints: list[str] = []
@@ -111,9 +129,13 @@ class Daemon:
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
+        if self.journal is not None:
+            started = time.perf_counter()
+            rows = await self.servicer.replay()
+            log.info("journal.recovered", path=cfg.journal, rows=rows, sessions=len(self.sessions),
+                     seconds=round(time.perf_counter() - started, 3))
         server = grpc.aio.server(options=options)
-        server.add_generic_rpc_handlers(
-            (generic_handler(IommuServicer(cfg, self.sessions, self.host)),))
+        server.add_generic_rpc_handlers((generic_handler(self.servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -170,6 +192,8 @@ class Daemon:
         self.sessions.close_all()
         if self._socket_path is not None:
             self._socket_path.unlink(missing_ok=True)
+        if self.journal is not None:
+            self.journal.close()
         log.info("stopped", closed_sessions=open_sessions)
 
     async def run(self, on_ready: Callable[[list[str]], None] | None = None) -> None:

@@ -28,6 +28,7 @@ from iommud.device import DeviceObj
 from iommud.host import Host
 from iommud.hw_pagetable import HwptPaging
 from iommud.ioas import Ioas
+from iommud.journal import HOST_METHODS, Journal
 from iommud.topology import Device as HostDevice
 from iommud.topology import ReservedRegion
 from iommud.logsetup import get_logger
@@ -118,12 +119,14 @@ def _token(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
-def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
+def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler], Handler]:
     """Wrap a handler `(self, request, session) -> response`.
 
     session="required": a valid token is needed; "optional": a token is
     used if sent; "none": the call opens a session, and the handler gets
     the caller's TLS identity ("" without one) in place of a session.
+    journal=False marks a handler that changes no state; every other one
+    that succeeds is journaled before its reply is sent.
     """
 
     def decorate(handler: Handler) -> Handler:
@@ -142,9 +145,13 @@ def rpc(*, session: str = "required") -> Callable[[Handler], Handler]:
                 if session == "required" or (session == "optional" and token):
                     sess = self.sessions.lookup(token, _identity(context))
                 # Handlers that open sessions get the caller's identity instead.
-                result = handler(self, request, _identity(context) if session == "none" else sess)
+                identity = _identity(context)
+                result = handler(self, request, identity if session == "none" else sess)
                 if isinstance(result, Awaitable):
                     result = await result
+                if journal and self.journal is not None:
+                    token = result.token if sess is None else sess.token
+                    self.journal.record(token, method, request.SerializeToString(), identity)
                 return result
             except (IommuError, OSError) as exc:
                 err = exc if isinstance(exc, IommuError) else IommuError.from_oserror(exc)
@@ -240,10 +247,47 @@ _FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAU
 
 
 class IommuServicer(pb_grpc.IommuServiceServicer):
-    def __init__(self, config: Config, sessions: SessionRegistry, host: Host) -> None:
+    def __init__(self, config: Config, sessions: SessionRegistry, host: Host,
+                 journal: Journal | None = None) -> None:
         self.config = config
         self.sessions = sessions
         self.host = host
+        self.journal = journal
+        if journal is not None:
+            sessions.on_forget.append(lambda sess: journal.forget_session(sess.token))
+
+    async def replay(self) -> int:
+        """Rebuild the state the journal acknowledged; returns the rows replayed.
+
+        Runs before the server listens. Each row goes through the handler
+        that first served it, without the journaling wrapper; a row that
+        fails means the journal and this daemon disagree, and starting
+        anyway would serve a state no client was promised, so it raises."""
+        if self.journal is None:
+            return 0
+        service = pb.DESCRIPTOR.services_by_name["IommuService"]
+        count = 0
+        for rec in self.journal.records():
+            method = service.methods_by_name.get(rec.method)
+            if method is None:
+                raise RuntimeError(f"journal row {rec.seq} names an unknown method {rec.method!r}")
+            request = getattr(pb, method.input_type.name).FromString(rec.request)
+            try:
+                if rec.method == "OpenSession":
+                    self.sessions.open(request.client_name, request.lease_seconds, rec.identity,
+                                       token=rec.token)
+                else:
+                    sess = self.sessions.get(rec.token)
+                    if sess is None and rec.method not in HOST_METHODS:
+                        raise IommuError(E.ESRCH, "its session is not open")
+                    result = getattr(type(self), rec.method).__wrapped__(self, request, sess)
+                    if isinstance(result, Awaitable):
+                        await result
+            except IommuError as exc:
+                raise RuntimeError(f"journal row {rec.seq} ({rec.method}) no longer applies: "
+                                   f"{exc}") from exc
+            count += 1
+        return count
 
     # -- sessions -----------------------------------------------------------
 
@@ -255,11 +299,11 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.OpenSessionResponse(token=sess.token, session_id=sess.session_id,
                                       lease_seconds=sess.lease_seconds)
 
-    @rpc()
+    @rpc(journal=False)
     def CloseSession(self, request: pb.CloseSessionRequest, sess: Session) -> pb.CloseSessionResponse:
         return pb.CloseSessionResponse(closed_fds=self.sessions.close(sess))
 
-    @rpc()
+    @rpc(journal=False)
     def KeepAlive(self, request: pb.KeepAliveRequest, sess: Session) -> pb.KeepAliveResponse:
         return pb.KeepAliveResponse(lease_seconds=sess.lease_seconds)
 
@@ -309,7 +353,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         ctx = sess.context(request.iommufd)
         return pb.IoasAllocResponse(out_ioas_id=ioas.ioas_alloc(ctx, request.flags))
 
-    @rpc()
+    @rpc(journal=False)
     def IoasIovaRanges(self, request: pb.IoasIovaRangesRequest,
                        sess: Session) -> pb.IoasIovaRangesResponse:
         ctx = sess.context(request.iommufd)
@@ -360,13 +404,13 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         ioas.change_process(sess.context(request.iommufd), request.reserved)
         return pb.IoasChangeProcessResponse()
 
-    @rpc()
+    @rpc(journal=False)
     def Translate(self, request: pb.TranslateRequest, sess: Session) -> pb.TranslateResponse:
         ctx = sess.context(request.iommufd)
         pa, prot = ioas.translate(ctx, request.ioas_id, request.iova)
         return pb.TranslateResponse(iova=request.iova, pa=pa, prot=prot)
 
-    @rpc()
+    @rpc(journal=False)
     async def TranslateBatch(self, request: pb.TranslateBatchRequest,
                              sess: Session) -> pb.TranslateBatchResponse:
         ctx = sess.context(request.iommufd)
@@ -390,12 +434,12 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
 
     # -- host topology and ownership ------------------------------------------
 
-    @rpc()
+    @rpc(journal=False)
     def ListDevices(self, request: pb.ListDevicesRequest, sess: Session) -> pb.ListDevicesResponse:
         return pb.ListDevicesResponse(devices=[_host_device(self.host, n)
                                                for n in sorted(self.host.devices)])
 
-    @rpc()
+    @rpc(journal=False)
     def ListGroups(self, request: pb.ListGroupsRequest, sess: Session) -> pb.ListGroupsResponse:
         out = []
         for g in self.host.iter_groups():
@@ -469,7 +513,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         sess.close_fd(request.device_fd)
         return pb.CloseDeviceResponse()
 
-    @rpc()
+    @rpc(journal=False)
     def DeviceGetInfo(self, request: pb.DeviceGetInfoRequest,
                       sess: Session) -> pb.DeviceGetInfoResponse:
         devfd = sess.device_fd(request.device_fd)
@@ -569,14 +613,14 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.FaultQueueAllocResponse(out_fault_id=fault.fault_queue_alloc(
             sess.context(request.iommufd), request.flags))
 
-    @rpc()
+    @rpc(journal=False)
     def GetHwInfo(self, request: pb.GetHwInfoRequest, sess: Session) -> pb.GetHwInfoResponse:
         ctx = sess.context(request.iommufd)
         info = device.get_hw_info(ctx, request.flags, request.dev_id, request.data_len,
                                   request.in_data_type, request.reserved)
         return pb.GetHwInfoResponse(**info)
 
-    @rpc()
+    @rpc(journal=False)
     def GetCapabilities(self, request: pb.GetCapabilitiesRequest,
                         sess: Session) -> pb.GetCapabilitiesResponse:
         sess.context(request.iommufd)
@@ -593,13 +637,13 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.OpenContainerResponse(container_fd=vfio_compat.open_container(
             sess, self.config.vfio_mode, self.config.dma_entry_limit))
 
-    @rpc()
+    @rpc(journal=False)
     def VfioGetApiVersion(self, request: pb.VfioGetApiVersionRequest,
                           sess: Session) -> pb.VfioGetApiVersionResponse:
         sess.context(request.container_fd)
         return pb.VfioGetApiVersionResponse(version=vfio_compat.VFIO_API_VERSION)
 
-    @rpc()
+    @rpc(journal=False)
     def VfioCheckExtension(self, request: pb.VfioCheckExtensionRequest,
                            sess: Session) -> pb.VfioCheckExtensionResponse:
         ctx = sess.context(request.container_fd)
@@ -612,7 +656,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                               self.config.group_stage)
         return pb.VfioSetIommuResponse()
 
-    @rpc()
+    @rpc(journal=False)
     def VfioIommuGetInfo(self, request: pb.VfioIommuGetInfoRequest,
                          sess: Session) -> pb.VfioIommuGetInfoResponse:
         info = vfio_compat.get_info(sess.context(request.container_fd), request.argsz)
@@ -660,7 +704,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         sess.close_fd(request.group_fd)
         return pb.CloseGroupResponse()
 
-    @rpc()
+    @rpc(journal=False)
     def VfioGroupGetStatus(self, request: pb.VfioGroupGetStatusRequest,
                            sess: Session) -> pb.VfioGroupGetStatusResponse:
         return pb.VfioGroupGetStatusResponse(flags=vfio_compat.get_status(
@@ -695,7 +739,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
 
     # -- introspection ------------------------------------------------------
 
-    @rpc(session="optional")
+    @rpc(session="optional", journal=False)
     def GetInfo(self, request: pb.GetInfoRequest, sess: Session | None) -> pb.GetInfoResponse:
         cfg = self.config
         resp = pb.GetInfoResponse(
@@ -714,7 +758,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
             resp.session_id = sess.session_id
         return resp
 
-    @rpc()
+    @rpc(journal=False)
     def ListObjects(self, request: pb.ListObjectsRequest, sess: Session) -> pb.ListObjectsResponse:
         ctx = sess.context(request.iommufd)
         out = []
@@ -732,7 +776,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
             out.append(info)
         return pb.ListObjectsResponse(objects=out)
 
-    @rpc()
+    @rpc(journal=False)
     def ListAreas(self, request: pb.ListAreasRequest, sess: Session) -> pb.ListAreasResponse:
         iopt = sess.context(request.iommufd).get(request.ioas_id, Ioas, "IOAS").iopt
         return pb.ListAreasResponse(areas=[

@@ -16,7 +16,7 @@ import errno as E
 import hashlib
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from iommud.context import IommufdContext
 from iommud.device import DeviceFd, open_device, unbind
@@ -179,6 +179,8 @@ class SessionRegistry:
         self.max_contexts = max_contexts
         self.max_objects = max_objects
         self._by_token: dict[str, Session] = {}
+        #: Called with each session that closes for good (not at daemon stop).
+        self.on_forget: list[Callable[[Session], None]] = []
 
     def __len__(self) -> int:
         return len(self._by_token)
@@ -186,13 +188,15 @@ class SessionRegistry:
     def __iter__(self) -> Iterator[Session]:
         return iter(list(self._by_token.values()))
 
-    def open(self, client_name: str, lease_seconds: int, identity: str = "") -> Session:
+    def open(self, client_name: str, lease_seconds: int, identity: str = "",
+             token: str | None = None) -> Session:
+        """A new session; `token` is given only when the journal replays one."""
         if len(self._by_token) >= self.max_sessions:
             raise IommuError(E.ENOSPC, f"The daemon already serves {len(self._by_token)} "
                              f"sessions, its limit.", limit=self.max_sessions)
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
-        session = Session(secrets.token_urlsafe(32), client_name[:128], lease,
+        session = Session(token or secrets.token_urlsafe(32), client_name[:128], lease,
                           self.max_contexts, self.max_objects, self.host, identity)
         self._by_token[session.token] = session
         return session
@@ -208,9 +212,18 @@ class SessionRegistry:
         session.touch()
         return session
 
-    def close(self, session: Session) -> int:
+    def get(self, token: str) -> Session | None:
+        return self._by_token.get(token)
+
+    def close(self, session: Session, forget: bool = True) -> int:
+        """Close `session`'s fds. forget=False at daemon stop: the session
+        ends here but stays in the journal, to come back on restart."""
         self._by_token.pop(session.token, None)
-        return session.close()
+        closed = session.close()
+        if forget:
+            for callback in self.on_forget:
+                callback(session)
+        return closed
 
     def reap(self, now: float | None = None) -> list[Session]:
         """Close every session whose lease ran out; returns them."""
@@ -221,5 +234,6 @@ class SessionRegistry:
         return expired
 
     def close_all(self) -> None:
+        """Daemon stop: every session ends, none is forgotten by the journal."""
         for session in list(self._by_token.values()):
-            self.close(session)
+            self.close(session, forget=False)

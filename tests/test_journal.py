@@ -1,0 +1,197 @@
+"""The durable journal: kill -9 the daemon and get back exactly what it had
+acknowledged: sessions (reachable by their old tokens), contexts, bindings,
+attachments, mappings, group claims, containers and host driver changes."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import start_daemon
+from iommud_client import IommudError
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_client.client import VFIO_TYPE1v2_IOMMU, Container, DeviceFd, Group
+from iommud.journal import Journal, JournalMismatch
+
+NVME, BRIDGE_A, BRIDGE_B, GPU = "0000:03:00.0", "0000:05:00.0", "0000:05:00.1", "0000:0a:00.0"
+G_NVME2 = 13
+MAPPINGS = 10_000
+
+
+def errno_of(fn) -> str:
+    with pytest.raises(IommudError) as exc:
+        fn()
+    return exc.value.errno_name
+
+
+def snapshot(sess, ctx_fds: list[int], dev_fds: list[tuple[int, str]]) -> dict:
+    """Everything a client can observe of its session's objects and of the host."""
+    out: dict = {"counts": str(sess.info().session)}
+    for fd in ctx_fds:
+        ctx = sess.context(fd)
+        objs = ctx.list_objects()
+        out[f"ctx{fd}"] = [str(o) for o in objs]
+        for o in objs:
+            if o.type == pb.OBJECT_TYPE_IOAS:
+                out[f"ctx{fd}.ioas{o.id}"] = [str(a).replace("\n", " ")
+                                             for a in ctx.list_areas(o.id)]
+    for fd, name in dev_fds:
+        out[f"dev{fd}"] = str(DeviceFd(sess, fd, name).info())
+    out["groups"] = [str(g) for g in sess.list_groups()]
+    out["devices"] = [str(d) for d in sess.list_devices()]
+    return out
+
+
+def kill9(daemon) -> None:
+    os.kill(daemon.proc.pid, signal.SIGKILL)
+    assert daemon.proc.wait(10) == -signal.SIGKILL
+
+
+def recovered_rows(daemon) -> int:
+    for line in daemon.log_lines():
+        if line.startswith("{") and json.loads(line)["event"] == "journal.recovered":
+            return json.loads(line)["rows"]
+    raise AssertionError("no journal.recovered event")
+
+
+def test_kill9_brings_back_every_acknowledged_object(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "journal.db"
+    d = start_daemon(tmp_path / "a", "--journal", str(db))
+    try:
+        v = _populate(d)
+        v.c.close()
+        kill9(d)
+    finally:
+        d.stop()
+    _check_recovered(tmp_path, db, v)
+
+
+def _both(sa, sb, ctx, dev, bridge, cont, grp) -> tuple[dict, dict]:
+    a = snapshot(sa, [ctx.iommufd], [(dev.device_fd, NVME), (bridge.device_fd, BRIDGE_A)])
+    b = snapshot(sb, [], [])
+    b["container"] = str(Container(sb, cont.container_fd).iommu_get_info())
+    b["group"] = Group(sb, grp.group_fd, G_NVME2).get_status()
+    return a, b
+
+
+def _populate(d) -> SimpleNamespace:
+    """Two VMs' worth of state, and what a client sees of it."""
+    c = d.client()
+    s = c.open_session("vm-1", lease_seconds=120)
+    ctx = s.open_context()
+    ioas = ctx.ioas_alloc()
+    for i in range(MAPPINGS):
+        ctx.ioas_map(ioas, 0x7F00_0000_0000 + i * 0x2000, 0x1000, iova=0x1_0000_0000 + i * 0x2000)
+    allocated = ctx.ioas_map(ioas, 0x7E00_0000_0000, 0x10000)   # an allocated IOVA
+    dev = s.open_device(NVME)
+    dev_id = dev.bind(ctx, cookie=0xC00C1E)
+    hwpt = ctx.hwpt_alloc(dev_id, ioas)
+    dev.attach(hwpt)
+    bridge = s.open_device(BRIDGE_A)
+    bridge_id = bridge.bind(ctx)
+    bridge.attach(ioas)
+    # A second session with a type1 container, and a host driver change.
+    s2 = c.open_session("vm-2", lease_seconds=120)
+    cont = s2.open_container()
+    grp = s2.open_group(G_NVME2)
+    grp.set_container(cont)
+    cont.set_iommu(VFIO_TYPE1v2_IOMMU)
+    cont.map_dma(0x10_0000, 0x4000, 0x7F00_0000_0000)
+    s2.unbind_host_driver(GPU)
+    # A closed session leaves nothing behind, in memory or in the journal.
+    with c.open_session("short") as s3:
+        s3.open_context().ioas_alloc()
+    # An operation that failed was never acknowledged and is not journaled.
+    assert errno_of(lambda: ctx.ioas_map(ioas, 0x1000, 0x1000, iova=0x1_0000_0000)) == "EEXIST"
+    before = _both(s, s2, ctx, dev, bridge, cont, grp)
+    return SimpleNamespace(**locals())
+
+
+def _check_recovered(tmp_path: pathlib.Path, db: pathlib.Path, v: SimpleNamespace) -> None:
+    s, s2, ctx, ioas, dev, bridge = v.s, v.s2, v.ctx, v.ioas, v.dev, v.bridge
+    d2 = start_daemon(tmp_path / "b", "--journal", str(db))
+    try:
+        with d2.client() as c2:
+            again = c2.attach_session(s.token)
+            again2 = c2.attach_session(s2.token)
+            assert _both(again, again2, ctx, dev, bridge, v.cont, v.grp) == v.before
+            assert recovered_rows(d2) > MAPPINGS
+            ctx2 = again.context(ctx.iommufd)
+            assert ctx2.translate(ioas, 0x1_0000_0000 + 17 * 0x2000 + 5).pa == \
+                0x7F00_0000_0000 + 17 * 0x2000 + 5
+            assert ctx2.translate(ioas, v.allocated).pa == 0x7E00_0000_0000
+            # Bindings and attachments: DMA from the devices translates again.
+            nvme, bridged = DeviceFd(again, dev.device_fd, NVME), DeviceFd(again, bridge.device_fd,
+                                                                           BRIDGE_A)
+            assert nvme.write(0x1_0000_0000, 4).pa == 0x7F00_0000_0000
+            assert bridged.read(0x1_0000_2000, 4).pa == 0x7F00_0000_2000
+            assert DeviceFd(again, dev.device_fd, NVME).info().dev_id == v.dev_id
+            assert v.bridge_id != v.dev_id
+            # Group claims: the bridge's sibling cannot be taken by another session.
+            other = c2.open_session("intruder")
+            sib = other.open_device(BRIDGE_B)
+            assert errno_of(lambda: sib.bind(other.open_context())) == "EPERM"
+            assert errno_of(lambda: other.open_group(G_NVME2)) == "EBUSY"   # still open in vm-2
+            # The recovered state keeps going, and is journaled in its turn.
+            ctx2.ioas_unmap_all(ioas)
+            other.close()
+    finally:
+        d2.stop()
+    d3 = start_daemon(tmp_path / "c", "--journal", str(db))
+    try:
+        with d3.client() as c3:
+            back = c3.attach_session(s.token)
+            assert back.context(ctx.iommufd).list_areas(ioas) == []
+            assert errno_of(lambda: c3.attach_session("no-such-token").info()) == "ESRCH"
+    finally:
+        d3.stop()
+
+
+def test_closed_sessions_leave_only_host_rows(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "journal.db"
+    d = start_daemon(tmp_path / "a", "--journal", str(db))
+    try:
+        with d.client() as c, c.open_session("vm") as s:
+            ctx = s.open_context()
+            ctx.ioas_map(ctx.ioas_alloc(), 0x1000, 0x1000, iova=0x1000)
+            s.unbind_host_driver(GPU)
+    finally:
+        assert d.stop() == 0
+    rows = sqlite3.connect(db).execute("SELECT method FROM ops ORDER BY seq").fetchall()
+    assert rows == [("UnbindHostDriver",)]
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_graceful_restart_keeps_sessions(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "journal.db"
+    d = start_daemon(tmp_path / "a", "--journal", str(db))
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        ctx.ioas_map(ioas, 0x5000, 0x1000, iova=0x1000)
+    assert d.stop() == 0      # SIGTERM
+    d2 = start_daemon(tmp_path / "b", "--journal", str(db))
+    try:
+        with d2.client() as c:
+            assert c.attach_session(s.token).context(ctx.iommufd).translate(ioas, 0x1010).pa == 0x5010
+    finally:
+        d2.stop()
+
+
+def test_a_journal_from_another_topology_is_refused(tmp_path: pathlib.Path) -> None:
+    j = Journal(str(tmp_path / "j.db"))
+    j.bind(Journal.fingerprint(topology="default"))
+    j.record("tok", "OpenSession", b"")
+    with pytest.raises(JournalMismatch):
+        j.bind(Journal.fingerprint(topology="other"))
+    j.bind(Journal.fingerprint(topology="default"))
+    j.forget_session("tok")
+    assert len(j) == 0
+    j.bind(Journal.fingerprint(topology="other"))   # an empty journal takes any
+    j.close()

@@ -151,7 +151,8 @@ def test_systemd_unit_verifies(tmp_path: pathlib.Path) -> None:
     apt_install("systemd")
     unit = (DEPLOY / "systemd" / "iommud.service").read_text()
     for option in ("DynamicUser=yes", "RuntimeDirectory=iommud", "ProtectSystem=strict",
-                   "NoNewPrivileges=yes", "EnvironmentFile=-/etc/default/iommud"):
+                   "NoNewPrivileges=yes", "EnvironmentFile=-/etc/default/iommud",
+                   "StateDirectory=iommud", "--journal ${STATE_DIRECTORY}/journal.db"):
         assert option in unit
     # Verify against this install's daemon (the unit names /usr/local/bin/iommud).
     exe = f"{os.path.realpath(sys.executable)} -m iommud"

@@ -67,6 +67,16 @@ def test_missing_or_bogus_token_is_esrch(client) -> None:
         assert info.value.code is grpc.StatusCode.UNAUTHENTICATED
 
 
+def test_echo_returns_its_payload_and_checks_a_token_if_sent(client, session) -> None:
+    before = client.info().daemon
+    assert client.echo(b"\x00ping" * 100) == b"\x00ping" * 100
+    assert client.echo(b"x", token=session.token) == b"x"
+    with pytest.raises(IommudError) as info:
+        client.echo(b"x", token="not-a-token")
+    assert info.value.errno_name == "ESRCH"
+    assert client.info().daemon == before
+
+
 def test_closed_session_token_is_dead(client) -> None:
     s = client.open_session()
     s.close()

@@ -150,6 +150,10 @@ class Client:
     def info(self, token: str | None = None) -> pb.GetInfoResponse:
         return self.call("GetInfo", pb.GetInfoRequest(), token)
 
+    def echo(self, payload: bytes = b"", token: str | None = None) -> bytes:
+        """Round-trip `payload` through the daemon (token checked if given)."""
+        return self.call("Echo", pb.EchoRequest(payload=payload), token).payload
+
     def open_session(self, client_name: str = "", lease_seconds: int = 0) -> "Session":
         """Start a session (a process); close it, or use it as a context manager."""
         resp = self.call("OpenSession", pb.OpenSessionRequest(client_name=client_name,

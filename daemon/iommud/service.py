@@ -740,6 +740,10 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     # -- introspection ------------------------------------------------------
 
     @rpc(session="optional", journal=False)
+    def Echo(self, request: pb.EchoRequest, sess: Session | None) -> pb.EchoResponse:
+        return pb.EchoResponse(payload=request.payload)
+
+    @rpc(session="optional", journal=False)
     def GetInfo(self, request: pb.GetInfoRequest, sess: Session | None) -> pb.GetInfoResponse:
         cfg = self.config
         resp = pb.GetInfoResponse(

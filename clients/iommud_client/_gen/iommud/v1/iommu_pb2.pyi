@@ -345,6 +345,18 @@ class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class EchoRequest(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
+class EchoResponse(_message.Message):
+    __slots__ = ("payload",)
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    payload: bytes
+    def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
+
 class Limits(_message.Message):
     __slots__ = ("max_contexts_per_session", "max_objects_per_context", "max_translate_batch", "max_message_bytes", "lease_seconds_default", "lease_seconds_max")
     MAX_CONTEXTS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]

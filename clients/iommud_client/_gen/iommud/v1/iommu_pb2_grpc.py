@@ -311,6 +311,11 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.Echo = channel.unary_unary(
+                '/iommud.v1.IommuService/Echo',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.EchoRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.EchoResponse.FromString,
+                _registered_method=True)
         self.ListObjects = channel.unary_unary(
                 '/iommud.v1.IommuService/ListObjects',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.ListObjectsRequest.SerializeToString,
@@ -726,6 +731,15 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Echo(self, request, context):
+        """Echo returns its payload and changes nothing: a liveness and latency
+        probe that takes the same path as every other call (token check,
+        logging, error mapping), and the baseline of the RPC benchmark.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListObjects(self, request, context):
         """ListObjects lists the objects of one iommufd context (introspection).
         """
@@ -1017,6 +1031,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.GetInfoRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'Echo': grpc.unary_unary_rpc_method_handler(
+                    servicer.Echo,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.EchoRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.EchoResponse.SerializeToString,
             ),
             'ListObjects': grpc.unary_unary_rpc_method_handler(
                     servicer.ListObjects,
@@ -2516,6 +2535,33 @@ class IommuService:
             '/iommud.v1.IommuService/GetInfo',
             iommud_dot_v1_dot_iommu__pb2.GetInfoRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Echo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/Echo',
+            iommud_dot_v1_dot_iommu__pb2.EchoRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.EchoResponse.FromString,
             options,
             channel_credentials,
             insecure,

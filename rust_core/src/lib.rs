@@ -8,6 +8,7 @@ pub mod dirty;
 pub mod errno;
 pub mod io_pagetable;
 pub mod iova_alloc;
+pub mod peer_gate;
 
 #[cfg(feature = "python")]
 mod python;

@@ -18,27 +18,29 @@ STUB = pathlib.Path(iommud.__file__).with_name("_core.pyi")
 RWF = _core.IOMMU_IOAS_MAP_READABLE | _core.IOMMU_IOAS_MAP_WRITEABLE | _core.IOMMU_IOAS_MAP_FIXED_IOVA
 
 
-def _stub_names() -> tuple[set[str], set[str]]:
+def _stub_names() -> tuple[set[str], dict[str, set[str]]]:
     tree = ast.parse(STUB.read_text())
-    module, cls = set(), set()
+    module, classes = set(), {}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign):
             module.add(node.target.id)
         elif isinstance(node, ast.FunctionDef):
             module.add(node.name)
-        elif isinstance(node, ast.ClassDef) and node.name == "IoPagetable":
+        elif isinstance(node, ast.ClassDef):
             module.add(node.name)
-            cls = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
-    return module, cls
+            classes[node.name] = {n.name for n in node.body
+                                  if isinstance(n, ast.FunctionDef)} - {"__init__"}
+    return module, classes
 
 
 def test_stub_matches_the_built_module() -> None:
     assert STUB.exists(), "the .pyi ships beside the module"
-    module, cls = _stub_names()
+    module, classes = _stub_names()
     public = {n for n in dir(_core) if not n.startswith("_")} | {"__version__"}
     assert module == public
-    built = {n for n in dir(_core.IoPagetable) if not n.startswith("_")}
-    assert cls == built
+    assert set(classes) == {"IoPagetable", "PeerGate"}
+    for name, methods in classes.items():
+        assert methods == {n for n in dir(getattr(_core, name)) if not n.startswith("_")}, name
 
 
 @pytest.mark.parametrize("make", [

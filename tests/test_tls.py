@@ -66,7 +66,7 @@ def pki(tmp_path_factory):
 def tls_daemon(tmp_path_factory, pki):
     cert, key = pki["server"]
     d = start_daemon(tmp_path_factory.mktemp("tls"), "--tcp", "0.0.0.0:0", "--tls-cert", cert,
-                     "--tls-key", key, "--tls-client-ca", pki["ca"])
+                     "--tls-key", key, "--tls-client-ca", pki["ca"], "--admin-identities", "vmm-b")
     serving = [json.loads(l) for l in d.log_lines() if '"serving"' in l][0]
     port = [e for e in serving["endpoints"] if not e.startswith("unix:")][0].rsplit(":", 1)[1]
     d.tcp = f"localhost:{port}"
@@ -137,3 +137,20 @@ def test_iommuctl_over_mutual_tls(tls_daemon, pki, tmp_path) -> None:
                          env={"PATH": os.environ["PATH"],
                               "IOMMUCTL_STATE_DIR": str(tmp_path)})
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+
+
+def test_admin_rpcs_need_an_admin_identity(tls_daemon, pki) -> None:
+    device = "0000:0a:00.1"      # on snd_hda_intel in the default topology
+    with client(tls_daemon, pki, "vmm-a") as a, client(tls_daemon, pki, "vmm-b") as b:
+        sa, sb = a.open_session("a"), b.open_session("b")
+        driver = {d.name: d.driver for d in sa.list_devices()}[device]
+        with pytest.raises(IommudError) as info:
+            sa.unbind_host_driver(device)
+        assert info.value.errno_name == "EPERM"
+        assert info.value.metadata["identity"] == "vmm-a"
+        assert {d.name: d.driver for d in sa.list_devices()}[device] == driver
+        sb.unbind_host_driver(device)           # vmm-b is listed in admin_identities
+        sb.bind_host_driver(device, driver)
+        assert {d.name: d.driver for d in sa.list_devices()}[device] == driver
+        sa.close()
+        sb.close()

@@ -56,3 +56,16 @@ def check_map_args(flags: int, iova: int, length: int) -> None: ...
 def check_copy_args(flags: int, src_iova: int, length: int, dst_iova: int) -> None: ...
 def copy(dst: IoPagetable, src: IoPagetable, flags: int, src_iova: int, length: int,
          dst_iova: int) -> int: ...
+
+class PeerGate:
+    """The UNIX socket's peer gate: accepts on `listen_fd` (ownership passes
+    to the gate), records each connection's SO_PEERCRED/SO_PEERGROUPS, and
+    relays it to `upstream` from the abstract address `<tag>/<n>`."""
+
+    def __init__(self, listen_fd: int, upstream: str, tag: str) -> None: ...
+    def peer(self, peer: str) -> tuple[int, int, int, list[int]] | None:
+        """(pid, uid, gid, groups) behind gRPC peer string `peer`, or None."""
+    def stats(self) -> tuple[int, int, int]:
+        """(accepted, failed to relay, live connections)."""
+    def stop(self) -> None:
+        """Stop accepting and end every relay. Idempotent."""

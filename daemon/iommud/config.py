@@ -66,6 +66,14 @@ class Config:
     dma_entry_limit: int = 65535
     #: Treat every session as holding CAP_SYS_RESOURCE (IOMMU_OPTION RLIMIT_MODE).
     cap_sys_resource: int = 0
+    #: UNIX socket callers allowed (comma-separated uids / gids, primary or
+    #: supplementary); empty leaves access to socket_mode. Others get EACCES.
+    allow_uids: str = ""
+    allow_gids: str = ""
+    #: Who may call admin RPCs (host driver binds, hot-plug): UNIX uids
+    #: (empty: root and the daemon's own uid) and mutual-TLS identities.
+    admin_uids: str = ""
+    admin_identities: str = ""
     #: Durable journal (SQLite, WAL): a database path turns it on, ":memory:"
     #: journals without durability (tests), "" turns it off.
     journal: str = ""

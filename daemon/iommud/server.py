@@ -8,9 +8,12 @@ import hashlib
 import ipaddress
 import os
 import pathlib
+import secrets
+import shutil
 import signal
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -19,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from iommud import topology_load
+from iommud._core import PeerGate
 from iommud.config import Config
 from iommud.host import Host
 from iommud.journal import Journal
@@ -82,6 +86,17 @@ def _prepare_socket(path: pathlib.Path) -> None:
         probe.close()
 
 
+def _private_dir(near: pathlib.Path) -> pathlib.Path:
+    """A fresh 0700 directory for the gRPC server's own socket: beside the
+    public one when the path fits a sockaddr_un, else in the temp dir."""
+    for parent in (near, None):
+        made = pathlib.Path(tempfile.mkdtemp(prefix=".iommud-", dir=parent))
+        if len(str(made / "grpc.sock").encode()) < 100:
+            return made
+        made.rmdir()
+    raise OSError(E.ENAMETOOLONG, "no directory short enough for the private socket")
+
+
 def _topology_digest(spec: str) -> str:
     """What the journal's fingerprint records of a topology: its file's bytes
     (a sysfs tree or the embedded default is named by its spec alone)."""
@@ -123,6 +138,7 @@ class Daemon:
         self.endpoints: list[str] = []
         self._stopping = asyncio.Event()
         self._socket_path: pathlib.Path | None = None
+        self._private_dir: pathlib.Path | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -143,11 +159,15 @@ class Daemon:
         if cfg.socket:
             path = pathlib.Path(cfg.socket).absolute()
             _prepare_socket(path)
-            server.add_insecure_port(f"unix:{path}")
+            # gRPC serves a private socket that only the peer gate reaches;
+            # the public path is the gate's (see access.py and peer_gate.rs).
+            self._private_dir = _private_dir(path.parent)
+            server.add_insecure_port(f"unix:{self._private_dir / 'grpc.sock'}")
             self._socket_path = path
             self.endpoints.append(f"unix:{path}")
         if cfg.tcp:
             creds = _tls_credentials(cfg)
+            self.servicer.access.check_listeners(plaintext_tcp=creds is None)
             address = _check_tcp(cfg.tcp, tls=creds is not None)
             bound = (server.add_secure_port(address, creds) if creds is not None
                      else server.add_insecure_port(address))
@@ -156,12 +176,27 @@ class Daemon:
         if not self.endpoints:
             raise ValueError("nothing to listen on: set socket and/or tcp")
         await server.start()
-        if self._socket_path is not None:
-            os.chmod(self._socket_path, cfg.socket_mode)
         self.server = server
+        if self._socket_path is not None:
+            self.servicer.gate = self._open_gate(self._socket_path, cfg.socket_mode)
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", endpoints=self.endpoints, pid=os.getpid())
+
+    def _open_gate(self, path: pathlib.Path, mode: int) -> PeerGate:
+        """Listen on the public socket (its mode set before anyone can
+        connect) and hand it to the peer gate."""
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(path))
+            os.chmod(path, mode)
+            listener.listen(512)
+        except BaseException:
+            listener.close()
+            raise
+        assert self._private_dir is not None
+        return PeerGate(listener.detach(), str(self._private_dir / "grpc.sock"),
+                        f"iommud-gate-{secrets.token_hex(8)}")
 
     async def _set_health(self, service: str, status: int) -> None:
         result = self.health.set(service, status)
@@ -188,10 +223,14 @@ class Daemon:
             await self._set_health(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
+        if self.servicer.gate is not None:
+            self.servicer.gate.stop()
         open_sessions = len(self.sessions)
         self.sessions.close_all()
         if self._socket_path is not None:
             self._socket_path.unlink(missing_ok=True)
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
         if self.journal is not None:
             self.journal.close()
         log.info("stopped", closed_sessions=open_sessions)

@@ -22,6 +22,8 @@ import grpc
 from google.protobuf import unknown_fields
 
 from iommud import __version__, _core, device, fault, hw_pagetable, ioas, vfio_compat
+from iommud._core import PeerGate
+from iommud.access import AccessPolicy, Caller
 from iommud.config import Config
 from iommud.errors import IommuError, request_details, to_status
 from iommud.device import DeviceObj
@@ -105,7 +107,7 @@ def generic_handler(servicer: "IommuServicer") -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _identity(context: grpc.aio.ServicerContext) -> str:
+def _tls_identity(context: grpc.aio.ServicerContext) -> str:
     """The caller's client-certificate subject CN under mutual TLS, else ""."""
     auth = context.auth_context() or {}
     names = auth.get("x509_common_name") or []
@@ -124,7 +126,8 @@ def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler
 
     session="required": a valid token is needed; "optional": a token is
     used if sent; "none": the call opens a session, and the handler gets
-    the caller's TLS identity ("" without one) in place of a session.
+    the Caller in place of a session. Every call first passes the access
+    policy (allowed uids/gids, admin RPCs; see access.py).
     journal=False marks a handler that changes no state; every other one
     that succeeds is journaled before its reply is sent.
     """
@@ -141,12 +144,14 @@ def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler
             outcome = "OK"
             try:
                 _check_wellformed(request)
+                caller = self.caller(context)
+                self.access.check_call(caller, method)
+                identity = caller.identity
                 token = _token(context)
                 if session == "required" or (session == "optional" and token):
-                    sess = self.sessions.lookup(token, _identity(context))
-                # Handlers that open sessions get the caller's identity instead.
-                identity = _identity(context)
-                result = handler(self, request, identity if session == "none" else sess)
+                    sess = self.sessions.lookup(token, identity)
+                # Handlers that open sessions get the caller in place of a session.
+                result = handler(self, request, caller if session == "none" else sess)
                 if isinstance(result, Awaitable):
                     result = await result
                 if journal and self.journal is not None:
@@ -255,6 +260,21 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         self.journal = journal
         if journal is not None:
             sessions.on_forget.append(lambda sess: journal.forget_session(sess.token))
+        self.access = AccessPolicy(config.allow_uids, config.allow_gids, config.admin_uids,
+                                   config.admin_identities)
+        #: The UNIX socket's peer gate (rust_core), set by the daemon once listening.
+        self.gate: PeerGate | None = None
+
+    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+        """Who is calling: the mTLS identity, else the UNIX peer's credentials."""
+        tls = _tls_identity(context)
+        if tls:
+            return Caller(tls_identity=tls)
+        cred = self.gate.peer(context.peer()) if self.gate is not None else None
+        if cred is None:
+            return Caller()
+        pid, uid, gid, groups = cred
+        return Caller(pid=pid, uid=uid, gid=gid, groups=frozenset(groups))
 
     async def replay(self) -> int:
         """Rebuild the state the journal acknowledged; returns the rows replayed.
@@ -292,10 +312,11 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     # -- sessions -----------------------------------------------------------
 
     @rpc(session="none")
-    def OpenSession(self, request: pb.OpenSessionRequest, identity: str) -> pb.OpenSessionResponse:
-        sess = self.sessions.open(request.client_name, request.lease_seconds, identity)
+    def OpenSession(self, request: pb.OpenSessionRequest, caller: Caller) -> pb.OpenSessionResponse:
+        sess = self.sessions.open(request.client_name, request.lease_seconds, caller.identity)
         log.info("session.open", session=sess.session_id, client_name=sess.client_name,
-                 lease_seconds=sess.lease_seconds, identity=identity or None)
+                 lease_seconds=sess.lease_seconds, identity=caller.identity or None,
+                 pid=caller.pid)
         return pb.OpenSessionResponse(token=sess.token, session_id=sess.session_id,
                                       lease_seconds=sess.lease_seconds)
 
@@ -312,7 +333,9 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         # Streaming does not fit `rpc`; it applies the same checks by hand.
         try:
             _check_wellformed(request)
-            sess = self.sessions.lookup(_token(context), _identity(context))
+            caller = self.caller(context)
+            self.access.check_call(caller, "WatchSession")
+            sess = self.sessions.lookup(_token(context), caller.identity)
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)
@@ -484,7 +507,9 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchHostResponse]:
         try:
             _check_wellformed(request)
-            sess = self.sessions.lookup(_token(context), _identity(context))
+            caller = self.caller(context)
+            self.access.check_call(caller, "WatchHost")
+            sess = self.sessions.lookup(_token(context), caller.identity)
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::errno::CoreError;
 
+mod gate;
 mod ioas;
 
 pub(crate) fn to_py(e: CoreError) -> PyErr {
@@ -22,6 +23,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("IOMMU_IOAS_MAP_READABLE", crate::io_pagetable::IOMMU_IOAS_MAP_READABLE)?;
     m.add("BATCH_RELEASE_GIL", ioas::BATCH_RELEASE_GIL)?;
     m.add_class::<ioas::IoPagetable>()?;
+    m.add_class::<gate::PeerGate>()?;
     m.add_function(wrap_pyfunction!(ioas::check_map_args, m)?)?;
     m.add_function(wrap_pyfunction!(ioas::check_copy_args, m)?)?;
     m.add_function(wrap_pyfunction!(ioas::copy, m)?)?;

@@ -83,6 +83,7 @@ impl IoPagetable {
                 );
             }
         }
+        self.check_room(chunks.len())?;
         let base = chunks[0].iova;
         for c in chunks {
             let at = iova + (c.iova - base);

@@ -142,6 +142,8 @@ pub struct IoPagetable {
     pub(crate) iova_alignment: u64,
     pub(crate) mapped_bytes: u64,
     pub(crate) dirty: DirtyTracker,
+    /// Most areas this table may hold (the daemon's per-IOAS limit); None is unlimited.
+    pub(crate) max_areas: Option<usize>,
 }
 
 pub(crate) fn intersects(a_start: u64, a_last: u64, b_start: u64, b_last: u64) -> bool {
@@ -271,8 +273,26 @@ impl IoPagetable {
             self.alloc_iova(length, user_va)?
         };
         self.check_user_offset(user_va)?;
+        self.check_room(1)?;
         self.insert_area(Area { iova, last: iova + (length - 1), user_va, prot: flags & PROT_MASK });
         Ok(iova)
+    }
+
+    /// ENOSPC when `more` areas would pass the table's limit. Checked last,
+    /// after every argument rule, so that a refused call changes nothing.
+    pub(crate) fn check_room(&self, more: usize) -> Result<()> {
+        match self.max_areas {
+            Some(max) if self.areas.len().saturating_add(more) > max => err(
+                ENOSPC,
+                format!("The IOAS holds {:#x} areas; {:#x} more would pass its limit of {:#x}.",
+                        self.areas.len(), more, max),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn set_max_areas(&mut self, max: Option<usize>) {
+        self.max_areas = max;
     }
 
     /// Placement checks of a FIXED_IOVA range (iopt_check_iova + overlap).

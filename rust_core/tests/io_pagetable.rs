@@ -263,3 +263,33 @@ fn dma_and_dirty_bitmap() {
     t.unmap(0x1000, 0x4000).unwrap(); // unmapping drops the area's dirty state
     assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
 }
+
+#[test]
+fn area_limit_refuses_with_enospc_and_changes_nothing() {
+    let mut t = IoPagetable::new();
+    t.set_max_areas(Some(3));
+    t.map(RW | FIXED, 0xA000, 0x1000, 0x1000).unwrap();
+    t.map(RW | FIXED, 0xB000, 0x1000, 0x3000).unwrap();
+    t.map(RW, 0xC000, 0x1000, 0).unwrap();
+    let before = areas(&t);
+    assert_eq!(errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000)), Errno::ENOSPC);
+    assert_eq!(errno(t.map(RW, 0xD000, 0x1000, 0)), Errno::ENOSPC);
+    // Argument errors still come first.
+    assert_eq!(errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x1000)), Errno::EEXIST);
+    assert_eq!(areas(&t), before);
+
+    // A copy creates one area per source area: two into a table with room for one.
+    let mut src = IoPagetable::new();
+    src.map(RW | FIXED, 0xE000, 0x1000, 0x1000).unwrap();
+    src.map(RW | FIXED, 0xF000, 0x1000, 0x2000).unwrap();
+    let mut dst = IoPagetable::new();
+    dst.set_max_areas(Some(1));
+    assert_eq!(errno(copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000)), Errno::ENOSPC);
+    assert_eq!(dst.num_areas(), 0);
+    assert_eq!(errno(copy_within(&mut t, RW | FIXED, 0x1000, 0x1000, 0x20_0000)), Errno::ENOSPC);
+    assert_eq!(areas(&t), before);
+    dst.set_max_areas(Some(2));
+    assert_eq!(copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000).unwrap(), 0x8000);
+    t.set_max_areas(None);
+    t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000).unwrap();
+}

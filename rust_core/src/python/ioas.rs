@@ -166,6 +166,13 @@ impl IoPagetable {
         self.write().set_iova_alignment(align).map_err(to_py)
     }
 
+    /// Most areas the table may hold (None: unlimited); maps and copies
+    /// past it fail with ENOSPC and change nothing.
+    #[pyo3(signature = (max))]
+    fn set_max_areas(&self, max: Option<usize>) {
+        self.write().set_max_areas(max);
+    }
+
     /// Reserve [start, last] for `owner`; EADDRINUSE on conflict.
     fn add_reserved(&self, start: u64, last: u64, owner: u64) -> PyResult<()> {
         self.write().add_reserved(start, last, owner).map_err(to_py)

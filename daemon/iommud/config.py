@@ -13,7 +13,7 @@ import os
 import pathlib
 import tomllib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iommud_client.endpoint import default_socket_path
 
@@ -42,7 +42,13 @@ class Config:
     reap_interval: float = 1.0
     max_sessions: int = 1024
     max_contexts_per_session: int = 64
+    #: Every fd of a session (contexts, device, group, container fds): EMFILE past it.
+    max_fds_per_session: int = 1024
     max_objects_per_context: int = 65536
+    #: Areas one IOAS may hold: ENOSPC past it.
+    max_areas_per_ioas: int = 1 << 20
+    #: Bytes all of a session's IOASes may map (the pinned-page rlimit analogue): ENOMEM past it.
+    max_mapped_bytes_per_session: int = 1 << 40
     #: Most IOVAs one TranslateBatch may carry.
     max_translate_batch: int = 1 << 24
     max_message_bytes: int = 256 << 20
@@ -80,6 +86,18 @@ class Config:
     #: "normal" survives a daemon crash; "full" also survives power loss (fsync per call).
     journal_sync: str = "normal"
 
+    def limits(self) -> "Limits":
+        """The per-session limits, as the session objects take them."""
+        from iommud.limits import Limits
+        return Limits(max_contexts_per_session=self.max_contexts_per_session,
+                      max_fds_per_session=self.max_fds_per_session,
+                      max_objects_per_context=self.max_objects_per_context,
+                      max_areas_per_ioas=self.max_areas_per_ioas,
+                      max_mapped_bytes_per_session=self.max_mapped_bytes_per_session)
+
+
+if TYPE_CHECKING:
+    from iommud.limits import Limits
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from iommud.errors import IommuError
+from iommud.limits import Accounting, Limits
 from iommud.ids import LowestFreeAllocator
 from iommud.objects import IommufdObject, ObjType
 
@@ -28,11 +29,15 @@ _Obj = TypeVar("_Obj", bound=IommufdObject)
 class IommufdContext:
     kind = "iommufd"
 
-    def __init__(self, max_objects: int, host: "Host | None" = None) -> None:
+    def __init__(self, limits: Limits | None = None, host: "Host | None" = None,
+                 account: Accounting | None = None) -> None:
         self._objects: dict[int, IommufdObject] = {}
         self._ids = LowestFreeAllocator(1, INT_MAX)
-        self._max_objects = max_objects
+        self.limits = limits or Limits()
+        self._max_objects = self.limits.max_objects_per_context
         self.host = host
+        #: The owning session's mapped-bytes account (shared by its contexts).
+        self.account = account or Accounting(self.limits.max_mapped_bytes_per_session)
         #: IOMMU_OPTION_RLIMIT_MODE: 0 user accounting (/dev/iommu), 1 per-mm.
         self.account_mode = 0
         #: Bound devices and legacy groups set on it keep the context alive

@@ -22,9 +22,10 @@ IOMMU_IOAS_MAP_READABLE = _core.IOMMU_IOAS_MAP_READABLE
 class Ioas(IommufdObject):
     type = ObjType.IOAS
 
-    def __init__(self, obj_id: int) -> None:
+    def __init__(self, obj_id: int, max_areas: int | None = None) -> None:
         super().__init__(obj_id)
         self.iopt = _core.IoPagetable()
+        self.iopt.set_max_areas(max_areas)
         #: Paging HWPTs mirroring this IOAS (each holds a users ref on it).
         self.domains: list = []
         #: IOMMU_OPTION_HUGE_PAGES; off forces PAGE_SIZE alignment.
@@ -63,9 +64,15 @@ def check_alloc_flags(flags: int) -> None:
 def ioas_alloc(ctx: IommufdContext, flags: int) -> int:
     """IOMMU_IOAS_ALLOC."""
     check_alloc_flags(flags)
-    obj_id = ctx.new_id()
-    ctx.insert(Ioas(obj_id))
-    return obj_id
+    return new_ioas(ctx).id
+
+
+def new_ioas(ctx: IommufdContext) -> Ioas:
+    """A fresh IOAS in `ctx`, under the context's limits and account."""
+    ioas = Ioas(ctx.new_id(), ctx.limits.max_areas_per_ioas)
+    ctx.insert(ioas)
+    ctx.account.track(ioas)
+    return ioas
 
 
 def ioas_iova_ranges(ctx: IommufdContext, ioas_id: int, num_iovas: int | None,
@@ -97,6 +104,7 @@ def ioas_map(ctx: IommufdContext, flags: int, ioas_id: int, reserved: int, user_
     check_reserved(reserved)
     _core.check_map_args(flags, iova, length)
     ioas = ctx.get(ioas_id, Ioas, "IOAS")
+    ctx.account.charge(length)
     return ioas.iopt.map(flags, user_va, length, iova)
 
 
@@ -106,6 +114,7 @@ def ioas_copy(ctx: IommufdContext, flags: int, dst_ioas_id: int, src_ioas_id: in
     _core.check_copy_args(flags, src_iova, length, dst_iova)
     src = ctx.get(src_ioas_id, Ioas, "source IOAS")
     dst = ctx.get(dst_ioas_id, Ioas, "destination IOAS")
+    ctx.account.charge(length)
     return _core.copy(dst.iopt, src.iopt, flags, src_iova, length, dst_iova)
 
 

@@ -124,8 +124,7 @@ class Daemon:
         self.host = Host(load_topology(config.topology))
         self.sessions = SessionRegistry(
             lease_default=config.lease_seconds, lease_max=config.lease_max_seconds,
-            max_sessions=config.max_sessions, max_contexts=config.max_contexts_per_session,
-            max_objects=config.max_objects_per_context, host=self.host)
+            max_sessions=config.max_sessions, limits=config.limits(), host=self.host)
         self.journal: Journal | None = None
         if config.journal:
             self.journal = Journal(config.journal, config.journal_sync)

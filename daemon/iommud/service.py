@@ -752,8 +752,9 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     @rpc()
     def VfioGroupGetDeviceFd(self, request: pb.VfioGroupGetDeviceFdRequest,
                              sess: Session) -> pb.VfioGroupGetDeviceFdResponse:
-        devfd = vfio_compat.get_device_fd(sess.group_fd(request.group_fd), request.name,
-                                          self.config.group_stage)
+        group = sess.group_fd(request.group_fd)
+        sess.check_fd_room()
+        devfd = vfio_compat.get_device_fd(group, request.name, self.config.group_stage)
         return pb.VfioGroupGetDeviceFdResponse(device_fd=sess.install_device_fd(devfd))
 
     @rpc()
@@ -779,7 +780,12 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                 max_translate_batch=cfg.max_translate_batch,
                 max_message_bytes=cfg.max_message_bytes,
                 lease_seconds_default=cfg.lease_seconds,
-                lease_seconds_max=cfg.lease_max_seconds),
+                lease_seconds_max=cfg.lease_max_seconds,
+                max_fds_per_session=cfg.max_fds_per_session,
+                max_areas_per_ioas=cfg.max_areas_per_ioas,
+                max_mapped_bytes_per_session=cfg.max_mapped_bytes_per_session,
+                max_sessions=cfg.max_sessions,
+                dma_entry_limit=cfg.dma_entry_limit),
             daemon=_counts(list(self.sessions)), group_stage=cfg.group_stage,
             topology_source=self.host.topology.source)
         if sess is not None:

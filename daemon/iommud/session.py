@@ -23,6 +23,7 @@ from iommud.device import DeviceFd, open_device, unbind
 from iommud.errors import IommuError
 from iommud.host import Host
 from iommud.ids import LowestFreeAllocator
+from iommud.limits import Accounting, Limits
 from iommud.vfio_compat import GroupFd, close_group, open_group
 
 FdEntry = IommufdContext | DeviceFd | GroupFd
@@ -34,8 +35,7 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 max_contexts: int, max_objects: int, host: Host | None = None,
-                 identity: str = "") -> None:
+                 limits: Limits, host: Host | None = None, identity: str = "") -> None:
         self.token = token
         #: The mutual-TLS identity that opened the session ("" without one);
         #: only that identity may use the token.
@@ -49,8 +49,9 @@ class Session:
         self.closed = False
         self._fds: dict[int, FdEntry] = {}
         self._fd_numbers = LowestFreeAllocator(FIRST_FD, FD_MAX)
-        self._max_contexts = max_contexts
-        self._max_objects = max_objects
+        self.limits = limits
+        #: Bytes mapped across all of this session's IOASes, against its limit.
+        self.account = Accounting(limits.max_mapped_bytes_per_session)
         self.host = host
 
     def touch(self) -> None:
@@ -66,6 +67,14 @@ class Session:
     def fds(self) -> Iterator[tuple[int, FdEntry]]:
         return iter(sorted(self._fds.items()))
 
+    def check_fd_room(self) -> None:
+        """EMFILE when the session holds its limit of fds. Every open checks
+        this before it has any effect, as the kernel reserves the fd number
+        before the file's open runs."""
+        if len(self._fds) >= self.limits.max_fds_per_session:
+            raise IommuError(E.EMFILE, f"The session already has {len(self._fds):#x} open fds, "
+                             f"its limit.", limit=self.limits.max_fds_per_session)
+
     def _install(self, entry: FdEntry) -> int:
         fd = self._fd_numbers.alloc()
         if fd is None:
@@ -75,19 +84,18 @@ class Session:
 
     def open_context(self) -> int:
         """open("/dev/iommu"): the new context's fd number (lowest free from 3)."""
+        self.check_fd_room()
         count = sum(1 for _ in self.contexts())
-        if count >= self._max_contexts:
-            raise IommuError(E.EMFILE, f"The session already has {count} open contexts, its "
-                             f"limit.", limit=self._max_contexts)
-        return self._install(IommufdContext(self._max_objects, self.host))
+        if count >= self.limits.max_contexts_per_session:
+            raise IommuError(E.EMFILE, f"The session already has {count:#x} open contexts, its "
+                             f"limit.", limit=self.limits.max_contexts_per_session)
+        return self._install(IommufdContext(self.limits, self.host, self.account))
 
     def open_device(self, name: str) -> int:
         """open("/dev/vfio/devices/vfioN") for the host device `name`."""
         if self.host is None:
             raise IommuError(E.ENODEV, "This daemon models no host devices.")
-        if len(self._fds) >= self._max_contexts * 4:
-            raise IommuError(E.EMFILE, f"The session already has {len(self._fds)} open fds, its "
-                             f"limit.", limit=self._max_contexts * 4)
+        self.check_fd_room()
         return self._install(open_device(self.host, name))
 
     def install_device_fd(self, devfd: DeviceFd) -> int:
@@ -98,6 +106,7 @@ class Session:
         """open("/dev/vfio/<group>")."""
         if self.host is None:
             raise IommuError(E.ENODEV, "This daemon models no host devices.")
+        self.check_fd_room()
         return self._install(open_group(self.host, group))
 
     def group_fd(self, fd: int) -> GroupFd:
@@ -171,13 +180,12 @@ class Session:
 
 class SessionRegistry:
     def __init__(self, lease_default: int, lease_max: int, max_sessions: int,
-                 max_contexts: int, max_objects: int, host: Host | None = None) -> None:
+                 limits: Limits, host: Host | None = None) -> None:
         self.host = host
         self.lease_default = lease_default
         self.lease_max = lease_max
         self.max_sessions = max_sessions
-        self.max_contexts = max_contexts
-        self.max_objects = max_objects
+        self.limits = limits
         self._by_token: dict[str, Session] = {}
         #: Called with each session that closes for good (not at daemon stop).
         self.on_forget: list[Callable[[Session], None]] = []
@@ -197,7 +205,7 @@ class SessionRegistry:
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
         session = Session(token or secrets.token_urlsafe(32), client_name[:128], lease,
-                          self.max_contexts, self.max_objects, self.host, identity)
+                          self.limits, self.host, identity)
         self._by_token[session.token] = session
         return session
 

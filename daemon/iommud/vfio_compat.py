@@ -30,7 +30,7 @@ from iommud.context import IommufdContext
 from iommud.device import DeviceFd, DeviceObj
 from iommud.errors import IommuError
 from iommud.host import Host
-from iommud.ioas import Ioas
+from iommud.ioas import Ioas, new_ioas
 
 if TYPE_CHECKING:
     from iommud.session import Session
@@ -257,10 +257,7 @@ def set_container(gfd: GroupFd, ctx: IommufdContext, stage: int) -> None:
 
 
 def _new_ioas(ctx: IommufdContext) -> Ioas:
-    obj_id = ctx.new_id()
-    ioas = Ioas(obj_id)
-    ctx.insert(ioas)
-    return ioas
+    return new_ioas(ctx)
 
 
 def unset_container(gfd: GroupFd) -> None:
@@ -385,6 +382,7 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
         if flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE):
             raise IommuError(E.EINVAL, f"The compat MAP_DMA takes READ and WRITE only, not {flags:#x}.")
         ioas = _compat_ioas(ctx)
+        ctx.account.charge(size)
         ioas.iopt.map(1 | prot, vaddr, size, iova)  # IOAS_MAP(FIXED_IOVA): its errno as-is
         return
     if flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR):
@@ -410,6 +408,7 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
     if cont.dma_avail == 0:
         raise IommuError(E.ENOSPC, f"The container holds {cont.dma_entry_limit} mappings, its "
                          f"dma_entry_limit.", limit=cont.dma_entry_limit)
+    ctx.account.charge(size)
     ioas.iopt.map(1 | prot, vaddr, size, iova)  # reserved ranges -> EINVAL, as type1
     cont.dma_avail -= 1
 

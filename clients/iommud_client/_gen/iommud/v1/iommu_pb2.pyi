@@ -358,20 +358,30 @@ class EchoResponse(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_contexts_per_session", "max_objects_per_context", "max_translate_batch", "max_message_bytes", "lease_seconds_default", "lease_seconds_max")
+    __slots__ = ("max_contexts_per_session", "max_objects_per_context", "max_translate_batch", "max_message_bytes", "lease_seconds_default", "lease_seconds_max", "max_fds_per_session", "max_areas_per_ioas", "max_mapped_bytes_per_session", "max_sessions", "dma_entry_limit")
     MAX_CONTEXTS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     MAX_OBJECTS_PER_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_TRANSLATE_BATCH_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     LEASE_SECONDS_MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_FDS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_AREAS_PER_IOAS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MAPPED_BYTES_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    DMA_ENTRY_LIMIT_FIELD_NUMBER: _ClassVar[int]
     max_contexts_per_session: int
     max_objects_per_context: int
     max_translate_batch: int
     max_message_bytes: int
     lease_seconds_default: int
     lease_seconds_max: int
-    def __init__(self, max_contexts_per_session: _Optional[int] = ..., max_objects_per_context: _Optional[int] = ..., max_translate_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., lease_seconds_default: _Optional[int] = ..., lease_seconds_max: _Optional[int] = ...) -> None: ...
+    max_fds_per_session: int
+    max_areas_per_ioas: int
+    max_mapped_bytes_per_session: int
+    max_sessions: int
+    dma_entry_limit: int
+    def __init__(self, max_contexts_per_session: _Optional[int] = ..., max_objects_per_context: _Optional[int] = ..., max_translate_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., lease_seconds_default: _Optional[int] = ..., lease_seconds_max: _Optional[int] = ..., max_fds_per_session: _Optional[int] = ..., max_areas_per_ioas: _Optional[int] = ..., max_mapped_bytes_per_session: _Optional[int] = ..., max_sessions: _Optional[int] = ..., dma_entry_limit: _Optional[int] = ...) -> None: ...
 
 class ObjectCounts(_message.Message):
     __slots__ = ("sessions", "contexts", "objects", "ioas", "areas", "mapped_bytes", "hwpts", "devices", "device_fds")

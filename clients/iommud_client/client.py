@@ -113,6 +113,9 @@ class Client:
         else:
             self.channel = grpc.insecure_channel(self.endpoint, options=opts)
         self.stub = pb_grpc.IommuServiceStub(self.channel)
+        #: Extra metadata sent with every call, e.g. tracing headers, or
+        #: ("iommud-fail-nth", "3") against a daemon run with debug_fail_nth.
+        self.metadata: list[tuple[str, str]] = []
 
     def close(self) -> None:
         self.channel.close()
@@ -130,7 +133,7 @@ class Client:
         to send requests the helpers would not build.
         """
         fn: Callable[..., Any] = getattr(self.stub, method)
-        metadata = ((SESSION_METADATA_KEY, token),) if token else None
+        metadata = (((SESSION_METADATA_KEY, token),) if token else ()) + tuple(self.metadata)
         try:
             return fn(request, metadata=metadata, timeout=self.timeout)
         except grpc.RpcError as exc:

@@ -85,6 +85,9 @@ class Config:
     journal: str = ""
     #: "normal" survives a daemon crash; "full" also survives power loss (fsync per call).
     journal_sync: str = "normal"
+    #: Debug only: honour `iommud-fail-nth` metadata (fail step N of a call, as
+    #: the kernel's fail-nth). Off in production; a call asking for it gets EPERM.
+    debug_fail_nth: int = 0
 
     def limits(self) -> "Limits":
         """The per-session limits, as the session objects take them."""

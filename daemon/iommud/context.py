@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.limits import Accounting, Limits
 from iommud.ids import LowestFreeAllocator
 from iommud.objects import IommufdObject, ObjType
@@ -62,6 +63,7 @@ class IommufdContext:
         if len(self._objects) >= self._max_objects:
             raise IommuError(E.ENOSPC, f"The context already holds {len(self._objects)} objects, "
                              f"its limit.", limit=self._max_objects)
+        step("object id")
         obj_id = self._ids.alloc()
         if obj_id is None:
             raise IommuError(E.ENOSPC, "The context has no free object id left.")

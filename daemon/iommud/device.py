@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.host import DOMAIN_BLOCKING, Host
 from iommud.hw_pagetable import (
     IOMMU_HWPT_ALLOC_PASID,
@@ -204,6 +205,7 @@ def _enforce_resv(obj: DeviceObj, ioas: Ioas) -> bool:
     try:
         for region in obj.host_dev.reserved_regions:
             if region.enforced:
+                step("reserved region")
                 ioas.iopt.add_reserved(region.start, region.last, obj.resv_owner)
     except BaseException:
         ioas.iopt.remove_reserved(obj.resv_owner)

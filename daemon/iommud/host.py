@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.topology import Device, Driver, Topology
 
 DOMAIN_DEFAULT = "default"
@@ -123,6 +124,7 @@ class Host:
         if g.domain != DOMAIN_DEFAULT:
             raise IommuError(E.EBUSY, f"IOMMU group {g.group} is not on its default domain.",
                              group=g.group)
+        step("dma ownership")
         g.owner, g.owner_cnt, g.domain = owner, 1, DOMAIN_BLOCKING
         self.publish(HostEvent("ownership", g.group, detail="claimed"))
 

@@ -14,6 +14,7 @@ import itertools
 
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.fault import FaultQueue
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
@@ -73,11 +74,13 @@ class HwptPaging(IommufdObject):
             raise IommuError(E.EINVAL, f"The domain's minimum page size {self.min_page_size:#x} "
                              f"exceeds the CPU page size {PAGE_SIZE:#x}.")
         if self.aperture_last < U64_MAX:
+            step("aperture reservation")
             iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
         self.ioas.domains.append(self)
         try:
+            step("iova alignment")
             iopt.set_iova_alignment(self.ioas.required_alignment())
-        except OSError:
+        except BaseException:
             self.ioas.domains.remove(self)
             iopt.remove_reserved(self.resv_owner)
             raise

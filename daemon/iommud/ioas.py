@@ -11,6 +11,7 @@ import errno as E
 from iommud import _core
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.objects import IommufdObject, ObjType
 
 U64_MAX = (1 << 64) - 1
@@ -105,6 +106,7 @@ def ioas_map(ctx: IommufdContext, flags: int, ioas_id: int, reserved: int, user_
     _core.check_map_args(flags, iova, length)
     ioas = ctx.get(ioas_id, Ioas, "IOAS")
     ctx.account.charge(length)
+    step("area")
     return ioas.iopt.map(flags, user_va, length, iova)
 
 
@@ -115,6 +117,7 @@ def ioas_copy(ctx: IommufdContext, flags: int, dst_ioas_id: int, src_ioas_id: in
     src = ctx.get(src_ioas_id, Ioas, "source IOAS")
     dst = ctx.get(dst_ioas_id, Ioas, "destination IOAS")
     ctx.account.charge(length)
+    step("area")
     return _core.copy(dst.iopt, src.iopt, flags, src_iova, length, dst_iova)
 
 

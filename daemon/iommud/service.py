@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 from google.protobuf import unknown_fields
 
-from iommud import __version__, _core, device, fault, hw_pagetable, ioas, vfio_compat
+from iommud import __version__, _core, device, failnth, fault, hw_pagetable, ioas, vfio_compat
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy, Caller
 from iommud.config import Config
@@ -114,11 +114,15 @@ def _tls_identity(context: grpc.aio.ServicerContext) -> str:
     return names[0].decode() if names else ""
 
 
-def _token(context: grpc.aio.ServicerContext) -> str | None:
+def _metadata(context: grpc.aio.ServicerContext, wanted: str) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == SESSION_METADATA_KEY:
+        if key == wanted:
             return value
     return None
+
+
+def _token(context: grpc.aio.ServicerContext) -> str | None:
+    return _metadata(context, SESSION_METADATA_KEY)
 
 
 def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler], Handler]:
@@ -150,10 +154,13 @@ def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler
                 token = _token(context)
                 if session == "required" or (session == "optional" and token):
                     sess = self.sessions.lookup(token, identity)
-                # Handlers that open sessions get the caller in place of a session.
-                result = handler(self, request, caller if session == "none" else sess)
-                if isinstance(result, Awaitable):
-                    result = await result
+                nth = failnth.parse(_metadata(context, failnth.METADATA_KEY),
+                                    bool(self.config.debug_fail_nth))
+                with failnth.armed(nth):
+                    # Handlers that open sessions get the caller in place of a session.
+                    result = handler(self, request, caller if session == "none" else sess)
+                    if isinstance(result, Awaitable):
+                        result = await result
                 if journal and self.journal is not None:
                     token = result.token if sess is None else sess.token
                     self.journal.record(token, method, request.SerializeToString(), identity)

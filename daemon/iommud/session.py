@@ -22,6 +22,7 @@ from iommud.context import IommufdContext
 from iommud.device import DeviceFd, open_device, unbind
 from iommud.errors import IommuError
 from iommud.host import Host
+from iommud.failnth import step
 from iommud.ids import LowestFreeAllocator
 from iommud.limits import Accounting, Limits
 from iommud.vfio_compat import GroupFd, close_group, open_group
@@ -74,6 +75,7 @@ class Session:
         if len(self._fds) >= self.limits.max_fds_per_session:
             raise IommuError(E.EMFILE, f"The session already has {len(self._fds):#x} open fds, "
                              f"its limit.", limit=self.limits.max_fds_per_session)
+        step("fd")
 
     def _install(self, entry: FdEntry) -> int:
         fd = self._fd_numbers.alloc()
@@ -202,6 +204,7 @@ class SessionRegistry:
         if len(self._by_token) >= self.max_sessions:
             raise IommuError(E.ENOSPC, f"The daemon already serves {len(self._by_token)} "
                              f"sessions, its limit.", limit=self.max_sessions)
+        step("session")
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
         session = Session(token or secrets.token_urlsafe(32), client_name[:128], lease,

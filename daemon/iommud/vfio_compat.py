@@ -29,6 +29,7 @@ from iommud import device as dev_mod
 from iommud.context import IommufdContext
 from iommud.device import DeviceFd, DeviceObj
 from iommud.errors import IommuError
+from iommud.failnth import step
 from iommud.host import Host
 from iommud.ioas import Ioas, new_ioas
 
@@ -383,6 +384,7 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
             raise IommuError(E.EINVAL, f"The compat MAP_DMA takes READ and WRITE only, not {flags:#x}.")
         ioas = _compat_ioas(ctx)
         ctx.account.charge(size)
+        step("area")
         ioas.iopt.map(1 | prot, vaddr, size, iova)  # IOAS_MAP(FIXED_IOVA): its errno as-is
         return
     if flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR):
@@ -409,6 +411,7 @@ def map_dma(ctx: IommufdContext, argsz: int, flags: int, vaddr: int, iova: int, 
         raise IommuError(E.ENOSPC, f"The container holds {cont.dma_entry_limit} mappings, its "
                          f"dma_entry_limit.", limit=cont.dma_entry_limit)
     ctx.account.charge(size)
+    step("area")
     ioas.iopt.map(1 | prot, vaddr, size, iova)  # reserved ranges -> EINVAL, as type1
     cont.dma_avail -= 1
 

@@ -196,6 +196,9 @@ def image(tmp_path_factory) -> str:
         run_logged(["debootstrap", "--variant=minbase",
                     "--include=python3,python3-venv,python3-pip,ca-certificates",
                     "bookworm", str(rootfs), "http://deb.debian.org/debian"], timeout=1200)
+        # mktemp made the directory 0700; as the image's "/" that would lock
+        # every non-root user (the daemon runs as 10001) out of the whole tree.
+        os.chmod(rootfs, 0o755)
         tarball = tmp_path_factory.mktemp("base") / "rootfs.tar"
         run_logged(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], timeout=600)
         podman("import", str(tarball), BASE_IMAGE)

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""gRPC throughput of iommud next to a trivial RPC on the same server stack.
+
+One run starts a daemon (`python -m iommud`, UNIX socket, JSON logs to a
+file) and measures, against it and in this order:
+
+- Echo: the baseline, a call that does nothing but pass the same path every
+  call takes (token check, logging, error mapping, gRPC, protobuf);
+- IoasMap: unary FIXED_IOVA maps of one page, each acknowledged;
+- TranslateBatch: addresses translated per second in batches of --batch
+  random IOVAs over the mapped areas.
+
+Unary calls are measured with one caller in flight and with --inflight
+concurrent callers (grpc.aio), since a VMM that pipelines its maps sees the
+second figure. The ratio Map/Echo says how much of a Map's cost is the work
+rather than the RPC. The whole set runs twice: without and with the durable
+journal (`--journal`, synchronous=NORMAL), so its cost is visible.
+
+    python bench/rpc_bench.py [--seconds 3] [--json bench/results/rpc-DATE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+import grpc
+
+from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+from iommud_client.client import SESSION_METADATA_KEY
+
+PAGE = 4096
+MAP_FLAGS = pb.IOAS_MAP_FLAG_FIXED_IOVA | pb.IOAS_MAP_FLAG_READABLE | pb.IOAS_MAP_FLAG_WRITEABLE
+
+
+def start_daemon(tmp: str, journal: bool) -> tuple[subprocess.Popen, str]:
+    sock = os.path.join(tmp, "iommud.sock")
+    args = [sys.executable, "-m", "iommud", "--socket", sock, "--log-format", "json",
+            "--dma-entry-limit", str(1 << 30)]
+    if journal:
+        args += ["--journal", os.path.join(tmp, "journal.db")]
+    log = open(os.path.join(tmp, "iommud.log"), "w")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IOMMUD_")}
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, f"unix:{sock}"
+
+
+async def wait_ready(stub: pb_grpc.IommuServiceStub) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await stub.Echo(pb.EchoRequest(), timeout=1, wait_for_ready=True)
+            return
+        except grpc.aio.AioRpcError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def rate(call, seconds: float, inflight: int) -> float:
+    """Completed calls per second, with `inflight` callers looping for `seconds`."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def caller(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < deadline:
+            await call(i)
+            i += inflight
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller(k) for k in range(inflight)))
+    return done / (time.perf_counter() - started)
+
+
+async def measure(endpoint: str, seconds: float, inflight: int, batch: int,
+                  areas: int) -> dict:
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = pb_grpc.IommuServiceStub(channel)
+        await wait_ready(stub)
+        token = (await stub.OpenSession(pb.OpenSessionRequest(client_name="bench"))).token
+        md = ((SESSION_METADATA_KEY, token),)
+        fd = (await stub.OpenContext(pb.OpenContextRequest(), metadata=md)).iommufd
+        ioas = (await stub.IoasAlloc(pb.IoasAllocRequest(iommufd=fd), metadata=md)).out_ioas_id
+        echo_req = pb.EchoRequest(payload=b"x" * 48)
+
+        async def echo(_i: int) -> None:
+            await stub.Echo(echo_req, metadata=md)
+
+        base = 1 << 32
+        next_iova = [base]
+
+        async def ioas_map(_i: int) -> None:
+            iova = next_iova[0]
+            next_iova[0] += 2 * PAGE
+            await stub.IoasMap(pb.IoasMapRequest(iommufd=fd, ioas_id=ioas, flags=MAP_FLAGS,
+                                                 user_va=0x7F00_0000_0000 + iova, length=PAGE,
+                                                 iova=iova), metadata=md)
+
+        out: dict = {}
+        await rate(echo, 1.0, inflight)          # warm up channel, server and caches
+        for label, n in (("serial", 1), (f"inflight{inflight}", inflight)):
+            out[f"echo_{label}_rps"] = await rate(echo, seconds, n)
+            out[f"map_{label}_rps"] = await rate(ioas_map, seconds, n)
+            out[f"map_over_echo_{label}"] = out[f"map_{label}_rps"] / out[f"echo_{label}_rps"]
+        mapped = (next_iova[0] - base) // (2 * PAGE)
+        # Top up to `areas` areas so the batch translates over a realistic tree.
+        while mapped < areas:
+            await asyncio.gather(*(ioas_map(0) for _ in range(min(256, areas - mapped))))
+            mapped = (next_iova[0] - base) // (2 * PAGE)
+        rng = random.Random(1)
+        iovas = array.array("Q", (base + 2 * PAGE * rng.randrange(mapped) + rng.randrange(PAGE)
+                                  for _ in range(batch)))
+        req = pb.TranslateBatchRequest(iommufd=fd, ioas_id=ioas, iovas=iovas.tobytes())
+        first = await stub.TranslateBatch(req, metadata=md)
+        assert first.mapped_count == batch, "every benchmarked IOVA is mapped"
+
+        async def translate(_i: int) -> None:
+            await stub.TranslateBatch(req, metadata=md)
+
+        calls = await rate(translate, seconds, 1)
+        out["translate_batch_calls_per_s"] = calls
+        out["translated_addresses_per_s"] = calls * batch
+        calls = await rate(translate, seconds, inflight)
+        out[f"translated_addresses_per_s_inflight{inflight}"] = calls * batch
+        out["areas"] = mapped
+        await stub.CloseSession(pb.CloseSessionRequest(), metadata=md)
+        return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--inflight", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=65536)
+    ap.add_argument("--areas", type=int, default=65536)
+    ap.add_argument("--json", default="")
+    args = ap.parse_args()
+    results = {}
+    for journal in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, endpoint = start_daemon(tmp, journal)
+            try:
+                results["journal" if journal else "no_journal"] = asyncio.run(
+                    measure(endpoint, args.seconds, args.inflight, args.batch, args.areas))
+            finally:
+                proc.terminate()
+                proc.wait(30)
+    results.update(seconds_per_figure=args.seconds, inflight=args.inflight, batch=args.batch,
+                   machine=f"{platform.machine()} {os.cpu_count()} cpus, "
+                           f"Python {platform.python_version()}, grpcio {grpc.__version__}",
+                   date=time.strftime("%Y-%m-%d"))
+    for mode in ("no_journal", "journal"):
+        r = results[mode]
+        print(f"[{mode}]")
+        for label in ("serial", f"inflight{args.inflight}"):
+            print(f"  {label:>10}: Echo {r[f'echo_{label}_rps']:8,.0f}/s  IoasMap "
+                  f"{r[f'map_{label}_rps']:8,.0f}/s  Map/Echo {r[f'map_over_echo_{label}']:.2f}")
+        print(f"  TranslateBatch x{args.batch}: {r['translated_addresses_per_s'] / 1e6:.1f} M "
+              f"addresses/s serial, {r[f'translated_addresses_per_s_inflight{args.inflight}'] / 1e6:.1f}"
+              f" M/s with {args.inflight} in flight ({r['areas']:,} areas)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=2, default=lambda v: round(v, 3))
+            fh.write("\n")
+
+
+if __name__ == "__main__":
+    main()

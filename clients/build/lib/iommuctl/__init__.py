@@ -1,1 +1,0 @@
-"""iommuctl: the command line of iommud (see `iommuctl --help`)."""

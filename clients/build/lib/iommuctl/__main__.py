@@ -1,5 +1,0 @@
-import sys
-
-from iommuctl.cli import main
-
-sys.exit(main())

@@ -53,7 +53,7 @@ class World:
                 state.append(cont.iommu_get_info().SerializeToString())
             except IommudError as exc:          # no IOMMU set yet
                 state.append(exc.errno_name)
-        state.append([(g.group, g.owner, g.owner_cnt, g.domain) for g in self.sess.list_groups()])
+        state.append(groups(self.sess))
         state.append([(d.name, d.driver) for d in self.sess.list_devices()])
         return state
 
@@ -78,6 +78,17 @@ class World:
         raise AssertionError(f"never succeeded: {sites}")
 
 
+def groups(sess) -> list[tuple]:
+    return [(g.group, g.owner, g.owner_cnt, g.domain) for g in sess.list_groups()]
+
+
+def assert_nothing_left(c: Client, base, groups_before: list[tuple]) -> None:
+    """After the walk's session closed: daemon counts and every group as before."""
+    assert c.info().daemon == base
+    with c.open_session("check") as s2:
+        assert groups(s2) == groups_before
+
+
 def test_injection_is_refused_when_off(daemon) -> None:
     with daemon.client() as c:
         c.metadata = [("iommud-fail-nth", "1")]
@@ -99,8 +110,7 @@ def test_fail_nth_walk_over_native_calls_leaves_nothing(dmn) -> None:
     with dmn.client() as c:
         base = c.info().daemon
         sess = c.open_session("walk")
-        w = World(c, sess)
-        groups_before = w.snapshot()[-2]
+        w, groups_before = World(c, sess), groups(sess)
         ctx = w.walk(sess.open_context)
         w.contexts.append(ctx)
         ioas = w.walk(ctx.ioas_alloc)
@@ -127,20 +137,14 @@ def test_fail_nth_walk_over_native_calls_leaves_nothing(dmn) -> None:
         w.walk(lambda: b.attach(ioas), min_steps=1)
 
         sess.close()
-        after = c.info().daemon
-        assert after == base
-        s2 = c.open_session("check")
-        assert [(g.group, g.owner, g.owner_cnt, g.domain) for g in s2.list_groups()] == \
-            groups_before
-        s2.close()
+        assert_nothing_left(c, base, groups_before)
 
 
 def test_fail_nth_walk_over_type1_compat_leaves_nothing(dmn) -> None:
     with dmn.client() as c:
         base = c.info().daemon
         sess = c.open_session("compat")
-        w = World(c, sess)
-        groups_before = w.snapshot()[-2]
+        w, groups_before = World(c, sess), groups(sess)
         cont = w.walk(sess.open_container)
         w.contexts.append(cont)
         w.containers.append(cont)
@@ -153,8 +157,4 @@ def test_fail_nth_walk_over_type1_compat_leaves_nothing(dmn) -> None:
         devfd.close()
         grp.unset_container()
         sess.close()
-        assert c.info().daemon == base
-        s2 = c.open_session("check")
-        assert [(g.group, g.owner, g.owner_cnt, g.domain) for g in s2.list_groups()] == \
-            groups_before
-        s2.close()
+        assert_nothing_left(c, base, groups_before)

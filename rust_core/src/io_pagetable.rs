@@ -11,13 +11,10 @@
 //!   `iova_alignment` (enforced when the alignment is raised);
 //! - `mapped_bytes` is the sum of the area lengths.
 //!
-//! The area map is a B-tree keyed by start IOVA: a translation is one
-//! predecessor search, and unmap walks only the areas it removes. Batched
-//! translation reads a flat sorted copy (FlatIndex) rebuilt lazily.
+//! The areas live in an `AreaMap` (area_map.rs): a translation is one
+//! predecessor search over it, and unmap walks only the areas it removes.
 
-use std::collections::BTreeMap;
-use std::sync::OnceLock;
-
+use crate::area_map::AreaMap;
 use crate::dirty::DirtyTracker;
 use crate::errno::{err, Errno::*, Result};
 
@@ -57,86 +54,12 @@ pub struct Reserved {
     pub owner: u64,
 }
 
-/// A flat, sorted copy of the area map for batched translation. A search
-/// first picks a block from `top` (every BLOCK-th start: small enough to stay
-/// in cache), then bisects the block's starts, then reads one payload entry:
-/// about three cache lines per address instead of a B-tree walk. Built on the
-/// first batch after a change, dropped by every change, so map and unmap pay
-/// nothing for it.
-#[derive(Debug, Default)]
-pub(crate) struct FlatIndex {
-    top: Vec<u64>,
-    starts: Vec<u64>,
-    payload: Vec<Payload>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Payload {
-    last: u64,
-    user_va: u64,
-    prot: u8,
-}
-
-const BLOCK: usize = 32;
-
-impl FlatIndex {
-    fn build(areas: &BTreeMap<u64, Area>) -> Self {
-        let starts: Vec<u64> = areas.keys().copied().collect();
-        let payload = areas
-            .values()
-            .map(|a| Payload { last: a.last, user_va: a.user_va, prot: a.prot as u8 })
-            .collect();
-        let top = starts.iter().step_by(BLOCK).copied().collect();
-        FlatIndex { top, starts, payload }
-    }
-
-    #[inline]
-    fn find(&self, iova: u64) -> Option<usize> {
-        let block = self.top.partition_point(|&s| s <= iova);
-        if block == 0 {
-            return None;
-        }
-        let lo = (block - 1) * BLOCK;
-        let hi = (lo + BLOCK).min(self.starts.len());
-        let k = lo + self.starts[lo..hi].partition_point(|&s| s <= iova) - 1;
-        (iova <= self.payload[k].last).then_some(k)
-    }
-
-    /// Translate a run of addresses; returns how many were mapped.
-    fn translate_run(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
-        let mut mapped = 0;
-        // Sorted or clustered inputs hit the same area repeatedly: check the
-        // last one found before searching again.
-        let mut hit: Option<usize> = None;
-        for ((&iova, pa), prot) in iovas.iter().zip(pas.iter_mut()).zip(prots.iter_mut()) {
-            let cached = hit.is_some_and(|k| self.starts[k] <= iova && iova <= self.payload[k].last);
-            if !cached {
-                hit = self.find(iova);
-            }
-            match hit {
-                Some(k) => {
-                    let e = self.payload[k];
-                    *pa = e.user_va.wrapping_add(iova - self.starts[k]);
-                    *prot = e.prot;
-                    mapped += 1;
-                }
-                None => {
-                    *pa = 0;
-                    *prot = 0;
-                }
-            }
-        }
-        mapped
-    }
-}
-
 /// Batches at least this long are split across the machine's cores.
 pub const PARALLEL_BATCH: usize = 1 << 16;
 
 #[derive(Default, Debug)]
 pub struct IoPagetable {
-    pub(crate) areas: BTreeMap<u64, Area>,
-    pub(crate) index: OnceLock<FlatIndex>,
+    pub(crate) areas: AreaMap,
     pub(crate) reserved: Vec<Reserved>,
     pub(crate) allowed: Vec<(u64, u64)>,
     pub(crate) iova_alignment: u64,
@@ -184,8 +107,13 @@ impl IoPagetable {
         self.mapped_bytes
     }
 
-    pub fn areas(&self) -> impl Iterator<Item = &Area> {
-        self.areas.values()
+    pub fn areas(&self) -> impl Iterator<Item = Area> + '_ {
+        self.areas.iter()
+    }
+
+    /// Heap bytes held by the area map (the memory benchmark's figure).
+    pub fn area_heap_bytes(&self) -> usize {
+        self.areas.heap_bytes()
     }
 
     pub fn reserved(&self) -> &[Reserved] {
@@ -197,13 +125,13 @@ impl IoPagetable {
     }
 
     /// The area containing `iova`, if any.
-    pub fn area_at(&self, iova: u64) -> Option<&Area> {
-        self.areas.range(..=iova).next_back().map(|(_, a)| a).filter(|a| iova <= a.last)
+    pub fn area_at(&self, iova: u64) -> Option<Area> {
+        self.areas.floor(iova).filter(|a| iova <= a.last)
     }
 
     /// The area containing `iova`, else the first area above it.
-    pub fn area_from(&self, iova: u64) -> Option<&Area> {
-        self.area_at(iova).or_else(|| self.areas.range(iova..).next().map(|(_, a)| a))
+    pub fn area_from(&self, iova: u64) -> Option<Area> {
+        self.area_at(iova).or_else(|| self.areas.ceil(iova))
     }
 
     /// Whether any area intersects `[start, last]`.
@@ -211,7 +139,7 @@ impl IoPagetable {
         if self.area_at(start).is_some() {
             return true;
         }
-        self.areas.range(start..=last).next().is_some()
+        self.areas.ceil(start).is_some_and(|a| a.iova <= last)
     }
 
     pub(crate) fn reserved_hit(&self, start: u64, last: u64) -> Option<&Reserved> {
@@ -221,13 +149,13 @@ impl IoPagetable {
     /// IOVA -> (user address, prot). None when nothing is mapped there.
     #[inline]
     pub fn translate(&self, iova: u64) -> Option<(u64, u32)> {
-        self.area_at(iova).map(|a| (a.user_va.wrapping_add(iova - a.iova), a.prot))
+        self.areas.translate(iova)
     }
 
     /// Translate every IOVA of `iovas`; unmapped ones get pa 0 and prot 0.
     /// Returns how many were mapped. Large batches use every core.
     pub fn translate_batch(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
-        let index = self.index.get_or_init(|| FlatIndex::build(&self.areas));
+        let index = &self.areas;
         let n = iovas.len().min(pas.len()).min(prots.len());
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
         if n < PARALLEL_BATCH || threads < 2 {
@@ -342,14 +270,12 @@ impl IoPagetable {
     }
 
     pub(crate) fn insert_area(&mut self, area: Area) {
-        self.index = OnceLock::new();
         self.mapped_bytes += area.length();
-        self.areas.insert(area.iova, area);
+        self.areas.insert(area);
     }
 
     fn remove_area(&mut self, iova: u64) -> Area {
-        self.index = OnceLock::new();
-        let area = self.areas.remove(&iova).expect("area present");
+        let area = self.areas.remove(iova).expect("area present");
         self.mapped_bytes -= area.length();
         self.dirty.forget(area.iova, area.last);
         area
@@ -381,7 +307,8 @@ impl IoPagetable {
             None => iova,
         };
         loop {
-            let Some((&start, &area)) = self.areas.range(cursor..).next() else { break };
+            let Some(area) = self.areas.ceil(cursor) else { break };
+            let start = area.iova;
             if start > last {
                 break;
             }
@@ -409,7 +336,6 @@ impl IoPagetable {
     /// Drop every area; returns the bytes they covered.
     pub fn unmap_all(&mut self) -> u64 {
         let total = self.mapped_bytes;
-        self.index = OnceLock::new();
         self.areas.clear();
         self.mapped_bytes = 0;
         self.dirty.clear();
@@ -474,7 +400,7 @@ impl IoPagetable {
         if align == 0 || !align.is_power_of_two() {
             return err(EINVAL, format!("Alignment {align:#x} is not a power of two."));
         }
-        if let Some(a) = self.areas.values().find(|a| {
+        if let Some(a) = self.areas.iter().find(|a| {
             a.iova % align != 0 || a.length() % align != 0 || (a.user_va % PAGE_SIZE) % align != 0
         }) {
             return err(

@@ -77,7 +77,7 @@ impl IoPagetable {
                 continue;
             }
             // p starts a hole; it ends before the next area or reserved range.
-            let next_area = self.areas.range(p..).next().map(|(&s, _)| s);
+            let next_area = self.areas.ceil(p).map(|a| a.iova);
             let next_resv = reserved.iter().map(|&(s, _)| s).filter(|&s| s > p).min();
             let hole_last = [next_area, next_resv]
                 .into_iter()

@@ -3,6 +3,7 @@
 //! iommufd rules and errno. Pure Rust; the `python` feature adds the thin
 //! PyO3 layer that the daemon imports as `iommud._core`.
 
+pub mod area_map;
 pub mod copy;
 pub mod dirty;
 pub mod errno;

@@ -1,0 +1,144 @@
+//! The area map against a BTreeMap reference: random inserts and removals
+//! large enough to split, extend and merge leaves many times, with every
+//! query compared and every invariant checked along the way.
+
+use std::collections::BTreeMap;
+
+use iommud_core::area_map::{AreaMap, LEAF};
+use iommud_core::Area;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn area(slot: u64) -> Area {
+    // Slot s covers [s*0x10000, s*0x10000 + 0x3fff]: disjoint, with gaps.
+    Area { iova: slot << 16, last: (slot << 16) + 0x3fff, user_va: slot * 7 + 0x1000, prot: 6 }
+}
+
+fn compare(map: &AreaMap, reference: &BTreeMap<u64, Area>, rng: &mut Rng, slots: u64) {
+    map.check();
+    assert_eq!(map.len(), reference.len());
+    for _ in 0..64 {
+        let iova = rng.below((slots + 2) << 16);
+        let floor = reference.range(..=iova).next_back().map(|(_, a)| *a);
+        let ceil = reference.range(iova..).next().map(|(_, a)| *a);
+        assert_eq!(map.floor(iova), floor, "floor {iova:#x}");
+        assert_eq!(map.ceil(iova), ceil, "ceil {iova:#x}");
+        let want = floor.filter(|a| iova <= a.last).map(|a| (a.user_va + (iova - a.iova), a.prot));
+        assert_eq!(map.translate(iova), want, "translate {iova:#x}");
+    }
+    // Batches, random and sorted, of every length up to a few groups.
+    let len = 1 + rng.below(70) as usize;
+    let mut iovas: Vec<u64> = (0..len).map(|_| rng.below((slots + 2) << 16)).collect();
+    for sorted in [false, true] {
+        if sorted {
+            iovas.sort_unstable();
+        }
+        let (mut pas, mut prots) = (vec![1u64; len], vec![1u8; len]);
+        let mapped = map.translate_run(&iovas, &mut pas, &mut prots);
+        let mut want_mapped = 0;
+        for (i, &iova) in iovas.iter().enumerate() {
+            let want = map.translate(iova);
+            want_mapped += usize::from(want.is_some());
+            assert_eq!((pas[i], prots[i] as u32), want.unwrap_or((0, 0)), "batch {iova:#x}");
+        }
+        assert_eq!(mapped, want_mapped);
+    }
+}
+
+#[test]
+fn random_inserts_and_removals_match_a_btreemap() {
+    for seed in 1..=6u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut map = AreaMap::new();
+        let mut reference = BTreeMap::new();
+        let slots = 4 * LEAF as u64 * (1 + seed % 3);
+        for step in 0..20_000 {
+            let slot = rng.below(slots);
+            let a = area(slot);
+            // Phases that grow, then shrink, then churn.
+            let grow = match (step / 5_000) % 4 { 0 => 80, 1 => 20, _ => 50 };
+            if rng.below(100) < grow {
+                if !reference.contains_key(&a.iova) {
+                    map.insert(a);
+                    reference.insert(a.iova, a);
+                }
+            } else {
+                assert_eq!(map.remove(a.iova), reference.remove(&a.iova));
+            }
+            if step % 257 == 0 {
+                compare(&map, &reference, &mut rng, slots);
+            }
+        }
+        compare(&map, &reference, &mut rng, slots);
+        assert!(map.iter().eq(reference.values().copied()));
+    }
+}
+
+#[test]
+fn ascending_maps_fill_leaves_completely() {
+    let mut map = AreaMap::new();
+    let n = 100 * LEAF as u64;
+    for slot in 0..n {
+        map.insert(area(slot));
+    }
+    map.check();
+    let per_area = map.heap_bytes() as f64 / n as f64;
+    assert!(per_area < 34.0, "{per_area} bytes per area");
+}
+
+#[test]
+fn descending_and_front_inserts_keep_order() {
+    let mut map = AreaMap::new();
+    for slot in (0..3 * LEAF as u64).rev() {
+        map.insert(area(slot));
+    }
+    map.check();
+    assert_eq!(map.iter().map(|a| a.iova).collect::<Vec<_>>(),
+               (0..3 * LEAF as u64).map(|s| s << 16).collect::<Vec<_>>());
+    // Drain from the front: keys follow, empty leaves go.
+    for slot in 0..3 * LEAF as u64 {
+        assert_eq!(map.remove(slot << 16), Some(area(slot)));
+        map.check();
+    }
+    assert!(map.is_empty() && map.floor(u64::MAX).is_none() && map.ceil(0).is_none());
+    assert_eq!(map.remove(0), None);
+}
+
+#[test]
+fn churn_keeps_leaves_at_least_a_quarter_full() {
+    let mut map = AreaMap::new();
+    let n = 64 * LEAF as u64;
+    for slot in 0..n {
+        map.insert(area(slot));
+    }
+    // Remove 7 of every 8 areas: merges must keep the memory per live area bounded.
+    for slot in (0..n).filter(|s| s % 8 != 0) {
+        map.remove(slot << 16);
+    }
+    map.check();
+    let live = map.len() as f64;
+    assert!(map.heap_bytes() as f64 / live < 4.0 * 32.0 + 16.0,
+            "{} bytes per live area", map.heap_bytes() as f64 / live);
+}
+
+#[test]
+fn an_area_may_end_at_the_top_of_the_address_space() {
+    let mut map = AreaMap::new();
+    let top = Area { iova: u64::MAX - 0xfff, last: u64::MAX, user_va: 0x5000, prot: 4 };
+    map.insert(top);
+    assert_eq!(map.translate(u64::MAX), Some((0x5fff, 4)));
+    assert_eq!(map.ceil(u64::MAX - 0xfff), Some(top));
+    assert_eq!(map.floor(0), None);
+}

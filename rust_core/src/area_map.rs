@@ -7,12 +7,17 @@
 //!   its hot part stays in cache) and then one leaf; there is no derived
 //!   index to rebuild after a map or unmap, so translations interleaved
 //!   with mutations cost the same as translations alone.
-//! - An area costs 32 bytes in a full leaf (start, last, user address and
-//!   prot) and nothing per page. Ascending maps, the common VMM pattern,
-//!   fill leaves completely because a full last leaf is extended with a new
-//!   leaf instead of split; other inserts split at the middle, and removals
-//!   merge a leaf that falls below a quarter into a neighbour, so leaves
-//!   stay at least a quarter full through any churn.
+//! - A leaf is a fixed, cache-line aligned array of `LEAF` slots (unused
+//!   ones hold a start of u64::MAX) led by a summary line of every
+//!   `LINE`-th start, so the search inside it reads two lines with a fixed
+//!   number of branch-free halvings. Batched lookups of scattered addresses
+//!   run as a prefetching pipeline, so their cache misses overlap.
+//! - An area costs about 34 bytes in a full leaf (start, last, user address,
+//!   prot and its share of the summary line) and nothing per page. Ascending
+//!   maps, the common VMM pattern, fill leaves completely because a full last
+//!   leaf is extended with a new leaf instead of split; other inserts split
+//!   at the middle, and removals merge a leaf that falls below a quarter into
+//!   a neighbour, so leaves stay at least a quarter full through any churn.
 //! - A map or unmap moves at most `LEAF` entries inside a leaf, plus one key
 //!   array shift when a leaf is created or dropped (once per `LEAF/2`
 //!   inserts at worst).
@@ -24,25 +29,26 @@
 use crate::io_pagetable::Area;
 
 /// Most areas in one leaf.
-pub const LEAF: usize = 128;
+pub const LEAF: usize = 64;
 
-/// Addresses resolved together by a batched translation.
-const GROUP: usize = 16;
+/// Addresses a batched translation handles in one mode (see translate_run).
+const BLOCK: usize = 256;
 
-/// For each j, narrow `[base[j], base[j] + len[j])` of the sorted `keys` to
-/// the last element at or below `q[j]`, one halving step for every j at a
-/// time. Leaves base[j] at the first element when none is at or below q[j].
-#[inline]
-fn lockstep(keys: &[u64], q: &[u64], base: &mut [usize], len: &mut [usize]) {
-    while len.iter().any(|&l| l > 1) {
-        for j in 0..q.len() {
-            let half = len[j] / 2;
-            let cand = base[j] + half;
-            base[j] = if half > 0 && keys[cand] <= q[j] { cand } else { base[j] };
-            len[j] -= half;
-        }
+/// How far ahead of the address being translated the pipeline reads.
+const PREFETCH: usize = 8;
+
+/// A hint that `p` will be read soon; never faults, whatever p is.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint with no architectural effect.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(p as *const i8, core::arch::x86_64::_MM_HINT_T0)
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
+
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Tail {
@@ -51,17 +57,32 @@ struct Tail {
     prot: u32,
 }
 
-#[derive(Debug, Default)]
+/// A start no area has (an area's iova is below 2^64-1), filling unused slots.
+const EMPTY: u64 = u64::MAX;
+
+/// Starts per cache line; `summary` holds the first start of each line.
+const LINE: usize = 8;
+
+/// Cache-line aligned, so that `summary` is one line and each run of `LINE`
+/// starts is one line: a search inside the leaf reads two lines.
+#[derive(Debug)]
+#[repr(C, align(64))]
 struct Leaf {
-    starts: Vec<u64>,
-    tails: Vec<Tail>,
+    summary: [u64; LEAF / LINE],
+    starts: [u64; LEAF],
+    tails: [Tail; LEAF],
+    len: usize,
 }
 
 impl Leaf {
-    fn with(area: Area) -> Leaf {
-        let mut leaf = Leaf { starts: Vec::with_capacity(LEAF), tails: Vec::with_capacity(LEAF) };
-        leaf.starts.push(area.iova);
-        leaf.tails.push(Tail { last: area.last, user_va: area.user_va, prot: area.prot });
+    fn new() -> Box<Leaf> {
+        Box::new(Leaf { summary: [EMPTY; LEAF / LINE], starts: [EMPTY; LEAF],
+                        tails: [Tail::default(); LEAF], len: 0 })
+    }
+
+    fn with(area: Area) -> Box<Leaf> {
+        let mut leaf = Leaf::new();
+        leaf.put(0, area);
         leaf
     }
 
@@ -71,14 +92,86 @@ impl Leaf {
     }
 
     fn len(&self) -> usize {
-        self.starts.len()
+        self.len
+    }
+
+    /// Insert at slot `pos`, shifting the slots above it up (len < LEAF).
+    fn put(&mut self, pos: usize, area: Area) {
+        let n = self.len;
+        self.starts.copy_within(pos..n, pos + 1);
+        self.tails.copy_within(pos..n, pos + 1);
+        self.starts[pos] = area.iova;
+        self.tails[pos] = Tail { last: area.last, user_va: area.user_va, prot: area.prot };
+        self.len = n + 1;
+        self.summarize();
+    }
+
+    fn summarize(&mut self) {
+        for (line, first) in self.summary.iter_mut().enumerate() {
+            *first = self.starts[line * LINE];
+        }
+    }
+
+    fn take(&mut self, k: usize) -> Area {
+        let area = self.area(k);
+        let n = self.len;
+        self.starts.copy_within(k + 1..n, k);
+        self.tails.copy_within(k + 1..n, k);
+        self.starts[n - 1] = EMPTY;
+        self.len = n - 1;
+        self.summarize();
+        area
+    }
+
+    /// Move the slots from `at` up to the end of `dst` (which has room).
+    fn move_to(&mut self, at: usize, dst: &mut Leaf) {
+        let (n, d) = (self.len, dst.len);
+        dst.starts[d..d + n - at].copy_from_slice(&self.starts[at..n]);
+        dst.tails[d..d + n - at].copy_from_slice(&self.tails[at..n]);
+        self.starts[at..n].fill(EMPTY);
+        dst.len = d + n - at;
+        self.len = at;
+        self.summarize();
+        dst.summarize();
+    }
+
+    /// The last slot whose start is at or below q, given that slot 0's is.
+    #[inline(always)]
+    fn floor(&self, q: u64) -> usize {
+        self.floor_from(self.floor_line(q), q)
+    }
+
+    /// The last line whose first start is at or below q (q at or above slot 0's).
+    #[inline(always)]
+    fn floor_line(&self, q: u64) -> usize {
+        // Arithmetic, not branches: random addresses would mispredict half the time.
+        let mut line = 0;
+        let mut half = LEAF / LINE / 2;
+        while half > 0 {
+            line += half * usize::from(self.summary[line + half] <= q);
+            half /= 2;
+        }
+        line
+    }
+
+    /// The last slot at or below q within `line`.
+    #[inline(always)]
+    fn floor_from(&self, line: usize, q: u64) -> usize {
+        let mut k = line * LINE;
+        let mut half = LINE / 2;
+        while half > 0 {
+            k += half * usize::from(self.starts[k + half] <= q);
+            half /= 2;
+        }
+        // Only q = 2^64-1 reaches the EMPTY slots; the last area is its floor.
+        k.min(self.len - 1)
     }
 }
 
 #[derive(Debug, Default)]
 pub struct AreaMap {
     keys: Vec<u64>,
-    leaves: Vec<Leaf>,
+    leaves: Vec<Box<Leaf>>,
     len: usize,
 }
 
@@ -110,8 +203,7 @@ impl AreaMap {
     fn floor_slot(&self, iova: u64) -> Option<(usize, usize)> {
         let li = self.leaf_of(iova)?;
         // The leaf's first start is its key, so at least one start is <= iova.
-        let k = self.leaves[li].starts.partition_point(|&s| s <= iova) - 1;
-        Some((li, k))
+        Some((li, self.leaves[li].floor(iova)))
     }
 
     /// The last area starting at or below `iova`.
@@ -123,7 +215,7 @@ impl AreaMap {
     pub fn ceil(&self, iova: u64) -> Option<Area> {
         let li = self.leaf_of(iova).unwrap_or(0);
         let leaf = self.leaves.get(li)?;
-        let k = leaf.starts.partition_point(|&s| s < iova);
+        let k = leaf.starts[..leaf.len].partition_point(|&s| s < iova);
         if k < leaf.len() {
             return Some(leaf.area(k));
         }
@@ -141,103 +233,120 @@ impl AreaMap {
 
     /// Translate a run of addresses; returns how many were mapped.
     ///
-    /// Sorted or clustered inputs hit the area found last, which is tried
-    /// first. The rest are resolved `GROUP` at a time in lockstep: each step
-    /// of the two binary searches (keys, then the leaf) is taken for every
-    /// address of the group before the next, without branches on the data,
-    /// so the group's cache misses overlap instead of queueing one behind
-    /// another.
+    /// The run goes in blocks, each in one of two modes chosen by how the
+    /// previous block went. Clustered or sorted addresses mostly fall in the
+    /// area found last, which is tried before any search. Scattered ones
+    /// are searched in a software pipeline: the leaf of the address
+    /// `2 * PREFETCH` ahead and the line of the one `PREFETCH` ahead are
+    /// found and prefetched, so that each address's search reads lines that
+    /// are already arriving instead of waiting for them one after another.
     pub fn translate_run(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
         let n = iovas.len().min(pas.len()).min(prots.len());
         let mut mapped = 0;
         let mut hit: Option<(usize, usize)> = None;
-        let mut pending = [0usize; GROUP];
+        let mut clustered = true;
         let mut start = 0;
         while start < n {
-            let end = (start + GROUP).min(n);
-            let mut misses = 0;
-            for i in start..end {
-                let iova = iovas[i];
-                match hit {
-                    Some((li, k)) if self.leaves[li].starts[k] <= iova
-                        && iova <= self.leaves[li].tails[k].last =>
-                    {
-                        let leaf = &self.leaves[li];
-                        pas[i] = leaf.tails[k].user_va.wrapping_add(iova - leaf.starts[k]);
-                        prots[i] = leaf.tails[k].prot as u8;
-                        mapped += 1;
-                    }
-                    _ => {
-                        pending[misses] = i;
-                        misses += 1;
-                    }
-                }
-            }
-            if misses > 0 {
-                let (m, last) = self.resolve_group(&pending[..misses], iovas, pas, prots);
-                mapped += m;
-                hit = last.or(hit);
-            }
+            let end = (start + BLOCK).min(n);
+            let (m, repeats) = if clustered {
+                self.run_clustered(start..end, iovas, pas, prots, &mut hit)
+            } else {
+                self.run_scattered(start..end, iovas, pas, prots, &mut hit)
+            };
+            mapped += m;
+            clustered = repeats * 2 >= end - start;
             start = end;
         }
         mapped
     }
 
-    /// Lockstep lookups of `iovas[idx]` for each idx of `group`; returns how
-    /// many were mapped and the slot of the last one that was.
-    fn resolve_group(&self, group: &[usize], iovas: &[u64], pas: &mut [u64], prots: &mut [u8])
-                     -> (usize, Option<(usize, usize)>) {
-        let g = group.len();
-        let mut q = [0u64; GROUP];
-        let mut base = [0usize; GROUP];
-        let mut len = [0usize; GROUP];
-        for j in 0..g {
-            q[j] = iovas[group[j]];
-            len[j] = self.keys.len();
-        }
-        // Keys: the last leaf keyed at or below q (base stays 0 when none is,
-        // which the check below catches).
-        lockstep(&self.keys, &q[..g], &mut base[..g], &mut len[..g]);
-        let mut leaf_of = [0usize; GROUP];
-        for j in 0..g {
-            leaf_of[j] = base[j];
-            len[j] = self.leaves.get(base[j]).map_or(0, Leaf::len);
-            base[j] = 0;
-        }
-        // Each leaf: the last start at or below q.
-        let mut steps = 0;
-        while (0..g).any(|j| len[j] > 1) && steps < 64 {
-            for j in 0..g {
-                let starts = &self.leaves[leaf_of[j]].starts;
-                let half = len[j] / 2;
-                let cand = base[j] + half;
-                base[j] = if half > 0 && starts[cand] <= q[j] { cand } else { base[j] };
-                len[j] -= half;
-            }
-            steps += 1;
-        }
-        let mut mapped = 0;
-        let mut last = None;
-        for j in 0..g {
-            let i = group[j];
-            let found = self.keys.first().is_some_and(|&k0| k0 <= q[j]).then(|| {
-                let leaf = &self.leaves[leaf_of[j]];
-                (leaf, base[j])
-            }).filter(|(leaf, k)| q[j] <= leaf.tails[*k].last);
-            match found {
-                Some((leaf, k)) => {
-                    pas[i] = leaf.tails[k].user_va.wrapping_add(q[j] - leaf.starts[k]);
-                    prots[i] = leaf.tails[k].prot as u8;
-                    mapped += 1;
-                    last = Some((leaf_of[j], k));
-                }
-                None => {
-                    pas[i] = 0;
-                    prots[i] = 0;
-                }
+    #[inline(always)]
+    fn emit(&self, slot: Option<(usize, usize)>, iova: u64, pa: &mut u64, prot: &mut u8) -> bool {
+        if let Some((li, k)) = slot {
+            let leaf = &self.leaves[li];
+            let t = &leaf.tails[k];
+            if leaf.starts[k] <= iova && iova <= t.last {
+                *pa = t.user_va.wrapping_add(iova - leaf.starts[k]);
+                *prot = t.prot as u8;
+                return true;
             }
         }
-        (mapped, last)
+        *pa = 0;
+        *prot = 0;
+        false
+    }
+
+    /// Per address, the last area first. Returns (mapped, repeats of the last area).
+    fn run_clustered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
+                     prots: &mut [u8], hit: &mut Option<(usize, usize)>) -> (usize, usize) {
+        let (mut mapped, mut repeats) = (0, 0);
+        for i in range {
+            let iova = iovas[i];
+            if self.emit(*hit, iova, &mut pas[i], &mut prots[i]) {
+                mapped += 1;
+                repeats += 1;
+                continue;
+            }
+            let slot = self.floor_slot(iova);
+            if self.emit(slot, iova, &mut pas[i], &mut prots[i]) {
+                mapped += 1;
+                *hit = slot;
+            }
+        }
+        (mapped, repeats)
+    }
+
+    /// The prefetching pipeline. Returns (mapped, repeats of the area before).
+    fn run_scattered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
+                     prots: &mut [u8], hit: &mut Option<(usize, usize)>) -> (usize, usize) {
+        const RING: usize = 2 * PREFETCH;
+        const NONE: usize = usize::MAX;
+        let (start, end) = (range.start, range.end);
+        let mut leaf_ring = [NONE; RING];
+        let mut line_ring = [0usize; RING];
+        let leaf_stage = |a: usize, leaf_ring: &mut [usize; RING]| {
+            let li = self.leaf_of(iovas[a]).unwrap_or(NONE);
+            leaf_ring[a % RING] = li;
+            if li != NONE {
+                prefetch(self.leaves[li].summary.as_ptr());
+            }
+        };
+        let line_stage = |b: usize, leaf_ring: &[usize; RING], line_ring: &mut [usize; RING]| {
+            let li = leaf_ring[b % RING];
+            if li != NONE {
+                let leaf = &self.leaves[li];
+                let line = leaf.floor_line(iovas[b]);
+                line_ring[b % RING] = line;
+                prefetch(leaf.starts[line * LINE..].as_ptr());
+                prefetch(leaf.tails[line * LINE + LINE / 2..].as_ptr());
+            }
+        };
+        for a in start..(start + RING).min(end) {
+            leaf_stage(a, &mut leaf_ring);
+        }
+        for b in start..(start + PREFETCH).min(end) {
+            line_stage(b, &leaf_ring, &mut line_ring);
+        }
+        let (mut mapped, mut repeats) = (0, 0);
+        for i in start..end {
+            // Retire i before its ring slot is reused by i + RING.
+            let li = leaf_ring[i % RING];
+            let line = line_ring[i % RING];
+            if i + PREFETCH < end {
+                line_stage(i + PREFETCH, &leaf_ring, &mut line_ring);
+            }
+            let iova = iovas[i];
+            let slot = (li != NONE).then(|| (li, self.leaves[li].floor_from(line, iova)));
+            if self.emit(slot, iova, &mut pas[i], &mut prots[i]) {
+                mapped += 1;
+                repeats += usize::from(slot == *hit);
+                *hit = slot;
+            }
+            if i + RING < end {
+                leaf_stage(i + RING, &mut leaf_ring);
+            }
+        }
+        (mapped, repeats)
     }
 
     /// Add an area; its start must not be present (areas are disjoint).
@@ -250,9 +359,10 @@ impl AreaMap {
         }
         // Below every key, the area goes to the front of the first leaf.
         let li = self.leaf_of(area.iova).unwrap_or(0);
-        let pos = self.leaves[li].starts.partition_point(|&s| s < area.iova);
-        debug_assert!(self.leaves[li].starts.get(pos) != Some(&area.iova), "duplicate start");
-        if self.leaves[li].len() == LEAF {
+        let leaf = &self.leaves[li];
+        let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
+        debug_assert!(leaf.starts[..leaf.len].get(pos) != Some(&area.iova), "duplicate start");
+        if leaf.len() == LEAF {
             if pos == LEAF && li + 1 == self.leaves.len() {
                 // Appending past the end: start a new leaf, keep this one full.
                 self.keys.push(area.iova);
@@ -264,19 +374,16 @@ impl AreaMap {
         // After a split the area belongs to the right half if it sorts there.
         let li = if li + 1 < self.keys.len() && area.iova >= self.keys[li + 1] { li + 1 } else { li };
         let leaf = &mut self.leaves[li];
-        let pos = leaf.starts.partition_point(|&s| s < area.iova);
-        leaf.starts.insert(pos, area.iova);
-        leaf.tails.insert(pos, Tail { last: area.last, user_va: area.user_va, prot: area.prot });
+        let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
+        leaf.put(pos, area);
         if pos == 0 {
             self.keys[li] = area.iova;
         }
     }
 
     fn split(&mut self, li: usize) {
-        let leaf = &mut self.leaves[li];
-        let mut right = Leaf { starts: Vec::with_capacity(LEAF), tails: Vec::with_capacity(LEAF) };
-        right.starts.extend(leaf.starts.drain(LEAF / 2..));
-        right.tails.extend(leaf.tails.drain(LEAF / 2..));
+        let mut right = Leaf::new();
+        self.leaves[li].move_to(LEAF / 2, &mut right);
         self.keys.insert(li + 1, right.starts[0]);
         self.leaves.insert(li + 1, right);
     }
@@ -288,11 +395,9 @@ impl AreaMap {
             return None;
         }
         let leaf = &mut self.leaves[li];
-        let area = leaf.area(k);
-        leaf.starts.remove(k);
-        leaf.tails.remove(k);
+        let area = leaf.take(k);
         self.len -= 1;
-        if leaf.starts.is_empty() {
+        if leaf.len() == 0 {
             self.keys.remove(li);
             self.leaves.remove(li);
             return Some(area);
@@ -316,11 +421,9 @@ impl AreaMap {
         } else {
             return;
         };
-        let absorbed = self.leaves.remove(from);
+        let mut absorbed = self.leaves.remove(from);
         self.keys.remove(from);
-        let dst = &mut self.leaves[into];
-        dst.starts.extend(absorbed.starts);
-        dst.tails.extend(absorbed.tails);
+        absorbed.move_to(0, &mut self.leaves[into]);
     }
 
     /// Every area in IOVA order.
@@ -331,9 +434,8 @@ impl AreaMap {
     /// Heap bytes held, for the memory benchmark.
     pub fn heap_bytes(&self) -> usize {
         self.keys.capacity() * 8
-            + self.leaves.capacity() * std::mem::size_of::<Leaf>()
-            + self.leaves.iter().map(|l| l.starts.capacity() * 8
-                + l.tails.capacity() * std::mem::size_of::<Tail>()).sum::<usize>()
+            + self.leaves.capacity() * std::mem::size_of::<Box<Leaf>>()
+            + self.leaves.len() * std::mem::size_of::<Leaf>()
     }
 
     /// Check every invariant (tests).
@@ -342,8 +444,11 @@ impl AreaMap {
         let mut count = 0;
         let mut prev_last: Option<u64> = None;
         for (i, leaf) in self.leaves.iter().enumerate() {
-            assert!(!leaf.starts.is_empty() && leaf.len() <= LEAF);
-            assert_eq!(leaf.starts.len(), leaf.tails.len());
+            assert!(leaf.len() > 0 && leaf.len() <= LEAF);
+            assert!(leaf.starts[leaf.len()..].iter().all(|&s| s == EMPTY), "unused slot in use");
+            for (line, &first) in leaf.summary.iter().enumerate() {
+                assert_eq!(first, leaf.starts[line * LINE], "stale summary");
+            }
             assert_eq!(self.keys[i], leaf.starts[0]);
             for k in 0..leaf.len() {
                 let a = leaf.area(k);

@@ -28,6 +28,9 @@ class IoPagetable:
         """Translate a buffer of native-endian u64 IOVAs (bytes, array('Q'),
         numpy uint64, ...). Returns packed u64 PAs and one prot byte each."""
     def iova_ranges(self) -> list[tuple[int, int]]: ...
+    @property
+    def area_heap_bytes(self) -> int:
+        """Heap bytes held by the area map (about 32 per area in full leaves)."""
     def set_max_areas(self, max: int | None) -> None:
         """Most areas the table may hold (None: unlimited); ENOSPC past it."""
     @property

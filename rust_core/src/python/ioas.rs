@@ -213,6 +213,12 @@ impl IoPagetable {
         self.read().num_areas()
     }
 
+    /// Heap bytes held by the area map (the memory benchmark reads this).
+    #[getter]
+    fn area_heap_bytes(&self) -> usize {
+        self.read().area_heap_bytes()
+    }
+
     #[getter]
     fn mapped_bytes(&self) -> u64 {
         self.read().mapped_bytes()

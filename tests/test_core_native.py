@@ -127,3 +127,14 @@ def test_dirty_tracking_through_dma() -> None:
     bitmap = t.read_dirty_bitmap(0, 0x4000, 0x1000, True)
     assert int.from_bytes(bitmap, "little") == 0b10
     assert int.from_bytes(t.read_dirty_bitmap(0, 0x4000, 0x1000, False), "little") == 0
+
+
+def test_translate_batch_reads_misaligned_buffers_too() -> None:
+    """Aligned buffers are read in place; a misaligned one takes the copying path."""
+    t = _core.IoPagetable()
+    t.map(RWF, 0x9000_0000, 0x2000, 0x1000)
+    raw = bytearray(1 + 8 * 3)
+    raw[1:] = array.array("Q", [0x1000, 0x2FFF, 0x3000]).tobytes()
+    pas, prots = t.translate_batch(memoryview(raw)[1:])
+    assert array.array("Q", pas).tolist() == [0x9000_0000, 0x9000_1FFF, 0]
+    assert list(prots) == [6, 6, 0]

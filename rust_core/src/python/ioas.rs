@@ -133,12 +133,29 @@ impl IoPagetable {
         let mut prots = vec![0u8; n];
         let pas = PyBytes::new_with(py, n * 8, |out: &mut [u8]| {
             let work = |out: &mut [u8], prots: &mut [u8]| {
-                let mut addrs = Vec::with_capacity(n);
-                unpack_u64(raw, &mut addrs);
-                let mut pas = vec![0u64; n];
-                self.read().translate_batch(&addrs, &mut pas, prots);
-                for (dst, pa) in out.chunks_exact_mut(8).zip(pas) {
-                    dst.copy_from_slice(&pa.to_ne_bytes());
+                // Read and write the buffers in place when they are u64-aligned
+                // (bytes objects and numpy arrays are); copy only when not.
+                // SAFETY: every bit pattern is a valid u64.
+                let (head, aligned, tail) = unsafe { raw.align_to::<u64>() };
+                let copied: Vec<u64>;
+                let addrs: &[u64] = if head.is_empty() && tail.is_empty() {
+                    aligned
+                } else {
+                    let mut v = Vec::with_capacity(n);
+                    unpack_u64(raw, &mut v);
+                    copied = v;
+                    &copied
+                };
+                // SAFETY: as above; the output is written before Python sees it.
+                let (head, out64, tail) = unsafe { out.align_to_mut::<u64>() };
+                if head.is_empty() && tail.is_empty() {
+                    self.read().translate_batch(addrs, out64, prots);
+                } else {
+                    let mut pas = vec![0u64; n];
+                    self.read().translate_batch(addrs, &mut pas, prots);
+                    for (dst, pa) in out.chunks_exact_mut(8).zip(pas) {
+                        dst.copy_from_slice(&pa.to_ne_bytes());
+                    }
                 }
             };
             if n >= BATCH_RELEASE_GIL {

@@ -54,8 +54,9 @@ impl IoPagetable {
     }
 
     /// Walk the holes of `[lo, hi]` in ascending order; the first one that
-    /// holds an aligned candidate wins. Cost: the areas and reserved ranges
-    /// inside the window, never its bytes.
+    /// holds an aligned candidate wins. Cost: the leaves of the window (8
+    /// bytes each, see AreaMap::skip_to_gap), the areas of the leaves whose
+    /// holes are long enough, and the reserved ranges; never its bytes.
     fn first_fit(
         &self,
         lo: u64,
@@ -67,6 +68,11 @@ impl IoPagetable {
     ) -> Option<u64> {
         let mut p = lo;
         while p <= hi {
+            // Leaves whose holes are all shorter than `length` hold no fit.
+            p = p.max(self.areas.skip_to_gap(p, length)?);
+            if p > hi {
+                break;
+            }
             // Skip whatever occupies p.
             if let Some(a) = self.area_at(p) {
                 p = a.last.checked_add(1)?;

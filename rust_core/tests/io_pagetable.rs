@@ -293,3 +293,31 @@ fn area_limit_refuses_with_enospc_and_changes_nothing() {
     t.set_max_areas(None);
     t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000).unwrap();
 }
+
+#[test]
+fn allocation_skips_leaves_without_a_hole_that_fits() {
+    // 20,000 one-page areas packed from 0x1000, with a 1-page hole where
+    // area 3,000 would be and a 2-page hole (8 KiB aligned) at area 12,000.
+    let mut t = IoPagetable::new();
+    let page = 0x1000u64;
+    let one_hole = 0x1000 + 3_000 * page;
+    let two_hole = 0x1000 + 12_000 * page;
+    let two_hole = if two_hole % 0x2000 == 0 { two_hole } else { two_hole + page };
+    for k in 0..20_000u64 {
+        let iova = 0x1000 + k * page;
+        if iova == one_hole || iova == two_hole || iova == two_hole + page {
+            continue;
+        }
+        t.map(RW | FIXED, 0x4000_0000, page, iova).unwrap();
+    }
+    let end = 0x1000 + 20_000 * page;
+    // One page fits the first hole; two pages (8 KiB aligned) the second;
+    // four pages only after the last area.
+    assert_eq!(t.map(RW, 0x4000_0000, page, 0).unwrap(), one_hole);
+    assert_eq!(t.map(RW, 0x4000_0000, 2 * page, 0).unwrap(), two_hole);
+    let four = t.map(RW, 0x4000_0000, 4 * page, 0).unwrap();
+    assert!(four >= end && four % 0x4000 == 0 && four - end < 0x4000, "{four:#x}");
+    // Now no hole is left below the end: a page goes right after the last area.
+    let next = t.map(RW, 0x4000_0000, page, 0).unwrap();
+    assert_eq!(next, end);
+}

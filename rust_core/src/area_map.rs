@@ -361,7 +361,7 @@ impl AreaMap {
             self.keys.push(area.iova);
             self.leaves.push(Leaf::with(area));
             self.gaps.push(0);
-            self.refresh_gaps(0);
+            self.refresh_gap(0);
             return;
         }
         // Below every key, the area goes to the front of the first leaf.
@@ -375,7 +375,8 @@ impl AreaMap {
                 self.keys.push(area.iova);
                 self.leaves.push(Leaf::with(area));
                 self.gaps.push(0);
-                self.refresh_gaps(li + 1);
+                self.refresh_gap(li);
+                self.refresh_gap(li + 1);
                 return;
             }
             self.split(li);
@@ -385,28 +386,34 @@ impl AreaMap {
         let leaf = &mut self.leaves[li];
         let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
         leaf.put(pos, area);
+        self.refresh_gap(li);
         if pos == 0 {
             self.keys[li] = area.iova;
+            self.refresh_key_change(li);
         }
-        self.refresh_gaps(li);
     }
 
-    /// Recompute the holes of leaf `li` and its neighbours (a leaf's trailing
-    /// hole ends at the next leaf's first area).
-    fn refresh_gaps(&mut self, li: usize) {
-        for i in li.saturating_sub(1)..(li + 2).min(self.leaves.len()) {
-            let leaf = &self.leaves[i];
-            let n = leaf.len;
-            let mut best = 0;
-            for k in 1..n {
-                best = best.max(leaf.starts[k] - leaf.tails[k - 1].last - 1);
-            }
-            let last = leaf.tails[n - 1].last;
-            let trailing = match self.keys.get(i + 1) {
-                Some(&next) => next - last - 1,
-                None => u64::MAX - last,
-            };
-            self.gaps[i] = best.max(trailing);
+    /// Recompute leaf i's largest hole. It depends on the leaf's areas and on
+    /// the next leaf's key only, so a change inside a leaf refreshes that
+    /// leaf, and a changed key also its predecessor (refresh_key_change).
+    fn refresh_gap(&mut self, i: usize) {
+        let leaf = &self.leaves[i];
+        let n = leaf.len;
+        let mut best = 0;
+        for k in 1..n {
+            best = best.max(leaf.starts[k] - leaf.tails[k - 1].last - 1);
+        }
+        let last = leaf.tails[n - 1].last;
+        let trailing = match self.keys.get(i + 1) {
+            Some(&next) => next - last - 1,
+            None => u64::MAX - last,
+        };
+        self.gaps[i] = best.max(trailing);
+    }
+
+    fn refresh_key_change(&mut self, li: usize) {
+        if li > 0 {
+            self.refresh_gap(li - 1);
         }
     }
 
@@ -430,7 +437,8 @@ impl AreaMap {
         self.keys.insert(li + 1, right.starts[0]);
         self.leaves.insert(li + 1, right);
         self.gaps.insert(li + 1, 0);
-        self.refresh_gaps(li);
+        self.refresh_gap(li);
+        self.refresh_gap(li + 1);
     }
 
     /// Remove the area starting exactly at `start`.
@@ -446,15 +454,14 @@ impl AreaMap {
             self.keys.remove(li);
             self.leaves.remove(li);
             self.gaps.remove(li);
-            if li > 0 {
-                self.refresh_gaps(li - 1);
-            }
+            self.refresh_key_change(li);
             return Some(area);
         }
         if k == 0 {
             self.keys[li] = leaf.starts[0];
+            self.refresh_key_change(li);
         }
-        self.refresh_gaps(li);
+        self.refresh_gap(li);
         if self.leaves[li].len() < LEAF / 4 {
             self.merge_small(li);
         }
@@ -475,7 +482,7 @@ impl AreaMap {
         self.keys.remove(from);
         self.gaps.remove(from);
         absorbed.move_to(0, &mut self.leaves[into]);
-        self.refresh_gaps(into);
+        self.refresh_gap(into);
     }
 
     /// Every area in IOVA order.

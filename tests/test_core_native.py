@@ -138,3 +138,21 @@ def test_translate_batch_reads_misaligned_buffers_too() -> None:
     pas, prots = t.translate_batch(memoryview(raw)[1:])
     assert array.array("Q", pas).tolist() == [0x9000_0000, 0x9000_1FFF, 0]
     assert list(prots) == [6, 6, 0]
+
+
+def test_map_batch_takes_buffers_and_rolls_back_on_failure() -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0x9000, 0x1000, 0x5000)
+    q = lambda *v: array.array("Q", v)  # noqa: E731
+    with pytest.raises(OSError) as info:
+        t.map_batch(RWF, q(0xA000, 0xC000), q(0x1000, 0x1000), q(0x1000, 0x5000))
+    assert info.value.errno == errno.EEXIST and "Request 0x1" in info.value.strerror
+    assert t.num_areas == 1
+    iovas = array.array("Q", t.map_batch(RWF & ~_core.IOMMU_IOAS_MAP_FIXED_IOVA, q(0x1000, 0x2000),
+                                         q(0x1000, 0x1000),
+                                         q(0, 0)))
+    assert t.translate(iovas[1] + 5) == (0x2005, 6)
+    assert t.unmap_batch(iovas, q(0x1000, 0x1000)) == 0x2000
+    with pytest.raises(ValueError):
+        t.map_batch(RWF, q(1), q(0x1000, 0x1000), q(0))
+    assert t.num_areas == 1

@@ -22,6 +22,13 @@ class IoPagetable:
     def unmap(self, iova: int, length: int) -> int:
         """IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped."""
     def unmap_all(self) -> int: ...
+    def map_batch(self, flags: int, user_vas: Any, lengths: Any, iovas: Any) -> bytes:
+        """Many IOAS_MAPs, all or nothing: u64 buffers of user_vas, lengths and
+        iovas (used with FIXED_IOVA only); returns the IOVAs packed as u64.
+        On failure nothing stays mapped; the OSError names the request."""
+    def unmap_batch(self, iovas: Any, lengths: Any) -> int:
+        """Many IOAS_UNMAPs in order; returns the bytes unmapped. Not atomic,
+        as the kernel's unmap: earlier requests stay done on a failure."""
     def translate(self, iova: int) -> tuple[int, int]:
         """(pa, prot) of one IOVA; OSError(ENOENT) when unmapped."""
     def translate_batch(self, iovas: Any) -> tuple[bytes, bytes]:

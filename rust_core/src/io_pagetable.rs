@@ -206,6 +206,46 @@ impl IoPagetable {
         Ok(iova)
     }
 
+    /// Many IOMMU_IOAS_MAPs with one flags value, all or nothing: `reqs`
+    /// holds (user_va, length, iova) triples (iova is used with FIXED_IOVA
+    /// only). Returns each new area's IOVA. On the first failure every area
+    /// this call made is removed again and the error names the request's
+    /// index, so the table is as it was.
+    pub fn map_batch(&mut self, flags: u32, reqs: &[(u64, u64, u64)]) -> Result<Vec<u64>> {
+        let mut done: Vec<u64> = Vec::with_capacity(reqs.len());
+        for (i, &(user_va, length, iova)) in reqs.iter().enumerate() {
+            match self.map(flags, user_va, length, iova) {
+                Ok(at) => done.push(at),
+                Err(mut e) => {
+                    for (&at, &(_, len, _)) in done.iter().zip(reqs).rev() {
+                        self.unmap(at, len).expect("an area this call made unmaps whole");
+                    }
+                    e.message = format!("Request {i:#x} of the batch: {}", e.message);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Many IOMMU_IOAS_UNMAPs of (iova, length) pairs, in order; returns the
+    /// bytes unmapped. Like the kernel's unmap (and like issuing the calls one
+    /// by one) it is not atomic: on a failure the error names the request's
+    /// index and the ones before it stay done.
+    pub fn unmap_batch(&mut self, reqs: &[(u64, u64)]) -> Result<u64> {
+        let mut total = 0u64;
+        for (i, &(iova, length)) in reqs.iter().enumerate() {
+            match self.unmap(iova, length) {
+                Ok(bytes) => total = total.saturating_add(bytes),
+                Err(mut e) => {
+                    e.message = format!("Request {i:#x} of the batch: {}", e.message);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// ENOSPC when `more` areas would pass the table's limit. Checked last,
     /// after every argument rule, so that a refused call changes nothing.
     pub(crate) fn check_room(&self, more: usize) -> Result<()> {

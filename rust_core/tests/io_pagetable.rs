@@ -321,3 +321,29 @@ fn allocation_skips_leaves_without_a_hole_that_fits() {
     let next = t.map(RW, 0x4000_0000, page, 0).unwrap();
     assert_eq!(next, end);
 }
+
+#[test]
+fn map_batch_is_all_or_nothing_and_unmap_batch_names_the_failure() {
+    let mut t = IoPagetable::new();
+    t.map(RW | FIXED, 0x9000, 0x1000, 0x5000).unwrap();
+    let before = areas(&t);
+    // The third request overlaps the existing area: nothing of the batch stays.
+    let reqs = [(0xA000, 0x1000, 0x1000), (0xB000, 0x2000, 0x2000), (0xC000, 0x1000, 0x5000)];
+    let e = t.map_batch(RW | FIXED, &reqs).expect_err("overlap");
+    assert_eq!(e.errno, Errno::EEXIST);
+    assert!(e.message.starts_with("Request 0x2 of the batch"), "{}", e.message);
+    assert_eq!(areas(&t), before);
+    assert_eq!(t.mapped_bytes(), 0x1000);
+    // Allocated IOVAs, then unmapped in one call.
+    let got = t.map_batch(RW, &[(0x1000, 0x1000, 0), (0x2000, 0x3000, 0)]).unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(t.translate(got[1] + 0x10), Some((0x2010, RW)));
+    assert_eq!(t.unmap_batch(&[(got[0], 0x1000), (got[1], 0x3000)]).unwrap(), 0x4000);
+    assert_eq!(areas(&t), before);
+    // A failing unmap names its request; the ones before it are done.
+    let got = t.map_batch(RW, &[(0x1000, 0x1000, 0)]).unwrap();
+    let e = t.unmap_batch(&[(got[0], 0x1000), (0x7000_0000, 0x1000)]).expect_err("nothing there");
+    assert_eq!(e.errno, Errno::ENOENT);
+    assert!(e.message.starts_with("Request 0x1 of the batch"), "{}", e.message);
+    assert_eq!(areas(&t), before);
+}

@@ -84,6 +84,19 @@ fn unpack_u64(raw: &[u8], out: &mut Vec<u64>) {
     out.extend(raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))));
 }
 
+/// A buffer of native-endian u64 values, copied out.
+fn u64s(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    let buf = RawBuffer::get(obj)?;
+    let raw = buf.as_slice();
+    if raw.len() % 8 != 0 {
+        return Err(PyValueError::new_err(format!(
+            "The buffer holds {:#x} bytes, not a whole number of u64 values.", raw.len())));
+    }
+    let mut out = Vec::with_capacity(raw.len() / 8);
+    unpack_u64(raw, &mut out);
+    Ok(out)
+}
+
 #[pymethods]
 impl IoPagetable {
     #[new]
@@ -166,6 +179,40 @@ impl IoPagetable {
             Ok(())
         })?;
         Ok((pas, PyBytes::new(py, &prots)))
+    }
+
+    /// Many IOAS_MAPs, all or nothing: buffers of native-endian u64
+    /// user_vas, lengths and iovas (iovas used with FIXED_IOVA only), one
+    /// entry each per area. Returns the new areas' IOVAs packed as u64. On a
+    /// failure nothing stays mapped and the OSError names the request.
+    fn map_batch<'py>(&self, py: Python<'py>, flags: u32, user_vas: &Bound<'py, PyAny>,
+                      lengths: &Bound<'py, PyAny>, iovas: &Bound<'py, PyAny>)
+                      -> PyResult<Bound<'py, PyBytes>> {
+        let (vas, lens, ios) = (u64s(user_vas)?, u64s(lengths)?, u64s(iovas)?);
+        if vas.len() != lens.len() || vas.len() != ios.len() {
+            return Err(PyValueError::new_err(format!(
+                "map_batch takes equal counts of user_vas, lengths and iovas, not {:#x}, {:#x} \
+                 and {:#x}.", vas.len(), lens.len(), ios.len())));
+        }
+        let reqs: Vec<(u64, u64, u64)> =
+            vas.iter().zip(&lens).zip(&ios).map(|((&v, &l), &i)| (v, l, i)).collect();
+        let out = self.write().map_batch(flags, &reqs).map_err(to_py)?;
+        let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_ne_bytes()).collect();
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// Many IOAS_UNMAPs of whole areas, in order; returns the bytes unmapped.
+    /// Not atomic, as the kernel's unmap: the OSError names the failing
+    /// request and the ones before it stay done.
+    fn unmap_batch(&self, iovas: &Bound<'_, PyAny>, lengths: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let (ios, lens) = (u64s(iovas)?, u64s(lengths)?);
+        if ios.len() != lens.len() {
+            return Err(PyValueError::new_err(format!(
+                "unmap_batch takes equal counts of iovas and lengths, not {:#x} and {:#x}.",
+                ios.len(), lens.len())));
+        }
+        let reqs: Vec<(u64, u64)> = ios.into_iter().zip(lens).collect();
+        self.write().unmap_batch(&reqs).map_err(to_py)
     }
 
     /// IOMMU_IOAS_IOVA_RANGES: [(start, last)] usable ranges, last inclusive.

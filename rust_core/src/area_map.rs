@@ -417,18 +417,54 @@ impl AreaMap {
         }
     }
 
-    /// Where an IOVA allocation walking up from `p` for `need` bytes may
-    /// find a hole: `p` itself, or the start of the first leaf from p's on
-    /// whose holes could hold `need` bytes. None when no hole from p up can.
-    pub fn skip_to_gap(&self, p: u64, need: u64) -> Option<u64> {
-        let Some(li) = self.leaf_of(p) else {
-            return Some(p); // below the first area: the caller walks that hole
+    /// Offer `visit`, in ascending order, every hole (start, last) of at
+    /// least `need` addresses that ends at or above `from` (the first one
+    /// clipped to start at `from`), stepping over leaves whose holes are all
+    /// shorter; `visit` returns Some to stop with that value. One pass, no
+    /// search per hole: the cost is the leaves skipped (8 bytes each) and
+    /// the areas of the leaves entered.
+    pub fn find_hole<T>(&self, from: u64, need: u64,
+                        mut visit: impl FnMut(u64, u64) -> Option<T>) -> Option<T> {
+        let long_enough = |start: u64, last: u64| start <= last && last - start >= need.max(1) - 1;
+        let Some(&first) = self.keys.first() else {
+            return visit(from, u64::MAX);
         };
-        if self.gaps[li] >= need {
-            return Some(p);
+        let (mut li, mut k) = if from < first {
+            if long_enough(from, first - 1) {
+                if let Some(found) = visit(from, first - 1) {
+                    return Some(found);
+                }
+            }
+            (0, 0)
+        } else {
+            self.floor_slot(from)?
+        };
+        while li < self.leaves.len() {
+            if self.gaps[li] < need {
+                li += 1;
+                k = 0;
+                continue;
+            }
+            let leaf = &self.leaves[li];
+            while k < leaf.len {
+                let after = leaf.tails[k].last.checked_add(1)?; // nothing above 2^64-1
+                let last = if k + 1 < leaf.len {
+                    leaf.starts[k + 1] - 1
+                } else {
+                    self.keys.get(li + 1).map_or(u64::MAX, |&next| next - 1)
+                };
+                let start = after.max(from);
+                if long_enough(start, last) {
+                    if let Some(found) = visit(start, last) {
+                        return Some(found);
+                    }
+                }
+                k += 1;
+            }
+            li += 1;
+            k = 0;
         }
-        let off = self.gaps[li + 1..].iter().position(|&g| g >= need)?;
-        Some(self.keys[li + 1 + off])
+        None
     }
 
     fn split(&mut self, li: usize) {

@@ -53,10 +53,11 @@ impl IoPagetable {
         err(ENOSPC, format!("No free IOVA hole fits {length:#x} bytes at alignment {align:#x}."))
     }
 
-    /// Walk the holes of `[lo, hi]` in ascending order; the first one that
-    /// holds an aligned candidate wins. Cost: the leaves of the window (8
-    /// bytes each, see AreaMap::skip_to_gap), the areas of the leaves whose
-    /// holes are long enough, and the reserved ranges; never its bytes.
+    /// The lowest aligned candidate in the holes of `[lo, hi]`, holes being
+    /// the gaps between areas (from the area map, which steps over leaves
+    /// without a long enough hole) minus the reserved ranges. Cost: the
+    /// leaves of the window (8 bytes each), the areas of the leaves entered,
+    /// and the reserved ranges; never the bytes.
     fn first_fit(
         &self,
         lo: u64,
@@ -66,41 +67,42 @@ impl IoPagetable {
         page_offset: u64,
         reserved: &[(u64, u64)],
     ) -> Option<u64> {
-        let mut p = lo;
-        while p <= hi {
-            // Leaves whose holes are all shorter than `length` hold no fit.
-            p = p.max(self.areas.skip_to_gap(p, length)?);
-            if p > hi {
-                break;
+        // At least page granularity, so the IOVA keeps the user address's
+        // page offset even when the hole starts mid-page.
+        let fit = |p: u64, last: u64| {
+            let c = align_up(p, align.max(PAGE_SIZE))? | page_offset;
+            (c >= p && c <= last && last - c >= length - 1).then_some(c)
+        };
+        // Some(Some(iova)): found; Some(None): nothing more in the window.
+        let found = self.areas.find_hole(lo, length, |start, last| -> Option<Option<u64>> {
+            if start > hi {
+                return Some(None);
             }
-            // Skip whatever occupies p.
-            if let Some(a) = self.area_at(p) {
-                p = a.last.checked_add(1)?;
-                continue;
-            }
-            if let Some(&(_, l)) = reserved.iter().find(|&&(s, l)| s <= p && p <= l) {
-                p = l.checked_add(1)?;
-                continue;
-            }
-            // p starts a hole; it ends before the next area or reserved range.
-            let next_area = self.areas.ceil(p).map(|a| a.iova);
-            let next_resv = reserved.iter().map(|&(s, _)| s).filter(|&s| s > p).min();
-            let hole_last = [next_area, next_resv]
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(hi, |s| (s - 1).min(hi));
-            // At least page granularity, so the IOVA keeps the user address's
-            // page offset even when the hole starts mid-page.
-            let candidate = align_up(p, align.max(PAGE_SIZE)).map(|c| c | page_offset);
-            if let Some(c) = candidate {
-                if c >= p && c <= hole_last && hole_last - c >= length - 1 {
-                    return Some(c);
+            let last = last.min(hi);
+            let mut p = start;
+            for &(rs, rl) in reserved {
+                if rl < p {
+                    continue;
+                }
+                if rs > last {
+                    break;
+                }
+                if rs > p {
+                    if let Some(c) = fit(p, rs - 1) {
+                        return Some(Some(c));
+                    }
+                }
+                match rl.checked_add(1) {
+                    Some(next) => p = next,
+                    None => return Some(None),
+                }
+                if p > last {
+                    return None;
                 }
             }
-            p = hole_last.checked_add(1)?;
-        }
-        None
+            fit(p, last).map(Some)
+        });
+        found.flatten()
     }
 }
 

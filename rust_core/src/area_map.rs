@@ -26,6 +26,8 @@
 //! leaf i's first area, every start in leaf i is below `keys[i + 1]`, and
 //! `len` is the number of areas. Areas never overlap (the caller's rule).
 
+use std::sync::OnceLock;
+
 use crate::io_pagetable::Area;
 
 /// Most areas in one leaf.
@@ -177,7 +179,62 @@ pub struct AreaMap {
     /// allocation skips leaves whose holes are all too small, reading 8
     /// contiguous bytes per leaf instead of walking every area.
     gaps: Vec<u64>,
+    /// A radix directory over `keys`, built by a large batched translation
+    /// and dropped by any insert or remove (see Radix).
+    radix: OnceLock<Radix>,
     len: usize,
+}
+
+/// Buckets of equal IOVA width over the key range, each recording how many
+/// keys lie below it, so that finding a key is one bucket read and a search
+/// among the few keys of that bucket instead of a binary search over all of
+/// them (18 dependent reads at 16M areas). Any key distribution is correct;
+/// a skewed one only makes some buckets hold more keys. Building costs one
+/// pass over the keys (one per 64 areas), so only batches large enough to
+/// repay it build one.
+#[derive(Debug)]
+struct Radix {
+    min: u64,
+    shift: u32,
+    below: Vec<u32>,
+}
+
+impl Radix {
+    fn build(keys: &[u64]) -> Radix {
+        let (min, max) = (keys[0], keys[keys.len() - 1]);
+        let want = (2 * keys.len()).next_power_of_two() as u64;
+        let span = max - min;
+        let mut shift = 0;
+        while (span >> shift) >= want {
+            shift += 1;
+        }
+        let buckets = (span >> shift) as usize + 1;
+        let mut below = Vec::with_capacity(buckets + 1);
+        let mut k = 0;
+        for b in 0..=buckets {
+            let start = min as u128 + ((b as u128) << shift);
+            while k < keys.len() && (keys[k] as u128) < start {
+                k += 1;
+            }
+            below.push(k as u32);
+        }
+        Radix { min, shift, below }
+    }
+
+    /// The last key at or below q, as `AreaMap::leaf_of`.
+    #[inline(always)]
+    fn leaf_of(&self, keys: &[u64], q: u64) -> Option<usize> {
+        if q < self.min {
+            return None;
+        }
+        let b = ((q - self.min) >> self.shift) as usize;
+        if b + 1 >= self.below.len() {
+            return Some(keys.len() - 1); // above the last key
+        }
+        let (lo, hi) = (self.below[b] as usize, self.below[b + 1] as usize);
+        // Keys below `lo` are all <= q; those in [lo, hi) are this bucket's.
+        Some(lo + keys[lo..hi].partition_point(|&k| k <= q) - 1)
+    }
 }
 
 impl AreaMap {
@@ -247,6 +304,13 @@ impl AreaMap {
     /// are already arriving instead of waiting for them one after another.
     pub fn translate_run(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
         let n = iovas.len().min(pas.len()).min(prots.len());
+        let radix = match self.radix.get() {
+            Some(r) => Some(r),
+            None if self.keys.len() >= 1024 && n >= self.keys.len() / 4 => {
+                Some(self.radix.get_or_init(|| Radix::build(&self.keys)))
+            }
+            None => None,
+        };
         let mut mapped = 0;
         let mut hit: Option<(usize, usize)> = None;
         let mut clustered = true;
@@ -256,7 +320,7 @@ impl AreaMap {
             let (m, repeats) = if clustered {
                 self.run_clustered(start..end, iovas, pas, prots, &mut hit)
             } else {
-                self.run_scattered(start..end, iovas, pas, prots, &mut hit)
+                self.run_scattered(start..end, iovas, pas, prots, &mut hit, radix)
             };
             mapped += m;
             clustered = repeats * 2 >= end - start;
@@ -303,14 +367,19 @@ impl AreaMap {
 
     /// The prefetching pipeline. Returns (mapped, repeats of the area before).
     fn run_scattered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
-                     prots: &mut [u8], hit: &mut Option<(usize, usize)>) -> (usize, usize) {
+                     prots: &mut [u8], hit: &mut Option<(usize, usize)>, radix: Option<&Radix>)
+                     -> (usize, usize) {
         const RING: usize = 2 * PREFETCH;
         const NONE: usize = usize::MAX;
         let (start, end) = (range.start, range.end);
         let mut leaf_ring = [NONE; RING];
         let mut line_ring = [0usize; RING];
         let leaf_stage = |a: usize, leaf_ring: &mut [usize; RING]| {
-            let li = self.leaf_of(iovas[a]).unwrap_or(NONE);
+            let li = match radix {
+                Some(r) => r.leaf_of(&self.keys, iovas[a]),
+                None => self.leaf_of(iovas[a]),
+            }
+            .unwrap_or(NONE);
             leaf_ring[a % RING] = li;
             if li != NONE {
                 prefetch(self.leaves[li].summary.as_ptr());
@@ -356,6 +425,7 @@ impl AreaMap {
 
     /// Add an area; its start must not be present (areas are disjoint).
     pub fn insert(&mut self, area: Area) {
+        self.radix.take();
         self.len += 1;
         if self.leaves.is_empty() {
             self.keys.push(area.iova);
@@ -483,6 +553,7 @@ impl AreaMap {
         if self.leaves[li].starts[k] != start {
             return None;
         }
+        self.radix.take();
         let leaf = &mut self.leaves[li];
         let area = leaf.take(k);
         self.len -= 1;
@@ -556,6 +627,12 @@ impl AreaMap {
             count += leaf.len();
         }
         assert_eq!(count, self.len);
+        if let Some(r) = self.radix.get() {
+            for (i, &k) in self.keys.iter().enumerate() {
+                assert_eq!(r.leaf_of(&self.keys, k), self.leaf_of(k), "radix at key {i}");
+                assert_eq!(r.leaf_of(&self.keys, k.saturating_sub(1)), self.leaf_of(k.saturating_sub(1)));
+            }
+        }
         let gaps = &self.gaps;
         assert_eq!(gaps.len(), self.leaves.len());
         for i in 0..self.leaves.len() {

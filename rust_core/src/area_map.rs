@@ -22,9 +22,17 @@
 //!   array shift when a leaf is created or dropped (once per `LEAF/2`
 //!   inserts at worst).
 //!
+//! - `gaps[i]` is leaf i's largest hole, so IOVA allocation steps over
+//!   leaves that cannot fit (find_hole); a radix directory over the keys,
+//!   built by large batches and dropped by any change, shortens the key
+//!   search for them (Radix).
+//!
 //! Invariants: leaves are non-empty and sorted, `keys[i]` is the start of
-//! leaf i's first area, every start in leaf i is below `keys[i + 1]`, and
-//! `len` is the number of areas. Areas never overlap (the caller's rule).
+//! leaf i's first area, every start in leaf i is below `keys[i + 1]`,
+//! `gaps[i]` is exactly leaf i's largest hole up to the next key, a built
+//! radix directory describes the current keys, and `len` is the number of
+//! areas. Areas never overlap (the caller's rule). `check()` asserts all of
+//! these and the tests call it throughout.
 
 use std::sync::OnceLock;
 

@@ -272,6 +272,14 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         #: The UNIX socket's peer gate (rust_core), set by the daemon once listening.
         self.gate: PeerGate | None = None
 
+    def _stream_session(self, request: Any, context: grpc.aio.ServicerContext,
+                        method: str) -> Session:
+        """The checks `rpc` applies, for the streaming handlers it cannot wrap."""
+        _check_wellformed(request)
+        caller = self.caller(context)
+        self.access.check_call(caller, method)
+        return self.sessions.lookup(_token(context), caller.identity)
+
     def caller(self, context: grpc.aio.ServicerContext) -> Caller:
         """Who is calling: the mTLS identity, else the UNIX peer's credentials."""
         tls = _tls_identity(context)
@@ -339,10 +347,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchSessionResponse]:
         # Streaming does not fit `rpc`; it applies the same checks by hand.
         try:
-            _check_wellformed(request)
-            caller = self.caller(context)
-            self.access.check_call(caller, "WatchSession")
-            sess = self.sessions.lookup(_token(context), caller.identity)
+            sess = self._stream_session(request, context, "WatchSession")
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)
@@ -513,10 +518,7 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     async def WatchHost(self, request: pb.WatchHostRequest,
                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchHostResponse]:
         try:
-            _check_wellformed(request)
-            caller = self.caller(context)
-            self.access.check_call(caller, "WatchHost")
-            sess = self.sessions.lookup(_token(context), caller.identity)
+            sess = self._stream_session(request, context, "WatchHost")
         except IommuError as err:
             status = to_status(err)
             await context.abort(status.code, status.details, status.trailing_metadata)

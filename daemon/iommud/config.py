@@ -13,8 +13,9 @@ import os
 import pathlib
 import tomllib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from iommud.limits import Limits
 from iommud_client.endpoint import default_socket_path
 
 ENV_PREFIX = "IOMMUD_"
@@ -89,9 +90,8 @@ class Config:
     #: the kernel's fail-nth). Off in production; a call asking for it gets EPERM.
     debug_fail_nth: int = 0
 
-    def limits(self) -> "Limits":
+    def limits(self) -> Limits:
         """The per-session limits, as the session objects take them."""
-        from iommud.limits import Limits
         return Limits(max_contexts_per_session=self.max_contexts_per_session,
                       max_fds_per_session=self.max_fds_per_session,
                       max_objects_per_context=self.max_objects_per_context,
@@ -99,8 +99,6 @@ class Config:
                       max_mapped_bytes_per_session=self.max_mapped_bytes_per_session)
 
 
-if TYPE_CHECKING:
-    from iommud.limits import Limits
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

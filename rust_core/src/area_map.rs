@@ -475,6 +475,12 @@ impl AreaMap {
     /// the next leaf's key only, so a change inside a leaf refreshes that
     /// leaf, and a changed key also its predecessor (refresh_key_change).
     fn refresh_gap(&mut self, i: usize) {
+        self.gaps[i] = self.gap_of(i);
+    }
+
+    /// Leaf i's largest hole, between its areas or after its last one up
+    /// to the next key (or the top of the space).
+    fn gap_of(&self, i: usize) -> u64 {
         let leaf = &self.leaves[i];
         let n = leaf.len;
         let mut best = 0;
@@ -486,7 +492,7 @@ impl AreaMap {
             Some(&next) => next - last - 1,
             None => u64::MAX - last,
         };
-        self.gaps[i] = best.max(trailing);
+        best.max(trailing)
     }
 
     fn refresh_key_change(&mut self, li: usize) {
@@ -641,17 +647,9 @@ impl AreaMap {
                 assert_eq!(r.leaf_of(&self.keys, k.saturating_sub(1)), self.leaf_of(k.saturating_sub(1)));
             }
         }
-        let gaps = &self.gaps;
-        assert_eq!(gaps.len(), self.leaves.len());
+        assert_eq!(self.gaps.len(), self.leaves.len());
         for i in 0..self.leaves.len() {
-            let leaf = &self.leaves[i];
-            let mut best = 0;
-            for k in 1..leaf.len {
-                best = best.max(leaf.starts[k] - leaf.tails[k - 1].last - 1);
-            }
-            let last = leaf.tails[leaf.len - 1].last;
-            let trailing = self.keys.get(i + 1).map_or(u64::MAX - last, |&n| n - last - 1);
-            assert_eq!(gaps[i], best.max(trailing), "stale gap of leaf {i}");
+            assert_eq!(self.gaps[i], self.gap_of(i), "stale gap of leaf {i}");
         }
     }
 }

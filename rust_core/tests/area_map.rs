@@ -7,19 +7,8 @@ use std::collections::BTreeMap;
 use iommud_core::area_map::{AreaMap, LEAF};
 use iommud_core::Area;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::Rng;
 
 fn area(slot: u64) -> Area {
     // Slot s covers [s*0x10000, s*0x10000 + 0x3fff]: disjoint, with gaps.

@@ -45,7 +45,7 @@ pub const LEAF: usize = 64;
 const BLOCK: usize = 256;
 
 /// How far ahead of the address being translated the pipeline reads.
-const PREFETCH: usize = 8;
+const PREFETCH: usize = 4;
 
 /// A hint that `p` will be read soon; never faults, whatever p is.
 #[inline(always)]
@@ -229,19 +229,38 @@ impl Radix {
         Radix { min, shift, below }
     }
 
-    /// The last key at or below q, as `AreaMap::leaf_of`.
+    /// The last key at or below q, as `AreaMap::leaf_of`, in the three
+    /// steps the pipeline separates.
     #[inline(always)]
     fn leaf_of(&self, keys: &[u64], q: u64) -> Option<usize> {
-        if q < self.min {
-            return None;
-        }
-        let b = ((q - self.min) >> self.shift) as usize;
+        let b = self.bucket(q)?;
+        let (lo, hi) = self.keys_of(keys.len(), b);
+        Some(Radix::pick(keys, lo, hi, q))
+    }
+
+    /// q's bucket; None below the first key, where no leaf holds q. Past
+    /// the last bucket the index is `below.len() - 1`, which keys_of reads
+    /// as "after every key".
+    #[inline(always)]
+    fn bucket(&self, q: u64) -> Option<usize> {
+        let b = (q.checked_sub(self.min)? >> self.shift) as usize;
+        Some(b.min(self.below.len() - 1))
+    }
+
+    /// [lo, hi): the keys that may be the answer for an address in bucket b;
+    /// every key below lo is at or below any such address, so lo - 1 is the
+    /// answer when none of them is.
+    #[inline(always)]
+    fn keys_of(&self, nkeys: usize, b: usize) -> (usize, usize) {
         if b + 1 >= self.below.len() {
-            return Some(keys.len() - 1); // above the last key
+            return (nkeys - 1, nkeys); // above the last bucket: the last key
         }
-        let (lo, hi) = (self.below[b] as usize, self.below[b + 1] as usize);
-        // Keys below `lo` are all <= q; those in [lo, hi) are this bucket's.
-        Some(lo + keys[lo..hi].partition_point(|&k| k <= q) - 1)
+        (self.below[b] as usize, self.below[b + 1] as usize)
+    }
+
+    #[inline(always)]
+    fn pick(keys: &[u64], lo: usize, hi: usize, q: u64) -> usize {
+        lo + keys[lo..hi].partition_point(|&k| k <= q) - 1
     }
 }
 
@@ -374,58 +393,94 @@ impl AreaMap {
     }
 
     /// The prefetching pipeline. Returns (mapped, repeats of the area before).
+    ///
+    /// Each address passes through five stages, `PREFETCH` addresses apart,
+    /// and every stage prefetches what the next one reads: the radix bucket,
+    /// then the keys it names, then the leaf's summary line, then one line
+    /// of starts, then the area's tail. An address's misses are thus
+    /// dependent but each waits while `5 * PREFETCH` other addresses' misses
+    /// are in flight. Without a radix directory the key search (over a key
+    /// array small enough to stay cached) is done at once in stage three.
     fn run_scattered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
                      prots: &mut [u8], hit: &mut Option<(usize, usize)>, radix: Option<&Radix>)
                      -> (usize, usize) {
-        const RING: usize = 2 * PREFETCH;
+        const D: usize = PREFETCH;
+        const DEPTH: usize = 5 * D;
+        const RING: usize = (DEPTH + 1).next_power_of_two();
         const NONE: usize = usize::MAX;
         let (start, end) = (range.start, range.end);
-        let mut leaf_ring = [NONE; RING];
-        let mut line_ring = [0usize; RING];
-        let leaf_stage = |a: usize, leaf_ring: &mut [usize; RING]| {
-            let li = match radix {
-                Some(r) => r.leaf_of(&self.keys, iovas[a]),
-                None => self.leaf_of(iovas[a]),
-            }
-            .unwrap_or(NONE);
-            leaf_ring[a % RING] = li;
-            if li != NONE {
-                prefetch(self.leaves[li].summary.as_ptr());
-            }
-        };
-        let line_stage = |b: usize, leaf_ring: &[usize; RING], line_ring: &mut [usize; RING]| {
-            let li = leaf_ring[b % RING];
-            if li != NONE {
-                let leaf = &self.leaves[li];
-                let line = leaf.floor_line(iovas[b]);
-                line_ring[b % RING] = line;
-                prefetch(leaf.starts[line * LINE..].as_ptr());
-                prefetch(leaf.tails[line * LINE + LINE / 2..].as_ptr());
-            }
-        };
-        for a in start..(start + RING).min(end) {
-            leaf_stage(a, &mut leaf_ring);
-        }
-        for b in start..(start + PREFETCH).min(end) {
-            line_stage(b, &leaf_ring, &mut line_ring);
-        }
+        // Per address in flight: (bucket | lo | leaf, hi | line | slot).
+        let mut ring = [(NONE, NONE); RING];
         let (mut mapped, mut repeats) = (0, 0);
-        for i in start..end {
-            // Retire i before its ring slot is reused by i + RING.
-            let li = leaf_ring[i % RING];
-            let line = line_ring[i % RING];
-            if i + PREFETCH < end {
-                line_stage(i + PREFETCH, &leaf_ring, &mut line_ring);
+        for t in start..end + DEPTH {
+            // Stage 1: the radix bucket.
+            if t < end {
+                let q = iovas[t];
+                ring[t % RING] = match radix {
+                    Some(r) => match r.bucket(q) {
+                        Some(b) => {
+                            prefetch(r.below[b..].as_ptr());
+                            (b, NONE)
+                        }
+                        None => (NONE, NONE),
+                    },
+                    None => (NONE, NONE),
+                };
             }
-            let iova = iovas[i];
-            let slot = (li != NONE).then(|| (li, self.leaves[li].floor_from(line, iova)));
-            if self.emit(slot, iova, &mut pas[i], &mut prots[i]) {
-                mapped += 1;
-                repeats += usize::from(slot == *hit);
-                *hit = slot;
+            // Stage 2: the bucket's key range.
+            if let Some(j) = t.checked_sub(D).filter(|&j| j >= start && j < end) {
+                if let (Some(r), (b, _)) = (radix, ring[j % RING]) {
+                    if b != NONE {
+                        let (lo, hi) = r.keys_of(self.keys.len(), b);
+                        prefetch(self.keys[lo..].as_ptr());
+                        ring[j % RING] = (lo, hi);
+                    }
+                }
             }
-            if i + RING < end {
-                leaf_stage(i + RING, &mut leaf_ring);
+            // Stage 3: the leaf.
+            if let Some(j) = t.checked_sub(2 * D).filter(|&j| j >= start && j < end) {
+                let q = iovas[j];
+                let li = match radix {
+                    Some(_) => {
+                        let (lo, hi) = ring[j % RING];
+                        if lo == NONE { NONE } else { Radix::pick(&self.keys, lo, hi, q) }
+                    }
+                    None => self.leaf_of(q).unwrap_or(NONE),
+                };
+                if li != NONE {
+                    prefetch(self.leaves[li].summary.as_ptr());
+                }
+                ring[j % RING] = (li, NONE);
+            }
+            // Stage 4: the line of starts.
+            if let Some(j) = t.checked_sub(3 * D).filter(|&j| j >= start && j < end) {
+                let li = ring[j % RING].0;
+                if li != NONE {
+                    let leaf = &self.leaves[li];
+                    let line = leaf.floor_line(iovas[j]);
+                    prefetch(leaf.starts[line * LINE..].as_ptr());
+                    ring[j % RING].1 = line;
+                }
+            }
+            // Stage 5: the slot, and its tail.
+            if let Some(j) = t.checked_sub(4 * D).filter(|&j| j >= start && j < end) {
+                let (li, line) = ring[j % RING];
+                if li != NONE {
+                    let leaf = &self.leaves[li];
+                    let k = leaf.floor_from(line, iovas[j]);
+                    prefetch(&leaf.tails[k]);
+                    ring[j % RING].1 = k;
+                }
+            }
+            // Emit.
+            if let Some(i) = t.checked_sub(DEPTH).filter(|&i| i >= start) {
+                let (li, k) = ring[i % RING];
+                let slot = (li != NONE).then_some((li, k));
+                if self.emit(slot, iovas[i], &mut pas[i], &mut prots[i]) {
+                    mapped += 1;
+                    repeats += usize::from(slot == *hit);
+                    *hit = slot;
+                }
             }
         }
         (mapped, repeats)

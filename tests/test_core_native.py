@@ -140,6 +140,45 @@ def test_translate_batch_reads_misaligned_buffers_too() -> None:
     assert list(prots) == [6, 6, 0]
 
 
+def test_translate_into_fills_caller_buffers_like_translate_batch() -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0x9000_0000, 0x2000, 0x1000)
+    t.map(RWF & ~_core.IOMMU_IOAS_MAP_WRITEABLE, 0x7000_0000, 0x1000, 0x8000)
+    rng = np.random.default_rng(7)
+    iovas = rng.integers(0, 0xA000, 3 * _core.BATCH_RELEASE_GIL, dtype=np.uint64)
+    want_pas, want_prots = t.translate_batch(iovas)
+    pas = np.full(len(iovas), 0xDEAD, dtype=np.uint64)
+    prots = bytearray(b"\xff" * len(iovas))
+    for threads in (1, 2, None):
+        mapped = t.translate_into(iovas, pas, prots, threads=threads)
+        assert pas.tobytes() == want_pas and bytes(prots) == want_prots
+        assert mapped == sum(1 for p in want_prots if p)
+    assert {0, 4, 6} == set(want_prots)
+    # In place: the IOVA buffer receives its own PAs.
+    inplace = iovas.copy()
+    t.translate_into(inplace, inplace, prots)
+    assert inplace.tobytes() == want_pas
+
+
+def test_translate_into_rejects_bad_buffers_and_writes_nothing() -> None:
+    t = _core.IoPagetable()
+    t.map(RWF, 0x9000_0000, 0x2000, 0x1000)
+    iovas = np.array([0x1000, 0x1008], dtype=np.uint64)
+    pas, prots = np.zeros(2, dtype=np.uint64), bytearray(2)
+    with pytest.raises(ValueError, match="0x10 bytes for pas and 0x2"):
+        t.translate_into(iovas, np.zeros(3, dtype=np.uint64), prots)
+    with pytest.raises(ValueError, match="0x10 bytes for pas and 0x2"):
+        t.translate_into(iovas, pas, bytearray(1))
+    with pytest.raises(BufferError):
+        t.translate_into(iovas, bytes(16), prots)        # read-only
+    shared = bytearray(18)
+    with pytest.raises(ValueError, match="shares memory"):
+        t.translate_into(iovas, memoryview(shared)[:16], memoryview(shared)[15:17])
+    with pytest.raises(ValueError, match="at least 1"):
+        t.translate_into(iovas, pas, prots, threads=0)
+    assert not pas.any() and prots == bytearray(2) and shared == bytearray(18)
+
+
 def test_map_batch_takes_buffers_and_rolls_back_on_failure() -> None:
     t = _core.IoPagetable()
     t.map(RWF, 0x9000, 0x1000, 0x5000)

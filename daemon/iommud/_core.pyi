@@ -31,9 +31,17 @@ class IoPagetable:
         as the kernel's unmap: earlier requests stay done on a failure."""
     def translate(self, iova: int) -> tuple[int, int]:
         """(pa, prot) of one IOVA; OSError(ENOENT) when unmapped."""
-    def translate_batch(self, iovas: Any) -> tuple[bytes, bytes]:
+    def translate_batch(self, iovas: Any, *, threads: int | None = None) -> tuple[bytes, bytes]:
         """Translate a buffer of native-endian u64 IOVAs (bytes, array('Q'),
-        numpy uint64, ...). Returns packed u64 PAs and one prot byte each."""
+        numpy uint64, ...). Returns packed u64 PAs and one prot byte each, 0
+        where unmapped. Large batches release the GIL and use up to
+        `threads` threads (None: every core)."""
+    def translate_into(self, iovas: Any, pas: Any, prots: Any, *,
+                       threads: int | None = None) -> int:
+        """Translate into caller buffers: writable `pas` (8 bytes per IOVA)
+        and `prots` (1 byte per IOVA); returns how many were mapped. `pas`
+        may be the `iovas` buffer itself; `prots` may share memory with
+        neither (ValueError)."""
     def iova_ranges(self) -> list[tuple[int, int]]: ...
     @property
     def area_heap_bytes(self) -> int:

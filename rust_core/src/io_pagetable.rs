@@ -155,9 +155,15 @@ impl IoPagetable {
     /// Translate every IOVA of `iovas`; unmapped ones get pa 0 and prot 0.
     /// Returns how many were mapped. Large batches use every core.
     pub fn translate_batch(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        self.translate_batch_on(iovas, pas, prots, threads)
+    }
+
+    /// `translate_batch` on at most `threads` threads (1: the caller's only).
+    pub fn translate_batch_on(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8],
+                              threads: usize) -> usize {
         let index = &self.areas;
         let n = iovas.len().min(pas.len()).min(prots.len());
-        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
         if n < PARALLEL_BATCH || threads < 2 {
             return index.translate_run(&iovas[..n], &mut pas[..n], &mut prots[..n]);
         }

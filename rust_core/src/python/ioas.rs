@@ -28,17 +28,45 @@ struct RawBuffer {
 
 impl RawBuffer {
     fn get(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::get_with(obj, ffi::PyBUF_C_CONTIGUOUS)
+    }
+
+    fn get_with(obj: &Bound<'_, PyAny>, flags: std::os::raw::c_int) -> PyResult<Self> {
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: obj is a live object and the GIL is held; on success the
         // view is initialised and owned by us until PyBuffer_Release.
         let rc = unsafe {
-            ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), ffi::PyBUF_C_CONTIGUOUS)
+            ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags)
         };
         if rc != 0 {
             return Err(PyErr::take(obj.py())
                 .unwrap_or_else(|| PyBufferError::new_err("object does not export a buffer")));
         }
         Ok(RawBuffer { view: unsafe { view.assume_init() } })
+    }
+
+    /// A writable view (bytearray, writable memoryview, numpy array).
+    fn get_writable(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::get_with(obj, ffi::PyBUF_C_CONTIGUOUS | ffi::PyBUF_WRITABLE)
+    }
+
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn overlaps(&self, other: &RawBuffer) -> bool {
+        let (a, b) = (self.as_slice().as_ptr_range(), other.as_slice().as_ptr_range());
+        !self.as_slice().is_empty() && !other.as_slice().is_empty()
+            && a.start < b.end && b.start < a.end
+    }
+
+    /// SAFETY: the view must be writable (get_writable) and no other slice
+    /// of its memory may be alive while this one is.
+    unsafe fn as_mut_slice(&mut self) -> &mut [u8] {
+        if self.view.len <= 0 || self.view.buf.is_null() {
+            return &mut [];
+        }
+        std::slice::from_raw_parts_mut(self.view.buf as *mut u8, self.view.len as usize)
     }
 
     fn as_slice(&self) -> &[u8] {
@@ -97,6 +125,82 @@ fn u64s(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     Ok(out)
 }
 
+/// How many u64 values `raw` holds; ValueError unless a whole number.
+fn whole_u64s(raw: &[u8], what: &str) -> PyResult<usize> {
+    if raw.len() % 8 != 0 {
+        return Err(PyValueError::new_err(format!(
+            "The {what} buffer holds {:#x} bytes, not a whole number of u64 values.", raw.len())));
+    }
+    Ok(raw.len() / 8)
+}
+
+fn thread_count(threads: Option<usize>) -> PyResult<usize> {
+    match threads {
+        None => Ok(std::thread::available_parallelism().map_or(1, |t| t.get())),
+        Some(0) => Err(PyValueError::new_err("threads must be at least 1.")),
+        Some(t) => Ok(t),
+    }
+}
+
+/// A new bytes object of `len` bytes whose contents the caller writes:
+/// unlike PyBytes::new_with it is not zero-filled first, since every byte
+/// is about to be overwritten.
+fn new_bytes(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyBytes>> {
+    let len = ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err(format!("{len:#x} bytes is too large a result.")))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised object of `len` bytes.
+    let ptr = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    // SAFETY: a new reference, or NULL with an exception set; it is a bytes object.
+    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked()) }
+}
+
+/// SAFETY: `b` must be new and not yet shared with Python code.
+unsafe fn bytes_mut<'a>(b: &'a Bound<'_, PyBytes>) -> &'a mut [u8] {
+    let ptr = ffi::PyBytes_AsString(b.as_ptr()) as *mut u8;
+    std::slice::from_raw_parts_mut(ptr, b.as_bytes().len())
+}
+
+impl IoPagetable {
+    /// Translate the u64s of `raw` into `pa_out` (8 bytes each) and
+    /// `prot_out`, reading and writing in place when the buffers are
+    /// u64-aligned (bytes objects and numpy arrays are) and through copies
+    /// when not. Large batches release the GIL.
+    fn translate_raw(&self, py: Python<'_>, raw: &[u8], pa_out: &mut [u8], prot_out: &mut [u8],
+                     threads: usize) -> usize {
+        let n = raw.len() / 8;
+        let work = |pa_out: &mut [u8], prot_out: &mut [u8]| -> usize {
+            // SAFETY: every bit pattern is a valid u64.
+            let (head, aligned, tail) = unsafe { raw.align_to::<u64>() };
+            let copied: Vec<u64>;
+            let addrs: &[u64] = if head.is_empty() && tail.is_empty() {
+                aligned
+            } else {
+                let mut v = Vec::with_capacity(n);
+                unpack_u64(raw, &mut v);
+                copied = v;
+                &copied
+            };
+            // SAFETY: as above.
+            let (head, out64, tail) = unsafe { pa_out.align_to_mut::<u64>() };
+            if head.is_empty() && tail.is_empty() {
+                self.read().translate_batch_on(addrs, out64, prot_out, threads)
+            } else {
+                let mut pas = vec![0u64; n];
+                let mapped = self.read().translate_batch_on(addrs, &mut pas, prot_out, threads);
+                for (dst, pa) in pa_out.chunks_exact_mut(8).zip(pas) {
+                    dst.copy_from_slice(&pa.to_ne_bytes());
+                }
+                mapped
+            }
+        };
+        if n >= BATCH_RELEASE_GIL {
+            py.detach(|| work(pa_out, prot_out))
+        } else {
+            work(pa_out, prot_out)
+        }
+    }
+}
+
 #[pymethods]
 impl IoPagetable {
     #[new]
@@ -128,57 +232,68 @@ impl IoPagetable {
 
     /// Translate a buffer of native-endian u64 IOVAs. Returns (pas, prots):
     /// packed native-endian u64 PAs and one prot byte per IOVA, both 0 where
-    /// unmapped. Large batches release the GIL.
+    /// unmapped. Large batches release the GIL and use up to `threads`
+    /// threads (None: every core).
+    #[pyo3(signature = (iovas, *, threads=None))]
     fn translate_batch<'py>(
         &self,
         py: Python<'py>,
         iovas: &Bound<'py, PyAny>,
+        threads: Option<usize>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+        let threads = thread_count(threads)?;
         let buf = RawBuffer::get(iovas)?;
-        let raw = buf.as_slice();
-        if raw.len() % 8 != 0 {
+        let n = whole_u64s(buf.as_slice(), "IOVA")?;
+        let pas = new_bytes(py, n * 8)?;
+        let prots = new_bytes(py, n)?;
+        // SAFETY: both bytes objects are new, unshared and not yet visible to
+        // Python; they are filled completely below before being returned.
+        let (pa_out, prot_out) = unsafe { (bytes_mut(&pas), bytes_mut(&prots)) };
+        self.translate_raw(py, buf.as_slice(), pa_out, prot_out, threads);
+        Ok((pas, prots))
+    }
+
+    /// Translate into caller buffers: `pas` (writable, 8 bytes per IOVA) gets
+    /// the native-endian u64 PAs and `prots` (writable, 1 byte per IOVA) the
+    /// prot bytes, both 0 where unmapped. Returns how many IOVAs were mapped.
+    /// Reusing the buffers saves the allocation and page faults of new
+    /// result objects; `pas` may be the `iovas` buffer itself.
+    #[pyo3(signature = (iovas, pas, prots, *, threads=None))]
+    fn translate_into(
+        &self,
+        py: Python<'_>,
+        iovas: &Bound<'_, PyAny>,
+        pas: &Bound<'_, PyAny>,
+        prots: &Bound<'_, PyAny>,
+        threads: Option<usize>,
+    ) -> PyResult<usize> {
+        let threads = thread_count(threads)?;
+        let inp = RawBuffer::get(iovas)?;
+        let n = whole_u64s(inp.as_slice(), "IOVA")?;
+        let mut pa_buf = RawBuffer::get_writable(pas)?;
+        let mut prot_buf = RawBuffer::get_writable(prots)?;
+        if pa_buf.len() != n * 8 || prot_buf.len() != n {
             return Err(PyValueError::new_err(format!(
-                "The IOVA buffer holds {:#x} bytes, not a whole number of u64 values.",
-                raw.len()
-            )));
+                "translate_into needs {:#x} bytes for pas and {:#x} for prots for {:#x} IOVAs, \
+                 not {:#x} and {:#x}.", n * 8, n, n, pa_buf.len(), prot_buf.len())));
         }
-        let n = raw.len() / 8;
-        let mut prots = vec![0u8; n];
-        let pas = PyBytes::new_with(py, n * 8, |out: &mut [u8]| {
-            let work = |out: &mut [u8], prots: &mut [u8]| {
-                // Read and write the buffers in place when they are u64-aligned
-                // (bytes objects and numpy arrays are); copy only when not.
-                // SAFETY: every bit pattern is a valid u64.
-                let (head, aligned, tail) = unsafe { raw.align_to::<u64>() };
-                let copied: Vec<u64>;
-                let addrs: &[u64] = if head.is_empty() && tail.is_empty() {
-                    aligned
-                } else {
-                    let mut v = Vec::with_capacity(n);
-                    unpack_u64(raw, &mut v);
-                    copied = v;
-                    &copied
-                };
-                // SAFETY: as above; the output is written before Python sees it.
-                let (head, out64, tail) = unsafe { out.align_to_mut::<u64>() };
-                if head.is_empty() && tail.is_empty() {
-                    self.read().translate_batch(addrs, out64, prots);
-                } else {
-                    let mut pas = vec![0u64; n];
-                    self.read().translate_batch(addrs, &mut pas, prots);
-                    for (dst, pa) in out.chunks_exact_mut(8).zip(pas) {
-                        dst.copy_from_slice(&pa.to_ne_bytes());
-                    }
-                }
-            };
-            if n >= BATCH_RELEASE_GIL {
-                py.detach(|| work(out, &mut prots));
-            } else {
-                work(out, &mut prots);
-            }
-            Ok(())
-        })?;
-        Ok((pas, PyBytes::new(py, &prots)))
+        if prot_buf.overlaps(&inp) || prot_buf.overlaps(&pa_buf) {
+            return Err(PyValueError::new_err(
+                "The prots buffer shares memory with the iovas or pas buffer."));
+        }
+        // Translating in place (pas is iovas) is allowed: read from a copy,
+        // since the output would otherwise alias the input.
+        let copy: Vec<u8>;
+        let input = if pa_buf.overlaps(&inp) {
+            copy = inp.as_slice().to_vec();
+            &copy[..]
+        } else {
+            inp.as_slice()
+        };
+        // SAFETY: the views are writable, held until the end of this call,
+        // and do not overlap each other or `input`.
+        let (pa_out, prot_out) = unsafe { (pa_buf.as_mut_slice(), prot_buf.as_mut_slice()) };
+        Ok(self.translate_raw(py, input, pa_out, prot_out, threads))
     }
 
     /// Many IOAS_MAPs, all or nothing: buffers of native-endian u64

@@ -37,6 +37,7 @@
 use std::sync::OnceLock;
 
 use crate::io_pagetable::Area;
+use crate::slab_pool::{Node, SlabPool};
 
 /// Most areas in one leaf.
 pub const LEAF: usize = 64;
@@ -75,7 +76,7 @@ const LINE: usize = 8;
 
 /// Cache-line aligned, so that `summary` is one line and each run of `LINE`
 /// starts is one line: a search inside the leaf reads two lines.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Leaf {
     summary: [u64; LEAF / LINE],
@@ -85,12 +86,12 @@ struct Leaf {
 }
 
 impl Leaf {
-    fn new() -> Box<Leaf> {
-        Box::new(Leaf { summary: [EMPTY; LEAF / LINE], starts: [EMPTY; LEAF],
-                        tails: [Tail::default(); LEAF], len: 0 })
+    fn new() -> Leaf {
+        Leaf { summary: [EMPTY; LEAF / LINE], starts: [EMPTY; LEAF],
+               tails: [Tail::default(); LEAF], len: 0 }
     }
 
-    fn with(area: Area) -> Box<Leaf> {
+    fn with(area: Area) -> Leaf {
         let mut leaf = Leaf::new();
         leaf.put(0, area);
         leaf
@@ -181,7 +182,9 @@ impl Leaf {
 #[derive(Debug, Default)]
 pub struct AreaMap {
     keys: Vec<u64>,
-    leaves: Vec<Box<Leaf>>,
+    leaves: Vec<Node<Leaf>>,
+    /// Where the leaves live (slab_pool.rs: huge-page slabs for large maps).
+    pool: SlabPool<Leaf>,
     /// For each leaf, the largest hole (free addresses) between its areas or
     /// after its last one up to the next leaf (or the top of the space). IOVA
     /// allocation skips leaves whose holes are all too small, reading 8
@@ -492,7 +495,7 @@ impl AreaMap {
         self.len += 1;
         if self.leaves.is_empty() {
             self.keys.push(area.iova);
-            self.leaves.push(Leaf::with(area));
+            self.leaves.push(self.pool.alloc(Leaf::with(area)));
             self.gaps.push(0);
             self.refresh_gap(0);
             return;
@@ -506,7 +509,7 @@ impl AreaMap {
             if pos == LEAF && li + 1 == self.leaves.len() {
                 // Appending past the end: start a new leaf, keep this one full.
                 self.keys.push(area.iova);
-                self.leaves.push(Leaf::with(area));
+                self.leaves.push(self.pool.alloc(Leaf::with(area)));
                 self.gaps.push(0);
                 self.refresh_gap(li);
                 self.refresh_gap(li + 1);
@@ -607,7 +610,7 @@ impl AreaMap {
     }
 
     fn split(&mut self, li: usize) {
-        let mut right = Leaf::new();
+        let mut right = self.pool.alloc(Leaf::new());
         self.leaves[li].move_to(LEAF / 2, &mut right);
         self.keys.insert(li + 1, right.starts[0]);
         self.leaves.insert(li + 1, right);
@@ -628,7 +631,8 @@ impl AreaMap {
         self.len -= 1;
         if leaf.len() == 0 {
             self.keys.remove(li);
-            self.leaves.remove(li);
+            let gone = self.leaves.remove(li);
+            self.release(gone);
             self.gaps.remove(li);
             self.refresh_key_change(li);
             return Some(area);
@@ -658,7 +662,18 @@ impl AreaMap {
         self.keys.remove(from);
         self.gaps.remove(from);
         absorbed.move_to(0, &mut self.leaves[into]);
+        self.release(absorbed);
         self.refresh_gap(into);
+    }
+
+    /// Return a dropped leaf to the pool; once the pool is mostly free
+    /// (the table shrank), move the live leaves into a fresh one so the
+    /// memory goes back.
+    fn release(&mut self, leaf: Node<Leaf>) {
+        self.pool.release(leaf);
+        if self.pool.worth_compacting() {
+            self.pool.compact(&mut self.leaves);
+        }
     }
 
     /// Every area in IOVA order.
@@ -666,11 +681,19 @@ impl AreaMap {
         self.leaves.iter().flat_map(|leaf| (0..leaf.len()).map(move |k| leaf.area(k)))
     }
 
-    /// Heap bytes held, for the memory benchmark.
+    /// Leaves in use (tests check how full they are kept).
+    pub fn leaf_count(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Heap bytes held, for the memory benchmark: keys, gaps, leaf handles,
+    /// every slab of the pool (slack included) and the radix directory.
     pub fn heap_bytes(&self) -> usize {
         self.keys.capacity() * 8
-            + self.leaves.capacity() * std::mem::size_of::<Box<Leaf>>()
-            + self.leaves.len() * std::mem::size_of::<Leaf>()
+            + self.gaps.capacity() * 8
+            + self.leaves.capacity() * std::mem::size_of::<Node<Leaf>>()
+            + self.pool.slab_bytes()
+            + self.radix.get().map_or(0, |r| r.below.capacity() * 4)
     }
 
     /// Check every invariant (tests).
@@ -696,6 +719,7 @@ impl AreaMap {
             count += leaf.len();
         }
         assert_eq!(count, self.len);
+        assert_eq!(self.pool.live(), self.leaves.len(), "a leaf left the pool uncounted");
         if let Some(r) = self.radix.get() {
             for (i, &k) in self.keys.iter().enumerate() {
                 assert_eq!(r.leaf_of(&self.keys, k), self.leaf_of(k), "radix at key {i}");

@@ -10,6 +10,7 @@ pub mod errno;
 pub mod io_pagetable;
 pub mod iova_alloc;
 pub mod peer_gate;
+pub mod slab_pool;
 
 #[cfg(feature = "python")]
 mod python;

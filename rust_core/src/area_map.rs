@@ -466,23 +466,23 @@ impl AreaMap {
         // Per address in flight: (bucket | lo | leaf, hi | line | slot).
         let mut ring = [(NONE, NONE); RING];
         let (mut mapped, mut repeats) = (0, 0);
-        for t in start..end + DEPTH {
+        // One step moves every address in flight one stage on. `guard` says
+        // whether some stage's address may be outside the range (only in
+        // the first and last DEPTH steps); the steady loop passes false.
+        let mut step = |t: usize, guard: bool, pas: &mut [u64], prots: &mut [u8]| {
+            let live = |j: Option<usize>| j.filter(|&j| !guard || (j >= start && j < end));
             // Stage 1: the radix bucket.
-            if t < end {
-                let q = iovas[t];
-                ring[t % RING] = match radix {
-                    Some(r) => match r.bucket(q) {
-                        Some(b) => {
-                            prefetch(r.below[b..].as_ptr());
-                            (b, NONE)
-                        }
-                        None => (NONE, NONE),
-                    },
+            if let Some(j) = live(Some(t)) {
+                ring[j % RING] = match radix.and_then(|r| r.bucket(iovas[j]).map(|b| (r, b))) {
+                    Some((r, b)) => {
+                        prefetch(r.below[b..].as_ptr());
+                        (b, NONE)
+                    }
                     None => (NONE, NONE),
                 };
             }
             // Stage 2: the bucket's key range.
-            if let Some(j) = t.checked_sub(D).filter(|&j| j >= start && j < end) {
+            if let Some(j) = live(t.checked_sub(D)) {
                 if let (Some(r), (b, _)) = (radix, ring[j % RING]) {
                     if b != NONE {
                         let (lo, hi) = r.keys_of(self.keys.len(), b);
@@ -492,7 +492,7 @@ impl AreaMap {
                 }
             }
             // Stage 3: the leaf.
-            if let Some(j) = t.checked_sub(2 * D).filter(|&j| j >= start && j < end) {
+            if let Some(j) = live(t.checked_sub(2 * D)) {
                 let q = iovas[j];
                 let li = match radix {
                     Some(_) => {
@@ -507,7 +507,7 @@ impl AreaMap {
                 ring[j % RING] = (li, NONE);
             }
             // Stage 4: the line of starts.
-            if let Some(j) = t.checked_sub(3 * D).filter(|&j| j >= start && j < end) {
+            if let Some(j) = live(t.checked_sub(3 * D)) {
                 let li = ring[j % RING].0;
                 if li != NONE {
                     let leaf = &self.leaves[li];
@@ -517,7 +517,7 @@ impl AreaMap {
                 }
             }
             // Stage 5: the slot, and its tail.
-            if let Some(j) = t.checked_sub(4 * D).filter(|&j| j >= start && j < end) {
+            if let Some(j) = live(t.checked_sub(4 * D)) {
                 let (li, line) = ring[j % RING];
                 if li != NONE {
                     let leaf = &self.leaves[li];
@@ -527,7 +527,7 @@ impl AreaMap {
                 }
             }
             // Emit.
-            if let Some(i) = t.checked_sub(DEPTH).filter(|&i| i >= start) {
+            if let Some(i) = live(t.checked_sub(DEPTH)) {
                 let (li, k) = ring[i % RING];
                 let slot = (li != NONE).then_some((li, k));
                 if self.emit(slot, iovas[i], &mut pas[i], &mut prots[i]) {
@@ -536,6 +536,16 @@ impl AreaMap {
                     *hit = slot;
                 }
             }
+        };
+        let steady = (start + DEPTH).min(end)..end;
+        for t in start..steady.start {
+            step(t, true, pas, prots);
+        }
+        for t in steady.clone() {
+            step(t, false, pas, prots);
+        }
+        for t in steady.end.max(steady.start)..end + DEPTH {
+            step(t, true, pas, prots);
         }
         (mapped, repeats)
     }

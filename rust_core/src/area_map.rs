@@ -14,8 +14,8 @@
 //!   run as a prefetching pipeline, so their cache misses overlap.
 //! - An area costs about 34 bytes in a full leaf (start, last, user address,
 //!   prot and its share of the summary line) and nothing per page. Ascending
-//!   maps, the common VMM pattern, fill leaves completely because a full last
-//!   leaf is extended with a new leaf instead of split; other inserts split
+//!   maps, the common VMM pattern, fill leaves completely because a full
+//!   leaf is followed by a new leaf instead of split; other inserts split
 //!   at the middle, and removals merge a leaf that falls below a quarter into
 //!   a neighbour, so leaves stay at least a quarter full through any churn.
 //! - A map or unmap moves at most `LEAF` entries inside a leaf, plus one key
@@ -567,11 +567,24 @@ impl AreaMap {
         let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
         debug_assert!(leaf.starts[..leaf.len].get(pos) != Some(&area.iova), "duplicate start");
         if leaf.len() == LEAF {
-            if pos == LEAF && li + 1 == self.leaves.len() {
-                // Appending past the end: start a new leaf, keep this one full.
-                self.keys.push(area.iova);
-                self.leaves.push(self.pool.alloc(Leaf::with(area)));
-                self.gaps.push(0);
+            if pos == LEAF && self.leaves.get(li + 1).is_some_and(|next| next.len() < LEAF) {
+                // Past a full leaf, before one with room: the next leaf's front.
+                self.leaves[li + 1].put(0, area);
+                self.keys[li + 1] = area.iova;
+                self.refresh_gap(li);
+                self.refresh_gap(li + 1);
+                return;
+            }
+            if pos == LEAF {
+                // Past a full leaf, before a full one (or none): start a new
+                // leaf between them and keep this one full. Ascending maps,
+                // wherever they land, then fill whole leaves and add a key
+                // once per LEAF maps, not once per LEAF / 2 as middle splits
+                // would; descending ones fill the new leaf from its front.
+                self.keys.insert(li + 1, area.iova);
+                let leaf = self.pool.alloc(Leaf::with(area));
+                self.leaves.insert(li + 1, leaf);
+                self.gaps.insert(li + 1, 0);
                 self.refresh_gap(li);
                 self.refresh_gap(li + 1);
                 return;

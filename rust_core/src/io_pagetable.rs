@@ -61,6 +61,9 @@ pub const PARALLEL_BATCH: usize = 1 << 16;
 pub struct IoPagetable {
     pub(crate) areas: AreaMap,
     pub(crate) reserved: Vec<Reserved>,
+    /// The reserved ranges as sorted (start, last) pairs, for the allocator;
+    /// rebuilt whenever `reserved` changes.
+    pub(crate) reserved_spans: Vec<(u64, u64)>,
     pub(crate) allowed: Vec<(u64, u64)>,
     pub(crate) iova_alignment: u64,
     pub(crate) mapped_bytes: u64,
@@ -347,8 +350,14 @@ impl IoPagetable {
         let Some(last) = iova.checked_add(length - 1) else {
             return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
         };
+        let here = self.area_at(iova);
+        // The common case, one whole area: areas are disjoint, so no other
+        // area can lie inside its range and the walk below is not needed.
+        if let Some(a) = here.filter(|a| a.iova == iova && a.last == last) {
+            return Ok(self.remove_area(a.iova).length());
+        }
         let mut unmapped = 0u64;
-        let mut cursor = match self.area_at(iova) {
+        let mut cursor = match here {
             Some(a) => a.iova,
             None => iova,
         };
@@ -432,12 +441,19 @@ impl IoPagetable {
             );
         }
         self.reserved.push(Reserved { start, last, owner });
+        self.sort_reserved_spans();
         Ok(())
     }
 
     /// Remove every range reserved by `owner`.
     pub fn remove_reserved(&mut self, owner: u64) {
         self.reserved.retain(|r| r.owner != owner);
+        self.sort_reserved_spans();
+    }
+
+    fn sort_reserved_spans(&mut self) {
+        self.reserved_spans = self.reserved.iter().map(|r| (r.start, r.last)).collect();
+        self.reserved_spans.sort_unstable();
     }
 
     /// Set the IOVA alignment (a power of two). Raising it fails with

@@ -33,20 +33,17 @@ impl IoPagetable {
         }
         let page_offset = user_va % PAGE_SIZE;
         let (lo, hi) = (PAGE_SIZE, ULONG_MAX - PAGE_SIZE);
-        let windows: Vec<(u64, u64)> = if self.allowed.is_empty() {
-            vec![(lo, hi)]
-        } else {
-            self.allowed
-                .iter()
-                .filter(|&&(s, l)| s <= hi && l >= lo)
-                .map(|&(s, l)| (s.max(lo), l.min(hi)))
-                .collect()
-        };
-        let mut reserved: Vec<(u64, u64)> =
-            self.reserved.iter().map(|r| (r.start, r.last)).collect();
-        reserved.sort_unstable();
-        for (start, last) in windows {
-            if let Some(iova) = self.first_fit(start, last, length, align, page_offset, &reserved) {
+        // No allocation per call: the windows are borrowed or the whole
+        // space, and the reserved spans are kept sorted as they change.
+        let whole = [(lo, hi)];
+        let windows = if self.allowed.is_empty() { &whole[..] } else { &self.allowed[..] };
+        for &(s, l) in windows {
+            if s > hi || l < lo {
+                continue;
+            }
+            let (start, last) = (s.max(lo), l.min(hi));
+            let reserved = &self.reserved_spans;
+            if let Some(iova) = self.first_fit(start, last, length, align, page_offset, reserved) {
                 return Ok(iova);
             }
         }

@@ -188,3 +188,26 @@ fn a_map_that_shrinks_gives_its_leaf_memory_back() {
         assert_eq!(map.translate((slot << 16) + 5), Some((slot * 7 + 0x1005, 6)));
     }
 }
+
+#[test]
+fn maps_into_the_hole_after_a_full_leaf_keep_leaves_full() {
+    // Two full leaves with a wide hole between them, then the hole filled
+    // ascending and, in a second hole, descending: neither pattern may leave
+    // a trail of nearly empty leaves.
+    let mut map = AreaMap::new();
+    for slot in (0..LEAF as u64).chain(100_000..100_000 + LEAF as u64) {
+        map.insert(area(slot));
+    }
+    assert_eq!(map.leaf_count(), 2);
+    for slot in 1000..1000 + 10 * LEAF as u64 {
+        map.insert(area(slot));
+    }
+    map.check();
+    assert_eq!(map.leaf_count(), 12, "ascending maps fill whole leaves");
+    for slot in (50_000..50_000 + 10 * LEAF as u64).rev() {
+        map.insert(area(slot));
+    }
+    map.check();
+    assert!(map.leaf_count() <= 12 + 11, "{} leaves after descending maps", map.leaf_count());
+    assert_eq!(map.len(), 22 * LEAF);
+}

@@ -34,6 +34,7 @@
 //! areas. Areas never overlap (the caller's rule). `check()` asserts all of
 //! these and the tests call it throughout.
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
 use crate::io_pagetable::Area;
@@ -208,6 +209,9 @@ pub struct AreaMap {
     /// A radix directory over `keys`, built by a large batched translation
     /// and dropped by any insert or remove (see Radix).
     radix: OnceLock<Radix>,
+    /// The leaf of the last leaf_of_near search: only a guess, checked
+    /// before use, so racing readers may overwrite it freely.
+    hint: AtomicUsize,
     len: usize,
 }
 
@@ -305,6 +309,35 @@ impl AreaMap {
         self.keys.partition_point(|&k| k <= iova).checked_sub(1)
     }
 
+    /// `leaf_of` for the table's own operations, which cluster: a batch of
+    /// maps or unmaps works on neighbouring areas, and first-fit allocation
+    /// starts at the lowest address. The leaf used last and leaf 0 are
+    /// checked before the binary search (14 dependent reads at 1M areas).
+    #[inline]
+    fn leaf_of_near(&self, iova: u64) -> Option<usize> {
+        let owns = |li: usize| {
+            self.keys.get(li).is_some_and(|&k| k <= iova)
+                && self.keys.get(li + 1).map_or(true, |&next| iova < next)
+        };
+        let hint = self.hint.load(Relaxed);
+        if owns(hint) {
+            return Some(hint);
+        }
+        if hint != 0 && owns(0) {
+            return Some(0);
+        }
+        let li = self.leaf_of(iova)?;
+        self.hint.store(li, Relaxed);
+        Some(li)
+    }
+
+    /// floor_slot through leaf_of_near.
+    #[inline]
+    fn floor_slot_near(&self, iova: u64) -> Option<(usize, usize)> {
+        let li = self.leaf_of_near(iova)?;
+        Some((li, self.leaves[li].floor(iova)))
+    }
+
     /// (leaf, slot) of the last area starting at or below `iova`.
     #[inline]
     fn floor_slot(&self, iova: u64) -> Option<(usize, usize)> {
@@ -315,12 +348,12 @@ impl AreaMap {
 
     /// The last area starting at or below `iova`.
     pub fn floor(&self, iova: u64) -> Option<Area> {
-        self.floor_slot(iova).map(|(li, k)| self.leaves[li].area(k))
+        self.floor_slot_near(iova).map(|(li, k)| self.leaves[li].area(k))
     }
 
     /// The first area starting at or above `iova`.
     pub fn ceil(&self, iova: u64) -> Option<Area> {
-        let li = self.leaf_of(iova).unwrap_or(0);
+        let li = self.leaf_of_near(iova).unwrap_or(0);
         let leaf = self.leaves.get(li)?;
         let k = leaf.starts[..leaf.len].partition_point(|&s| s < iova);
         if k < leaf.len() {
@@ -562,7 +595,7 @@ impl AreaMap {
             return;
         }
         // Below every key, the area goes to the front of the first leaf.
-        let li = self.leaf_of(area.iova).unwrap_or(0);
+        let li = self.leaf_of_near(area.iova).unwrap_or(0);
         let leaf = &self.leaves[li];
         let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
         debug_assert!(leaf.starts[..leaf.len].get(pos) != Some(&area.iova), "duplicate start");
@@ -653,7 +686,7 @@ impl AreaMap {
             }
             (0, 0)
         } else {
-            self.floor_slot(from)?
+            self.floor_slot_near(from)?
         };
         while li < self.leaves.len() {
             if self.gaps[li] < need {
@@ -695,7 +728,7 @@ impl AreaMap {
 
     /// Remove the area starting exactly at `start`.
     pub fn remove(&mut self, start: u64) -> Option<Area> {
-        let (li, k) = self.floor_slot(start)?;
+        let (li, k) = self.floor_slot_near(start)?;
         if self.leaves[li].starts[k] != start {
             return None;
         }

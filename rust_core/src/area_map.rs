@@ -24,8 +24,8 @@
 //!
 //! - `gaps[i]` is leaf i's largest hole, so IOVA allocation steps over
 //!   leaves that cannot fit (find_hole); a radix directory over the keys,
-//!   built by large batches and dropped by any change, shortens the key
-//!   search for them (Radix).
+//!   built once enough translations ran since the last change and dropped
+//!   by any change, shortens the key search (Radix).
 //!
 //! Invariants: leaves are non-empty and sorted, `keys[i]` is the start of
 //! leaf i's first area, every start in leaf i is below `keys[i + 1]`,
@@ -206,9 +206,12 @@ pub struct AreaMap {
     /// allocation skips leaves whose holes are all too small, reading 8
     /// contiguous bytes per leaf instead of walking every area.
     gaps: Vec<u64>,
-    /// A radix directory over `keys`, built by a large batched translation
-    /// and dropped by any insert or remove (see Radix).
+    /// A radix directory over `keys`, built once enough translations ran
+    /// since the last change (radix_for) and dropped by any insert or
+    /// remove (see Radix).
     radix: OnceLock<Radix>,
+    /// Translations since the last change (see radix_for).
+    lookups: AtomicUsize,
     /// The leaf of the last leaf_of_near search: only a guess, checked
     /// before use, so racing readers may overwrite it freely.
     hint: AtomicUsize,
@@ -365,10 +368,33 @@ impl AreaMap {
     /// The area containing `iova`, as (user address, prot) for `iova`.
     #[inline]
     pub fn translate(&self, iova: u64) -> Option<(u64, u32)> {
-        let (li, k) = self.floor_slot(iova)?;
+        let li = match self.radix_for(1) {
+            Some(r) => r.leaf_of(&self.keys, iova)?,
+            None => self.leaf_of(iova)?,
+        };
         let leaf = &self.leaves[li];
+        let k = leaf.floor(iova);
         let t = leaf.tails[k];
         (iova <= t.last).then(|| (t.user_va.wrapping_add(iova - leaf.starts[k]), t.prot))
+    }
+
+    /// The radix directory, once `lookups` more translations bring those
+    /// since the last change to a quarter of the key count: then building
+    /// it (one pass over the keys) costs at most 4 key reads per lookup,
+    /// and it saves a binary search on every lookup after. A table that
+    /// changes more often than that is searched directly.
+    #[inline]
+    fn radix_for(&self, lookups: usize) -> Option<&Radix> {
+        if let Some(r) = self.radix.get() {
+            return Some(r);
+        }
+        if self.keys.len() < 1024 {
+            return None;
+        }
+        // Racing readers may lose counts: it only delays the build.
+        let seen = self.lookups.load(Relaxed).saturating_add(lookups);
+        self.lookups.store(seen, Relaxed);
+        (seen >= self.keys.len() / 4).then(|| self.radix.get_or_init(|| Radix::build(&self.keys)))
     }
 
     /// Translate a run of addresses; returns how many were mapped.
@@ -382,13 +408,7 @@ impl AreaMap {
     /// are already arriving instead of waiting for them one after another.
     pub fn translate_run(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8]) -> usize {
         let n = iovas.len().min(pas.len()).min(prots.len());
-        let radix = match self.radix.get() {
-            Some(r) => Some(r),
-            None if self.keys.len() >= 1024 && n >= self.keys.len() / 4 => {
-                Some(self.radix.get_or_init(|| Radix::build(&self.keys)))
-            }
-            None => None,
-        };
+        let radix = self.radix_for(n);
         let mut mapped = 0;
         let mut hit: Option<(usize, usize)> = None;
         let mut clustered = true;
@@ -586,6 +606,7 @@ impl AreaMap {
     /// Add an area; its start must not be present (areas are disjoint).
     pub fn insert(&mut self, area: Area) {
         self.radix.take();
+        self.lookups.store(0, Relaxed);
         self.len += 1;
         if self.leaves.is_empty() {
             self.keys.push(area.iova);
@@ -733,6 +754,7 @@ impl AreaMap {
             return None;
         }
         self.radix.take();
+        self.lookups.store(0, Relaxed);
         let leaf = &mut self.leaves[li];
         let area = leaf.take(k);
         self.len -= 1;

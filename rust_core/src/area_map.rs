@@ -289,6 +289,113 @@ impl Radix {
     }
 }
 
+/// Pipeline distance between stages, the depth of the pipeline, and its
+/// ring of per-address state (a power of two above DEPTH).
+const D: usize = PREFETCH;
+const DEPTH: usize = 5 * D;
+const RING: usize = (DEPTH + 1).next_power_of_two();
+const NONE: usize = usize::MAX;
+
+/// The state of one run_scattered pipeline.
+struct Scatter<'a> {
+    map: &'a AreaMap,
+    iovas: &'a [u64],
+    radix: Option<&'a Radix>,
+    start: usize,
+    end: usize,
+    /// Per address in flight: (bucket | lo | leaf, hi | line | slot).
+    ring: [(usize, usize); RING],
+    mapped: usize,
+    repeats: usize,
+    hit: Option<(usize, usize)>,
+}
+
+impl Scatter<'_> {
+    /// The address `back` steps behind `t`, if there is one in the range.
+    /// Only the first and last DEPTH steps need the check (GUARD); in the
+    /// steady loop every stage's address is in range.
+    #[inline(always)]
+    fn at<const GUARD: bool>(&self, t: usize, back: usize) -> Option<usize> {
+        if GUARD {
+            t.checked_sub(back).filter(|&j| j >= self.start && j < self.end)
+        } else {
+            Some(t - back)
+        }
+    }
+
+    /// Move every address in flight one stage on.
+    #[inline(always)]
+    fn step<const GUARD: bool>(&mut self, t: usize, pas: &mut [u64], prots: &mut [u8]) {
+        let (map, iovas) = (self.map, self.iovas);
+        // Stage 1: the radix bucket.
+        if let Some(j) = self.at::<GUARD>(t, 0) {
+            self.ring[j % RING] =
+                match self.radix.and_then(|r| r.bucket(iovas[j]).map(|b| (r, b))) {
+                    Some((r, b)) => {
+                        prefetch(r.below[b..].as_ptr());
+                        (b, NONE)
+                    }
+                    None => (NONE, NONE),
+                };
+        }
+        // Stage 2: the bucket's key range.
+        if let Some(j) = self.at::<GUARD>(t, D) {
+            if let (Some(r), (b, _)) = (self.radix, self.ring[j % RING]) {
+                if b != NONE {
+                    let (lo, hi) = r.keys_of(map.keys.len(), b);
+                    prefetch(map.keys[lo..].as_ptr());
+                    self.ring[j % RING] = (lo, hi);
+                }
+            }
+        }
+        // Stage 3: the leaf.
+        if let Some(j) = self.at::<GUARD>(t, 2 * D) {
+            let q = iovas[j];
+            let li = match self.radix {
+                Some(_) => {
+                    let (lo, hi) = self.ring[j % RING];
+                    if lo == NONE { NONE } else { Radix::pick(&map.keys, lo, hi, q) }
+                }
+                None => map.leaf_of(q).unwrap_or(NONE),
+            };
+            if li != NONE {
+                prefetch(map.leaves[li].summary.as_ptr());
+            }
+            self.ring[j % RING] = (li, NONE);
+        }
+        // Stage 4: the line of starts.
+        if let Some(j) = self.at::<GUARD>(t, 3 * D) {
+            let li = self.ring[j % RING].0;
+            if li != NONE {
+                let leaf = &map.leaves[li];
+                let line = leaf.floor_line(iovas[j]);
+                prefetch(leaf.starts[line * LINE..].as_ptr());
+                self.ring[j % RING].1 = line;
+            }
+        }
+        // Stage 5: the slot, and its tail.
+        if let Some(j) = self.at::<GUARD>(t, 4 * D) {
+            let (li, line) = self.ring[j % RING];
+            if li != NONE {
+                let leaf = &map.leaves[li];
+                let k = leaf.floor_from(line, iovas[j]);
+                prefetch(&leaf.tails[k]);
+                self.ring[j % RING].1 = k;
+            }
+        }
+        // Emit.
+        if let Some(i) = self.at::<GUARD>(t, DEPTH) {
+            let (li, k) = self.ring[i % RING];
+            let slot = (li != NONE).then_some((li, k));
+            if map.emit(slot, iovas[i], &mut pas[i], &mut prots[i]) {
+                self.mapped += 1;
+                self.repeats += usize::from(slot == self.hit);
+                self.hit = slot;
+            }
+        }
+    }
+}
+
 impl AreaMap {
     pub fn new() -> Self {
         AreaMap::default()
@@ -511,96 +618,21 @@ impl AreaMap {
     fn run_scattered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
                      prots: &mut [u8], hit: &mut Option<(usize, usize)>, radix: Option<&Radix>)
                      -> (usize, usize) {
-        const D: usize = PREFETCH;
-        const DEPTH: usize = 5 * D;
-        const RING: usize = (DEPTH + 1).next_power_of_two();
-        const NONE: usize = usize::MAX;
         let (start, end) = (range.start, range.end);
-        // Per address in flight: (bucket | lo | leaf, hi | line | slot).
-        let mut ring = [(NONE, NONE); RING];
-        let (mut mapped, mut repeats) = (0, 0);
-        // One step moves every address in flight one stage on. `guard` says
-        // whether some stage's address may be outside the range (only in
-        // the first and last DEPTH steps); the steady loop passes false.
-        let mut step = |t: usize, guard: bool, pas: &mut [u64], prots: &mut [u8]| {
-            let live = |j: Option<usize>| j.filter(|&j| !guard || (j >= start && j < end));
-            // Stage 1: the radix bucket.
-            if let Some(j) = live(Some(t)) {
-                ring[j % RING] = match radix.and_then(|r| r.bucket(iovas[j]).map(|b| (r, b))) {
-                    Some((r, b)) => {
-                        prefetch(r.below[b..].as_ptr());
-                        (b, NONE)
-                    }
-                    None => (NONE, NONE),
-                };
-            }
-            // Stage 2: the bucket's key range.
-            if let Some(j) = live(t.checked_sub(D)) {
-                if let (Some(r), (b, _)) = (radix, ring[j % RING]) {
-                    if b != NONE {
-                        let (lo, hi) = r.keys_of(self.keys.len(), b);
-                        prefetch(self.keys[lo..].as_ptr());
-                        ring[j % RING] = (lo, hi);
-                    }
-                }
-            }
-            // Stage 3: the leaf.
-            if let Some(j) = live(t.checked_sub(2 * D)) {
-                let q = iovas[j];
-                let li = match radix {
-                    Some(_) => {
-                        let (lo, hi) = ring[j % RING];
-                        if lo == NONE { NONE } else { Radix::pick(&self.keys, lo, hi, q) }
-                    }
-                    None => self.leaf_of(q).unwrap_or(NONE),
-                };
-                if li != NONE {
-                    prefetch(self.leaves[li].summary.as_ptr());
-                }
-                ring[j % RING] = (li, NONE);
-            }
-            // Stage 4: the line of starts.
-            if let Some(j) = live(t.checked_sub(3 * D)) {
-                let li = ring[j % RING].0;
-                if li != NONE {
-                    let leaf = &self.leaves[li];
-                    let line = leaf.floor_line(iovas[j]);
-                    prefetch(leaf.starts[line * LINE..].as_ptr());
-                    ring[j % RING].1 = line;
-                }
-            }
-            // Stage 5: the slot, and its tail.
-            if let Some(j) = live(t.checked_sub(4 * D)) {
-                let (li, line) = ring[j % RING];
-                if li != NONE {
-                    let leaf = &self.leaves[li];
-                    let k = leaf.floor_from(line, iovas[j]);
-                    prefetch(&leaf.tails[k]);
-                    ring[j % RING].1 = k;
-                }
-            }
-            // Emit.
-            if let Some(i) = live(t.checked_sub(DEPTH)) {
-                let (li, k) = ring[i % RING];
-                let slot = (li != NONE).then_some((li, k));
-                if self.emit(slot, iovas[i], &mut pas[i], &mut prots[i]) {
-                    mapped += 1;
-                    repeats += usize::from(slot == *hit);
-                    *hit = slot;
-                }
-            }
-        };
+        let mut p = Scatter { map: self, iovas, radix, start, end, ring: [(NONE, NONE); RING],
+                              mapped: 0, repeats: 0, hit: *hit };
         let steady = (start + DEPTH).min(end)..end;
         for t in start..steady.start {
-            step(t, true, pas, prots);
+            p.step::<true>(t, pas, prots);
         }
         for t in steady.clone() {
-            step(t, false, pas, prots);
+            p.step::<false>(t, pas, prots);
         }
         for t in steady.end.max(steady.start)..end + DEPTH {
-            step(t, true, pas, prots);
+            p.step::<true>(t, pas, prots);
         }
-        (mapped, repeats)
+        *hit = p.hit;
+        (p.mapped, p.repeats)
     }
 
     /// Add an area; its start must not be present (areas are disjoint).

@@ -211,3 +211,34 @@ fn maps_into_the_hole_after_a_full_leaf_keep_leaves_full() {
     assert!(map.leaf_count() <= 12 + 11, "{} leaves after descending maps", map.leaf_count());
     assert_eq!(map.len(), 22 * LEAF);
 }
+
+#[test]
+fn single_lookups_build_the_radix_directory_and_a_change_drops_it() {
+    let mut map = AreaMap::new();
+    let n = 200 * LEAF as u64; // 1,600 full leaves, so 1,600 keys
+    for slot in 0..n * 8 {
+        map.insert(area(slot));
+    }
+    let keys = map.leaf_count();
+    assert!(keys >= 1024, "{keys} keys: enough for a directory");
+    let bare = map.heap_bytes();
+    let mut rng = Rng(0x5eed_0001);
+    // A sixteenth of the key count of single lookups builds it...
+    for _ in 0..keys / 16 + 1 {
+        let slot = rng.below(n * 8);
+        assert_eq!(map.translate((slot << 16) + 9), Some((slot * 7 + 0x1009, 6)));
+        assert_eq!(map.translate((slot << 16) + 0x4000), None, "the hole after an area");
+    }
+    assert!(map.heap_bytes() > bare, "the directory was built");
+    map.check(); // the directory agrees with binary search at every key
+    for _ in 0..1000 {
+        let slot = rng.below(n * 8);
+        assert_eq!(map.translate((slot << 16) + 0x3fff), Some((slot * 7 + 0x1000 + 0x3fff, 6)));
+    }
+    assert_eq!(map.translate(u64::MAX), None);
+    // ...and any change drops it, so no lookup reads a stale one.
+    map.remove(5 << 16);
+    assert_eq!(map.heap_bytes(), bare);
+    assert_eq!(map.translate((5 << 16) + 9), None);
+    map.check();
+}

@@ -117,6 +117,7 @@ def test_fail_nth_walk_over_native_calls_leaves_nothing(dmn) -> None:
         ioas2 = w.walk(ctx.ioas_alloc)
         w.walk(lambda: ctx.ioas_map(ioas, VA, 0x4000, iova=0x10_0000), min_steps=1)
         w.walk(lambda: ctx.ioas_map(ioas, VA + 0x4000, 0x2000), min_steps=1)
+        w.walk(lambda: ctx.ioas_map_batch(ioas, [VA, VA + 0x1000], [0x1000, 0x3000]), min_steps=1)
 
         dev = sess.open_device(NVME)
         dev_id = w.walk(lambda: dev.bind(ctx), min_steps=2)   # object id, DMA ownership

@@ -297,3 +297,58 @@ def test_truncated_message_is_a_clean_error(client, session) -> None:
     assert err.errno_name == "EINVAL" and err.code is grpc.StatusCode.INVALID_ARGUMENT
     assert "not a valid iommud.v1.IoasMapRequest" in err.message
     assert client.health() == "SERVING"
+
+
+# -- IoasMapBatch: many IOAS_MAPs in one call, all or nothing ------------------
+
+def test_map_batch_places_areas_as_single_maps_would(ctx) -> None:
+    batched, single = ctx.ioas_alloc(), ctx.ioas_alloc()
+    for ioas in (batched, single):
+        ctx.ioas_map(ioas, 0x7000_0000, 0x4000, 0x10_0000)
+    vas = [0x1000, 0x20_3000, 0x40_0000, 0x50_0000]
+    lens = [0x1000, 0x2000, 0x20_0000, 0x3000]
+    got = ctx.ioas_map_batch(batched, vas, lens)
+    want = [ctx.ioas_map(single, va, ln) for va, ln in zip(vas, lens)]
+    assert list(got) == want
+    assert ctx.list_areas(batched) == ctx.list_areas(single)
+    fixed = ctx.ioas_map_batch(batched, np.array([0x9000, 0xA000], dtype=np.uint64),
+                               [0x1000, 0x1000], [0x7000_0000, 0x7100_0000], writeable=False)
+    assert list(fixed) == [0x7000_0000, 0x7100_0000]
+    out = ctx.translate_batch(batched, [0x7000_0010, 0x7100_0fff, got[1] + 0x1234])
+    assert list(out.pas) == [0x9010, 0xAfff, 0x20_4234]
+    assert list(out.prots) == [R, R, R | W]
+    assert list(ctx.ioas_map_batch(batched, [], [])) == []
+
+
+def test_map_batch_failure_maps_nothing_and_names_the_entry(ctx, ioas) -> None:
+    ctx.ioas_map(ioas, 0x5000, 0x1000, 0x30_0000)
+    before = state(ctx, ioas)
+    e = errno_of(lambda: ctx.ioas_map_batch(
+        ioas, [0x1000, 0x2000, 0x3000], [0x1000, 0x1000, 0x1000],
+        [0x10_0000, 0x20_0000, 0x30_0000]))
+    assert e.errno_name == "EEXIST" and "Request 0x2 of the batch" in e.message
+    e = errno_of(lambda: ctx.ioas_map_batch(ioas, [0x1000, 0x2000], [0x1000, 0]))
+    assert e.errno_name == "EINVAL" and "Request 0x1 of the batch" in e.message
+    assert state(ctx, ioas) == before
+
+
+@pytest.mark.parametrize("kwargs, errno_name", [
+    (dict(user_vas=b"\0" * 9, lengths=b"\0" * 8), "EINVAL"),                 # ragged
+    (dict(user_vas=b"\0" * 16, lengths=b"\0" * 8), "EINVAL"),                # unequal counts
+    (dict(flags=R | W | FIXED, lengths=(0x1000).to_bytes(8, "little")), "EINVAL"),  # no iovas
+    (dict(reserved=1), "EOPNOTSUPP"),
+    (dict(flags=R | W | 0x80), "EOPNOTSUPP"),
+    (dict(flags=0), "EINVAL"),                                                # neither R nor W
+    (dict(lengths=U64_MAX.to_bytes(8, "little")), "EOVERFLOW"),
+    (dict(flags=R | FIXED, iovas=U64_MAX.to_bytes(8, "little")), "EOVERFLOW"),
+    (dict(ioas_id=99), "ENOENT"),
+])
+def test_map_batch_rejects_bad_requests_and_changes_nothing(ctx, ioas, kwargs, errno_name) -> None:
+    ctx.ioas_map(ioas, 0x5000, 0x1000, 0x30_0000)
+    before = state(ctx, ioas)
+    fields = dict(iommufd=ctx.iommufd, ioas_id=ioas, flags=R | W, user_vas=b"\0" * 8,
+                  lengths=(0x1000).to_bytes(8, "little"), iovas=b"")
+    fields.update(kwargs)
+    e = errno_of(lambda: ctx._call("IoasMapBatch", pb.IoasMapBatchRequest(**fields)))
+    assert e.errno_name == errno_name, e.message
+    assert state(ctx, ioas) == before

@@ -176,11 +176,14 @@ def test_graceful_restart_keeps_sessions(tmp_path: pathlib.Path) -> None:
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
         ctx.ioas_map(ioas, 0x5000, 0x1000, iova=0x1000)
+        batch = list(ctx.ioas_map_batch(ioas, [0x7000, 0x9000], [0x1000, 0x2000]))
     assert d.stop() == 0      # SIGTERM
     d2 = start_daemon(tmp_path / "b", "--journal", str(db))
     try:
         with d2.client() as c:
-            assert c.attach_session(s.token).context(ctx.iommufd).translate(ioas, 0x1010).pa == 0x5010
+            back = c.attach_session(s.token).context(ctx.iommufd)
+            assert back.translate(ioas, 0x1010).pa == 0x5010
+            assert [back.translate(ioas, iova + 8).pa for iova in batch] == [0x7008, 0x9008]
     finally:
         d2.stop()
 

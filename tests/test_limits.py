@@ -81,6 +81,10 @@ def test_areas_past_the_ioas_limit_are_enospc(cl) -> None:
         assert err(lambda: ctx.ioas_copy(ioas, other, 0x1000, 0x2000, 0x40_0000)).errno_name \
             == "ENOSPC"
         assert len(ctx.list_areas(ioas)) == 3
+        # A batch past the limit maps none of its entries.
+        e = err(lambda: ctx.ioas_map_batch(ioas, [VA, VA], [0x1000, 0x1000]))
+        assert e.errno_name == "ENOSPC" and "Request 0x1 of the batch" in e.message
+        assert len(ctx.list_areas(ioas)) == 3
         # The limit is per IOAS: the other one still takes areas.
         ctx.ioas_map(other, VA, 0x1000, iova=0x3000)
         assert before[1][1:] == [(a.iova, a.length) for a in ctx.list_areas(ioas)]
@@ -99,6 +103,8 @@ def test_mapped_bytes_past_the_session_limit_are_enomem(cl) -> None:
             ("57344", "0x4000", "65536")
         assert err(lambda: a.ioas_copy(ia, ia, 0x10_0000, 0x4000, 0x40_0000)).errno_name \
             == "ENOMEM"
+        assert err(lambda: b.ioas_map_batch(ib, [VA, VA], [0x1000, 0x3000])).errno_name \
+            == "ENOMEM"                                  # the batch's sum is charged
         assert snapshot(s) == before
         # Another session has its own budget.
         nctx = n.open_context()

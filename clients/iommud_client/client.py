@@ -338,6 +338,29 @@ class Context(_FdHandle):
             iommufd=self.iommufd, ioas_id=ioas_id, flags=flags, reserved=reserved,
             user_va=user_va, length=length, iova=iova or 0)).iova
 
+    def ioas_map_batch(self, ioas_id: int, user_vas: Sequence[int] | Buffer,
+                       lengths: Sequence[int] | Buffer,
+                       iovas: Sequence[int] | Buffer | None = None, *, readable: bool = True,
+                       writeable: bool = True, flags: int | None = None,
+                       reserved: int = 0) -> array.array:
+        """Many IOMMU_IOAS_MAPs in one call, all or nothing; returns the new
+        areas' IOVAs as array('Q'). With `iovas` given every map is
+        FIXED_IOVA; otherwise the daemon picks each IOVA. On a failure nothing
+        is mapped and the error's message names the failing entry."""
+        if flags is None:
+            flags = ((IOMMU_IOAS_MAP_FIXED_IOVA if iovas is not None else 0)
+                     | (IOMMU_IOAS_MAP_READABLE if readable else 0)
+                     | (IOMMU_IOAS_MAP_WRITEABLE if writeable else 0))
+        resp = self._call("IoasMapBatch", pb.IoasMapBatchRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, flags=flags, reserved=reserved,
+            user_vas=_pack_u64(user_vas), lengths=_pack_u64(lengths),
+            iovas=_pack_u64(iovas) if iovas is not None else b""))
+        out = array.array("Q")
+        out.frombytes(resp.iovas)
+        if sys.byteorder != "little":
+            out.byteswap()
+        return out
+
     def ioas_copy(self, dst_ioas_id: int, src_ioas_id: int, src_iova: int, length: int,
                   dst_iova: int | None = None, *, readable: bool = True, writeable: bool = True,
                   flags: int | None = None) -> int:

@@ -6,7 +6,9 @@ steps the way ioas.c does (argument checks, then lookup, then the table).
 """
 from __future__ import annotations
 
+import array
 import errno as E
+import sys
 
 from iommud import _core
 from iommud.context import IommufdContext
@@ -108,6 +110,42 @@ def ioas_map(ctx: IommufdContext, flags: int, ioas_id: int, reserved: int, user_
     ctx.account.charge(length)
     step("area")
     return ioas.iopt.map(flags, user_va, length, iova)
+
+
+def _u64s(data: bytes, field: str) -> array.array:
+    """The packed little-endian u64 values of a batch field; EINVAL if ragged."""
+    if len(data) % 8:
+        raise IommuError(E.EINVAL, f"The {field} field holds {len(data):#x} bytes, not a whole "
+                         f"number of 8-byte values.", field=field, length=len(data))
+    values = array.array("Q", data)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def ioas_map_batch(ctx: IommufdContext, flags: int, ioas_id: int, reserved: int,
+                   user_vas: bytes, lengths: bytes, iovas: bytes) -> bytes:
+    """Many IOMMU_IOAS_MAPs with one flags value, all or nothing; returns the
+    new areas' IOVAs packed little-endian. The checks run in IOAS_MAP's
+    order over the whole batch (reserved, flags, overflow, lookup, the
+    session's mapped-bytes limit), then the core maps every entry or, on
+    the first failure, none, naming the entry in its message."""
+    check_reserved(reserved)
+    vas, lens = _u64s(user_vas, "user_vas"), _u64s(lengths, "lengths")
+    fixed = bool(flags & IOMMU_IOAS_MAP_FIXED_IOVA)
+    ios = _u64s(iovas, "iovas") if (fixed or iovas) else array.array("Q", bytes(len(lengths)))
+    if not len(vas) == len(lens) == len(ios):
+        raise IommuError(E.EINVAL, f"A map batch needs equal counts of user_vas, lengths and "
+                         f"iovas, not {len(vas):#x}, {len(lens):#x} and {len(ios):#x}.",
+                         user_vas=len(vas), lengths=len(lens), iovas=len(ios))
+    _core.check_map_args(flags, max(ios, default=0) if fixed else 0, max(lens, default=0))
+    ioas = ctx.get(ioas_id, Ioas, "IOAS")
+    ctx.account.charge(sum(lens))
+    step("area")
+    out = array.array("Q", ioas.iopt.map_batch(flags, vas, lens, ios))
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
 
 
 def ioas_copy(ctx: IommufdContext, flags: int, dst_ioas_id: int, src_ioas_id: int,

@@ -414,6 +414,14 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
         return pb.IoasMapResponse(iova=iova)
 
     @rpc()
+    def IoasMapBatch(self, request: pb.IoasMapBatchRequest,
+                     sess: Session) -> pb.IoasMapBatchResponse:
+        ctx = sess.context(request.iommufd)
+        return pb.IoasMapBatchResponse(iovas=ioas.ioas_map_batch(
+            ctx, request.flags, request.ioas_id, request.reserved, request.user_vas,
+            request.lengths, request.iovas))
+
+    @rpc()
     def IoasCopy(self, request: pb.IoasCopyRequest, sess: Session) -> pb.IoasCopyResponse:
         ctx = sess.context(request.iommufd)
         iova = ioas.ioas_copy(ctx, request.flags, request.dst_ioas_id, request.src_ioas_id,

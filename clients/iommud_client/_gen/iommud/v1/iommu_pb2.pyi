@@ -267,6 +267,30 @@ class IoasUnmapResponse(_message.Message):
     length: int
     def __init__(self, length: _Optional[int] = ...) -> None: ...
 
+class IoasMapBatchRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "ioas_id", "reserved", "user_vas", "lengths", "iovas")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    USER_VAS_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    IOVAS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    ioas_id: int
+    reserved: int
+    user_vas: bytes
+    lengths: bytes
+    iovas: bytes
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., ioas_id: _Optional[int] = ..., reserved: _Optional[int] = ..., user_vas: _Optional[bytes] = ..., lengths: _Optional[bytes] = ..., iovas: _Optional[bytes] = ...) -> None: ...
+
+class IoasMapBatchResponse(_message.Message):
+    __slots__ = ("iovas",)
+    IOVAS_FIELD_NUMBER: _ClassVar[int]
+    iovas: bytes
+    def __init__(self, iovas: _Optional[bytes] = ...) -> None: ...
+
 class OptionRequest(_message.Message):
     __slots__ = ("iommufd", "option_id", "op", "reserved", "object_id", "val64")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]

@@ -1,23 +1,41 @@
 //! Dirty tracking: pages written by device DMA while tracking is on.
 //!
-//! Only written pages are stored (one set entry per dirty 4 KiB page), and
-//! only while tracking is enabled; clean mappings cost nothing. The bitmap
-//! read-out follows IOMMU_HWPT_GET_DIRTY_BITMAP: one bit per `page_size`
-//! unit of the range, bit i of u64 word i/64.
+//! The state is one bit per 4 KiB page of each area a device wrote to,
+//! made on the area's first write while tracking is on and dropped when the
+//! area is unmapped or tracking is turned off: at most one bit per page,
+//! and nothing at all for areas never written or while tracking is off.
+//! The bitmap read-out follows IOMMU_HWPT_GET_DIRTY_BITMAP: one bit per
+//! `page_size` unit of the range, bit i of u64 word i/64.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use crate::errno::{err, Errno::*, Result};
-use crate::io_pagetable::{IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE, ULONG_MAX};
+use crate::io_pagetable::{Area, IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE, ULONG_MAX};
 
 /// Most bits one bitmap read may produce (64 MiB of bitmap).
 pub const MAX_BITMAP_BITS: u64 = 1 << 29;
 
+/// The written pages of one area: bit i is page `first_page + i`.
+#[derive(Debug)]
+struct AreaBits {
+    first_page: u64,
+    pages: u64,
+    words: Vec<u64>,
+}
+
+impl AreaBits {
+    fn last_page(&self) -> u64 {
+        self.first_page + (self.pages - 1)
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct DirtyTracker {
     enabled: bool,
-    /// Dirty page numbers (iova / PAGE_SIZE).
-    pages: BTreeSet<u64>,
+    /// Keyed by the area's start IOVA; areas are disjoint, so the entries'
+    /// page ranges are sorted by key too (adjacent unaligned areas may
+    /// share a page, each with its own bit).
+    areas: BTreeMap<u64, AreaBits>,
 }
 
 impl DirtyTracker {
@@ -27,32 +45,78 @@ impl DirtyTracker {
 
     /// Enabling starts from a clean snapshot; disabling frees the state.
     pub fn set(&mut self, on: bool) {
-        self.pages.clear();
+        self.areas.clear();
         self.enabled = on;
     }
 
-    pub fn mark(&mut self, start: u64, last: u64) {
-        if self.enabled {
-            self.pages.extend(start / PAGE_SIZE..=last / PAGE_SIZE);
+    /// A write to [start, last], which lies inside `area`.
+    fn mark(&mut self, area: &Area, start: u64, last: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bits = self.areas.entry(area.iova).or_insert_with(|| {
+            let (first, last_page) = (area.iova / PAGE_SIZE, area.last / PAGE_SIZE);
+            let pages = last_page - first + 1;
+            AreaBits { first_page: first, pages, words: vec![0; pages.div_ceil(64) as usize] }
+        });
+        for page in start / PAGE_SIZE..=last / PAGE_SIZE {
+            let i = page - bits.first_page;
+            bits.words[(i / 64) as usize] |= 1 << (i % 64);
         }
     }
 
-    /// Drop the state of an unmapped range.
-    pub fn forget(&mut self, start: u64, last: u64) {
-        if !self.pages.is_empty() {
-            let doomed: Vec<u64> = self.pages.range(start / PAGE_SIZE..=last / PAGE_SIZE).copied().collect();
-            for p in doomed {
-                self.pages.remove(&p);
-            }
-        }
+    /// Drop the state of an unmapped area.
+    pub fn forget(&mut self, area_iova: u64) {
+        self.areas.remove(&area_iova);
     }
 
     pub fn clear(&mut self) {
-        self.pages.clear();
+        self.areas.clear();
     }
 
+    /// Dirty pages held, counted per area.
     pub fn dirty_pages(&self) -> usize {
-        self.pages.len()
+        self.areas.values().flat_map(|b| &b.words).map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Bytes of dirty state held (the one-bit-per-page bound, tested).
+    pub fn state_bytes(&self) -> usize {
+        self.areas.values().map(|b| b.words.capacity() * 8).sum()
+    }
+
+    /// Call `each(page)` for every dirty page from `first` to `last` (page
+    /// numbers, inclusive), clearing it when `clear`. Entries are visited
+    /// from the last one starting at or below the range's end backwards,
+    /// until one ends below the range.
+    fn take_pages(&mut self, first: u64, last: u64, clear: bool, mut each: impl FnMut(u64)) {
+        for (_, bits) in self.areas.range_mut(..=last.saturating_mul(PAGE_SIZE).saturating_add(PAGE_SIZE - 1)).rev() {
+            if bits.last_page() < first {
+                break;
+            }
+            let lo = first.max(bits.first_page) - bits.first_page;
+            let hi = last.min(bits.last_page()) - bits.first_page;
+            if lo > hi {
+                continue;
+            }
+            for w in (lo / 64)..=(hi / 64) {
+                let word = &mut bits.words[w as usize];
+                let mut mask = u64::MAX;
+                if w == lo / 64 {
+                    mask &= u64::MAX << (lo % 64);
+                }
+                if w == hi / 64 && hi % 64 != 63 {
+                    mask &= (1u64 << (hi % 64 + 1)) - 1;
+                }
+                let mut set = *word & mask;
+                if clear {
+                    *word &= !mask;
+                }
+                while set != 0 {
+                    each(bits.first_page + w * 64 + u64::from(set.trailing_zeros()));
+                    set &= set - 1;
+                }
+            }
+        }
     }
 }
 
@@ -63,6 +127,12 @@ impl IoPagetable {
 
     pub fn dirty_tracking(&self) -> bool {
         self.dirty.enabled()
+    }
+
+    /// Bytes of dirty state held: at most one bit per page of the areas
+    /// written while tracking, nothing otherwise.
+    pub fn dirty_state_bytes(&self) -> usize {
+        self.dirty.state_bytes()
     }
 
     /// One DMA access of `length` bytes at `iova` by a device attached to
@@ -79,6 +149,7 @@ impl IoPagetable {
         let need = if write { IOMMU_IOAS_MAP_WRITEABLE } else { IOMMU_IOAS_MAP_READABLE };
         let mut p = iova;
         let mut first = None;
+        let mut touched: Vec<Area> = Vec::new();
         loop {
             let Some(area) = self.area_at(p) else {
                 return err(ENOENT, format!("DMA to {iova:#x}..={last:#x} hits unmapped IOVA {p:#x}."));
@@ -90,13 +161,17 @@ impl IoPagetable {
             if first.is_none() {
                 first = Some(area.user_va.wrapping_add(iova - area.iova));
             }
+            touched.push(area);
             if area.last >= last {
                 break;
             }
             p = area.last + 1;
         }
+        // Marked only once every byte was found permitted: a fault marks nothing.
         if write {
-            self.dirty.mark(iova, last);
+            for area in &touched {
+                self.dirty.mark(area, iova.max(area.iova), area.last.min(last));
+            }
         }
         Ok(first.unwrap_or(0))
     }
@@ -126,19 +201,13 @@ impl IoPagetable {
             return err(ENOMEM, format!("A bitmap of {bits:#x} bits is too large."));
         }
         let mut words = vec![0u64; bits.div_ceil(64) as usize];
-        let pages: Vec<u64> = self.dirty.pages.range(iova / PAGE_SIZE..=last / PAGE_SIZE).copied().collect();
-        for &page in &pages {
+        self.dirty.take_pages(iova / PAGE_SIZE, last / PAGE_SIZE, clear, |page| {
             let p_start = (page * PAGE_SIZE).max(iova);
             let p_last = page.checked_mul(PAGE_SIZE).and_then(|s| s.checked_add(PAGE_SIZE - 1)).unwrap_or(u64::MAX).min(last);
             for bit in (p_start - iova) / page_size..=(p_last - iova) / page_size {
                 words[(bit / 64) as usize] |= 1 << (bit % 64);
             }
-        }
-        if clear {
-            for page in pages {
-                self.dirty.pages.remove(&page);
-            }
-        }
+        });
         Ok(words)
     }
 }

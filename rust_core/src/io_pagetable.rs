@@ -326,7 +326,7 @@ impl IoPagetable {
     fn remove_area(&mut self, iova: u64) -> Area {
         let area = self.areas.remove(iova).expect("area present");
         self.mapped_bytes -= area.length();
-        self.dirty.forget(area.iova, area.last);
+        self.dirty.forget(area.iova);
         area
     }
 

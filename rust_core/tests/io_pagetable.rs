@@ -347,3 +347,33 @@ fn map_batch_is_all_or_nothing_and_unmap_batch_names_the_failure() {
     assert!(e.message.starts_with("Request 0x1 of the batch"), "{}", e.message);
     assert_eq!(areas(&t), before);
 }
+
+#[test]
+fn dirty_state_is_at_most_one_bit_per_page_and_only_while_tracking() {
+    let mut t = IoPagetable::new();
+    let gib = 1u64 << 30;
+    t.map(FIXED | R | W, 0x4000_0000, gib, 0x1_0000_0000).unwrap();
+    t.map(FIXED | R | W, 0x9000_0000, 0x1000, 0x3_0000_0000).unwrap();
+    t.dma(0x1_0000_0000, 0x1000, true).unwrap();
+    assert_eq!(t.dirty_state_bytes(), 0, "nothing while tracking is off");
+    t.set_dirty_tracking(true);
+    assert_eq!(t.dirty_state_bytes(), 0, "nothing before a write");
+    for k in 0..1000u64 {
+        t.dma(0x1_0000_0000 + k * 0x40_1000 % gib, 8, true).unwrap();
+    }
+    t.dma(0x1_0000_0000 + gib - 1, 1, true).unwrap();
+    // One bit per 4 KiB page of the written area: 2^18 pages, 32 KiB.
+    assert_eq!(t.dirty_state_bytes(), (gib / 4096 / 8) as usize);
+    let words = t.read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false).unwrap();
+    let dirty: u32 = words.iter().map(|w| w.count_ones()).sum();
+    assert!(dirty > 900 && words[words.len() - 1] >> 63 == 1, "{dirty} pages dirty");
+    // Reading and clearing keeps the bitmap; unmapping the area drops it.
+    t.read_dirty_bitmap(0x1_0000_0000, gib, 0x20_0000, true).unwrap();
+    assert_eq!(t.read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false).unwrap().iter().sum::<u64>(), 0);
+    t.unmap(0x1_0000_0000, gib).unwrap();
+    assert_eq!(t.dirty_state_bytes(), 0);
+    t.dma(0x3_0000_0000, 1, true).unwrap();
+    assert_eq!(t.dirty_state_bytes(), 8);
+    t.set_dirty_tracking(false);
+    assert_eq!(t.dirty_state_bytes(), 0, "turning tracking off frees the state");
+}

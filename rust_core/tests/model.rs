@@ -14,6 +14,9 @@ use common::Rng;
 struct Model {
     areas: Vec<(u64, u64, u64, u32)>, // iova, last, user_va, prot
     reserved: Vec<(u64, u64)>,
+    tracking: bool,
+    /// (area iova, page): pages written by DMA while tracking, per area.
+    dirty: Vec<(u64, u64)>,
 }
 
 impl Model {
@@ -91,6 +94,7 @@ impl Model {
         if iova == 0 && len == u64::MAX {
             let total = self.areas.iter().map(|&(a, b, _, _)| b - a + 1).sum();
             self.areas.clear();
+            self.dirty.clear();
             return Ok(total);
         }
         if iova == u64::MAX || len == u64::MAX {
@@ -108,12 +112,131 @@ impl Model {
                 return Err(Errno::ENOENT);
             }
             self.areas.retain(|&x| x != (a, b, u, p));
+            self.dirty.retain(|&(area, _)| area != a);
             total += b - a + 1;
         }
         if total == 0 {
             return Err(Errno::ENOENT);
         }
         Ok(total)
+    }
+}
+
+impl Model {
+    fn area_at(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
+        self.areas.iter().copied().find(|&(a, b, _, _)| a <= iova && iova <= b)
+    }
+
+    /// IOAS_COPY within the table, step by step as copy.rs documents it.
+    fn copy(&mut self, flags: u32, src: u64, len: u64, dst: u64) -> Result<u64, Errno> {
+        if flags & !7 != 0 {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        if len == u64::MAX || src == u64::MAX || dst == u64::MAX {
+            return Err(Errno::EOVERFLOW);
+        }
+        if flags & (R | W) == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let Some(last) = src.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let mut chunks = Vec::new(); // (src iova, src last, user_va, prot)
+        let mut p = src;
+        loop {
+            let Some((a, b, u, pr)) = self.area_at(p) else { return Err(Errno::ENOENT) };
+            let end = b.min(last);
+            chunks.push((p, end, u.wrapping_add(p - a), pr));
+            if end == last {
+                break;
+            }
+            p = end + 1;
+        }
+        let at = if flags & FIXED != 0 {
+            let Some(dlast) = dst.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+            if self.reserved.iter().any(|&(a, b)| a <= dlast && dst <= b) {
+                return Err(Errno::EINVAL);
+            }
+            if self.overlaps(dst, dlast) {
+                return Err(Errno::EEXIST);
+            }
+            dst
+        } else {
+            if len >= u64::MAX / 2 {
+                return Err(Errno::EOVERFLOW);
+            }
+            self.first_fit(len, chunks[0].2).ok_or(Errno::ENOSPC)?
+        };
+        if flags & W != 0 && chunks.iter().any(|c| c.3 & W == 0) {
+            return Err(Errno::EPERM);
+        }
+        for (ci, cl, u, _) in chunks {
+            let to = at + (ci - src);
+            self.areas.push((to, to + (cl - ci), u, flags & (R | W)));
+        }
+        Ok(at)
+    }
+
+    /// A device access, as dirty.rs's dma: every byte mapped and permitted.
+    fn dma(&mut self, iova: u64, len: u64, write: bool) -> Result<u64, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let need = if write { W } else { R };
+        let (mut p, mut first, mut touched) = (iova, None, Vec::new());
+        loop {
+            let Some((a, b, u, pr)) = self.area_at(p) else { return Err(Errno::ENOENT) };
+            if pr & need == 0 {
+                return Err(Errno::EPERM);
+            }
+            if first.is_none() {
+                first = Some(u.wrapping_add(iova - a));
+            }
+            touched.push((a, b));
+            if b >= last {
+                break;
+            }
+            p = b + 1;
+        }
+        if write && self.tracking {
+            for (a, b) in touched {
+                for page in iova.max(a) / 4096..=b.min(last) / 4096 {
+                    if !self.dirty.contains(&(a, page)) {
+                        self.dirty.push((a, page));
+                    }
+                }
+            }
+        }
+        Ok(first.unwrap())
+    }
+
+    fn read_dirty(&mut self, iova: u64, len: u64, ps: u64, clear: bool) -> Result<Vec<u64>, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let end = last.wrapping_add(1);
+        if ps == 0 || !ps.is_power_of_two() || iova % ps != 0 || end % ps != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let bits = (last - iova) / ps + 1;
+        if bits > 1 << 29 {
+            return Err(Errno::ENOMEM);
+        }
+        let mut words = vec![0u64; bits.div_ceil(64) as usize];
+        let in_range = |page: u64| iova / 4096 <= page && page <= last / 4096;
+        for &(_, page) in self.dirty.iter().filter(|&&(_, page)| in_range(page)) {
+            let (ps_start, ps_last) = ((page * 4096).max(iova), (page * 4096 + 4095).min(last));
+            for bit in (ps_start - iova) / ps..=(ps_last - iova) / ps {
+                words[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        if clear {
+            self.dirty.retain(|&(_, page)| !in_range(page));
+        }
+        Ok(words)
     }
 }
 
@@ -163,13 +286,13 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
         m.reserved.push((0xfee0_0000, 0xfeef_ffff));
     }
     for _ in 0..steps {
-        match rng.below(6) {
-            0 | 1 => {
+        match rng.below(15) {
+            0 | 1 | 11 | 12 => {
                 let flags = [FIXED | R | W, FIXED | R, FIXED | W, FIXED, FIXED | R | W | 8][rng.below(5) as usize];
                 let (u, l, i) = (addr(&mut rng), len(&mut rng), addr(&mut rng));
                 assert_eq!(errno_of(t.map(flags, u, l, i)), m.map_fixed(flags, u, l, i), "map {flags:#x} {u:#x} {l:#x} {i:#x}");
             }
-            2 => {
+            2 | 13 => {
                 // Automatic placement: the model checks the choice is legal.
                 let (u, l) = (rng.below(1 << 40) & !0xfff | rng.below(2) * 0x10, (rng.below(8) + 1) * 0x1000);
                 let want = m.first_fit(l, u);
@@ -187,6 +310,60 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                 let got = errno_of(t.unmap(i, l));
                 let want = m.unmap(i, l);
                 assert_eq!(got, want, "unmap {i:#x} {l:#x}");
+            }
+            5 => {
+                let flags = [R | W, R, W, FIXED | R | W, FIXED | R, FIXED | W, 0, 8 | R][rng.below(8) as usize];
+                // Sources mostly at existing areas, so copies succeed often enough.
+                let src = match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
+                    Some(&(a, b, _, _)) if rng.below(4) != 0 => a + rng.below(b - a + 1) / 0x1000 * 0x1000,
+                    _ => addr(&mut rng),
+                };
+                let (l, dst) = (len(&mut rng), addr(&mut rng));
+                let got = errno_of(iommud_core::copy_within(&mut t, flags, src, l, dst));
+                assert_eq!(got, m.copy(flags, src, l, dst), "copy {flags:#x} {src:#x} {l:#x} {dst:#x}");
+            }
+            6 => {
+                let (i, l, write) = match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
+                    Some(&(a, b, _, _)) => (a + rng.below(b - a + 1), rng.below(0x3000) + 1, rng.below(3) != 0),
+                    None => (addr(&mut rng), len(&mut rng), true),
+                };
+                assert_eq!(errno_of(t.dma(i, l, write)), m.dma(i, l, write), "dma {i:#x} {l:#x} {write}");
+            }
+            7 => {
+                let ps = [0x1000, 0x2000, 0x10000, 1, 0, 0x3000][rng.below(6) as usize];
+                let (i, l) = if rng.below(8) == 0 {
+                    (addr(&mut rng), len(&mut rng))
+                } else {
+                    ((rng.below(4) << 32) + rng.below(32) * 0x10000, (rng.below(32) + 1) * 0x10000)
+                };
+                let clear = rng.below(2) == 0;
+                let got = errno_of(t.read_dirty_bitmap(i, l, ps, clear));
+                assert_eq!(got, m.read_dirty(i, l, ps, clear), "dirty bitmap {i:#x} {l:#x} {ps:#x}");
+            }
+            8 => {
+                let on = rng.below(3) != 0;
+                t.set_dirty_tracking(on);
+                m.tracking = on;
+                m.dirty.clear();
+            }
+            9 => {
+                // A batch of fixed maps: all or nothing.
+                let flags = [FIXED | R | W, FIXED | R, FIXED | W | 8][rng.below(3) as usize];
+                let reqs: Vec<(u64, u64, u64)> = (0..1 + rng.below(3))
+                    .map(|_| (addr(&mut rng), len(&mut rng), addr(&mut rng)))
+                    .collect();
+                let mut trial = m.clone();
+                let want = reqs.iter().map(|&(u, l, i)| trial.map_fixed(flags, u, l, i)).collect::<Result<Vec<_>, _>>();
+                if want.is_ok() {
+                    m = trial;
+                }
+                assert_eq!(errno_of(t.map_batch(flags, &reqs)), want, "map_batch {flags:#x} {reqs:x?}");
+            }
+            10 => {
+                // Exactly one existing area.
+                if let Some(&(a, b, _, _)) = m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
+                    assert_eq!(errno_of(t.unmap(a, b - a + 1)), m.unmap(a, b - a + 1), "unmap {a:#x}");
+                }
             }
             _ => {
                 let batch: Vec<u64> = (0..8).map(|_| addr(&mut rng)).collect();

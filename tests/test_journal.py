@@ -254,3 +254,33 @@ def test_kill9_mid_flight_leaves_each_operation_whole_or_absent(tmp_path: pathli
         assert extra <= {m for m in in_flight if m is not None}, extra
     finally:
         d2.stop()
+
+
+def test_a_partial_unmap_is_recovered_as_it_was_left(tmp_path: pathlib.Path) -> None:
+    """IOAS_UNMAP is not atomic: a range whose end cuts an area fails with
+    ENOENT after removing the areas before it. Those stay removed across a
+    kill -9 too, though the call answered an error."""
+    db = tmp_path / "journal.db"
+    d = start_daemon(tmp_path / "a", "--journal", str(db))
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        for iova, length in ((0x1000, 0x1000), (0x2000, 0x1000), (0x3000, 0x2000), (0x9000, 0x1000)):
+            ctx.ioas_map(ioas, 0x7000_0000 + iova, length, iova=iova)
+        with pytest.raises(IommudError) as info:
+            ctx.ioas_unmap(ioas, 0x1000, 0x3000)       # cuts [0x3000, 0x4fff]
+        assert info.value.errno_name == "ENOENT"
+        with pytest.raises(IommudError) as info:
+            ctx.ioas_unmap(ioas, 0x4000, 0x1000)       # cuts at once: no effect, no row
+        assert info.value.errno_name == "ENOENT"
+        left = [(a.iova, a.length) for a in ctx.list_areas(ioas)]
+        assert left == [(0x3000, 0x2000), (0x9000, 0x1000)]
+    kill9(d)
+    d2 = start_daemon(tmp_path / "b", "--journal", str(db))
+    try:
+        with d2.client() as c:
+            back = c.attach_session(s.token).context(ctx.iommufd)
+            assert [(a.iova, a.length) for a in back.list_areas(ioas)] == left
+    finally:
+        d2.stop()

@@ -165,6 +165,20 @@ def ioas_unmap(ctx: IommufdContext, ioas_id: int, iova: int, length: int) -> int
     return ioas.iopt.unmap(iova, length)
 
 
+def mapped_bytes(ctx: IommufdContext, ioas_id: int) -> int | None:
+    """The bytes an IOAS maps, or None when there is no such IOAS."""
+    try:
+        return ctx.get(ioas_id, Ioas, "IOAS").mapped_bytes
+    except IommuError:
+        return None
+
+
+def area_at(ctx: IommufdContext, ioas_id: int, iova: int) -> int | None:
+    """The start IOVA of the area holding `iova`, if any."""
+    found = ctx.get(ioas_id, Ioas, "IOAS").iopt.area_from(iova)
+    return found[0] if found is not None and found[0] <= iova else None
+
+
 def translate(ctx: IommufdContext, ioas_id: int, iova: int) -> tuple[int, int]:
     """(pa, prot) of one IOVA; ENOENT when unmapped."""
     return ctx.get(ioas_id, Ioas, "IOAS").iopt.translate(iova)

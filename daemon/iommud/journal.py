@@ -5,7 +5,9 @@ were told about.
 
 What is stored is the operation log, not a snapshot: one row per RPC that
 succeeded and changes state, holding the session token, the method and the
-request bytes. Recovery replays the rows in order through the same handlers
+request bytes. The one call that can fail after changing state, IOAS_UNMAP
+(not atomic: a range whose end cuts an area fails after removing the whole
+areas before it), is journaled as the unmap of what it did remove. Recovery replays the rows in order through the same handlers
 that served them. Replay is exact because every choice the daemon makes is
 deterministic given the same prior state (lowest-free object ids and fd
 numbers, first-fit IOVA allocation); the one random choice, a session's

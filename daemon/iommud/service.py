@@ -25,6 +25,7 @@ from iommud import __version__, _core, device, failnth, fault, hw_pagetable, ioa
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy, Caller
 from iommud.config import Config
+from iommud.context import IommufdContext
 from iommud.errors import IommuError, request_details, to_status
 from iommud.device import DeviceObj
 from iommud.host import Host
@@ -431,8 +432,29 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     @rpc()
     def IoasUnmap(self, request: pb.IoasUnmapRequest, sess: Session) -> pb.IoasUnmapResponse:
         ctx = sess.context(request.iommufd)
-        return pb.IoasUnmapResponse(length=ioas.ioas_unmap(ctx, request.ioas_id, request.iova,
-                                                           request.length))
+        before = ioas.mapped_bytes(ctx, request.ioas_id)
+        try:
+            return pb.IoasUnmapResponse(length=ioas.ioas_unmap(ctx, request.ioas_id, request.iova,
+                                                               request.length))
+        except (IommuError, OSError):
+            if before is not None and self.journal is not None:
+                self._journal_unmapped_prefix(ctx, request, sess, before)
+            raise
+
+    def _journal_unmapped_prefix(self, ctx: IommufdContext, request: pb.IoasUnmapRequest,
+                                 sess: Session, before: int) -> None:
+        """IOAS_UNMAP is not atomic: a range whose end cuts an area fails with
+        ENOENT after removing the whole areas before that one. Only successes
+        are journaled, so that effect is journaled here as the unmap of the
+        prefix up to the cut area, which removes exactly those areas when
+        replayed; an error with no effect writes nothing."""
+        if ioas.mapped_bytes(ctx, request.ioas_id) == before:
+            return
+        cut = ioas.area_at(ctx, request.ioas_id, request.iova + request.length - 1)
+        assert cut is not None and cut > request.iova, "a partial unmap stops at a cut area"
+        prefix = pb.IoasUnmapRequest(iommufd=request.iommufd, ioas_id=request.ioas_id,
+                                     iova=request.iova, length=cut - request.iova)
+        self.journal.record(sess.token, "IoasUnmap", prefix.SerializeToString())
 
     @rpc()
     def Option(self, request: pb.OptionRequest, sess: Session) -> pb.OptionResponse:

@@ -284,3 +284,32 @@ def test_a_partial_unmap_is_recovered_as_it_was_left(tmp_path: pathlib.Path) -> 
             assert [(a.iova, a.length) for a in back.list_areas(ioas)] == left
     finally:
         d2.stop()
+
+
+def test_a_partial_compat_unmap_dma_is_recovered_as_it_was_left(tmp_path: pathlib.Path) -> None:
+    """The same for VFIO_IOMMU_UNMAP_DMA on an iommufd-mode container, which
+    the kernel's vfio_compat.c runs as IOAS_UNMAP: not atomic either."""
+    db = tmp_path / "journal.db"
+    d = start_daemon(tmp_path / "a", "--journal", str(db), "--vfio-mode", "iommufd")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        cont = s.open_container()
+        grp = s.open_group(G_NVME2)
+        grp.set_container(cont)
+        cont.set_iommu(VFIO_TYPE1v2_IOMMU)
+        for iova, size in ((0x10_0000, 0x1000), (0x10_1000, 0x1000), (0x10_2000, 0x2000)):
+            cont.map_dma(iova, size, 0x7F00_0000_0000 + iova)
+        with pytest.raises(IommudError) as info:
+            cont.unmap_dma(0x10_0000, 0x3000)           # cuts [0x10_2000, 0x10_3fff]
+        assert info.value.errno_name == "ENOENT"
+        [ioas] = [o.id for o in cont.list_objects() if o.type == pb.OBJECT_TYPE_IOAS]
+        left = [(a.iova, a.length) for a in cont.list_areas(ioas)]
+        assert left == [(0x10_2000, 0x2000)]
+    kill9(d)
+    d2 = start_daemon(tmp_path / "b", "--journal", str(db), "--vfio-mode", "iommufd")
+    try:
+        with d2.client() as c:
+            back = Container(c.attach_session(s.token), cont.container_fd)
+            assert [(a.iova, a.length) for a in back.list_areas(ioas)] == left
+    finally:
+        d2.stop()

@@ -165,18 +165,13 @@ def ioas_unmap(ctx: IommufdContext, ioas_id: int, iova: int, length: int) -> int
     return ioas.iopt.unmap(iova, length)
 
 
-def mapped_bytes(ctx: IommufdContext, ioas_id: int) -> int | None:
-    """The bytes an IOAS maps, or None when there is no such IOAS."""
+def find(ctx: IommufdContext, ioas_id: int) -> _core.IoPagetable | None:
+    """The table of IOAS `ioas_id`, or None when there is none (the call
+    that needs it reports that, in its own order of checks)."""
     try:
-        return ctx.get(ioas_id, Ioas, "IOAS").mapped_bytes
+        return ctx.get(ioas_id, Ioas, "IOAS").iopt
     except IommuError:
         return None
-
-
-def area_at(ctx: IommufdContext, ioas_id: int, iova: int) -> int | None:
-    """The start IOVA of the area holding `iova`, if any."""
-    found = ctx.get(ioas_id, Ioas, "IOAS").iopt.area_from(iova)
-    return found[0] if found is not None and found[0] <= iova else None
 
 
 def translate(ctx: IommufdContext, ioas_id: int, iova: int) -> tuple[int, int]:

@@ -9,13 +9,14 @@ status and duration. Handlers themselves never touch grpc status codes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno as E
 import functools
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -25,7 +26,6 @@ from iommud import __version__, _core, device, failnth, fault, hw_pagetable, ioa
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy, Caller
 from iommud.config import Config
-from iommud.context import IommufdContext
 from iommud.errors import IommuError, request_details, to_status
 from iommud.device import DeviceObj
 from iommud.host import Host
@@ -124,6 +124,15 @@ def _metadata(context: grpc.aio.ServicerContext, wanted: str) -> str | None:
 
 def _token(context: grpc.aio.ServicerContext) -> str | None:
     return _metadata(context, SESSION_METADATA_KEY)
+
+
+def with_fields(message: Any, **fields: Any) -> Any:
+    """A copy of a protobuf message with some fields changed."""
+    out = type(message)()
+    out.CopyFrom(message)
+    for name, value in fields.items():
+        setattr(out, name, value)
+    return out
 
 
 def rpc(*, session: str = "required", journal: bool = True) -> Callable[[Handler], Handler]:
@@ -432,29 +441,32 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     @rpc()
     def IoasUnmap(self, request: pb.IoasUnmapRequest, sess: Session) -> pb.IoasUnmapResponse:
         ctx = sess.context(request.iommufd)
-        before = ioas.mapped_bytes(ctx, request.ioas_id)
-        try:
+        iopt = ioas.find(ctx, request.ioas_id)
+        with self._partial_unmap_journaled(sess, "IoasUnmap", iopt, request.iova, request.length,
+                                           lambda n: with_fields(request, length=n)):
             return pb.IoasUnmapResponse(length=ioas.ioas_unmap(ctx, request.ioas_id, request.iova,
                                                                request.length))
-        except (IommuError, OSError):
-            if before is not None and self.journal is not None:
-                self._journal_unmapped_prefix(ctx, request, sess, before)
-            raise
 
-    def _journal_unmapped_prefix(self, ctx: IommufdContext, request: pb.IoasUnmapRequest,
-                                 sess: Session, before: int) -> None:
-        """IOAS_UNMAP is not atomic: a range whose end cuts an area fails with
-        ENOENT after removing the whole areas before that one. Only successes
-        are journaled, so that effect is journaled here as the unmap of the
-        prefix up to the cut area, which removes exactly those areas when
-        replayed; an error with no effect writes nothing."""
-        if ioas.mapped_bytes(ctx, request.ioas_id) == before:
-            return
-        cut = ioas.area_at(ctx, request.ioas_id, request.iova + request.length - 1)
-        assert cut is not None and cut > request.iova, "a partial unmap stops at a cut area"
-        prefix = pb.IoasUnmapRequest(iommufd=request.iommufd, ioas_id=request.ioas_id,
-                                     iova=request.iova, length=cut - request.iova)
-        self.journal.record(sess.token, "IoasUnmap", prefix.SerializeToString())
+    @contextlib.contextmanager
+    def _partial_unmap_journaled(self, sess: Session, method: str,
+                                 iopt: _core.IoPagetable | None, iova: int, length: int,
+                                 prefix: Callable[[int], Any]) -> Iterator[None]:
+        """IOAS_UNMAP (and the compat UNMAP_DMA on it) is not atomic: a range
+        whose end cuts an area fails with ENOENT after removing the whole
+        areas before that one. Only successes are journaled, so such an
+        effect is journaled here as the same request shortened to the prefix
+        up to the cut area (`prefix(length)`), which removes exactly those
+        areas when replayed; an error with no effect writes nothing."""
+        before = iopt.mapped_bytes if iopt is not None else None
+        try:
+            yield
+        except (IommuError, OSError):
+            if self.journal is not None and before is not None and iopt.mapped_bytes != before:
+                cut = iopt.area_from(iova + length - 1)
+                assert cut is not None and iova < cut[0] <= iova + length - 1, \
+                    "a partial unmap stops at the area cut by the range's end"
+                self.journal.record(sess.token, method, prefix(cut[0] - iova).SerializeToString())
+            raise
 
     @rpc()
     def Option(self, request: pb.OptionRequest, sess: Session) -> pb.OptionResponse:
@@ -746,9 +758,13 @@ class IommuServicer(pb_grpc.IommuServiceServicer):
     @rpc()
     def VfioIommuUnmapDma(self, request: pb.VfioIommuUnmapDmaRequest,
                           sess: Session) -> pb.VfioIommuUnmapDmaResponse:
-        size, bitmap = vfio_compat.unmap_dma(
-            sess.context(request.container_fd), request.argsz, request.flags, request.iova,
-            request.size, request.bitmap_pgsize, request.bitmap_size)
+        ctx = sess.context(request.container_fd)
+        with self._partial_unmap_journaled(sess, "VfioIommuUnmapDma", vfio_compat.compat_iopt(ctx),
+                                           request.iova, request.size,
+                                           lambda n: with_fields(request, size=n)):
+            size, bitmap = vfio_compat.unmap_dma(ctx, request.argsz, request.flags, request.iova,
+                                                 request.size, request.bitmap_pgsize,
+                                                 request.bitmap_size)
         return pb.VfioIommuUnmapDmaResponse(size=size, bitmap=bitmap)
 
     @rpc()

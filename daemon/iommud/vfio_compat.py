@@ -25,6 +25,7 @@ import dataclasses
 import errno as E
 from typing import TYPE_CHECKING
 
+from iommud import _core
 from iommud import device as dev_mod
 from iommud.context import IommufdContext
 from iommud.device import DeviceFd, DeviceObj
@@ -125,6 +126,16 @@ def _compat_ioas(ctx: IommufdContext) -> Ioas:
     if ctx.vfio_ioas is None:
         raise IommuError(E.ENODEV, "This container has no compat IOAS: set a group on it first.")
     return ctx.vfio_ioas
+
+
+def compat_iopt(ctx: IommufdContext) -> _core.IoPagetable | None:
+    """The table of an iommufd-mode container's compat IOAS, if it has one
+    (type1 mode's unmap is atomic, so only this one is asked for)."""
+    try:
+        cont = _container(ctx)
+    except IommuError:
+        return None
+    return ctx.vfio_ioas.iopt if cont.mode == MODE_IOMMUFD and ctx.vfio_ioas else None
 
 
 def _type1_ready(ctx: IommufdContext) -> Container:

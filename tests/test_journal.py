@@ -262,21 +262,25 @@ def test_a_partial_unmap_is_recovered_as_it_was_left(tmp_path: pathlib.Path) -> 
     kill -9 too, though the call answered an error."""
     db = tmp_path / "journal.db"
     d = start_daemon(tmp_path / "a", "--journal", str(db))
-    with d.client() as c:
-        s = c.open_session("vm", lease_seconds=60)
-        ctx = s.open_context()
-        ioas = ctx.ioas_alloc()
-        for iova, length in ((0x1000, 0x1000), (0x2000, 0x1000), (0x3000, 0x2000), (0x9000, 0x1000)):
-            ctx.ioas_map(ioas, 0x7000_0000 + iova, length, iova=iova)
-        with pytest.raises(IommudError) as info:
-            ctx.ioas_unmap(ioas, 0x1000, 0x3000)       # cuts [0x3000, 0x4fff]
-        assert info.value.errno_name == "ENOENT"
-        with pytest.raises(IommudError) as info:
-            ctx.ioas_unmap(ioas, 0x4000, 0x1000)       # cuts at once: no effect, no row
-        assert info.value.errno_name == "ENOENT"
-        left = [(a.iova, a.length) for a in ctx.list_areas(ioas)]
-        assert left == [(0x3000, 0x2000), (0x9000, 0x1000)]
-    kill9(d)
+    try:
+        with d.client() as c:
+            s = c.open_session("vm", lease_seconds=60)
+            ctx = s.open_context()
+            ioas = ctx.ioas_alloc()
+            areas = ((0x1000, 0x1000), (0x2000, 0x1000), (0x3000, 0x2000), (0x9000, 0x1000))
+            for iova, length in areas:
+                ctx.ioas_map(ioas, 0x7000_0000 + iova, length, iova=iova)
+            with pytest.raises(IommudError) as info:
+                ctx.ioas_unmap(ioas, 0x1000, 0x3000)       # cuts [0x3000, 0x4fff]
+            assert info.value.errno_name == "ENOENT"
+            with pytest.raises(IommudError) as info:
+                ctx.ioas_unmap(ioas, 0x4000, 0x1000)       # cuts at once: no effect, no row
+            assert info.value.errno_name == "ENOENT"
+            left = [(a.iova, a.length) for a in ctx.list_areas(ioas)]
+            assert left == [(0x3000, 0x2000), (0x9000, 0x1000)]
+        kill9(d)
+    finally:
+        d.stop()       # a no-op after kill9; stops it if an assertion failed first
     d2 = start_daemon(tmp_path / "b", "--journal", str(db))
     try:
         with d2.client() as c:
@@ -291,21 +295,24 @@ def test_a_partial_compat_unmap_dma_is_recovered_as_it_was_left(tmp_path: pathli
     the kernel's vfio_compat.c runs as IOAS_UNMAP: not atomic either."""
     db = tmp_path / "journal.db"
     d = start_daemon(tmp_path / "a", "--journal", str(db), "--vfio-mode", "iommufd")
-    with d.client() as c:
-        s = c.open_session("vm", lease_seconds=60)
-        cont = s.open_container()
-        grp = s.open_group(G_NVME2)
-        grp.set_container(cont)
-        cont.set_iommu(VFIO_TYPE1v2_IOMMU)
-        for iova, size in ((0x10_0000, 0x1000), (0x10_1000, 0x1000), (0x10_2000, 0x2000)):
-            cont.map_dma(iova, size, 0x7F00_0000_0000 + iova)
-        with pytest.raises(IommudError) as info:
-            cont.unmap_dma(0x10_0000, 0x3000)           # cuts [0x10_2000, 0x10_3fff]
-        assert info.value.errno_name == "ENOENT"
-        [ioas] = [o.id for o in cont.list_objects() if o.type == pb.OBJECT_TYPE_IOAS]
-        left = [(a.iova, a.length) for a in cont.list_areas(ioas)]
-        assert left == [(0x10_2000, 0x2000)]
-    kill9(d)
+    try:
+        with d.client() as c:
+            s = c.open_session("vm", lease_seconds=60)
+            cont = s.open_container()
+            grp = s.open_group(G_NVME2)
+            grp.set_container(cont)
+            cont.set_iommu(VFIO_TYPE1v2_IOMMU)
+            for iova, size in ((0x10_0000, 0x1000), (0x10_1000, 0x1000), (0x10_2000, 0x2000)):
+                cont.map_dma(iova, size, 0x7F00_0000_0000 + iova)
+            with pytest.raises(IommudError) as info:
+                cont.unmap_dma(0x10_0000, 0x3000)           # cuts [0x10_2000, 0x10_3fff]
+            assert info.value.errno_name == "ENOENT"
+            [ioas] = [o.id for o in cont.list_objects() if o.type == pb.OBJECT_TYPE_IOAS]
+            left = [(a.iova, a.length) for a in cont.list_areas(ioas)]
+            assert left == [(0x10_2000, 0x2000)]
+        kill9(d)
+    finally:
+        d.stop()       # a no-op after kill9; stops it if an assertion failed first
     d2 = start_daemon(tmp_path / "b", "--journal", str(db), "--vfio-mode", "iommufd")
     try:
         with d2.client() as c:

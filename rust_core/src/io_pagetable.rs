@@ -60,10 +60,8 @@ pub const PARALLEL_BATCH: usize = 1 << 16;
 #[derive(Default, Debug)]
 pub struct IoPagetable {
     pub(crate) areas: AreaMap,
+    /// Sorted by (start, last), which the allocator's walk relies on.
     pub(crate) reserved: Vec<Reserved>,
-    /// The reserved ranges as sorted (start, last) pairs, for the allocator;
-    /// rebuilt whenever `reserved` changes.
-    pub(crate) reserved_spans: Vec<(u64, u64)>,
     pub(crate) allowed: Vec<(u64, u64)>,
     pub(crate) iova_alignment: u64,
     pub(crate) mapped_bytes: u64,
@@ -440,20 +438,14 @@ impl IoPagetable {
                 ),
             );
         }
-        self.reserved.push(Reserved { start, last, owner });
-        self.sort_reserved_spans();
+        let at = self.reserved.partition_point(|r| (r.start, r.last) <= (start, last));
+        self.reserved.insert(at, Reserved { start, last, owner });
         Ok(())
     }
 
     /// Remove every range reserved by `owner`.
     pub fn remove_reserved(&mut self, owner: u64) {
         self.reserved.retain(|r| r.owner != owner);
-        self.sort_reserved_spans();
-    }
-
-    fn sort_reserved_spans(&mut self) {
-        self.reserved_spans = self.reserved.iter().map(|r| (r.start, r.last)).collect();
-        self.reserved_spans.sort_unstable();
     }
 
     /// Set the IOVA alignment (a power of two). Raising it fails with

@@ -4,7 +4,7 @@
 //! never returning IOVA 0, and keeping the user address's page offset.
 
 use crate::errno::{err, Errno::*, Result};
-use crate::io_pagetable::{IoPagetable, HPAGE_SIZE, PAGE_SIZE, ULONG_MAX};
+use crate::io_pagetable::{IoPagetable, Reserved, HPAGE_SIZE, PAGE_SIZE, ULONG_MAX};
 
 /// The alignment the kernel chooses for an allocation: the length rounded
 /// up to a power of two, limited by the user address's own alignment and by
@@ -34,7 +34,7 @@ impl IoPagetable {
         let page_offset = user_va % PAGE_SIZE;
         let (lo, hi) = (PAGE_SIZE, ULONG_MAX - PAGE_SIZE);
         // No allocation per call: the windows are borrowed or the whole
-        // space, and the reserved spans are kept sorted as they change.
+        // space, and the reserved ranges are kept sorted as they are added.
         let whole = [(lo, hi)];
         let windows = if self.allowed.is_empty() { &whole[..] } else { &self.allowed[..] };
         for &(s, l) in windows {
@@ -42,8 +42,7 @@ impl IoPagetable {
                 continue;
             }
             let (start, last) = (s.max(lo), l.min(hi));
-            let reserved = &self.reserved_spans;
-            if let Some(iova) = self.first_fit(start, last, length, align, page_offset, reserved) {
+            if let Some(iova) = self.first_fit(start, last, length, align, page_offset) {
                 return Ok(iova);
             }
         }
@@ -62,7 +61,6 @@ impl IoPagetable {
         length: u64,
         align: u64,
         page_offset: u64,
-        reserved: &[(u64, u64)],
     ) -> Option<u64> {
         // At least page granularity, so the IOVA keeps the user address's
         // page offset even when the hole starts mid-page.
@@ -77,7 +75,7 @@ impl IoPagetable {
             }
             let last = last.min(hi);
             let mut p = start;
-            for &(rs, rl) in reserved {
+            for &Reserved { start: rs, last: rl, .. } in &self.reserved {
                 if rl < p {
                     continue;
                 }

@@ -425,20 +425,23 @@ impl AreaMap {
     /// checked before the binary search (14 dependent reads at 1M areas).
     #[inline]
     fn leaf_of_near(&self, iova: u64) -> Option<usize> {
-        let owns = |li: usize| {
-            self.keys.get(li).is_some_and(|&k| k <= iova)
-                && self.keys.get(li + 1).map_or(true, |&next| iova < next)
-        };
         let hint = self.hint.load(Relaxed);
-        if owns(hint) {
+        if self.owns(hint, iova) {
             return Some(hint);
         }
-        if hint != 0 && owns(0) {
+        if hint != 0 && self.owns(0, iova) {
             return Some(0);
         }
         let li = self.leaf_of(iova)?;
         self.hint.store(li, Relaxed);
         Some(li)
+    }
+
+    /// Whether leaf `li` exists and its key range holds `iova`.
+    #[inline(always)]
+    fn owns(&self, li: usize, iova: u64) -> bool {
+        self.keys.get(li).is_some_and(|&k| k <= iova)
+            && self.keys.get(li + 1).map_or(true, |&next| iova < next)
     }
 
     /// floor_slot through leaf_of_near.
@@ -584,10 +587,8 @@ impl AreaMap {
     #[inline(always)]
     fn floor_slot_after(&self, slot: Option<(usize, usize)>, iova: u64) -> Option<(usize, usize)> {
         if let Some((li, _)) = slot {
-            for l in li..(li + 2).min(self.keys.len()) {
-                if self.keys[l] <= iova && self.keys.get(l + 1).map_or(true, |&next| iova < next) {
-                    return Some((l, self.leaves[l].floor(iova)));
-                }
+            if let Some(l) = (li..li + 2).find(|&l| self.owns(l, iova)) {
+                return Some((l, self.leaves[l].floor(iova)));
             }
         }
         self.floor_slot(iova)

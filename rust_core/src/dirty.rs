@@ -74,11 +74,6 @@ impl DirtyTracker {
         self.areas.clear();
     }
 
-    /// Dirty pages held, counted per area.
-    pub fn dirty_pages(&self) -> usize {
-        self.areas.values().flat_map(|b| &b.words).map(|w| w.count_ones() as usize).sum()
-    }
-
     /// Bytes of dirty state held (the one-bit-per-page bound, tested).
     pub fn state_bytes(&self) -> usize {
         self.areas.values().map(|b| b.words.capacity() * 8).sum()

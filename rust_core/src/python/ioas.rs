@@ -113,15 +113,10 @@ fn unpack_u64(raw: &[u8], out: &mut Vec<u64>) {
 }
 
 /// A buffer of native-endian u64 values, copied out.
-fn u64s(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+fn u64s(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {
     let buf = RawBuffer::get(obj)?;
-    let raw = buf.as_slice();
-    if raw.len() % 8 != 0 {
-        return Err(PyValueError::new_err(format!(
-            "The buffer holds {:#x} bytes, not a whole number of u64 values.", raw.len())));
-    }
-    let mut out = Vec::with_capacity(raw.len() / 8);
-    unpack_u64(raw, &mut out);
+    let mut out = Vec::with_capacity(whole_u64s(buf.as_slice(), what)?);
+    unpack_u64(buf.as_slice(), &mut out);
     Ok(out)
 }
 
@@ -303,7 +298,8 @@ impl IoPagetable {
     fn map_batch<'py>(&self, py: Python<'py>, flags: u32, user_vas: &Bound<'py, PyAny>,
                       lengths: &Bound<'py, PyAny>, iovas: &Bound<'py, PyAny>)
                       -> PyResult<Bound<'py, PyBytes>> {
-        let (vas, lens, ios) = (u64s(user_vas)?, u64s(lengths)?, u64s(iovas)?);
+        let (vas, lens, ios) = (u64s(user_vas, "user_vas")?, u64s(lengths, "lengths")?,
+                               u64s(iovas, "iovas")?);
         if vas.len() != lens.len() || vas.len() != ios.len() {
             return Err(PyValueError::new_err(format!(
                 "map_batch takes equal counts of user_vas, lengths and iovas, not {:#x}, {:#x} \
@@ -320,7 +316,7 @@ impl IoPagetable {
     /// Not atomic, as the kernel's unmap: the OSError names the failing
     /// request and the ones before it stay done.
     fn unmap_batch(&self, iovas: &Bound<'_, PyAny>, lengths: &Bound<'_, PyAny>) -> PyResult<u64> {
-        let (ios, lens) = (u64s(iovas)?, u64s(lengths)?);
+        let (ios, lens) = (u64s(iovas, "iovas")?, u64s(lengths, "lengths")?);
         if ios.len() != lens.len() {
             return Err(PyValueError::new_err(format!(
                 "unmap_batch takes equal counts of iovas and lengths, not {:#x} and {:#x}.",

@@ -61,7 +61,6 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-
 /// See AreaMap::near.
 enum Near {
     Area((usize, usize)),
@@ -95,8 +94,12 @@ struct Leaf {
 
 impl Leaf {
     fn new() -> Leaf {
-        Leaf { summary: [EMPTY; LEAF / LINE], starts: [EMPTY; LEAF],
-               tails: [Tail::default(); LEAF], len: 0 }
+        Leaf {
+            summary: [EMPTY; LEAF / LINE],
+            starts: [EMPTY; LEAF],
+            tails: [Tail::default(); LEAF],
+            len: 0,
+        }
     }
 
     fn with(area: Area) -> Leaf {
@@ -107,7 +110,12 @@ impl Leaf {
 
     fn area(&self, k: usize) -> Area {
         let t = self.tails[k];
-        Area { iova: self.starts[k], last: t.last, user_va: t.user_va, prot: t.prot }
+        Area {
+            iova: self.starts[k],
+            last: t.last,
+            user_va: t.user_va,
+            prot: t.prot,
+        }
     }
 
     fn len(&self) -> usize {
@@ -120,7 +128,11 @@ impl Leaf {
         self.starts.copy_within(pos..n, pos + 1);
         self.tails.copy_within(pos..n, pos + 1);
         self.starts[pos] = area.iova;
-        self.tails[pos] = Tail { last: area.last, user_va: area.user_va, prot: area.prot };
+        self.tails[pos] = Tail {
+            last: area.last,
+            user_va: area.user_va,
+            prot: area.prot,
+        };
         self.len = n + 1;
         self.summarize();
     }
@@ -317,7 +329,8 @@ impl Scatter<'_> {
     #[inline(always)]
     fn at<const GUARD: bool>(&self, t: usize, back: usize) -> Option<usize> {
         if GUARD {
-            t.checked_sub(back).filter(|&j| j >= self.start && j < self.end)
+            t.checked_sub(back)
+                .filter(|&j| j >= self.start && j < self.end)
         } else {
             Some(t - back)
         }
@@ -329,14 +342,14 @@ impl Scatter<'_> {
         let (map, iovas) = (self.map, self.iovas);
         // Stage 1: the radix bucket.
         if let Some(j) = self.at::<GUARD>(t, 0) {
-            self.ring[j % RING] =
-                match self.radix.and_then(|r| r.bucket(iovas[j]).map(|b| (r, b))) {
-                    Some((r, b)) => {
-                        prefetch(r.below[b..].as_ptr());
-                        (b, NONE)
-                    }
-                    None => (NONE, NONE),
-                };
+            self.ring[j % RING] = match self.radix.and_then(|r| r.bucket(iovas[j]).map(|b| (r, b)))
+            {
+                Some((r, b)) => {
+                    prefetch(r.below[b..].as_ptr());
+                    (b, NONE)
+                }
+                None => (NONE, NONE),
+            };
         }
         // Stage 2: the bucket's key range.
         if let Some(j) = self.at::<GUARD>(t, D) {
@@ -354,7 +367,11 @@ impl Scatter<'_> {
             let li = match self.radix {
                 Some(_) => {
                     let (lo, hi) = self.ring[j % RING];
-                    if lo == NONE { NONE } else { Radix::pick(&map.keys, lo, hi, q) }
+                    if lo == NONE {
+                        NONE
+                    } else {
+                        Radix::pick(&map.keys, lo, hi, q)
+                    }
                 }
                 None => map.leaf_of(q).unwrap_or(NONE),
             };
@@ -461,7 +478,8 @@ impl AreaMap {
 
     /// The last area starting at or below `iova`.
     pub fn floor(&self, iova: u64) -> Option<Area> {
-        self.floor_slot_near(iova).map(|(li, k)| self.leaves[li].area(k))
+        self.floor_slot_near(iova)
+            .map(|(li, k)| self.leaves[li].area(k))
     }
 
     /// The first area starting at or above `iova`.
@@ -557,8 +575,14 @@ impl AreaMap {
     /// Per address, the last area and the one after it first, so sorted
     /// addresses walk the areas instead of searching for each one. Returns
     /// (mapped, addresses settled without a search).
-    fn run_clustered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
-                     prots: &mut [u8], hit: &mut Option<(usize, usize)>) -> (usize, usize) {
+    fn run_clustered(
+        &self,
+        range: std::ops::Range<usize>,
+        iovas: &[u64],
+        pas: &mut [u64],
+        prots: &mut [u8],
+        hit: &mut Option<(usize, usize)>,
+    ) -> (usize, usize) {
         let (mut mapped, mut repeats) = (0, 0);
         for i in range {
             let iova = iovas[i];
@@ -598,7 +622,9 @@ impl AreaMap {
     /// area, in the hole between them (or above the last area), or elsewhere.
     #[inline(always)]
     fn near(&self, slot: Option<(usize, usize)>, iova: u64) -> Near {
-        let Some((li, k)) = slot else { return Near::Far };
+        let Some((li, k)) = slot else {
+            return Near::Far;
+        };
         let leaf = &self.leaves[li];
         if iova < leaf.starts[k] {
             return Near::Far;
@@ -632,12 +658,27 @@ impl AreaMap {
     /// dependent but each waits while `5 * PREFETCH` other addresses' misses
     /// are in flight. Without a radix directory the key search (over a key
     /// array small enough to stay cached) is done at once in stage three.
-    fn run_scattered(&self, range: std::ops::Range<usize>, iovas: &[u64], pas: &mut [u64],
-                     prots: &mut [u8], hit: &mut Option<(usize, usize)>, radix: Option<&Radix>)
-                     -> (usize, usize) {
+    fn run_scattered(
+        &self,
+        range: std::ops::Range<usize>,
+        iovas: &[u64],
+        pas: &mut [u64],
+        prots: &mut [u8],
+        hit: &mut Option<(usize, usize)>,
+        radix: Option<&Radix>,
+    ) -> (usize, usize) {
         let (start, end) = (range.start, range.end);
-        let mut p = Scatter { map: self, iovas, radix, start, end, ring: [(NONE, NONE); RING],
-                              mapped: 0, repeats: 0, hit: *hit };
+        let mut p = Scatter {
+            map: self,
+            iovas,
+            radix,
+            start,
+            end,
+            ring: [(NONE, NONE); RING],
+            mapped: 0,
+            repeats: 0,
+            hit: *hit,
+        };
         let steady = (start + DEPTH).min(end)..end;
         for t in start..steady.start {
             p.step::<true>(t, pas, prots);
@@ -668,9 +709,17 @@ impl AreaMap {
         let li = self.leaf_of_near(area.iova).unwrap_or(0);
         let leaf = &self.leaves[li];
         let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
-        debug_assert!(leaf.starts[..leaf.len].get(pos) != Some(&area.iova), "duplicate start");
+        debug_assert!(
+            leaf.starts[..leaf.len].get(pos) != Some(&area.iova),
+            "duplicate start"
+        );
         if leaf.len() == LEAF {
-            if pos == LEAF && self.leaves.get(li + 1).is_some_and(|next| next.len() < LEAF) {
+            if pos == LEAF
+                && self
+                    .leaves
+                    .get(li + 1)
+                    .is_some_and(|next| next.len() < LEAF)
+            {
                 // Past a full leaf, before one with room: the next leaf's front.
                 self.leaves[li + 1].put(0, area);
                 self.keys[li + 1] = area.iova;
@@ -695,7 +744,11 @@ impl AreaMap {
             self.split(li);
         }
         // After a split the area belongs to the right half if it sorts there.
-        let li = if li + 1 < self.keys.len() && area.iova >= self.keys[li + 1] { li + 1 } else { li };
+        let li = if li + 1 < self.keys.len() && area.iova >= self.keys[li + 1] {
+            li + 1
+        } else {
+            li
+        };
         let leaf = &mut self.leaves[li];
         let pos = leaf.starts[..leaf.len].partition_point(|&s| s < area.iova);
         leaf.put(pos, area);
@@ -742,8 +795,12 @@ impl AreaMap {
     /// shorter; `visit` returns Some to stop with that value. One pass, no
     /// search per hole: the cost is the leaves skipped (8 bytes each) and
     /// the areas of the leaves entered.
-    pub fn find_hole<T>(&self, from: u64, need: u64,
-                        mut visit: impl FnMut(u64, u64) -> Option<T>) -> Option<T> {
+    pub fn find_hole<T>(
+        &self,
+        from: u64,
+        need: u64,
+        mut visit: impl FnMut(u64, u64) -> Option<T>,
+    ) -> Option<T> {
         let long_enough = |start: u64, last: u64| start <= last && last - start >= need.max(1) - 1;
         let Some(&first) = self.keys.first() else {
             return visit(from, u64::MAX);
@@ -856,7 +913,9 @@ impl AreaMap {
 
     /// Every area in IOVA order.
     pub fn iter(&self) -> impl Iterator<Item = Area> + '_ {
-        self.leaves.iter().flat_map(|leaf| (0..leaf.len()).map(move |k| leaf.area(k)))
+        self.leaves
+            .iter()
+            .flat_map(|leaf| (0..leaf.len()).map(move |k| leaf.area(k)))
     }
 
     /// Leaves in use (tests check how full they are kept).
@@ -881,7 +940,10 @@ impl AreaMap {
         let mut prev_last: Option<u64> = None;
         for (i, leaf) in self.leaves.iter().enumerate() {
             assert!(leaf.len() > 0 && leaf.len() <= LEAF);
-            assert!(leaf.starts[leaf.len()..].iter().all(|&s| s == EMPTY), "unused slot in use");
+            assert!(
+                leaf.starts[leaf.len()..].iter().all(|&s| s == EMPTY),
+                "unused slot in use"
+            );
             for (line, &first) in leaf.summary.iter().enumerate() {
                 assert_eq!(first, leaf.starts[line * LINE], "stale summary");
             }
@@ -897,11 +959,22 @@ impl AreaMap {
             count += leaf.len();
         }
         assert_eq!(count, self.len);
-        assert_eq!(self.pool.live(), self.leaves.len(), "a leaf left the pool uncounted");
+        assert_eq!(
+            self.pool.live(),
+            self.leaves.len(),
+            "a leaf left the pool uncounted"
+        );
         if let Some(r) = self.radix.get() {
             for (i, &k) in self.keys.iter().enumerate() {
-                assert_eq!(r.leaf_of(&self.keys, k), self.leaf_of(k), "radix at key {i}");
-                assert_eq!(r.leaf_of(&self.keys, k.saturating_sub(1)), self.leaf_of(k.saturating_sub(1)));
+                assert_eq!(
+                    r.leaf_of(&self.keys, k),
+                    self.leaf_of(k),
+                    "radix at key {i}"
+                );
+                assert_eq!(
+                    r.leaf_of(&self.keys, k.saturating_sub(1)),
+                    self.leaf_of(k.saturating_sub(1))
+                );
             }
         }
         assert_eq!(self.gaps.len(), self.leaves.len());

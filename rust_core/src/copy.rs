@@ -11,7 +11,10 @@ use crate::io_pagetable::{
 /// IOMMU_IOAS_COPY steps 1-3, run before the IOAS lookups.
 pub fn check_copy_args(flags: u32, src_iova: u64, length: u64, dst_iova: u64) -> Result<()> {
     if flags & !MAP_FLAGS != 0 {
-        return err(EOPNOTSUPP, format!("Unknown IOAS_COPY flag bits {:#x}.", flags & !MAP_FLAGS));
+        return err(
+            EOPNOTSUPP,
+            format!("Unknown IOAS_COPY flag bits {:#x}.", flags & !MAP_FLAGS),
+        );
     }
     if length >= ULONG_MAX || src_iova >= ULONG_MAX || dst_iova >= ULONG_MAX {
         return err(
@@ -33,7 +36,10 @@ impl IoPagetable {
             return err(EINVAL, "Copy of zero bytes.");
         }
         let Some(last) = src_iova.checked_add(length - 1) else {
-            return err(EOVERFLOW, format!("src_iova {src_iova:#x} + length {length:#x} wraps past 2^64."));
+            return err(
+                EOVERFLOW,
+                format!("src_iova {src_iova:#x} + length {length:#x} wraps past 2^64."),
+            );
         };
         let mut chunks = Vec::new();
         let mut p = src_iova;
@@ -41,7 +47,9 @@ impl IoPagetable {
             let Some(area) = self.area_at(p) else {
                 return err(
                     ENOENT,
-                    format!("The source range {src_iova:#x}..={last:#x} is not fully mapped at {p:#x}."),
+                    format!(
+                        "The source range {src_iova:#x}..={last:#x} is not fully mapped at {p:#x}."
+                    ),
                 );
             };
             let chunk_last = area.last.min(last);
@@ -64,7 +72,10 @@ impl IoPagetable {
         let length: u64 = chunks.iter().map(Area::length).sum();
         let align = self.iova_alignment;
         if chunks.iter().any(|c| c.length() % align != 0) {
-            return err(EINVAL, format!("A source chunk is not a multiple of the alignment {align:#x}."));
+            return err(
+                EINVAL,
+                format!("A source chunk is not a multiple of the alignment {align:#x}."),
+            );
         }
         let iova = if flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
             self.check_fixed(dst_iova, length)?;
@@ -76,7 +87,10 @@ impl IoPagetable {
             self.check_user_offset(c.user_va)?;
         }
         if flags & IOMMU_IOAS_MAP_WRITEABLE != 0 {
-            if let Some(c) = chunks.iter().find(|c| c.prot & IOMMU_IOAS_MAP_WRITEABLE == 0) {
+            if let Some(c) = chunks
+                .iter()
+                .find(|c| c.prot & IOMMU_IOAS_MAP_WRITEABLE == 0)
+            {
                 return err(
                     EPERM,
                     format!("The source {:#x}..={:#x} is mapped read-only; it cannot be copied writeable.", c.iova, c.last),
@@ -87,7 +101,12 @@ impl IoPagetable {
         let base = chunks[0].iova;
         for c in chunks {
             let at = iova + (c.iova - base);
-            self.insert_area(Area { iova: at, last: at + (c.length() - 1), user_va: c.user_va, prot: flags & PROT_MASK });
+            self.insert_area(Area {
+                iova: at,
+                last: at + (c.length() - 1),
+                user_va: c.user_va,
+                prot: flags & PROT_MASK,
+            });
         }
         Ok(iova)
     }
@@ -108,7 +127,13 @@ pub fn copy(
 }
 
 /// IOMMU_IOAS_COPY within one table.
-pub fn copy_within(t: &mut IoPagetable, flags: u32, src_iova: u64, length: u64, dst_iova: u64) -> Result<u64> {
+pub fn copy_within(
+    t: &mut IoPagetable,
+    flags: u32,
+    src_iova: u64,
+    length: u64,
+    dst_iova: u64,
+) -> Result<u64> {
     check_copy_args(flags, src_iova, length, dst_iova)?;
     let chunks = t.copy_chunks(src_iova, length)?;
     t.copy_insert(flags, &chunks, dst_iova)

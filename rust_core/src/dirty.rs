@@ -10,7 +10,9 @@
 use std::collections::BTreeMap;
 
 use crate::errno::{err, Errno::*, Result};
-use crate::io_pagetable::{Area, IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE, ULONG_MAX};
+use crate::io_pagetable::{
+    Area, IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE, ULONG_MAX,
+};
 
 /// Most bits one bitmap read may produce (64 MiB of bitmap).
 pub const MAX_BITMAP_BITS: u64 = 1 << 29;
@@ -57,7 +59,11 @@ impl DirtyTracker {
         let bits = self.areas.entry(area.iova).or_insert_with(|| {
             let (first, last_page) = (area.iova / PAGE_SIZE, area.last / PAGE_SIZE);
             let pages = last_page - first + 1;
-            AreaBits { first_page: first, pages, words: vec![0; pages.div_ceil(64) as usize] }
+            AreaBits {
+                first_page: first,
+                pages,
+                words: vec![0; pages.div_ceil(64) as usize],
+            }
         });
         for page in start / PAGE_SIZE..=last / PAGE_SIZE {
             let i = page - bits.first_page;
@@ -84,7 +90,11 @@ impl DirtyTracker {
     /// from the last one starting at or below the range's end backwards,
     /// until one ends below the range.
     fn take_pages(&mut self, first: u64, last: u64, clear: bool, mut each: impl FnMut(u64)) {
-        for (_, bits) in self.areas.range_mut(..=last.saturating_mul(PAGE_SIZE).saturating_add(PAGE_SIZE - 1)).rev() {
+        for (_, bits) in self
+            .areas
+            .range_mut(..=last.saturating_mul(PAGE_SIZE).saturating_add(PAGE_SIZE - 1))
+            .rev()
+        {
             if bits.last_page() < first {
                 break;
             }
@@ -139,19 +149,32 @@ impl IoPagetable {
             return err(EINVAL, "A DMA access of zero bytes.");
         }
         let Some(last) = iova.checked_add(length - 1) else {
-            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."),
+            );
         };
-        let need = if write { IOMMU_IOAS_MAP_WRITEABLE } else { IOMMU_IOAS_MAP_READABLE };
+        let need = if write {
+            IOMMU_IOAS_MAP_WRITEABLE
+        } else {
+            IOMMU_IOAS_MAP_READABLE
+        };
         let mut p = iova;
         let mut first = None;
         let mut touched: Vec<Area> = Vec::new();
         loop {
             let Some(area) = self.area_at(p) else {
-                return err(ENOENT, format!("DMA to {iova:#x}..={last:#x} hits unmapped IOVA {p:#x}."));
+                return err(
+                    ENOENT,
+                    format!("DMA to {iova:#x}..={last:#x} hits unmapped IOVA {p:#x}."),
+                );
             };
             if area.prot & need == 0 {
                 let what = if write { "write" } else { "read" };
-                return err(EPERM, format!("DMA {what} at {p:#x} is not permitted by its mapping."));
+                return err(
+                    EPERM,
+                    format!("DMA {what} at {p:#x} is not permitted by its mapping."),
+                );
             }
             if first.is_none() {
                 first = Some(area.user_va.wrapping_add(iova - area.iova));
@@ -165,7 +188,8 @@ impl IoPagetable {
         // Marked only once every byte was found permitted: a fault marks nothing.
         if write {
             for area in &touched {
-                self.dirty.mark(area, iova.max(area.iova), area.last.min(last));
+                self.dirty
+                    .mark(area, iova.max(area.iova), area.last.min(last));
             }
         }
         Ok(first.unwrap_or(0))
@@ -173,12 +197,21 @@ impl IoPagetable {
 
     /// The dirty bitmap of `[iova, iova + length)` at `page_size` granularity;
     /// with `clear` the reported pages become clean.
-    pub fn read_dirty_bitmap(&mut self, iova: u64, length: u64, page_size: u64, clear: bool) -> Result<Vec<u64>> {
+    pub fn read_dirty_bitmap(
+        &mut self,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        clear: bool,
+    ) -> Result<Vec<u64>> {
         if length == 0 || length > ULONG_MAX {
             return err(EINVAL, "A dirty bitmap of zero bytes.");
         }
         let Some(last) = iova.checked_add(length - 1) else {
-            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."),
+            );
         };
         let align = self.iova_alignment;
         let end = last.wrapping_add(1); // 0 when the range reaches 2^64-1
@@ -186,7 +219,10 @@ impl IoPagetable {
             return err(EINVAL, format!("The range {iova:#x}..={last:#x} is not aligned to the IOAS alignment {align:#x}."));
         }
         if page_size == 0 || !page_size.is_power_of_two() {
-            return err(EINVAL, format!("Page size {page_size:#x} is not a power of two."));
+            return err(
+                EINVAL,
+                format!("Page size {page_size:#x} is not a power of two."),
+            );
         }
         if iova % page_size != 0 || end % page_size != 0 {
             return err(EINVAL, format!("The range {iova:#x}..={last:#x} is not aligned to the page size {page_size:#x}."));
@@ -196,13 +232,18 @@ impl IoPagetable {
             return err(ENOMEM, format!("A bitmap of {bits:#x} bits is too large."));
         }
         let mut words = vec![0u64; bits.div_ceil(64) as usize];
-        self.dirty.take_pages(iova / PAGE_SIZE, last / PAGE_SIZE, clear, |page| {
-            let p_start = (page * PAGE_SIZE).max(iova);
-            let p_last = page.checked_mul(PAGE_SIZE).and_then(|s| s.checked_add(PAGE_SIZE - 1)).unwrap_or(u64::MAX).min(last);
-            for bit in (p_start - iova) / page_size..=(p_last - iova) / page_size {
-                words[(bit / 64) as usize] |= 1 << (bit % 64);
-            }
-        });
+        self.dirty
+            .take_pages(iova / PAGE_SIZE, last / PAGE_SIZE, clear, |page| {
+                let p_start = (page * PAGE_SIZE).max(iova);
+                let p_last = page
+                    .checked_mul(PAGE_SIZE)
+                    .and_then(|s| s.checked_add(PAGE_SIZE - 1))
+                    .unwrap_or(u64::MAX)
+                    .min(last);
+                for bit in (p_start - iova) / page_size..=(p_last - iova) / page_size {
+                    words[(bit / 64) as usize] |= 1 << (bit % 64);
+                }
+            });
         Ok(words)
     }
 }

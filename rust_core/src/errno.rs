@@ -48,7 +48,10 @@ pub struct CoreError {
 
 impl CoreError {
     pub fn new(errno: Errno, message: impl Into<String>) -> Self {
-        CoreError { errno, message: message.into() }
+        CoreError {
+            errno,
+            message: message.into(),
+        }
     }
 }
 

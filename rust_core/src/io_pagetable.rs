@@ -77,7 +77,10 @@ pub(crate) fn intersects(a_start: u64, a_last: u64, b_start: u64, b_last: u64) -
 /// IOMMU_IOAS_MAP steps 1-3, which the kernel runs before looking up the IOAS.
 pub fn check_map_args(flags: u32, iova: u64, length: u64) -> Result<()> {
     if flags & !MAP_FLAGS != 0 {
-        return err(EOPNOTSUPP, format!("Unknown IOAS_MAP flag bits {:#x}.", flags & !MAP_FLAGS));
+        return err(
+            EOPNOTSUPP,
+            format!("Unknown IOAS_MAP flag bits {:#x}.", flags & !MAP_FLAGS),
+        );
     }
     if iova >= ULONG_MAX || length >= ULONG_MAX {
         return err(
@@ -93,7 +96,10 @@ pub fn check_map_args(flags: u32, iova: u64, length: u64) -> Result<()> {
 
 impl IoPagetable {
     pub fn new() -> Self {
-        IoPagetable { iova_alignment: 1, ..Default::default() }
+        IoPagetable {
+            iova_alignment: 1,
+            ..Default::default()
+        }
     }
 
     pub fn iova_alignment(&self) -> u64 {
@@ -144,7 +150,9 @@ impl IoPagetable {
     }
 
     pub(crate) fn reserved_hit(&self, start: u64, last: u64) -> Option<&Reserved> {
-        self.reserved.iter().find(|r| intersects(r.start, r.last, start, last))
+        self.reserved
+            .iter()
+            .find(|r| intersects(r.start, r.last, start, last))
     }
 
     /// IOVA -> (user address, prot). None when nothing is mapped there.
@@ -161,8 +169,13 @@ impl IoPagetable {
     }
 
     /// `translate_batch` on at most `threads` threads (1: the caller's only).
-    pub fn translate_batch_on(&self, iovas: &[u64], pas: &mut [u64], prots: &mut [u8],
-                              threads: usize) -> usize {
+    pub fn translate_batch_on(
+        &self,
+        iovas: &[u64],
+        pas: &mut [u64],
+        prots: &mut [u8],
+        threads: usize,
+    ) -> usize {
         let index = &self.areas;
         let n = iovas.len().min(pas.len()).min(prots.len());
         if n < PARALLEL_BATCH || threads < 2 {
@@ -176,7 +189,10 @@ impl IoPagetable {
                 .zip(prots[..n].chunks_mut(chunk))
                 .map(|((i, p), r)| scope.spawn(move || index.translate_run(i, p, r)))
                 .collect();
-            workers.into_iter().map(|w| w.join().expect("translate worker")).sum()
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("translate worker"))
+                .sum()
         })
     }
 
@@ -190,7 +206,10 @@ impl IoPagetable {
             );
         }
         if length == 0 || length > ULONG_MAX - PAGE_SIZE {
-            return err(EINVAL, format!("Length {length:#x} is zero or too large to map."));
+            return err(
+                EINVAL,
+                format!("Length {length:#x} is zero or too large to map."),
+            );
         }
         if length % self.iova_alignment != 0 {
             return err(
@@ -209,7 +228,12 @@ impl IoPagetable {
         };
         self.check_user_offset(user_va)?;
         self.check_room(1)?;
-        self.insert_area(Area { iova, last: iova + (length - 1), user_va, prot: flags & PROT_MASK });
+        self.insert_area(Area {
+            iova,
+            last: iova + (length - 1),
+            user_va,
+            prot: flags & PROT_MASK,
+        });
         Ok(iova)
     }
 
@@ -225,7 +249,8 @@ impl IoPagetable {
                 Ok(at) => done.push(at),
                 Err(mut e) => {
                     for (&at, &(_, len, _)) in done.iter().zip(reqs).rev() {
-                        self.unmap(at, len).expect("an area this call made unmaps whole");
+                        self.unmap(at, len)
+                            .expect("an area this call made unmaps whole");
                     }
                     e.message = format!("Request {i:#x} of the batch: {}", e.message);
                     return Err(e);
@@ -259,8 +284,12 @@ impl IoPagetable {
         match self.max_areas {
             Some(max) if self.areas.len().saturating_add(more) > max => err(
                 ENOSPC,
-                format!("The IOAS holds {:#x} areas; {:#x} more would pass its limit of {:#x}.",
-                        self.areas.len(), more, max),
+                format!(
+                    "The IOAS holds {:#x} areas; {:#x} more would pass its limit of {:#x}.",
+                    self.areas.len(),
+                    more,
+                    max
+                ),
             ),
             _ => Ok(()),
         }
@@ -282,7 +311,10 @@ impl IoPagetable {
             );
         }
         let Some(last) = iova.checked_add(length - 1) else {
-            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."),
+            );
         };
         if let Some(r) = self.reserved_hit(iova, last) {
             return err(
@@ -346,7 +378,10 @@ impl IoPagetable {
             return err(EINVAL, "Unmap of zero bytes.");
         }
         let Some(last) = iova.checked_add(length - 1) else {
-            return err(EOVERFLOW, format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."));
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} + length {length:#x} wraps past 2^64."),
+            );
         };
         let here = self.area_at(iova);
         // The common case, one whole area: areas are disjoint, so no other
@@ -360,7 +395,9 @@ impl IoPagetable {
             None => iova,
         };
         loop {
-            let Some(area) = self.areas.ceil(cursor) else { break };
+            let Some(area) = self.areas.ceil(cursor) else {
+                break;
+            };
             let start = area.iova;
             if start > last {
                 break;
@@ -381,7 +418,10 @@ impl IoPagetable {
             }
         }
         if unmapped == 0 {
-            return err(ENOENT, format!("No area lies within {iova:#x}..={last:#x}."));
+            return err(
+                ENOENT,
+                format!("No area lies within {iova:#x}..={last:#x}."),
+            );
         }
         Ok(unmapped)
     }
@@ -421,7 +461,10 @@ impl IoPagetable {
     /// allowed range is in the way; nothing changes on failure.
     pub fn add_reserved(&mut self, start: u64, last: u64, owner: u64) -> Result<()> {
         if start > last {
-            return err(EINVAL, format!("Reserved range {start:#x}..={last:#x} ends before it starts."));
+            return err(
+                EINVAL,
+                format!("Reserved range {start:#x}..={last:#x} ends before it starts."),
+            );
         }
         if self.any_area_in(start, last) {
             return err(
@@ -429,7 +472,11 @@ impl IoPagetable {
                 format!("An existing mapping lies in the reserved range {start:#x}..={last:#x}."),
             );
         }
-        if let Some(&(a, l)) = self.allowed.iter().find(|&&(a, l)| intersects(a, l, start, last)) {
+        if let Some(&(a, l)) = self
+            .allowed
+            .iter()
+            .find(|&&(a, l)| intersects(a, l, start, last))
+        {
             return err(
                 EADDRINUSE,
                 format!(
@@ -438,7 +485,9 @@ impl IoPagetable {
                 ),
             );
         }
-        let at = self.reserved.partition_point(|r| (r.start, r.last) <= (start, last));
+        let at = self
+            .reserved
+            .partition_point(|r| (r.start, r.last) <= (start, last));
         self.reserved.insert(at, Reserved { start, last, owner });
         Ok(())
     }
@@ -452,7 +501,10 @@ impl IoPagetable {
     /// EADDRINUSE when an existing area would violate it.
     pub fn set_iova_alignment(&mut self, align: u64) -> Result<()> {
         if align == 0 || !align.is_power_of_two() {
-            return err(EINVAL, format!("Alignment {align:#x} is not a power of two."));
+            return err(
+                EINVAL,
+                format!("Alignment {align:#x} is not a power of two."),
+            );
         }
         if let Some(a) = self.areas.iter().find(|a| {
             a.iova % align != 0 || a.length() % align != 0 || (a.user_va % PAGE_SIZE) % align != 0

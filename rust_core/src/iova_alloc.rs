@@ -11,14 +11,21 @@ use crate::io_pagetable::{IoPagetable, Reserved, HPAGE_SIZE, PAGE_SIZE, ULONG_MA
 /// the huge page size.
 pub fn alloc_alignment(length: u64, user_va: u64) -> u64 {
     let rounded = length.checked_next_power_of_two().unwrap_or(1 << 63);
-    let align = if user_va == 0 { rounded } else { rounded.min(1u64 << user_va.trailing_zeros()) };
+    let align = if user_va == 0 {
+        rounded
+    } else {
+        rounded.min(1u64 << user_va.trailing_zeros())
+    };
     align.min(HPAGE_SIZE)
 }
 
 impl IoPagetable {
     pub(crate) fn alloc_iova(&self, length: u64, user_va: u64) -> Result<u64> {
         if length >= ULONG_MAX / 2 {
-            return err(EOVERFLOW, format!("Length {length:#x} is too large to place automatically."));
+            return err(
+                EOVERFLOW,
+                format!("Length {length:#x} is too large to place automatically."),
+            );
         }
         let align = alloc_alignment(length, user_va);
         if align < self.iova_alignment {
@@ -36,7 +43,11 @@ impl IoPagetable {
         // No allocation per call: the windows are borrowed or the whole
         // space, and the reserved ranges are kept sorted as they are added.
         let whole = [(lo, hi)];
-        let windows = if self.allowed.is_empty() { &whole[..] } else { &self.allowed[..] };
+        let windows = if self.allowed.is_empty() {
+            &whole[..]
+        } else {
+            &self.allowed[..]
+        };
         for &(s, l) in windows {
             if s > hi || l < lo {
                 continue;
@@ -46,7 +57,10 @@ impl IoPagetable {
                 return Ok(iova);
             }
         }
-        err(ENOSPC, format!("No free IOVA hole fits {length:#x} bytes at alignment {align:#x}."))
+        err(
+            ENOSPC,
+            format!("No free IOVA hole fits {length:#x} bytes at alignment {align:#x}."),
+        )
     }
 
     /// The lowest aligned candidate in the holes of `[lo, hi]`, holes being
@@ -69,34 +83,41 @@ impl IoPagetable {
             (c >= p && c <= last && last - c >= length - 1).then_some(c)
         };
         // Some(Some(iova)): found; Some(None): nothing more in the window.
-        let found = self.areas.find_hole(lo, length, |start, last| -> Option<Option<u64>> {
-            if start > hi {
-                return Some(None);
-            }
-            let last = last.min(hi);
-            let mut p = start;
-            for &Reserved { start: rs, last: rl, .. } in &self.reserved {
-                if rl < p {
-                    continue;
+        let found = self
+            .areas
+            .find_hole(lo, length, |start, last| -> Option<Option<u64>> {
+                if start > hi {
+                    return Some(None);
                 }
-                if rs > last {
-                    break;
-                }
-                if rs > p {
-                    if let Some(c) = fit(p, rs - 1) {
-                        return Some(Some(c));
+                let last = last.min(hi);
+                let mut p = start;
+                for &Reserved {
+                    start: rs,
+                    last: rl,
+                    ..
+                } in &self.reserved
+                {
+                    if rl < p {
+                        continue;
+                    }
+                    if rs > last {
+                        break;
+                    }
+                    if rs > p {
+                        if let Some(c) = fit(p, rs - 1) {
+                            return Some(Some(c));
+                        }
+                    }
+                    match rl.checked_add(1) {
+                        Some(next) => p = next,
+                        None => return Some(None),
+                    }
+                    if p > last {
+                        return None;
                     }
                 }
-                match rl.checked_add(1) {
-                    Some(next) => p = next,
-                    None => return Some(None),
-                }
-                if p > last {
-                    return None;
-                }
-            }
-            fit(p, last).map(Some)
-        });
+                fit(p, last).map(Some)
+            });
         found.flatten()
     }
 }

@@ -52,13 +52,23 @@ pub fn peer_cred(fd: RawFd) -> io::Result<PeerCred> {
     let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: cred and len are valid for writes of the sizes given.
     let rc = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERCRED,
-                         (&mut cred as *mut libc::ucred).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(PeerCred { pid: cred.pid, uid: cred.uid, gid: cred.gid, groups: peer_groups(fd) })
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+        groups: peer_groups(fd),
+    })
 }
 
 fn peer_groups(fd: RawFd) -> Vec<u32> {
@@ -67,8 +77,13 @@ fn peer_groups(fd: RawFd) -> Vec<u32> {
         let mut len = (groups.len() * mem::size_of::<u32>()) as libc::socklen_t;
         // SAFETY: groups has room for len bytes.
         let rc = unsafe {
-            libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_PEERGROUPS,
-                             groups.as_mut_ptr().cast(), &mut len)
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
         };
         let n = len as usize / mem::size_of::<u32>();
         if rc == 0 {
@@ -90,7 +105,10 @@ fn connect_from_abstract(name: &[u8], path: &Path) -> io::Result<UnixStream> {
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
         let start = usize::from(abstract_);
         if start + bytes.len() >= addr.sun_path.len() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "socket address too long"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket address too long",
+            ));
         }
         for (i, b) in bytes.iter().enumerate() {
             addr.sun_path[start + i] = *b as libc::c_char;
@@ -148,7 +166,10 @@ impl PeerGate {
     /// from the abstract address `<tag>/<n>`.
     pub fn start(listener: UnixListener, upstream: PathBuf, tag: String) -> io::Result<PeerGate> {
         if tag.is_empty() || tag.len() + 21 >= 107 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "tag must be 1..85 bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "tag must be 1..85 bytes",
+            ));
         }
         let shared = Arc::new(Shared::default());
         let listener_fd = listener.as_raw_fd();
@@ -156,7 +177,12 @@ impl PeerGate {
         let acceptor = thread::Builder::new()
             .name("iommud-gate".into())
             .spawn(move || accept_loop(listener, upstream, t, s))?;
-        Ok(PeerGate { shared, listener_fd, acceptor: Some(acceptor), tag })
+        Ok(PeerGate {
+            shared,
+            listener_fd,
+            acceptor: Some(acceptor),
+            tag,
+        })
     }
 
     pub fn tag(&self) -> &str {
@@ -165,19 +191,29 @@ impl PeerGate {
 
     /// The credentials of live connection `n`.
     pub fn peer(&self, n: u64) -> Option<PeerCred> {
-        self.shared.conns.lock().unwrap().get(&n).map(|c| c.cred.clone())
+        self.shared
+            .conns
+            .lock()
+            .unwrap()
+            .get(&n)
+            .map(|c| c.cred.clone())
     }
 
     /// Connection number of a gRPC peer string `unix-abstract:<tag>/<n>`.
     pub fn connection_of(&self, peer: &str) -> Option<u64> {
-        let rest = peer.strip_prefix("unix-abstract:")?.strip_prefix(self.tag.as_str())?;
+        let rest = peer
+            .strip_prefix("unix-abstract:")?
+            .strip_prefix(self.tag.as_str())?;
         rest.strip_prefix('/')?.parse().ok()
     }
 
     /// (connections accepted, connections that could not be relayed, live connections).
     pub fn stats(&self) -> (u64, u64, usize) {
-        (self.shared.accepted.load(Ordering::Relaxed), self.shared.failed.load(Ordering::Relaxed),
-         self.shared.conns.lock().unwrap().len())
+        (
+            self.shared.accepted.load(Ordering::Relaxed),
+            self.shared.failed.load(Ordering::Relaxed),
+            self.shared.conns.lock().unwrap().len(),
+        )
     }
 
     /// Stop accepting and end every relay. Idempotent.
@@ -222,11 +258,20 @@ fn accept_loop(listener: UnixListener, upstream: PathBuf, tag: String, shared: A
     }
 }
 
-fn start_relay(public: UnixStream, n: u64, upstream: &Path, tag: &str,
-               shared: &Arc<Shared>) -> io::Result<()> {
+fn start_relay(
+    public: UnixStream,
+    n: u64,
+    upstream: &Path,
+    tag: &str,
+    shared: &Arc<Shared>,
+) -> io::Result<()> {
     let cred = peer_cred(public.as_raw_fd())?;
     let private = connect_from_abstract(format!("{tag}/{n}").as_bytes(), upstream)?;
-    let conn = Conn { cred, public: public.try_clone()?, private: private.try_clone()? };
+    let conn = Conn {
+        cred,
+        public: public.try_clone()?,
+        private: private.try_clone()?,
+    };
     shared.conns.lock().unwrap().insert(n, conn);
     let done = Arc::new(AtomicU64::new(0));
     let spawn = |from: UnixStream, to: UnixStream, name: &str| {

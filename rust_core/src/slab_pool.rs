@@ -67,7 +67,13 @@ unsafe impl<T: Sync> Sync for SlabPool<T> {}
 
 impl<T> Default for SlabPool<T> {
     fn default() -> Self {
-        SlabPool { slabs: Vec::new(), bump: 0, bump_cap: 0, free: Vec::new(), live: 0 }
+        SlabPool {
+            slabs: Vec::new(),
+            bump: 0,
+            bump_cap: 0,
+            free: Vec::new(),
+            live: 0,
+        }
     }
 }
 
@@ -118,7 +124,9 @@ impl<T: Copy> SlabPool<T> {
         .expect("slab layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(ptr) else { handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            handle_alloc_error(layout)
+        };
         if layout.size() == HUGE {
             advise_huge(ptr.as_ptr(), HUGE);
         }

@@ -12,7 +12,12 @@ use common::Rng;
 
 fn area(slot: u64) -> Area {
     // Slot s covers [s*0x10000, s*0x10000 + 0x3fff]: disjoint, with gaps.
-    Area { iova: slot << 16, last: (slot << 16) + 0x3fff, user_va: slot * 7 + 0x1000, prot: 6 }
+    Area {
+        iova: slot << 16,
+        last: (slot << 16) + 0x3fff,
+        user_va: slot * 7 + 0x1000,
+        prot: 6,
+    }
 }
 
 fn compare(map: &AreaMap, reference: &BTreeMap<u64, Area>, rng: &mut Rng, slots: u64) {
@@ -24,7 +29,9 @@ fn compare(map: &AreaMap, reference: &BTreeMap<u64, Area>, rng: &mut Rng, slots:
         let ceil = reference.range(iova..).next().map(|(_, a)| *a);
         assert_eq!(map.floor(iova), floor, "floor {iova:#x}");
         assert_eq!(map.ceil(iova), ceil, "ceil {iova:#x}");
-        let want = floor.filter(|a| iova <= a.last).map(|a| (a.user_va + (iova - a.iova), a.prot));
+        let want = floor
+            .filter(|a| iova <= a.last)
+            .map(|a| (a.user_va + (iova - a.iova), a.prot));
         assert_eq!(map.translate(iova), want, "translate {iova:#x}");
     }
     // Batches, random and sorted, of every length up to a few groups.
@@ -40,7 +47,11 @@ fn compare(map: &AreaMap, reference: &BTreeMap<u64, Area>, rng: &mut Rng, slots:
         for (i, &iova) in iovas.iter().enumerate() {
             let want = map.translate(iova);
             want_mapped += usize::from(want.is_some());
-            assert_eq!((pas[i], prots[i] as u32), want.unwrap_or((0, 0)), "batch {iova:#x}");
+            assert_eq!(
+                (pas[i], prots[i] as u32),
+                want.unwrap_or((0, 0)),
+                "batch {iova:#x}"
+            );
         }
         assert_eq!(mapped, want_mapped);
     }
@@ -57,7 +68,11 @@ fn random_inserts_and_removals_match_a_btreemap() {
             let slot = rng.below(slots);
             let a = area(slot);
             // Phases that grow, then shrink, then churn.
-            let grow = match (step / 5_000) % 4 { 0 => 80, 1 => 20, _ => 50 };
+            let grow = match (step / 5_000) % 4 {
+                0 => 80,
+                1 => 20,
+                _ => 50,
+            };
             if rng.below(100) < grow {
                 if !reference.contains_key(&a.iova) {
                     map.insert(a);
@@ -96,8 +111,10 @@ fn descending_and_front_inserts_keep_order() {
         map.insert(area(slot));
     }
     map.check();
-    assert_eq!(map.iter().map(|a| a.iova).collect::<Vec<_>>(),
-               (0..3 * LEAF as u64).map(|s| s << 16).collect::<Vec<_>>());
+    assert_eq!(
+        map.iter().map(|a| a.iova).collect::<Vec<_>>(),
+        (0..3 * LEAF as u64).map(|s| s << 16).collect::<Vec<_>>()
+    );
     // Drain from the front: keys follow, empty leaves go.
     for slot in 0..3 * LEAF as u64 {
         assert_eq!(map.remove(slot << 16), Some(area(slot)));
@@ -120,13 +137,22 @@ fn churn_keeps_leaves_at_least_a_quarter_full() {
     }
     map.check();
     // 512 areas left: merges keep the leaves at least a quarter full.
-    assert!(map.leaf_count() * (LEAF / 4) <= map.len(), "{} leaves", map.leaf_count());
+    assert!(
+        map.leaf_count() * (LEAF / 4) <= map.len(),
+        "{} leaves",
+        map.leaf_count()
+    );
 }
 
 #[test]
 fn an_area_may_end_at_the_top_of_the_address_space() {
     let mut map = AreaMap::new();
-    let top = Area { iova: u64::MAX - 0xfff, last: u64::MAX, user_va: 0x5000, prot: 4 };
+    let top = Area {
+        iova: u64::MAX - 0xfff,
+        last: u64::MAX,
+        user_va: 0x5000,
+        prot: 4,
+    };
     map.insert(top);
     assert_eq!(map.translate(u64::MAX), Some((0x5fff, 4)));
     assert_eq!(map.ceil(u64::MAX - 0xfff), Some(top));
@@ -144,7 +170,12 @@ fn large_batches_through_the_radix_directory_agree_with_single_lookups() {
             at = 1 << 60;
         }
         let len = 0x1000 * (1 + rng.below(4));
-        map.insert(Area { iova: at, last: at + len - 1, user_va: k << 12, prot: 6 });
+        map.insert(Area {
+            iova: at,
+            last: at + len - 1,
+            user_va: k << 12,
+            prot: 6,
+        });
         at += len + 0x1000 * rng.below(3);
     }
     for round in 0..3 {
@@ -158,11 +189,20 @@ fn large_batches_through_the_radix_directory_agree_with_single_lookups() {
         let (mut pas, mut prots) = (vec![0u64; batch.len()], vec![0u8; batch.len()]);
         map.translate_run(&batch, &mut pas, &mut prots);
         for (i, &q) in batch.iter().enumerate() {
-            assert_eq!((pas[i], prots[i] as u32), map.translate(q).unwrap_or((0, 0)), "{q:#x}");
+            assert_eq!(
+                (pas[i], prots[i] as u32),
+                map.translate(q).unwrap_or((0, 0)),
+                "{q:#x}"
+            );
         }
         map.check(); // includes the directory against binary search at every key
-        // A mutation drops the directory; the next large batch rebuilds it.
-        map.insert(Area { iova: 0x100 + round, last: 0x100 + round, user_va: 1, prot: 4 });
+                     // A mutation drops the directory; the next large batch rebuilds it.
+        map.insert(Area {
+            iova: 0x100 + round,
+            last: 0x100 + round,
+            user_va: 1,
+            prot: 4,
+        });
     }
 }
 
@@ -183,9 +223,15 @@ fn a_map_that_shrinks_gives_its_leaf_memory_back() {
     assert_eq!(map.len(), 600);
     // The pool keeps at most about two huge slabs (4 MiB) of slack.
     let kept = map.heap_bytes();
-    assert!(kept < (5 << 20) && kept * 4 < full, "{kept} of {full} bytes kept");
+    assert!(
+        kept < (5 << 20) && kept * 4 < full,
+        "{kept} of {full} bytes kept"
+    );
     for slot in (0..n).step_by(1000) {
-        assert_eq!(map.translate((slot << 16) + 5), Some((slot * 7 + 0x1005, 6)));
+        assert_eq!(
+            map.translate((slot << 16) + 5),
+            Some((slot * 7 + 0x1005, 6))
+        );
     }
 }
 
@@ -208,7 +254,11 @@ fn maps_into_the_hole_after_a_full_leaf_keep_leaves_full() {
         map.insert(area(slot));
     }
     map.check();
-    assert!(map.leaf_count() <= 12 + 11, "{} leaves after descending maps", map.leaf_count());
+    assert!(
+        map.leaf_count() <= 12 + 11,
+        "{} leaves after descending maps",
+        map.leaf_count()
+    );
     assert_eq!(map.len(), 22 * LEAF);
 }
 
@@ -226,14 +276,24 @@ fn single_lookups_build_the_radix_directory_and_a_change_drops_it() {
     // A sixteenth of the key count of single lookups builds it...
     for _ in 0..keys / 16 + 1 {
         let slot = rng.below(n * 8);
-        assert_eq!(map.translate((slot << 16) + 9), Some((slot * 7 + 0x1009, 6)));
-        assert_eq!(map.translate((slot << 16) + 0x4000), None, "the hole after an area");
+        assert_eq!(
+            map.translate((slot << 16) + 9),
+            Some((slot * 7 + 0x1009, 6))
+        );
+        assert_eq!(
+            map.translate((slot << 16) + 0x4000),
+            None,
+            "the hole after an area"
+        );
     }
     assert!(map.heap_bytes() > bare, "the directory was built");
     map.check(); // the directory agrees with binary search at every key
     for _ in 0..1000 {
         let slot = rng.below(n * 8);
-        assert_eq!(map.translate((slot << 16) + 0x3fff), Some((slot * 7 + 0x1000 + 0x3fff, 6)));
+        assert_eq!(
+            map.translate((slot << 16) + 0x3fff),
+            Some((slot * 7 + 0x1000 + 0x3fff, 6))
+        );
     }
     assert_eq!(map.translate(u64::MAX), None);
     // ...and any change drops it, so no lookup reads a stale one.

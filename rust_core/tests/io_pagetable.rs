@@ -14,7 +14,9 @@ fn errno<T: std::fmt::Debug>(r: iommud_core::Result<T>) -> Errno {
 }
 
 fn areas(t: &IoPagetable) -> Vec<(u64, u64, u64, u32)> {
-    t.areas().map(|a| (a.iova, a.length(), a.user_va, a.prot)).collect()
+    t.areas()
+        .map(|a| (a.iova, a.length(), a.user_va, a.prot))
+        .collect()
 }
 
 #[test]
@@ -27,7 +29,10 @@ fn fresh_table_has_one_full_range_and_alignment_1() {
 
 #[test]
 fn map_argument_checks_in_kernel_order() {
-    assert_eq!(errno(check_map_args(RW | 1 << 8, 0, 0x1000)), Errno::EOPNOTSUPP);
+    assert_eq!(
+        errno(check_map_args(RW | 1 << 8, 0, 0x1000)),
+        Errno::EOPNOTSUPP
+    );
     assert_eq!(errno(check_map_args(RW, MAX, 0x1000)), Errno::EOVERFLOW);
     assert_eq!(errno(check_map_args(RW, 0, MAX)), Errno::EOVERFLOW);
     assert_eq!(errno(check_map_args(FIXED, 0, 0x1000)), Errno::EINVAL);
@@ -41,8 +46,14 @@ fn map_argument_checks_in_kernel_order() {
 fn zero_length_and_user_va_overflow() {
     let mut t = IoPagetable::new();
     assert_eq!(errno(t.map(FIXED | RW, 0, 0, 0x1000)), Errno::EINVAL);
-    assert_eq!(errno(t.map(FIXED | RW, MAX - 0xfff, 0x1000, 0x1000)), Errno::EOVERFLOW);
-    assert_eq!(errno(t.map(FIXED | RW, 0, MAX - 0x1000 + 1, 0)), Errno::EINVAL);
+    assert_eq!(
+        errno(t.map(FIXED | RW, MAX - 0xfff, 0x1000, 0x1000)),
+        Errno::EOVERFLOW
+    );
+    assert_eq!(
+        errno(t.map(FIXED | RW, 0, MAX - 0x1000 + 1, 0)),
+        Errno::EINVAL
+    );
     assert_eq!(t.num_areas(), 0);
 }
 
@@ -51,8 +62,17 @@ fn fixed_map_overlap_is_eexist_and_changes_nothing() {
     let mut t = IoPagetable::new();
     t.map(FIXED | RW, 0x10_0000, 0x2000, 0x4000).unwrap();
     let before = areas(&t);
-    for (iova, len) in [(0x4000, 0x1000), (0x3000, 0x2000), (0x5fff, 1), (0x3000, 0x10000)] {
-        assert_eq!(errno(t.map(FIXED | RW, 0, len, iova)), Errno::EEXIST, "{iova:#x}+{len:#x}");
+    for (iova, len) in [
+        (0x4000, 0x1000),
+        (0x3000, 0x2000),
+        (0x5fff, 1),
+        (0x3000, 0x10000),
+    ] {
+        assert_eq!(
+            errno(t.map(FIXED | RW, 0, len, iova)),
+            Errno::EEXIST,
+            "{iova:#x}+{len:#x}"
+        );
     }
     assert_eq!(areas(&t), before);
     t.map(FIXED | RW, 0, 0x1000, 0x6000).unwrap(); // adjacent is fine
@@ -75,7 +95,10 @@ fn alignment_rules() {
     t.set_iova_alignment(0x1000).unwrap();
     assert_eq!(errno(t.map(FIXED | RW, 0, 0x800, 0x1000)), Errno::EINVAL); // length
     assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0x1800)), Errno::EINVAL); // iova
-    assert_eq!(errno(t.map(FIXED | RW, 0x10, 0x1000, 0x1000)), Errno::EINVAL); // user offset
+    assert_eq!(
+        errno(t.map(FIXED | RW, 0x10, 0x1000, 0x1000)),
+        Errno::EINVAL
+    ); // user offset
     t.map(FIXED | RW, 0x7000, 0x1000, 0x1000).unwrap();
     assert_eq!(errno(t.set_iova_alignment(3)), Errno::EINVAL);
     t.set_iova_alignment(1).unwrap();
@@ -89,11 +112,20 @@ fn reserved_boundary_is_inclusive() {
     let mut t = IoPagetable::new();
     t.add_reserved(0xfee0_0000, 0xfeef_ffff, 7).unwrap();
     assert_eq!(t.iova_ranges(), vec![(0, 0xfedf_ffff), (0xfef0_0000, MAX)]);
-    assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0xfeef_f000)), Errno::EINVAL);
-    assert_eq!(errno(t.map(FIXED | RW, 0, 0x1000, 0xfedf_f001)), Errno::EINVAL);
+    assert_eq!(
+        errno(t.map(FIXED | RW, 0, 0x1000, 0xfeef_f000)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(t.map(FIXED | RW, 0, 0x1000, 0xfedf_f001)),
+        Errno::EINVAL
+    );
     t.map(FIXED | RW, 0, 0x1000, 0xfedf_f000).unwrap(); // ends just below
     t.map(FIXED | RW, 0, 0x1000, 0xfef0_0000).unwrap(); // starts just above
-    assert_eq!(errno(t.add_reserved(0xfef0_0000, 0xfef0_0000, 8)), Errno::EADDRINUSE);
+    assert_eq!(
+        errno(t.add_reserved(0xfef0_0000, 0xfef0_0000, 8)),
+        Errno::EADDRINUSE
+    );
     assert_eq!(errno(t.add_reserved(2, 1, 8)), Errno::EINVAL);
     t.remove_reserved(7);
     assert_eq!(t.iova_ranges(), vec![(0, MAX)]);
@@ -114,12 +146,21 @@ fn reserved_ranges_reaching_the_top_and_overlapping() {
 fn allowed_list_rules() {
     let mut t = IoPagetable::new();
     assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x1000)])), Errno::EINVAL); // start == last
-    assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x2fff), (0x2000, 0x4fff)])), Errno::EINVAL);
+    assert_eq!(
+        errno(t.allow_iovas(&[(0x1000, 0x2fff), (0x2000, 0x4fff)])),
+        Errno::EINVAL
+    );
     t.add_reserved(0x10_0000, 0x10_ffff, 1).unwrap();
-    assert_eq!(errno(t.allow_iovas(&[(0x1000, 0x20_0000)])), Errno::EADDRINUSE);
+    assert_eq!(
+        errno(t.allow_iovas(&[(0x1000, 0x20_0000)])),
+        Errno::EADDRINUSE
+    );
     assert!(t.allowed().is_empty());
     t.allow_iovas(&[(0x20_0000, 0x3f_ffff)]).unwrap();
-    assert_eq!(errno(t.add_reserved(0x30_0000, 0x30_0fff, 2)), Errno::EADDRINUSE);
+    assert_eq!(
+        errno(t.add_reserved(0x30_0000, 0x30_0fff, 2)),
+        Errno::EADDRINUSE
+    );
     let iova = t.map(RW, 0, 0x1000, 0).unwrap();
     assert!((0x20_0000..=0x3f_ffff).contains(&iova));
     t.map(FIXED | RW, 0, 0x1000, 0x1000).unwrap(); // fixed ignores the allowed list
@@ -131,7 +172,12 @@ fn allowed_list_rules() {
 #[test]
 fn allocation_never_returns_zero_and_keeps_page_offset() {
     let mut t = IoPagetable::new();
-    for (user_va, len) in [(0, 0x1000), (0x7f00_0000_0123, 0x100), (0x20_0000, 0x20_0000), (0x5008, 0x3000)] {
+    for (user_va, len) in [
+        (0, 0x1000),
+        (0x7f00_0000_0123, 0x100),
+        (0x20_0000, 0x20_0000),
+        (0x5008, 0x3000),
+    ] {
         let iova = t.map(RW, user_va, len, 0).unwrap();
         assert_ne!(iova, 0);
         assert_eq!(iova % 0x1000, user_va % 0x1000, "user_va {user_va:#x}");
@@ -169,7 +215,7 @@ fn unmap_rules() {
     assert_eq!(errno(t.unmap(3, MAX - 1)), Errno::EOVERFLOW);
     assert_eq!(errno(t.unmap(0x20000, 0x1000)), Errno::ENOENT); // nothing there
     assert_eq!(t.unmap(0, 0x6000).unwrap(), 0x3000); // two areas and the gap
-    // Rule 33: the end cuts into the last area; earlier whole areas go anyway.
+                                                     // Rule 33: the end cuts into the last area; earlier whole areas go anyway.
     t.map(FIXED | RW, 0, 0x1000, 0x1000).unwrap();
     assert_eq!(errno(t.unmap(0, 0x9000)), Errno::ENOENT);
     assert_eq!(areas(&t), vec![(0x8000, 0x3000, 0, RW)]);
@@ -206,7 +252,18 @@ fn translate_batch_uses_and_refreshes_its_cache() {
     let mut pas = [0u64; 7];
     let mut prots = [0u8; 7];
     assert_eq!(t.translate_batch(&iovas, &mut pas, &mut prots), 5);
-    assert_eq!(pas, [0x9000_0000, 0x9000_0fff, 0x9000_1fff, 0, 0xa000_0000, 0x9000_0001, 0]);
+    assert_eq!(
+        pas,
+        [
+            0x9000_0000,
+            0x9000_0fff,
+            0x9000_1fff,
+            0,
+            0xa000_0000,
+            0x9000_0001,
+            0
+        ]
+    );
     assert_eq!(prots, [4, 4, 4, 0, 2, 4, 0]);
 }
 
@@ -220,15 +277,33 @@ fn copy_rules() {
     src.map(FIXED | RW, 0x10_0000, 0x2000, 0x1000).unwrap();
     src.map(FIXED | R, 0x20_0000, 0x1000, 0x3000).unwrap();
     src.map(FIXED | RW, 0x30_0000, 0x1000, 0x6000).unwrap();
-    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0, 0x1000)), Errno::EINVAL);
-    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x4000, 0)), Errno::ENOENT); // hole
-    assert_eq!(errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x3000, 0)), Errno::EPERM); // RO part
+    assert_eq!(
+        errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0, 0x1000)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x4000, 0)),
+        Errno::ENOENT
+    ); // hole
+    assert_eq!(
+        errno(copy(&mut dst, &src, FIXED | RW, 0x1000, 0x3000, 0)),
+        Errno::EPERM
+    ); // RO part
     assert_eq!(dst.num_areas(), 0);
     // A sub-range spanning two areas becomes two areas.
     let at = copy(&mut dst, &src, FIXED | R, 0x1800, 0x2000, 0x10_0000).unwrap();
     assert_eq!(at, 0x10_0000);
-    assert_eq!(areas(&dst), vec![(0x10_0000, 0x1800, 0x10_0800, R), (0x10_1800, 0x800, 0x20_0000, R)]);
-    assert_eq!(errno(copy(&mut dst, &src, FIXED | R, 0x1000, 0x1000, 0x10_0000)), Errno::EEXIST);
+    assert_eq!(
+        areas(&dst),
+        vec![
+            (0x10_0000, 0x1800, 0x10_0800, R),
+            (0x10_1800, 0x800, 0x20_0000, R)
+        ]
+    );
+    assert_eq!(
+        errno(copy(&mut dst, &src, FIXED | R, 0x1000, 0x1000, 0x10_0000)),
+        Errno::EEXIST
+    );
     let auto = copy(&mut dst, &src, RW, 0x6000, 0x1000, 0).unwrap();
     assert_ne!(auto, 0);
     assert_eq!(dst.translate(auto), Some((0x30_0000, RW)));
@@ -248,20 +323,44 @@ fn dma_and_dirty_bitmap() {
     assert_eq!(t.dma(0x4ffc, 8, false).unwrap(), 0x10_3ffc);
     assert_eq!(errno(t.dma(0x4ffc, 8, true)), Errno::EPERM);
     // Tracking off: writes leave no state.
-    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+    assert_eq!(
+        t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(),
+        vec![0]
+    );
     t.set_dirty_tracking(true);
     t.dma(0x1ff8, 0x10, true).unwrap(); // touches pages 1 and 2 of the range
     t.dma(0x4000, 1, true).unwrap();
     t.dma(0x3000, 8, false).unwrap(); // a read marks nothing
-    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, true).unwrap(), vec![0b1011]);
-    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+    assert_eq!(
+        t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, true).unwrap(),
+        vec![0b1011]
+    );
+    assert_eq!(
+        t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(),
+        vec![0]
+    );
     t.dma(0x2000, 1, true).unwrap();
-    assert_eq!(t.read_dirty_bitmap(0x0, 0x8000, 0x2000, false).unwrap(), vec![0b10]);
-    assert_eq!(errno(t.read_dirty_bitmap(0x1000, 0x1000, 0, false)), Errno::EINVAL);
-    assert_eq!(errno(t.read_dirty_bitmap(0x1000, 0x1000, 0x2000, false)), Errno::EINVAL);
-    assert_eq!(errno(t.read_dirty_bitmap(MAX, 2, 1, false)), Errno::EOVERFLOW);
+    assert_eq!(
+        t.read_dirty_bitmap(0x0, 0x8000, 0x2000, false).unwrap(),
+        vec![0b10]
+    );
+    assert_eq!(
+        errno(t.read_dirty_bitmap(0x1000, 0x1000, 0, false)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(t.read_dirty_bitmap(0x1000, 0x1000, 0x2000, false)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(t.read_dirty_bitmap(MAX, 2, 1, false)),
+        Errno::EOVERFLOW
+    );
     t.unmap(0x1000, 0x4000).unwrap(); // unmapping drops the area's dirty state
-    assert_eq!(t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(), vec![0]);
+    assert_eq!(
+        t.read_dirty_bitmap(0x1000, 0x4000, 0x1000, false).unwrap(),
+        vec![0]
+    );
 }
 
 #[test]
@@ -272,10 +371,16 @@ fn area_limit_refuses_with_enospc_and_changes_nothing() {
     t.map(RW | FIXED, 0xB000, 0x1000, 0x3000).unwrap();
     t.map(RW, 0xC000, 0x1000, 0).unwrap();
     let before = areas(&t);
-    assert_eq!(errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000)), Errno::ENOSPC);
+    assert_eq!(
+        errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000)),
+        Errno::ENOSPC
+    );
     assert_eq!(errno(t.map(RW, 0xD000, 0x1000, 0)), Errno::ENOSPC);
     // Argument errors still come first.
-    assert_eq!(errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x1000)), Errno::EEXIST);
+    assert_eq!(
+        errno(t.map(RW | FIXED, 0xD000, 0x1000, 0x1000)),
+        Errno::EEXIST
+    );
     assert_eq!(areas(&t), before);
 
     // A copy creates one area per source area: two into a table with room for one.
@@ -284,12 +389,21 @@ fn area_limit_refuses_with_enospc_and_changes_nothing() {
     src.map(RW | FIXED, 0xF000, 0x1000, 0x2000).unwrap();
     let mut dst = IoPagetable::new();
     dst.set_max_areas(Some(1));
-    assert_eq!(errno(copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000)), Errno::ENOSPC);
+    assert_eq!(
+        errno(copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000)),
+        Errno::ENOSPC
+    );
     assert_eq!(dst.num_areas(), 0);
-    assert_eq!(errno(copy_within(&mut t, RW | FIXED, 0x1000, 0x1000, 0x20_0000)), Errno::ENOSPC);
+    assert_eq!(
+        errno(copy_within(&mut t, RW | FIXED, 0x1000, 0x1000, 0x20_0000)),
+        Errno::ENOSPC
+    );
     assert_eq!(areas(&t), before);
     dst.set_max_areas(Some(2));
-    assert_eq!(copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000).unwrap(), 0x8000);
+    assert_eq!(
+        copy(&mut dst, &src, RW | FIXED, 0x1000, 0x2000, 0x8000).unwrap(),
+        0x8000
+    );
     t.set_max_areas(None);
     t.map(RW | FIXED, 0xD000, 0x1000, 0x10_0000).unwrap();
 }
@@ -302,7 +416,11 @@ fn allocation_skips_leaves_without_a_hole_that_fits() {
     let page = 0x1000u64;
     let one_hole = 0x1000 + 3_000 * page;
     let two_hole = 0x1000 + 12_000 * page;
-    let two_hole = if two_hole % 0x2000 == 0 { two_hole } else { two_hole + page };
+    let two_hole = if two_hole % 0x2000 == 0 {
+        two_hole
+    } else {
+        two_hole + page
+    };
     for k in 0..20_000u64 {
         let iova = 0x1000 + k * page;
         if iova == one_hole || iova == two_hole || iova == two_hole + page {
@@ -316,7 +434,10 @@ fn allocation_skips_leaves_without_a_hole_that_fits() {
     assert_eq!(t.map(RW, 0x4000_0000, page, 0).unwrap(), one_hole);
     assert_eq!(t.map(RW, 0x4000_0000, 2 * page, 0).unwrap(), two_hole);
     let four = t.map(RW, 0x4000_0000, 4 * page, 0).unwrap();
-    assert!(four >= end && four % 0x4000 == 0 && four - end < 0x4000, "{four:#x}");
+    assert!(
+        four >= end && four % 0x4000 == 0 && four - end < 0x4000,
+        "{four:#x}"
+    );
     // Now no hole is left below the end: a page goes right after the last area.
     let next = t.map(RW, 0x4000_0000, page, 0).unwrap();
     assert_eq!(next, end);
@@ -328,23 +449,43 @@ fn map_batch_is_all_or_nothing_and_unmap_batch_names_the_failure() {
     t.map(RW | FIXED, 0x9000, 0x1000, 0x5000).unwrap();
     let before = areas(&t);
     // The third request overlaps the existing area: nothing of the batch stays.
-    let reqs = [(0xA000, 0x1000, 0x1000), (0xB000, 0x2000, 0x2000), (0xC000, 0x1000, 0x5000)];
+    let reqs = [
+        (0xA000, 0x1000, 0x1000),
+        (0xB000, 0x2000, 0x2000),
+        (0xC000, 0x1000, 0x5000),
+    ];
     let e = t.map_batch(RW | FIXED, &reqs).expect_err("overlap");
     assert_eq!(e.errno, Errno::EEXIST);
-    assert!(e.message.starts_with("Request 0x2 of the batch"), "{}", e.message);
+    assert!(
+        e.message.starts_with("Request 0x2 of the batch"),
+        "{}",
+        e.message
+    );
     assert_eq!(areas(&t), before);
     assert_eq!(t.mapped_bytes(), 0x1000);
     // Allocated IOVAs, then unmapped in one call.
-    let got = t.map_batch(RW, &[(0x1000, 0x1000, 0), (0x2000, 0x3000, 0)]).unwrap();
+    let got = t
+        .map_batch(RW, &[(0x1000, 0x1000, 0), (0x2000, 0x3000, 0)])
+        .unwrap();
     assert_eq!(got.len(), 2);
     assert_eq!(t.translate(got[1] + 0x10), Some((0x2010, RW)));
-    assert_eq!(t.unmap_batch(&[(got[0], 0x1000), (got[1], 0x3000)]).unwrap(), 0x4000);
+    assert_eq!(
+        t.unmap_batch(&[(got[0], 0x1000), (got[1], 0x3000)])
+            .unwrap(),
+        0x4000
+    );
     assert_eq!(areas(&t), before);
     // A failing unmap names its request; the ones before it are done.
     let got = t.map_batch(RW, &[(0x1000, 0x1000, 0)]).unwrap();
-    let e = t.unmap_batch(&[(got[0], 0x1000), (0x7000_0000, 0x1000)]).expect_err("nothing there");
+    let e = t
+        .unmap_batch(&[(got[0], 0x1000), (0x7000_0000, 0x1000)])
+        .expect_err("nothing there");
     assert_eq!(e.errno, Errno::ENOENT);
-    assert!(e.message.starts_with("Request 0x1 of the batch"), "{}", e.message);
+    assert!(
+        e.message.starts_with("Request 0x1 of the batch"),
+        "{}",
+        e.message
+    );
     assert_eq!(areas(&t), before);
 }
 
@@ -352,8 +493,10 @@ fn map_batch_is_all_or_nothing_and_unmap_batch_names_the_failure() {
 fn dirty_state_is_at_most_one_bit_per_page_and_only_while_tracking() {
     let mut t = IoPagetable::new();
     let gib = 1u64 << 30;
-    t.map(FIXED | R | W, 0x4000_0000, gib, 0x1_0000_0000).unwrap();
-    t.map(FIXED | R | W, 0x9000_0000, 0x1000, 0x3_0000_0000).unwrap();
+    t.map(FIXED | R | W, 0x4000_0000, gib, 0x1_0000_0000)
+        .unwrap();
+    t.map(FIXED | R | W, 0x9000_0000, 0x1000, 0x3_0000_0000)
+        .unwrap();
     t.dma(0x1_0000_0000, 0x1000, true).unwrap();
     assert_eq!(t.dirty_state_bytes(), 0, "nothing while tracking is off");
     t.set_dirty_tracking(true);
@@ -364,16 +507,32 @@ fn dirty_state_is_at_most_one_bit_per_page_and_only_while_tracking() {
     t.dma(0x1_0000_0000 + gib - 1, 1, true).unwrap();
     // One bit per 4 KiB page of the written area: 2^18 pages, 32 KiB.
     assert_eq!(t.dirty_state_bytes(), (gib / 4096 / 8) as usize);
-    let words = t.read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false).unwrap();
+    let words = t
+        .read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false)
+        .unwrap();
     let dirty: u32 = words.iter().map(|w| w.count_ones()).sum();
-    assert!(dirty > 900 && words[words.len() - 1] >> 63 == 1, "{dirty} pages dirty");
+    assert!(
+        dirty > 900 && words[words.len() - 1] >> 63 == 1,
+        "{dirty} pages dirty"
+    );
     // Reading and clearing keeps the bitmap; unmapping the area drops it.
-    t.read_dirty_bitmap(0x1_0000_0000, gib, 0x20_0000, true).unwrap();
-    assert_eq!(t.read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false).unwrap().iter().sum::<u64>(), 0);
+    t.read_dirty_bitmap(0x1_0000_0000, gib, 0x20_0000, true)
+        .unwrap();
+    assert_eq!(
+        t.read_dirty_bitmap(0x1_0000_0000, gib, 0x1000, false)
+            .unwrap()
+            .iter()
+            .sum::<u64>(),
+        0
+    );
     t.unmap(0x1_0000_0000, gib).unwrap();
     assert_eq!(t.dirty_state_bytes(), 0);
     t.dma(0x3_0000_0000, 1, true).unwrap();
     assert_eq!(t.dirty_state_bytes(), 8);
     t.set_dirty_tracking(false);
-    assert_eq!(t.dirty_state_bytes(), 0, "turning tracking off frees the state");
+    assert_eq!(
+        t.dirty_state_bytes(),
+        0,
+        "turning tracking off frees the state"
+    );
 }

@@ -35,7 +35,11 @@ impl Model {
             if b < p {
                 continue;
             }
-            let hole_last = if a == u64::MAX { hi } else { a.saturating_sub(1).min(hi) };
+            let hole_last = if a == u64::MAX {
+                hi
+            } else {
+                a.saturating_sub(1).min(hi)
+            };
             if a > p {
                 let mask = align - 1;
                 if let Some(c) = p.checked_add(mask).map(|v| (v & !mask) | offset) {
@@ -80,7 +84,9 @@ impl Model {
         if len == 0 || len > u64::MAX - 4096 {
             return Err(Errno::EINVAL);
         }
-        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let Some(last) = iova.checked_add(len - 1) else {
+            return Err(Errno::EOVERFLOW);
+        };
         if self.reserved.iter().any(|&(a, b)| a <= last && iova <= b) {
             return Err(Errno::EINVAL);
         }
@@ -103,10 +109,17 @@ impl Model {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let Some(last) = iova.checked_add(len - 1) else {
+            return Err(Errno::EOVERFLOW);
+        };
         self.areas.sort();
         let mut total = 0;
-        let hits: Vec<_> = self.areas.iter().copied().filter(|&(a, b, _, _)| a <= last && iova <= b).collect();
+        let hits: Vec<_> = self
+            .areas
+            .iter()
+            .copied()
+            .filter(|&(a, b, _, _)| a <= last && iova <= b)
+            .collect();
         for (a, b, u, p) in hits {
             if a < iova || b > last {
                 return Err(Errno::ENOENT);
@@ -124,7 +137,10 @@ impl Model {
 
 impl Model {
     fn area_at(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
-        self.areas.iter().copied().find(|&(a, b, _, _)| a <= iova && iova <= b)
+        self.areas
+            .iter()
+            .copied()
+            .find(|&(a, b, _, _)| a <= iova && iova <= b)
     }
 
     /// IOAS_COPY within the table, step by step as copy.rs documents it.
@@ -141,11 +157,15 @@ impl Model {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let Some(last) = src.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let Some(last) = src.checked_add(len - 1) else {
+            return Err(Errno::EOVERFLOW);
+        };
         let mut chunks = Vec::new(); // (src iova, src last, user_va, prot)
         let mut p = src;
         loop {
-            let Some((a, b, u, pr)) = self.area_at(p) else { return Err(Errno::ENOENT) };
+            let Some((a, b, u, pr)) = self.area_at(p) else {
+                return Err(Errno::ENOENT);
+            };
             let end = b.min(last);
             chunks.push((p, end, u.wrapping_add(p - a), pr));
             if end == last {
@@ -154,7 +174,9 @@ impl Model {
             p = end + 1;
         }
         let at = if flags & FIXED != 0 {
-            let Some(dlast) = dst.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+            let Some(dlast) = dst.checked_add(len - 1) else {
+                return Err(Errno::EOVERFLOW);
+            };
             if self.reserved.iter().any(|&(a, b)| a <= dlast && dst <= b) {
                 return Err(Errno::EINVAL);
             }
@@ -183,11 +205,15 @@ impl Model {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let Some(last) = iova.checked_add(len - 1) else {
+            return Err(Errno::EOVERFLOW);
+        };
         let need = if write { W } else { R };
         let (mut p, mut first, mut touched) = (iova, None, Vec::new());
         loop {
-            let Some((a, b, u, pr)) = self.area_at(p) else { return Err(Errno::ENOENT) };
+            let Some((a, b, u, pr)) = self.area_at(p) else {
+                return Err(Errno::ENOENT);
+            };
             if pr & need == 0 {
                 return Err(Errno::EPERM);
             }
@@ -216,7 +242,9 @@ impl Model {
         if len == 0 {
             return Err(Errno::EINVAL);
         }
-        let Some(last) = iova.checked_add(len - 1) else { return Err(Errno::EOVERFLOW) };
+        let Some(last) = iova.checked_add(len - 1) else {
+            return Err(Errno::EOVERFLOW);
+        };
         let end = last.wrapping_add(1);
         if ps == 0 || !ps.is_power_of_two() || iova % ps != 0 || end % ps != 0 {
             return Err(Errno::EINVAL);
@@ -250,7 +278,15 @@ fn addr(rng: &mut Rng) -> u64 {
     match rng.below(10) {
         0 => u64::MAX - rng.below(0x3000),
         1 => rng.below(0x3000),
-        _ => (rng.below(4) << 32) + rng.below(64) * 0x1000 + if rng.below(8) == 0 { rng.below(0x1000) } else { 0 },
+        _ => {
+            (rng.below(4) << 32)
+                + rng.below(64) * 0x1000
+                + if rng.below(8) == 0 {
+                    rng.below(0x1000)
+                } else {
+                    0
+                }
+        }
     }
 }
 
@@ -264,12 +300,18 @@ fn len(rng: &mut Rng) -> u64 {
 }
 
 fn check_invariants(t: &IoPagetable, m: &Model) {
-    let mut got: Vec<_> = t.areas().map(|a| (a.iova, a.last, a.user_va, a.prot)).collect();
+    let mut got: Vec<_> = t
+        .areas()
+        .map(|a| (a.iova, a.last, a.user_va, a.prot))
+        .collect();
     let mut want = m.areas.clone();
     got.sort();
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(t.mapped_bytes(), want.iter().map(|&(a, b, _, _)| b - a + 1).sum::<u64>());
+    assert_eq!(
+        t.mapped_bytes(),
+        want.iter().map(|&(a, b, _, _)| b - a + 1).sum::<u64>()
+    );
     for w in got.windows(2) {
         assert!(w[0].1 < w[1].0, "areas overlap");
     }
@@ -288,57 +330,104 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
     for _ in 0..steps {
         match rng.below(15) {
             0 | 1 | 11 | 12 => {
-                let flags = [FIXED | R | W, FIXED | R, FIXED | W, FIXED, FIXED | R | W | 8][rng.below(5) as usize];
+                let flags = [
+                    FIXED | R | W,
+                    FIXED | R,
+                    FIXED | W,
+                    FIXED,
+                    FIXED | R | W | 8,
+                ][rng.below(5) as usize];
                 let (u, l, i) = (addr(&mut rng), len(&mut rng), addr(&mut rng));
-                assert_eq!(errno_of(t.map(flags, u, l, i)), m.map_fixed(flags, u, l, i), "map {flags:#x} {u:#x} {l:#x} {i:#x}");
+                assert_eq!(
+                    errno_of(t.map(flags, u, l, i)),
+                    m.map_fixed(flags, u, l, i),
+                    "map {flags:#x} {u:#x} {l:#x} {i:#x}"
+                );
             }
             2 | 13 => {
                 // Automatic placement: the model checks the choice is legal.
-                let (u, l) = (rng.below(1 << 40) & !0xfff | rng.below(2) * 0x10, (rng.below(8) + 1) * 0x1000);
+                let (u, l) = (
+                    rng.below(1 << 40) & !0xfff | rng.below(2) * 0x10,
+                    (rng.below(8) + 1) * 0x1000,
+                );
                 let want = m.first_fit(l, u);
                 let got = t.map(R | W, u, l, 0);
-                assert_eq!(got.as_ref().ok().copied(), want, "first fit of {l:#x} for {u:#x}");
+                assert_eq!(
+                    got.as_ref().ok().copied(),
+                    want,
+                    "first fit of {l:#x} for {u:#x}"
+                );
                 if let Ok(iova) = got {
                     assert!(iova != 0 && iova % 4096 == u % 4096);
                     assert!(!m.overlaps(iova, iova + l - 1));
-                    assert!(!m.reserved.iter().any(|&(a, b)| a <= iova + l - 1 && iova <= b));
+                    assert!(!m
+                        .reserved
+                        .iter()
+                        .any(|&(a, b)| a <= iova + l - 1 && iova <= b));
                     m.areas.push((iova, iova + l - 1, u, R | W));
                 }
             }
             3 => {
-                let (i, l) = if rng.below(20) == 0 { (0, u64::MAX) } else { (addr(&mut rng), len(&mut rng)) };
+                let (i, l) = if rng.below(20) == 0 {
+                    (0, u64::MAX)
+                } else {
+                    (addr(&mut rng), len(&mut rng))
+                };
                 let got = errno_of(t.unmap(i, l));
                 let want = m.unmap(i, l);
                 assert_eq!(got, want, "unmap {i:#x} {l:#x}");
             }
             5 => {
-                let flags = [R | W, R, W, FIXED | R | W, FIXED | R, FIXED | W, 0, 8 | R][rng.below(8) as usize];
+                let flags = [R | W, R, W, FIXED | R | W, FIXED | R, FIXED | W, 0, 8 | R]
+                    [rng.below(8) as usize];
                 // Sources mostly at existing areas, so copies succeed often enough.
                 let src = match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
-                    Some(&(a, b, _, _)) if rng.below(4) != 0 => a + rng.below(b - a + 1) / 0x1000 * 0x1000,
+                    Some(&(a, b, _, _)) if rng.below(4) != 0 => {
+                        a + rng.below(b - a + 1) / 0x1000 * 0x1000
+                    }
                     _ => addr(&mut rng),
                 };
                 let (l, dst) = (len(&mut rng), addr(&mut rng));
                 let got = errno_of(iommud_core::copy_within(&mut t, flags, src, l, dst));
-                assert_eq!(got, m.copy(flags, src, l, dst), "copy {flags:#x} {src:#x} {l:#x} {dst:#x}");
+                assert_eq!(
+                    got,
+                    m.copy(flags, src, l, dst),
+                    "copy {flags:#x} {src:#x} {l:#x} {dst:#x}"
+                );
             }
             6 => {
-                let (i, l, write) = match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
-                    Some(&(a, b, _, _)) => (a + rng.below(b - a + 1), rng.below(0x3000) + 1, rng.below(3) != 0),
+                let (i, l, write) = match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize)
+                {
+                    Some(&(a, b, _, _)) => (
+                        a + rng.below(b - a + 1),
+                        rng.below(0x3000) + 1,
+                        rng.below(3) != 0,
+                    ),
                     None => (addr(&mut rng), len(&mut rng), true),
                 };
-                assert_eq!(errno_of(t.dma(i, l, write)), m.dma(i, l, write), "dma {i:#x} {l:#x} {write}");
+                assert_eq!(
+                    errno_of(t.dma(i, l, write)),
+                    m.dma(i, l, write),
+                    "dma {i:#x} {l:#x} {write}"
+                );
             }
             7 => {
                 let ps = [0x1000, 0x2000, 0x10000, 1, 0, 0x3000][rng.below(6) as usize];
                 let (i, l) = if rng.below(8) == 0 {
                     (addr(&mut rng), len(&mut rng))
                 } else {
-                    ((rng.below(4) << 32) + rng.below(32) * 0x10000, (rng.below(32) + 1) * 0x10000)
+                    (
+                        (rng.below(4) << 32) + rng.below(32) * 0x10000,
+                        (rng.below(32) + 1) * 0x10000,
+                    )
                 };
                 let clear = rng.below(2) == 0;
                 let got = errno_of(t.read_dirty_bitmap(i, l, ps, clear));
-                assert_eq!(got, m.read_dirty(i, l, ps, clear), "dirty bitmap {i:#x} {l:#x} {ps:#x}");
+                assert_eq!(
+                    got,
+                    m.read_dirty(i, l, ps, clear),
+                    "dirty bitmap {i:#x} {l:#x} {ps:#x}"
+                );
             }
             8 => {
                 let on = rng.below(3) != 0;
@@ -353,16 +442,29 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                     .map(|_| (addr(&mut rng), len(&mut rng), addr(&mut rng)))
                     .collect();
                 let mut trial = m.clone();
-                let want = reqs.iter().map(|&(u, l, i)| trial.map_fixed(flags, u, l, i)).collect::<Result<Vec<_>, _>>();
+                let want = reqs
+                    .iter()
+                    .map(|&(u, l, i)| trial.map_fixed(flags, u, l, i))
+                    .collect::<Result<Vec<_>, _>>();
                 if want.is_ok() {
                     m = trial;
                 }
-                assert_eq!(errno_of(t.map_batch(flags, &reqs)), want, "map_batch {flags:#x} {reqs:x?}");
+                assert_eq!(
+                    errno_of(t.map_batch(flags, &reqs)),
+                    want,
+                    "map_batch {flags:#x} {reqs:x?}"
+                );
             }
             10 => {
                 // Exactly one existing area.
-                if let Some(&(a, b, _, _)) = m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
-                    assert_eq!(errno_of(t.unmap(a, b - a + 1)), m.unmap(a, b - a + 1), "unmap {a:#x}");
+                if let Some(&(a, b, _, _)) =
+                    m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize)
+                {
+                    assert_eq!(
+                        errno_of(t.unmap(a, b - a + 1)),
+                        m.unmap(a, b - a + 1),
+                        "unmap {a:#x}"
+                    );
                 }
             }
             _ => {
@@ -373,7 +475,11 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                 for (k, &i) in batch.iter().enumerate() {
                     let want = m.translate(i);
                     assert_eq!(t.translate(i), want, "translate {i:#x}");
-                    assert_eq!((pas[k], prots[k] as u32), want.unwrap_or((0, 0)), "batch {i:#x}");
+                    assert_eq!(
+                        (pas[k], prots[k] as u32),
+                        want.unwrap_or((0, 0)),
+                        "batch {i:#x}"
+                    );
                 }
                 assert_eq!(mapped, prots.iter().filter(|&&p| p != 0).count());
             }
@@ -398,7 +504,10 @@ fn long_sequences_span_many_leaves_and_still_match() {
         .map(|seed| run_sequence(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ 0xabcdef, 1500))
         .max()
         .unwrap();
-    assert!(most > 2 * iommud_core::area_map::LEAF, "only {most} areas at once");
+    assert!(
+        most > 2 * iommud_core::area_map::LEAF,
+        "only {most} areas at once"
+    );
 }
 
 /// Fuzz harness: arbitrary bytes drive the operations; nothing may panic and
@@ -411,7 +520,9 @@ pub fn fuzz_one(data: &[u8]) {
         b[..c.len()].copy_from_slice(c);
         u64::from_le_bytes(b)
     });
-    while let (Some(op), Some(a), Some(b), Some(c)) = (words.next(), words.next(), words.next(), words.next()) {
+    while let (Some(op), Some(a), Some(b), Some(c)) =
+        (words.next(), words.next(), words.next(), words.next())
+    {
         match op % 8 {
             0 => drop(t.map((op >> 8) as u32, a, b, c)),
             1 => drop(t.unmap(a, b)),
@@ -448,7 +559,13 @@ fn large_parallel_batches_agree_with_single_translation() {
     let mut rng = Rng(42);
     let mut t = IoPagetable::new();
     for i in 0..5000u64 {
-        t.map(FIXED | R | W, rng.below(1 << 40) << 12, 0x1000 * (1 + rng.below(4)), i << 16).unwrap();
+        t.map(
+            FIXED | R | W,
+            rng.below(1 << 40) << 12,
+            0x1000 * (1 + rng.below(4)),
+            i << 16,
+        )
+        .unwrap();
     }
     let iovas: Vec<u64> = (0..200_000).map(|_| rng.below(5000 << 16)).collect();
     let mut pas = vec![0; iovas.len()];

@@ -51,7 +51,9 @@ fn relays_bytes_and_names_each_connection_with_its_credentials() {
     for n in 1..=2u64 {
         let mut client = UnixStream::connect(&public).unwrap();
         let (mut server, addr) = upstream.accept().unwrap();
-        let name = addr.as_abstract_name().expect("relay connects from an abstract name");
+        let name = addr
+            .as_abstract_name()
+            .expect("relay connects from an abstract name");
         assert_eq!(name, format!("{tag}/{n}").as_bytes());
         let peer = format!("unix-abstract:{tag}/{n}");
         assert_eq!(g.connection_of(&peer), Some(n));
@@ -76,16 +78,26 @@ fn relays_bytes_and_names_each_connection_with_its_credentials() {
     }
     assert_eq!(g.stats(), (2, 0, 0));
     g.stop();
-    assert!(UnixStream::connect(&public).map(|mut s| s.read(&mut [0u8; 1]).unwrap_or(0) == 0)
-        .unwrap_or(true), "a stopped gate relays nothing");
+    assert!(
+        UnixStream::connect(&public)
+            .map(|mut s| s.read(&mut [0u8; 1]).unwrap_or(0) == 0)
+            .unwrap_or(true),
+        "a stopped gate relays nothing"
+    );
 }
 
 #[test]
 fn foreign_peer_strings_name_no_connection() {
     let dir = scratch("parse");
     let (g, _public, _upstream) = gate(&dir, "iommud-abc");
-    for peer in ["unix-abstract:iommud-abc/x", "unix-abstract:iommud-abd/1", "unix:/tmp/x",
-                 "ipv4:127.0.0.1:5", "unix-abstract:iommud-abc1", "unix-abstract:iommud-abc/"] {
+    for peer in [
+        "unix-abstract:iommud-abc/x",
+        "unix-abstract:iommud-abd/1",
+        "unix:/tmp/x",
+        "ipv4:127.0.0.1:5",
+        "unix-abstract:iommud-abc1",
+        "unix-abstract:iommud-abc/",
+    ] {
         assert_eq!(g.connection_of(peer), None, "{peer}");
     }
     assert_eq!(g.peer(1), None);
@@ -108,8 +120,12 @@ fn stop_ends_live_relays() {
 fn unreachable_upstream_closes_the_client_and_counts_it() {
     let dir = scratch("down");
     let public = dir.join("public.sock");
-    let g = PeerGate::start(UnixListener::bind(&public).unwrap(), dir.join("nobody.sock"),
-                            "iommud-down".into()).unwrap();
+    let g = PeerGate::start(
+        UnixListener::bind(&public).unwrap(),
+        dir.join("nobody.sock"),
+        "iommud-down".into(),
+    )
+    .unwrap();
     let mut client = UnixStream::connect(&public).unwrap();
     assert_eq!(client.read(&mut [0u8; 1]).unwrap_or(0), 0);
     eventually(|| g.stats() == (1, 1, 0));

@@ -20,7 +20,11 @@ fn nodes_keep_their_values_across_growth_into_huge_slabs() {
     assert_eq!(pool.live(), 10_000);
     for (v, n) in nodes.iter().enumerate() {
         assert_eq!(**n, block(v as u64));
-        assert_eq!((&**n as *const Block as usize) % 64, 0, "nodes keep T's alignment");
+        assert_eq!(
+            (&**n as *const Block as usize) % 64,
+            0,
+            "nodes keep T's alignment"
+        );
     }
     // Small slabs growing by half, then 2 MiB ones: slack under one huge slab.
     assert!(pool.slab_bytes() >= 10_000 * 512 && pool.slab_bytes() < 10_000 * 512 + (2 << 20));
@@ -37,7 +41,11 @@ fn released_slots_are_reused_before_the_pool_grows() {
     for v in 0..50 {
         nodes.push(pool.alloc(block(1000 + v)));
     }
-    assert_eq!(pool.slab_bytes(), bytes, "no new slab while free slots remain");
+    assert_eq!(
+        pool.slab_bytes(),
+        bytes,
+        "no new slab while free slots remain"
+    );
     assert_eq!(pool.live(), 100);
     assert_eq!(*nodes[99], block(1049));
     assert_eq!(*nodes[0], block(0));
@@ -60,7 +68,11 @@ fn a_pool_that_shrank_compacts_to_its_live_size() {
     pool.compact(&mut kept);
     assert!(!pool.worth_compacting());
     assert_eq!(pool.live(), 200);
-    assert!(pool.slab_bytes() * 50 < big, "{} of {big} bytes kept", pool.slab_bytes());
+    assert!(
+        pool.slab_bytes() * 50 < big,
+        "{} of {big} bytes kept",
+        pool.slab_bytes()
+    );
     for (k, n) in kept.iter().enumerate() {
         assert_eq!(**n, block(100 * k as u64));
     }

@@ -26,12 +26,17 @@ impl PeerGate {
     #[new]
     fn new(listen_fd: RawFd, upstream: PathBuf, tag: String) -> PyResult<Self> {
         if listen_fd < 0 {
-            return Err(PyOSError::new_err((libc::EBADF, "listen_fd must be an open socket")));
+            return Err(PyOSError::new_err((
+                libc::EBADF,
+                "listen_fd must be an open socket",
+            )));
         }
         // SAFETY: the caller hands the fd over (socket.detach()); we own it from here.
         let listener = UnixListener::from(unsafe { OwnedFd::from_raw_fd(listen_fd) });
         let gate = peer_gate::PeerGate::start(listener, upstream, tag).map_err(os_err)?;
-        Ok(PeerGate { inner: Mutex::new(gate) })
+        Ok(PeerGate {
+            inner: Mutex::new(gate),
+        })
     }
 
     /// (pid, uid, gid, groups) of the connection behind gRPC peer string

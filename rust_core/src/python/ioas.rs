@@ -35,14 +35,14 @@ impl RawBuffer {
         let mut view = std::mem::MaybeUninit::<ffi::Py_buffer>::uninit();
         // SAFETY: obj is a live object and the GIL is held; on success the
         // view is initialised and owned by us until PyBuffer_Release.
-        let rc = unsafe {
-            ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags)
-        };
+        let rc = unsafe { ffi::PyObject_GetBuffer(obj.as_ptr(), view.as_mut_ptr(), flags) };
         if rc != 0 {
             return Err(PyErr::take(obj.py())
                 .unwrap_or_else(|| PyBufferError::new_err("object does not export a buffer")));
         }
-        Ok(RawBuffer { view: unsafe { view.assume_init() } })
+        Ok(RawBuffer {
+            view: unsafe { view.assume_init() },
+        })
     }
 
     /// A writable view (bytearray, writable memoryview, numpy array).
@@ -55,9 +55,14 @@ impl RawBuffer {
     }
 
     fn overlaps(&self, other: &RawBuffer) -> bool {
-        let (a, b) = (self.as_slice().as_ptr_range(), other.as_slice().as_ptr_range());
-        !self.as_slice().is_empty() && !other.as_slice().is_empty()
-            && a.start < b.end && b.start < a.end
+        let (a, b) = (
+            self.as_slice().as_ptr_range(),
+            other.as_slice().as_ptr_range(),
+        );
+        !self.as_slice().is_empty()
+            && !other.as_slice().is_empty()
+            && a.start < b.end
+            && b.start < a.end
     }
 
     /// SAFETY: the view must be writable (get_writable) and no other slice
@@ -109,7 +114,10 @@ impl IoPagetable {
 }
 
 fn unpack_u64(raw: &[u8], out: &mut Vec<u64>) {
-    out.extend(raw.chunks_exact(8).map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))));
+    out.extend(
+        raw.chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().expect("8 bytes"))),
+    );
 }
 
 /// A buffer of native-endian u64 values, copied out.
@@ -124,7 +132,9 @@ fn u64s(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {
 fn whole_u64s(raw: &[u8], what: &str) -> PyResult<usize> {
     if raw.len() % 8 != 0 {
         return Err(PyValueError::new_err(format!(
-            "The {what} buffer holds {:#x} bytes, not a whole number of u64 values.", raw.len())));
+            "The {what} buffer holds {:#x} bytes, not a whole number of u64 values.",
+            raw.len()
+        )));
     }
     Ok(raw.len() / 8)
 }
@@ -160,8 +170,14 @@ impl IoPagetable {
     /// `prot_out`, reading and writing in place when the buffers are
     /// u64-aligned (bytes objects and numpy arrays are) and through copies
     /// when not. Large batches release the GIL.
-    fn translate_raw(&self, py: Python<'_>, raw: &[u8], pa_out: &mut [u8], prot_out: &mut [u8],
-                     threads: usize) -> usize {
+    fn translate_raw(
+        &self,
+        py: Python<'_>,
+        raw: &[u8],
+        pa_out: &mut [u8],
+        prot_out: &mut [u8],
+        threads: usize,
+    ) -> usize {
         let n = raw.len() / 8;
         let work = |pa_out: &mut [u8], prot_out: &mut [u8]| -> usize {
             // SAFETY: every bit pattern is a valid u64.
@@ -178,10 +194,13 @@ impl IoPagetable {
             // SAFETY: as above.
             let (head, out64, tail) = unsafe { pa_out.align_to_mut::<u64>() };
             if head.is_empty() && tail.is_empty() {
-                self.read().translate_batch_on(addrs, out64, prot_out, threads)
+                self.read()
+                    .translate_batch_on(addrs, out64, prot_out, threads)
             } else {
                 let mut pas = vec![0u64; n];
-                let mapped = self.read().translate_batch_on(addrs, &mut pas, prot_out, threads);
+                let mapped = self
+                    .read()
+                    .translate_batch_on(addrs, &mut pas, prot_out, threads);
                 for (dst, pa) in pa_out.chunks_exact_mut(8).zip(pas) {
                     dst.copy_from_slice(&pa.to_ne_bytes());
                 }
@@ -200,12 +219,16 @@ impl IoPagetable {
 impl IoPagetable {
     #[new]
     fn new() -> Self {
-        IoPagetable { inner: RwLock::new(Core::new()) }
+        IoPagetable {
+            inner: RwLock::new(Core::new()),
+        }
     }
 
     /// IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA.
     fn map(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
-        self.write().map(flags, user_va, length, iova).map_err(to_py)
+        self.write()
+            .map(flags, user_va, length, iova)
+            .map_err(to_py)
     }
 
     /// IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
@@ -221,7 +244,10 @@ impl IoPagetable {
     /// (pa, prot) of one IOVA; OSError(ENOENT) when unmapped.
     fn translate(&self, iova: u64) -> PyResult<(u64, u32)> {
         self.read().translate(iova).ok_or_else(|| {
-            to_py(CoreError::new(Errno::ENOENT, format!("No area maps IOVA {iova:#x}.")))
+            to_py(CoreError::new(
+                Errno::ENOENT,
+                format!("No area maps IOVA {iova:#x}."),
+            ))
         })
     }
 
@@ -270,11 +296,18 @@ impl IoPagetable {
         if pa_buf.len() != n * 8 || prot_buf.len() != n {
             return Err(PyValueError::new_err(format!(
                 "translate_into needs {:#x} bytes for pas and {:#x} for prots for {:#x} IOVAs, \
-                 not {:#x} and {:#x}.", n * 8, n, n, pa_buf.len(), prot_buf.len())));
+                 not {:#x} and {:#x}.",
+                n * 8,
+                n,
+                n,
+                pa_buf.len(),
+                prot_buf.len()
+            )));
         }
         if prot_buf.overlaps(&inp) || prot_buf.overlaps(&pa_buf) {
             return Err(PyValueError::new_err(
-                "The prots buffer shares memory with the iovas or pas buffer."));
+                "The prots buffer shares memory with the iovas or pas buffer.",
+            ));
         }
         // Translating in place (pas is iovas) is allowed: read from a copy,
         // since the output would otherwise alias the input.
@@ -295,18 +328,34 @@ impl IoPagetable {
     /// user_vas, lengths and iovas (iovas used with FIXED_IOVA only), one
     /// entry each per area. Returns the new areas' IOVAs packed as u64. On a
     /// failure nothing stays mapped and the OSError names the request.
-    fn map_batch<'py>(&self, py: Python<'py>, flags: u32, user_vas: &Bound<'py, PyAny>,
-                      lengths: &Bound<'py, PyAny>, iovas: &Bound<'py, PyAny>)
-                      -> PyResult<Bound<'py, PyBytes>> {
-        let (vas, lens, ios) = (u64s(user_vas, "user_vas")?, u64s(lengths, "lengths")?,
-                               u64s(iovas, "iovas")?);
+    fn map_batch<'py>(
+        &self,
+        py: Python<'py>,
+        flags: u32,
+        user_vas: &Bound<'py, PyAny>,
+        lengths: &Bound<'py, PyAny>,
+        iovas: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (vas, lens, ios) = (
+            u64s(user_vas, "user_vas")?,
+            u64s(lengths, "lengths")?,
+            u64s(iovas, "iovas")?,
+        );
         if vas.len() != lens.len() || vas.len() != ios.len() {
             return Err(PyValueError::new_err(format!(
                 "map_batch takes equal counts of user_vas, lengths and iovas, not {:#x}, {:#x} \
-                 and {:#x}.", vas.len(), lens.len(), ios.len())));
+                 and {:#x}.",
+                vas.len(),
+                lens.len(),
+                ios.len()
+            )));
         }
-        let reqs: Vec<(u64, u64, u64)> =
-            vas.iter().zip(&lens).zip(&ios).map(|((&v, &l), &i)| (v, l, i)).collect();
+        let reqs: Vec<(u64, u64, u64)> = vas
+            .iter()
+            .zip(&lens)
+            .zip(&ios)
+            .map(|((&v, &l), &i)| (v, l, i))
+            .collect();
         let out = self.write().map_batch(flags, &reqs).map_err(to_py)?;
         let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_ne_bytes()).collect();
         Ok(PyBytes::new(py, &bytes))
@@ -320,7 +369,9 @@ impl IoPagetable {
         if ios.len() != lens.len() {
             return Err(PyValueError::new_err(format!(
                 "unmap_batch takes equal counts of iovas and lengths, not {:#x} and {:#x}.",
-                ios.len(), lens.len())));
+                ios.len(),
+                lens.len()
+            )));
         }
         let reqs: Vec<(u64, u64)> = ios.into_iter().zip(lens).collect();
         self.write().unmap_batch(&reqs).map_err(to_py)
@@ -360,7 +411,11 @@ impl IoPagetable {
 
     /// [(start, last, owner)] reserved ranges.
     fn reserved(&self) -> Vec<(u64, u64, u64)> {
-        self.read().reserved().iter().map(|r| (r.start, r.last, r.owner)).collect()
+        self.read()
+            .reserved()
+            .iter()
+            .map(|r| (r.start, r.last, r.owner))
+            .collect()
     }
 
     /// IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically.
@@ -374,13 +429,18 @@ impl IoPagetable {
 
     /// [(iova, length, user_va, prot)] in IOVA order.
     fn areas(&self) -> Vec<(u64, u64, u64, u32)> {
-        self.read().areas().map(|a| (a.iova, a.length(), a.user_va, a.prot)).collect()
+        self.read()
+            .areas()
+            .map(|a| (a.iova, a.length(), a.user_va, a.prot))
+            .collect()
     }
 
     /// The area containing `iova`, else the first one above it, as
     /// (iova, length, user_va, prot); None when there is none.
     fn area_from(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
-        self.read().area_from(iova).map(|a| (a.iova, a.length(), a.user_va, a.prot))
+        self.read()
+            .area_from(iova)
+            .map(|a| (a.iova, a.length(), a.user_va, a.prot))
     }
 
     #[getter]
@@ -425,7 +485,10 @@ impl IoPagetable {
         page_size: u64,
         clear: bool,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let words = self.write().read_dirty_bitmap(iova, length, page_size, clear).map_err(to_py)?;
+        let words = self
+            .write()
+            .read_dirty_bitmap(iova, length, page_size, clear)
+            .map_err(to_py)?;
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
         Ok(PyBytes::new(py, &bytes))
     }

@@ -18,9 +18,18 @@ pub(crate) fn to_py(e: CoreError) -> PyErr {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PAGE_SIZE", crate::io_pagetable::PAGE_SIZE)?;
-    m.add("IOMMU_IOAS_MAP_FIXED_IOVA", crate::io_pagetable::IOMMU_IOAS_MAP_FIXED_IOVA)?;
-    m.add("IOMMU_IOAS_MAP_WRITEABLE", crate::io_pagetable::IOMMU_IOAS_MAP_WRITEABLE)?;
-    m.add("IOMMU_IOAS_MAP_READABLE", crate::io_pagetable::IOMMU_IOAS_MAP_READABLE)?;
+    m.add(
+        "IOMMU_IOAS_MAP_FIXED_IOVA",
+        crate::io_pagetable::IOMMU_IOAS_MAP_FIXED_IOVA,
+    )?;
+    m.add(
+        "IOMMU_IOAS_MAP_WRITEABLE",
+        crate::io_pagetable::IOMMU_IOAS_MAP_WRITEABLE,
+    )?;
+    m.add(
+        "IOMMU_IOAS_MAP_READABLE",
+        crate::io_pagetable::IOMMU_IOAS_MAP_READABLE,
+    )?;
     m.add("BATCH_RELEASE_GIL", ioas::BATCH_RELEASE_GIL)?;
     m.add_class::<ioas::IoPagetable>()?;
     m.add_class::<gate::PeerGate>()?;

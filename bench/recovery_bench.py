@@ -24,7 +24,7 @@ import time
 from iommud.config import Config
 from iommud.ioas import Ioas, translate
 from iommud.server import Daemon
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 PAGE = 4096
 TOKEN = "bench-token-" + "x" * 32

@@ -36,8 +36,8 @@ import time
 
 import grpc
 
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
-from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+from iommud_wire import pb
+from iommud_wire import pb_grpc
 from iommud_client.client import SESSION_METADATA_KEY
 
 PAGE = 4096

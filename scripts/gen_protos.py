@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Regenerate the Python gRPC stubs from proto/ into the client package.
+"""Regenerate the Python gRPC stubs from proto/ into the wire package.
 
-This is the only way the files under clients/iommud_client/_gen are made;
+This is the only way the files under proto/python/iommud_wire/_gen are made;
 tests/test_proto_drift.py runs it into a scratch folder and fails on any
 difference. The stubs are generated with the grpcio-tools version pinned in
 pyproject.toml so that the output is reproducible.
 
 protoc names Python modules after the .proto path (iommud/v1/iommu_pb2.py),
 which would collide with the daemon's own `iommud` package, so the modules are
-placed under iommud_client._gen and their imports rewritten to match.
+placed under iommud_wire._gen and their imports rewritten to match.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-DEFAULT_OUT = ROOT / "clients" / "iommud_client" / "_gen"
-GEN_PACKAGE = "iommud_client._gen"
+DEFAULT_OUT = ROOT / "proto" / "python" / "iommud_wire" / "_gen"
+GEN_PACKAGE = "iommud_wire._gen"
 
 
 def generate(out: pathlib.Path) -> list[pathlib.Path]:
@@ -47,7 +47,7 @@ def generate(out: pathlib.Path) -> list[pathlib.Path]:
         for src in sorted(pathlib.Path(tmp).rglob("*.py*")):
             rel = src.relative_to(tmp)
             text = src.read_text()
-            # `from iommud.v1 import iommu_pb2` -> `from iommud_client._gen.iommud.v1 import ...`
+            # `from iommud.v1 import iommu_pb2` -> `from iommud_wire._gen.iommud.v1 import ...`
             text = re.sub(r"^from iommud\.", f"from {GEN_PACKAGE}.iommud.", text, flags=re.M)
             dst = out / rel
             dst.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import Client, DmaAccess, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 MSI_START, MSI_LAST = 0xFEE00000, 0xFEEFFFFF
 RW = 4 | 2

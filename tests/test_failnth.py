@@ -12,7 +12,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import Client, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 NVME, NVME_GROUP = "0000:03:00.0", 12
 BRIDGE_A, BRIDGE_B, BRIDGE_GROUP = "0000:05:00.0", "0000:05:00.1", 20

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from conftest import start_daemon
 from iommud_client import ERROR_DOMAIN, SESSION_METADATA_KEY, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["IommuService"]
 UNARY = [m for m in SERVICE.methods if not m.server_streaming and m.name != "OpenSession"]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from iommud_client import SESSION_METADATA_KEY, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 U64_MAX = (1 << 64) - 1
 R, W, FIXED = 4, 2, 1

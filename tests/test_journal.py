@@ -15,7 +15,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import Client, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 from iommud_client.client import VFIO_TYPE1v2_IOMMU, Container, DeviceFd, Group
 from iommud.journal import Journal, JournalMismatch
 

@@ -23,7 +23,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import Client, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 SESSIONS = 64
 DURATION = 6.0          # seconds of load; every worker also stops after MAX_OPS

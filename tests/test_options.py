@@ -8,7 +8,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 RLIMIT, HUGE = 0, 1
 SET, GET = 0, 1

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-GEN = ROOT / "clients" / "iommud_client" / "_gen"
+GEN = ROOT / "proto" / "python" / "iommud_wire" / "_gen"
 
 
 def _tree(base: pathlib.Path) -> dict[str, bytes]:
@@ -34,14 +34,14 @@ def test_buf_lint_passes() -> None:
 
 
 def test_enum_zero_values_are_unspecified() -> None:
-    from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+    from iommud_wire import pb
 
     for enum in pb.DESCRIPTOR.enum_types_by_name.values():
         assert enum.values_by_number[0].name.endswith("_UNSPECIFIED"), enum.name
 
 
 def test_one_request_and_response_message_per_rpc() -> None:
-    from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+    from iommud_wire import pb
 
     service = pb.DESCRIPTOR.services_by_name["IommuService"]
     inputs = [m.input_type.name for m in service.methods]

@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import start_daemon
 from iommud_client import Client, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 
 def _name(cn: str) -> x509.Name:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import start_daemon
 from iommud_client import DmaAccess, IommudError
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 from iommud_client.client import (
     VFIO_DMA_MAP_FLAG_READ,
     VFIO_DMA_UNMAP_FLAG_ALL,

@@ -20,13 +20,13 @@ import click
 import grpc
 
 from iommud_client import Client, Container, Context, Group, IommudError, Session
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
+from iommud_wire.uapi import U64_MAX
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _TRANSPORT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 _SIZE = re.compile(r"(?i)^\s*(0x[0-9a-f]+|\d+)\s*([kmgtp]?)i?b?\s*$")
 _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40, "p": 50}
-U64_MAX = (1 << 64) - 1
 
 EPILOG = """\b
 Exit codes:

@@ -28,8 +28,8 @@ from iommud_client.client import (
     Session,
     Translation,
 )
-from iommud_client.endpoint import default_endpoint, default_socket_path, normalize_endpoint
 from iommud_client.errors import ERROR_DOMAIN, IommudError
+from iommud_wire.endpoint import default_endpoint, default_socket_path, normalize_endpoint
 
 __version__ = "0.1.0"
 

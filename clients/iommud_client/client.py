@@ -20,19 +20,32 @@ try:  # Python 3.12+
 except ImportError:  # Python 3.11: any object with the buffer protocol
     Buffer = Any  # type: ignore[misc,assignment]
 
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
-from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
-from iommud_client.endpoint import default_endpoint, normalize_endpoint
 from iommud_client.errors import IommudError
+from iommud_wire import metadata, pb, pb_grpc
+from iommud_wire.endpoint import default_endpoint, normalize_endpoint
+from iommud_wire.uapi import (
+    IOMMU_IOAS_MAP_FIXED_IOVA,
+    IOMMU_IOAS_MAP_READABLE,
+    IOMMU_IOAS_MAP_WRITEABLE,
+    UNMAP_ALL_LENGTH,
+    VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_FLAG_TOKEN,
+    VFIO_DEVICE_DETACH_PASID,
+    VFIO_DMA_MAP_FLAG_READ,
+    VFIO_DMA_MAP_FLAG_WRITE,
+    VFIO_DMA_UNMAP_FLAG_ALL,
+    VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+    VFIO_GROUP_FLAGS_CONTAINER_SET,
+    VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
+    VFIO_TYPE1_IOMMU,
+    VFIO_TYPE1v2_IOMMU,
+)
 
 #: Request metadata key that carries the session token.
-SESSION_METADATA_KEY = "iommud-session"
-
-IOMMU_IOAS_MAP_FIXED_IOVA = 1
-IOMMU_IOAS_MAP_WRITEABLE = 2
-IOMMU_IOAS_MAP_READABLE = 4
-#: IOAS_UNMAP with iova 0 and this length unmaps everything.
-UNMAP_ALL_LENGTH = (1 << 64) - 1
+SESSION_METADATA_KEY = metadata.SESSION
 
 _Resp = TypeVar("_Resp")
 
@@ -468,11 +481,6 @@ class Context(_FdHandle):
                                                                 ioas_id=ioas_id)).areas)
 
 
-VFIO_DEVICE_BIND_FLAG_TOKEN = 1
-VFIO_DEVICE_ATTACH_PASID = 1
-VFIO_DEVICE_DETACH_PASID = 1
-
-
 @dataclass(frozen=True)
 class DmaAccess:
     """One device DMA access: `length` bytes at `iova`, a write or a read."""
@@ -531,19 +539,6 @@ class DeviceFd(_FdHandle):
 
     def write(self, iova: int, length: int = 4, pasid: int | None = None) -> pb.DmaResult:
         return self.dma([DmaAccess(iova, length, True)], pasid).results[0]
-
-
-VFIO_TYPE1_IOMMU = 1
-VFIO_TYPE1v2_IOMMU = 3
-VFIO_DMA_MAP_FLAG_READ = 1
-VFIO_DMA_MAP_FLAG_WRITE = 2
-VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP = 1
-VFIO_DMA_UNMAP_FLAG_ALL = 2
-VFIO_IOMMU_DIRTY_PAGES_FLAG_START = 1
-VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP = 2
-VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP = 4
-VFIO_GROUP_FLAGS_VIABLE = 1
-VFIO_GROUP_FLAGS_CONTAINER_SET = 2
 
 
 class Container(Context):

@@ -12,17 +12,15 @@ import errno as _errno
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
+from iommud_wire import errnos, metadata
+
 #: The ErrorInfo domain of every iommud error.
-ERROR_DOMAIN = "iommud.v1"
+ERROR_DOMAIN = metadata.ERROR_DOMAIN
 
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-# The kernel's spelling where Linux has two names for one number.
-_PREFERRED_NAMES = {_errno.EOPNOTSUPP: "EOPNOTSUPP", _errno.EDEADLK: "EDEADLK"}
+_STATUS_DETAILS_KEY = metadata.STATUS_DETAILS
 
-
-def errno_name_of(number: int) -> str:
-    """The errno's name, spelled as the kernel's iommufd and VFIO code spell it."""
-    return _PREFERRED_NAMES.get(number) or _errno.errorcode.get(number, f"E{number}")
+#: The errno's name, spelled as the kernel's iommufd and VFIO code spell it.
+errno_name_of = errnos.name_of
 
 
 class IommudError(OSError):

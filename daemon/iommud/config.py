@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from iommud.limits import Limits
-from iommud_client.endpoint import default_socket_path
+from iommud_wire.endpoint import default_socket_path
 
 ENV_PREFIX = "IOMMUD_"
 

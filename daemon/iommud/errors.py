@@ -19,7 +19,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from iommud_client.errors import ERROR_DOMAIN, errno_name_of
+from iommud_wire.errnos import name_of as errno_name_of
+from iommud_wire.metadata import ERROR_DOMAIN
 
 #: errno -> gRPC status. Every errno iommud raises must be listed; an errno
 #: missing here is a bug and is reported as INTERNAL so that tests catch it.

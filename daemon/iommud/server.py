@@ -30,7 +30,7 @@ from iommud.logsetup import get_logger
 from iommud.service import IommuServicer, generic_handler
 from iommud.session import SessionRegistry
 from iommud.topology import Topology
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
+from iommud_wire import pb
 
 log = get_logger("iommud.server")
 

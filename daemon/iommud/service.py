@@ -36,9 +36,9 @@ from iommud.topology import Device as HostDevice
 from iommud.topology import ReservedRegion
 from iommud.logsetup import get_logger
 from iommud.session import Session, SessionRegistry
-from iommud_client._gen.iommud.v1 import iommu_pb2 as pb
-from iommud_client._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
-from iommud_client.client import SESSION_METADATA_KEY
+from iommud_wire import metadata, pb, pb_grpc
+
+SESSION_METADATA_KEY = metadata.SESSION
 
 log = get_logger("iommud.rpc")
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from iommud_client._gen.iommud.v1 import iommu_pb2 as iommud_dot_v1_dot_iommu__pb2
+from iommud_wire._gen.iommud.v1 import iommu_pb2 as iommud_dot_v1_dot_iommu__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -4,8 +4,8 @@
 
 use crate::errno::{err, Errno::*, Result};
 use crate::io_pagetable::{
-    Area, IoPagetable, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_WRITEABLE, MAP_FLAGS, PROT_MASK,
-    ULONG_MAX,
+    reaches_ulong_max, Area, IoPagetable, IOMMU_IOAS_MAP_FIXED_IOVA, IOMMU_IOAS_MAP_WRITEABLE,
+    MAP_FLAGS, PROT_MASK,
 };
 
 /// IOMMU_IOAS_COPY steps 1-3, run before the IOAS lookups.
@@ -16,7 +16,7 @@ pub fn check_copy_args(flags: u32, src_iova: u64, length: u64, dst_iova: u64) ->
             format!("Unknown IOAS_COPY flag bits {:#x}.", flags & !MAP_FLAGS),
         );
     }
-    if length >= ULONG_MAX || src_iova >= ULONG_MAX || dst_iova >= ULONG_MAX {
+    if reaches_ulong_max(length) || reaches_ulong_max(src_iova) || reaches_ulong_max(dst_iova) {
         return err(
             EOVERFLOW,
             format!("length {length:#x}, src_iova {src_iova:#x} or dst_iova {dst_iova:#x} reaches 2^64-1."),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::errno::{err, Errno::*, Result};
 use crate::io_pagetable::{
-    Area, IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE, ULONG_MAX,
+    Area, IoPagetable, IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE, PAGE_SIZE,
 };
 
 /// Most bits one bitmap read may produce (64 MiB of bitmap).
@@ -204,9 +204,10 @@ impl IoPagetable {
         page_size: u64,
         clear: bool,
     ) -> Result<Vec<u64>> {
-        if length == 0 || length > ULONG_MAX {
+        if length == 0 {
             return err(EINVAL, "A dirty bitmap of zero bytes.");
         }
+        // Any u64 length is representable; only the range's end can overflow.
         let Some(last) = iova.checked_add(length - 1) else {
             return err(
                 EOVERFLOW,
@@ -215,7 +216,7 @@ impl IoPagetable {
         };
         let align = self.iova_alignment;
         let end = last.wrapping_add(1); // 0 when the range reaches 2^64-1
-        if iova % align != 0 || end % align != 0 {
+        if !iova.is_multiple_of(align) || !end.is_multiple_of(align) {
             return err(EINVAL, format!("The range {iova:#x}..={last:#x} is not aligned to the IOAS alignment {align:#x}."));
         }
         if page_size == 0 || !page_size.is_power_of_two() {
@@ -224,7 +225,7 @@ impl IoPagetable {
                 format!("Page size {page_size:#x} is not a power of two."),
             );
         }
-        if iova % page_size != 0 || end % page_size != 0 {
+        if !iova.is_multiple_of(page_size) || !end.is_multiple_of(page_size) {
             return err(EINVAL, format!("The range {iova:#x}..={last:#x} is not aligned to the page size {page_size:#x}."));
         }
         let bits = (last - iova) / page_size + 1;

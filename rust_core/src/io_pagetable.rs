@@ -70,6 +70,13 @@ pub struct IoPagetable {
     pub(crate) max_areas: Option<usize>,
 }
 
+/// Whether a uAPI IOVA or length is out of the kernel's range: the ioctls
+/// refuse values that do not fit below ULONG_MAX (EOVERFLOW). With a 64-bit
+/// unsigned long only the all-ones value is refused; every other u64 fits.
+pub(crate) fn reaches_ulong_max(v: u64) -> bool {
+    v == ULONG_MAX
+}
+
 pub(crate) fn intersects(a_start: u64, a_last: u64, b_start: u64, b_last: u64) -> bool {
     a_start <= b_last && b_start <= a_last
 }
@@ -82,7 +89,7 @@ pub fn check_map_args(flags: u32, iova: u64, length: u64) -> Result<()> {
             format!("Unknown IOAS_MAP flag bits {:#x}.", flags & !MAP_FLAGS),
         );
     }
-    if iova >= ULONG_MAX || length >= ULONG_MAX {
+    if reaches_ulong_max(iova) || reaches_ulong_max(length) {
         return err(
             EOVERFLOW,
             format!("IOVA {iova:#x} or length {length:#x} reaches 2^64-1."),
@@ -211,7 +218,7 @@ impl IoPagetable {
                 format!("Length {length:#x} is zero or too large to map."),
             );
         }
-        if length % self.iova_alignment != 0 {
+        if !length.is_multiple_of(self.iova_alignment) {
             return err(
                 EINVAL,
                 format!(
@@ -301,7 +308,7 @@ impl IoPagetable {
 
     /// Placement checks of a FIXED_IOVA range (iopt_check_iova + overlap).
     pub(crate) fn check_fixed(&self, iova: u64, length: u64) -> Result<()> {
-        if iova % self.iova_alignment != 0 {
+        if !iova.is_multiple_of(self.iova_alignment) {
             return err(
                 EINVAL,
                 format!(
@@ -335,7 +342,7 @@ impl IoPagetable {
     }
 
     pub(crate) fn check_user_offset(&self, user_va: u64) -> Result<()> {
-        if (user_va % PAGE_SIZE) % self.iova_alignment != 0 {
+        if !(user_va % PAGE_SIZE).is_multiple_of(self.iova_alignment) {
             return err(
                 EINVAL,
                 format!(
@@ -368,7 +375,7 @@ impl IoPagetable {
         if iova == 0 && length == u64::MAX {
             return Ok(self.unmap_all());
         }
-        if iova >= ULONG_MAX || length >= ULONG_MAX {
+        if reaches_ulong_max(iova) || reaches_ulong_max(length) {
             return err(
                 EOVERFLOW,
                 format!("IOVA {iova:#x} or length {length:#x} reaches 2^64-1."),
@@ -394,10 +401,7 @@ impl IoPagetable {
             Some(a) => a.iova,
             None => iova,
         };
-        loop {
-            let Some(area) = self.areas.ceil(cursor) else {
-                break;
-            };
+        while let Some(area) = self.areas.ceil(cursor) {
             let start = area.iova;
             if start > last {
                 break;
@@ -507,7 +511,9 @@ impl IoPagetable {
             );
         }
         if let Some(a) = self.areas.iter().find(|a| {
-            a.iova % align != 0 || a.length() % align != 0 || (a.user_va % PAGE_SIZE) % align != 0
+            !a.iova.is_multiple_of(align)
+                || !a.length().is_multiple_of(align)
+                || !(a.user_va % PAGE_SIZE).is_multiple_of(align)
         }) {
             return err(
                 EADDRINUSE,

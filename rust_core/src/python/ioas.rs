@@ -130,7 +130,7 @@ fn u64s(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u64>> {
 
 /// How many u64 values `raw` holds; ValueError unless a whole number.
 fn whole_u64s(raw: &[u8], what: &str) -> PyResult<usize> {
-    if raw.len() % 8 != 0 {
+    if !raw.len().is_multiple_of(8) {
         return Err(PyValueError::new_err(format!(
             "The {what} buffer holds {:#x} bytes, not a whole number of u64 values.",
             raw.len()
@@ -145,24 +145,6 @@ fn thread_count(threads: Option<usize>) -> PyResult<usize> {
         Some(0) => Err(PyValueError::new_err("threads must be at least 1.")),
         Some(t) => Ok(t),
     }
-}
-
-/// A new bytes object of `len` bytes whose contents the caller writes:
-/// unlike PyBytes::new_with it is not zero-filled first, since every byte
-/// is about to be overwritten.
-fn new_bytes(py: Python<'_>, len: usize) -> PyResult<Bound<'_, PyBytes>> {
-    let len = ffi::Py_ssize_t::try_from(len)
-        .map_err(|_| PyValueError::new_err(format!("{len:#x} bytes is too large a result.")))?;
-    // SAFETY: a NULL source asks CPython for an uninitialised object of `len` bytes.
-    let ptr = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
-    // SAFETY: a new reference, or NULL with an exception set; it is a bytes object.
-    unsafe { Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked()) }
-}
-
-/// SAFETY: `b` must be new and not yet shared with Python code.
-unsafe fn bytes_mut<'a>(b: &'a Bound<'_, PyBytes>) -> &'a mut [u8] {
-    let ptr = ffi::PyBytes_AsString(b.as_ptr()) as *mut u8;
-    std::slice::from_raw_parts_mut(ptr, b.as_bytes().len())
 }
 
 impl IoPagetable {
@@ -265,13 +247,22 @@ impl IoPagetable {
         let threads = thread_count(threads)?;
         let buf = RawBuffer::get(iovas)?;
         let n = whole_u64s(buf.as_slice(), "IOVA")?;
-        let pas = new_bytes(py, n * 8)?;
-        let prots = new_bytes(py, n)?;
-        // SAFETY: both bytes objects are new, unshared and not yet visible to
-        // Python; they are filled completely below before being returned.
-        let (pa_out, prot_out) = unsafe { (bytes_mut(&pas), bytes_mut(&prots)) };
-        self.translate_raw(py, buf.as_slice(), pa_out, prot_out, threads);
-        Ok((pas, prots))
+        // A bytes object is immutable once Python can see it, so both results
+        // are written inside PyBytes::new_with, the one place that hands out
+        // a unique, initialised (zero-filled) &mut [u8] over a bytes object
+        // that no other code can reach yet. The zero fill costs a memset, but
+        // writing through a slice of uninitialised memory, or deriving &mut
+        // from a shared Bound, would be undefined behaviour.
+        let mut prots = None;
+        let pas = PyBytes::new_with(py, n * 8, |pa_out| {
+            let made = PyBytes::new_with(py, n, |prot_out| {
+                self.translate_raw(py, buf.as_slice(), pa_out, prot_out, threads);
+                Ok(())
+            })?;
+            prots = Some(made);
+            Ok(())
+        })?;
+        Ok((pas, prots.expect("new_with ran its initialiser")))
     }
 
     /// Translate into caller buffers: `pas` (writable, 8 bytes per IOVA) gets

@@ -458,7 +458,7 @@ impl AreaMap {
     #[inline(always)]
     fn owns(&self, li: usize, iova: u64) -> bool {
         self.keys.get(li).is_some_and(|&k| k <= iova)
-            && self.keys.get(li + 1).map_or(true, |&next| iova < next)
+            && self.keys.get(li + 1).is_none_or(|&next| iova < next)
     }
 
     /// floor_slot through leaf_of_near.

@@ -2,7 +2,7 @@
 //! large enough to split, extend and merge leaves many times, with every
 //! query compared and every invariant checked along the way.
 
-use std::collections::BTreeMap;
+use std::collections::{btree_map::Entry, BTreeMap};
 
 use iommud_core::area_map::{AreaMap, LEAF};
 use iommud_core::Area;
@@ -74,9 +74,9 @@ fn random_inserts_and_removals_match_a_btreemap() {
                 _ => 50,
             };
             if rng.below(100) < grow {
-                if !reference.contains_key(&a.iova) {
+                if let Entry::Vacant(slot) = reference.entry(a.iova) {
                     map.insert(a);
-                    reference.insert(a.iova, a);
+                    slot.insert(a);
                 }
             } else {
                 assert_eq!(map.remove(a.iova), reference.remove(&a.iova));

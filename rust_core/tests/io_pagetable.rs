@@ -416,7 +416,7 @@ fn allocation_skips_leaves_without_a_hole_that_fits() {
     let page = 0x1000u64;
     let one_hole = 0x1000 + 3_000 * page;
     let two_hole = 0x1000 + 12_000 * page;
-    let two_hole = if two_hole % 0x2000 == 0 {
+    let two_hole = if two_hole.is_multiple_of(0x2000) {
         two_hole
     } else {
         two_hole + page
@@ -435,7 +435,7 @@ fn allocation_skips_leaves_without_a_hole_that_fits() {
     assert_eq!(t.map(RW, 0x4000_0000, 2 * page, 0).unwrap(), two_hole);
     let four = t.map(RW, 0x4000_0000, 4 * page, 0).unwrap();
     assert!(
-        four >= end && four % 0x4000 == 0 && four - end < 0x4000,
+        four >= end && four.is_multiple_of(0x4000) && four - end < 0x4000,
         "{four:#x}"
     );
     // Now no hole is left below the end: a page goes right after the last area.

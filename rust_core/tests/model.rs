@@ -246,7 +246,7 @@ impl Model {
             return Err(Errno::EOVERFLOW);
         };
         let end = last.wrapping_add(1);
-        if ps == 0 || !ps.is_power_of_two() || iova % ps != 0 || end % ps != 0 {
+        if ps == 0 || !ps.is_power_of_two() || !iova.is_multiple_of(ps) || !end.is_multiple_of(ps) {
             return Err(Errno::EINVAL);
         }
         let bits = (last - iova) / ps + 1;
@@ -347,7 +347,7 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
             2 | 13 => {
                 // Automatic placement: the model checks the choice is legal.
                 let (u, l) = (
-                    rng.below(1 << 40) & !0xfff | rng.below(2) * 0x10,
+                    (rng.below(1 << 40) & !0xfff) | (rng.below(2) * 0x10),
                     (rng.below(8) + 1) * 0x1000,
                 );
                 let want = m.first_fit(l, u);
@@ -358,13 +358,11 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                     "first fit of {l:#x} for {u:#x}"
                 );
                 if let Ok(iova) = got {
+                    let last = iova + l - 1;
                     assert!(iova != 0 && iova % 4096 == u % 4096);
-                    assert!(!m.overlaps(iova, iova + l - 1));
-                    assert!(!m
-                        .reserved
-                        .iter()
-                        .any(|&(a, b)| a <= iova + l - 1 && iova <= b));
-                    m.areas.push((iova, iova + l - 1, u, R | W));
+                    assert!(!m.overlaps(iova, last));
+                    assert!(!m.reserved.iter().any(|&(a, b)| a <= last && iova <= b));
+                    m.areas.push((iova, last, u, R | W));
                 }
             }
             3 => {

@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use iommud_core::peer_gate::{peer_cred, PeerGate};
@@ -26,7 +26,7 @@ fn eventually(mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn gate(dir: &PathBuf, tag: &str) -> (PeerGate, PathBuf, UnixListener) {
+fn gate(dir: &Path, tag: &str) -> (PeerGate, PathBuf, UnixListener) {
     let public = dir.join("public.sock");
     let private = dir.join("private.sock");
     let upstream = UnixListener::bind(&private).unwrap();

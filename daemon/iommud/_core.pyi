@@ -3,7 +3,21 @@
 Every method raises OSError(errno, message) with the kernel's errno on
 failure; addresses and lengths are unsigned 64-bit integers.
 """
-from typing import Any
+from typing import Any, final
+
+__all__ = [
+    "__version__",
+    "PAGE_SIZE",
+    "IOMMU_IOAS_MAP_FIXED_IOVA",
+    "IOMMU_IOAS_MAP_WRITEABLE",
+    "IOMMU_IOAS_MAP_READABLE",
+    "BATCH_RELEASE_GIL",
+    "IoPagetable",
+    "PeerGate",
+    "check_map_args",
+    "check_copy_args",
+    "copy",
+]
 
 __version__: str
 PAGE_SIZE: int
@@ -12,11 +26,12 @@ IOMMU_IOAS_MAP_WRITEABLE: int
 IOMMU_IOAS_MAP_READABLE: int
 BATCH_RELEASE_GIL: int
 
+@final
 class IoPagetable:
     """The IO page table of one IOAS: areas, reserved and allowed ranges,
     alignment and dirty state, behind a reader-writer lock."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> IoPagetable: ...
     def map(self, flags: int, user_va: int, length: int, iova: int) -> int:
         """IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA."""
     def unmap(self, iova: int, length: int) -> int:
@@ -77,12 +92,13 @@ def check_copy_args(flags: int, src_iova: int, length: int, dst_iova: int) -> No
 def copy(dst: IoPagetable, src: IoPagetable, flags: int, src_iova: int, length: int,
          dst_iova: int) -> int: ...
 
+@final
 class PeerGate:
     """The UNIX socket's peer gate: accepts on `listen_fd` (ownership passes
     to the gate), records each connection's SO_PEERCRED/SO_PEERGROUPS, and
     relays it to `upstream` from the abstract address `<tag>/<n>`."""
 
-    def __init__(self, listen_fd: int, upstream: str, tag: str) -> None: ...
+    def __new__(cls, listen_fd: int, upstream: str, tag: str) -> PeerGate: ...
     def peer(self, peer: str) -> tuple[int, int, int, list[int]] | None:
         """(pid, uid, gid, groups) behind gRPC peer string `peer`, or None."""
     def stats(self) -> tuple[int, int, int]:

@@ -355,6 +355,30 @@ impl IoPagetable {
         Ok(())
     }
 
+    /// Point the area starting exactly at `iova` at `user_va`: its range,
+    /// prot and dirty bits stay, so a device never sees the IOVA unmapped
+    /// (type1's UPDATE_VADDR). The new address obeys the map rules (no wrap
+    /// past 2^64, page offset aligned); a refusal changes nothing. Returns
+    /// the area as it was.
+    pub fn set_area_user_va(&mut self, iova: u64, user_va: u64) -> Result<Area> {
+        let Some(old) = self.area_at(iova).filter(|a| a.iova == iova) else {
+            return err(ENOENT, format!("No area starts at IOVA {iova:#x}."));
+        };
+        if user_va.checked_add(old.length()).is_none() {
+            return err(
+                EOVERFLOW,
+                format!(
+                    "user_va {user_va:#x} + length {:#x} wraps past 2^64.",
+                    old.length()
+                ),
+            );
+        }
+        self.check_user_offset(user_va)?;
+        self.areas.remove(iova);
+        self.areas.insert(Area { user_va, ..old });
+        Ok(old)
+    }
+
     pub(crate) fn insert_area(&mut self, area: Area) {
         self.mapped_bytes += area.length();
         self.areas.insert(area);

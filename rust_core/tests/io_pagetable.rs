@@ -536,3 +536,36 @@ fn dirty_state_is_at_most_one_bit_per_page_and_only_while_tracking() {
         "turning tracking off frees the state"
     );
 }
+
+#[test]
+fn set_area_user_va_moves_only_the_backing_address() {
+    let mut t = IoPagetable::new();
+    t.map(R | FIXED, 0x5000_0000, 0x2000, 0x10000).unwrap();
+    t.set_dirty_tracking(true);
+    t.set_iova_alignment(0x1000).unwrap();
+    let before = areas(&t);
+    // Only an area's exact start names it; the map rules hold for the address.
+    assert_eq!(
+        errno(t.set_area_user_va(0x11000, 0x7000_0000)),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        errno(t.set_area_user_va(0x20000, 0x7000_0000)),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        errno(t.set_area_user_va(0x10000, MAX - 0x1fff)),
+        Errno::EOVERFLOW
+    );
+    assert_eq!(
+        errno(t.set_area_user_va(0x10000, 0x7000_0800)),
+        Errno::EINVAL
+    );
+    assert_eq!(areas(&t), before);
+    let old = t.set_area_user_va(0x10000, 0x7000_0000).unwrap();
+    assert_eq!((old.user_va, old.length()), (0x5000_0000, 0x2000));
+    assert_eq!(areas(&t), vec![(0x10000, 0x2000, 0x7000_0000, R)]);
+    assert_eq!(t.translate(0x11234), Some((0x7000_1234, R)));
+    assert_eq!(t.mapped_bytes(), 0x2000);
+    assert!(t.dirty_tracking());
+}

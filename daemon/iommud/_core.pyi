@@ -3,6 +3,7 @@
 Every method raises OSError(errno, message) with the kernel's errno on
 failure; addresses and lengths are unsigned 64-bit integers.
 """
+from collections.abc import Callable
 from typing import Any, final
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "BATCH_RELEASE_GIL",
     "IoPagetable",
     "PeerGate",
+    "Type1Dma",
     "check_map_args",
     "check_copy_args",
     "copy",
@@ -105,3 +107,44 @@ class PeerGate:
         """(accepted, failed to relay, live connections)."""
     def stop(self) -> None:
         """Stop accepting and end every relay. Idempotent."""
+
+@final
+class Type1Dma:
+    """vfio_iommu_type1's per-container DMA state: IOMMU type, dma_entry_limit
+    accounting, UPDATE_VADDR invalidations, dirty logging. `iopt` is the
+    compat IOAS's table, None when the container has none (ENODEV where
+    type1 needs it). argsz 0 means "not given"; a refused call changes
+    nothing."""
+
+    def __new__(cls, dma_entry_limit: int) -> Type1Dma: ...
+    @property
+    def dma_entry_limit(self) -> int: ...
+    @property
+    def dma_avail(self) -> int: ...
+    @property
+    def iommu_type(self) -> int:
+        """0 until set."""
+    @property
+    def dirty_started(self) -> bool: ...
+    def set_iommu_type(self, iommu_type: int) -> None:
+        """VFIO_SET_IOMMU's effect once the caller has applied the container
+        rules; EINVAL for a type other than 1 (TYPE1) or 3 (TYPE1v2)."""
+    def reset(self, iopt: IoPagetable | None) -> None:
+        """The last group left the container: stop dirty tracking on iopt,
+        unmap everything, type back to 0, dma_avail = limit, no invalid vaddrs."""
+    def map_dma(self, iopt: IoPagetable | None, argsz: int, flags: int, vaddr: int, iova: int,
+                size: int, charge: Callable[[int], object]) -> None:
+        """VFIO_IOMMU_MAP_DMA in type1's order. `charge(size)` is called right
+        before the new mapping is made (not for a VADDR update), with no lock
+        held; an exception from it propagates unchanged and nothing changes."""
+    def unmap_dma(self, iopt: IoPagetable | None, argsz: int, flags: int, iova: int, size: int,
+                  bitmap_pgsize: int, bitmap_size: int) -> tuple[int, bytes]:
+        """VFIO_IOMMU_UNMAP_DMA: (bytes unmapped, or invalidated with VADDR;
+        the dirty bitmap as packed native-endian u64 words, or b"")."""
+    def dirty_pages(self, iopt: IoPagetable | None, argsz: int, flags: int, iova: int, size: int,
+                    bitmap_pgsize: int, bitmap_size: int) -> bytes:
+        """VFIO_IOMMU_DIRTY_PAGES START/STOP/GET_BITMAP in type1's order (ready
+        EINVAL, not v2 EACCES, then argsz, ...): b"" for START and STOP, the
+        bitmap (packed native-endian u64 words) for GET_BITMAP."""
+    def check_extension_update_vaddr(self) -> int:
+        """1 once an IOMMU type is set, else 0."""

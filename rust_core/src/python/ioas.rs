@@ -102,13 +102,13 @@ pub struct IoPagetable {
 }
 
 impl IoPagetable {
-    fn read(&self) -> RwLockReadGuard<'_, Core> {
+    pub(super) fn read(&self) -> RwLockReadGuard<'_, Core> {
         // State changes only after every check passed, so a poisoned lock
         // (a core bug) still guards a consistent table.
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Core> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Core> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -9,6 +9,7 @@ use crate::errno::CoreError;
 
 mod gate;
 mod ioas;
+mod type1;
 
 pub(crate) fn to_py(e: CoreError) -> PyErr {
     PyOSError::new_err((e.errno as i32, e.message))
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BATCH_RELEASE_GIL", ioas::BATCH_RELEASE_GIL)?;
     m.add_class::<ioas::IoPagetable>()?;
     m.add_class::<gate::PeerGate>()?;
+    m.add_class::<type1::Type1Dma>()?;
     m.add_function(wrap_pyfunction!(ioas::check_map_args, m)?)?;
     m.add_function(wrap_pyfunction!(ioas::check_copy_args, m)?)?;
     m.add_function(wrap_pyfunction!(ioas::copy, m)?)?;

@@ -55,7 +55,7 @@ async def recover(path: str, mappings: int) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     daemon = Daemon(Config(socket="", journal=path))
     started = time.perf_counter()
-    rows = await daemon.servicer.replay()
+    rows = await daemon.dispatcher.replay()
     elapsed = time.perf_counter() - started
     sess = daemon.sessions.get(TOKEN)
     assert sess is not None

@@ -19,8 +19,8 @@ The policy:
 - A session belongs to the identity that opened it: a TLS CN, or `uid:<n>`
   for a UNIX caller. Its token is honoured from that identity only.
 
-The checks run in the RPC wrapper, before the handler, so journal replay
-(which calls handlers directly) re-applies what was admitted once.
+The dispatcher runs the checks before the handler; journal replay skips
+them, as it re-applies what was admitted once.
 """
 from __future__ import annotations
 
@@ -29,11 +29,6 @@ import os
 from dataclasses import dataclass, field
 
 from iommud.errors import IommuError
-
-#: RPCs whose effects reach every client of the host.
-ADMIN_METHODS = frozenset({"BindHostDriver", "UnbindHostDriver", "HotAddDevice",
-                           "HotRemoveDevice"})
-
 
 @dataclass(frozen=True)
 class Caller:
@@ -44,12 +39,16 @@ class Caller:
     uid: int | None = None
     gid: int | None = None
     groups: frozenset[int] = field(default_factory=frozenset)
+    #: Journal replay: the identity the replayed row was admitted under.
+    replayed: str = ""
 
     @property
     def identity(self) -> str:
         """What a session is bound to ("" for anonymous loopback TCP)."""
         if self.tls_identity:
             return self.tls_identity
+        if self.replayed:
+            return self.replayed
         return f"uid:{self.uid}" if self.uid is not None else ""
 
     def details(self) -> dict[str, object]:
@@ -101,15 +100,15 @@ class AccessPolicy:
             raise ValueError("allow_uids/allow_gids restrict the UNIX socket, and a plaintext "
                              "TCP listener would bypass them: configure TLS or drop tcp")
 
-    def check_call(self, caller: Caller, method: str) -> None:
+    def check_call(self, caller: Caller, method: str, admin: bool) -> None:
         """EACCES for a UNIX caller outside the allow lists; EPERM for a
-        non-admin calling an admin RPC."""
+        non-admin calling an admin operation (its op table row says so)."""
         if caller.uid is not None and self.restricts_socket:
             if not (caller.uid in self.allow_uids or caller.gid in self.allow_gids
                     or caller.groups & self.allow_gids):
                 raise IommuError(E.EACCES, f"The caller, {caller.describe()}, is not among the "
                                  "uids and gids allowed on this socket.", **caller.details())
-        if method in ADMIN_METHODS and not self.is_admin(caller):
+        if admin and not self.is_admin(caller):
             raise IommuError(E.EPERM, f"{method} changes the host for every client and needs an "
                              f"admin; the caller is {caller.describe()}.", **caller.details())
 

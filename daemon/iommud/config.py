@@ -42,14 +42,14 @@ class Config:
     #: How often the reaper looks for expired sessions, in seconds.
     reap_interval: float = 1.0
     max_sessions: int = 1024
-    max_contexts_per_session: int = 64
+    max_contexts_per_session: int = Limits.max_contexts_per_session
     #: Every fd of a session (contexts, device, group, container fds): EMFILE past it.
-    max_fds_per_session: int = 1024
-    max_objects_per_context: int = 65536
+    max_fds_per_session: int = Limits.max_fds_per_session
+    max_objects_per_context: int = Limits.max_objects_per_context
     #: Areas one IOAS may hold: ENOSPC past it.
-    max_areas_per_ioas: int = 1 << 20
+    max_areas_per_ioas: int = Limits.max_areas_per_ioas
     #: Bytes all of a session's IOASes may map (the pinned-page rlimit analogue): ENOMEM past it.
-    max_mapped_bytes_per_session: int = 1 << 40
+    max_mapped_bytes_per_session: int = Limits.max_mapped_bytes_per_session
     #: Most IOVAs one TranslateBatch may carry.
     max_translate_batch: int = 1 << 24
     max_message_bytes: int = 256 << 20

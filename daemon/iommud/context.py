@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, TypeVar
 
 from iommud.errors import IommuError
 from iommud.failnth import step
-from iommud.limits import Accounting, Limits
 from iommud.ids import LowestFreeAllocator
+from iommud.limits import Accounting, Limits
 from iommud.objects import IommufdObject, ObjType
+from iommud_wire import pb
+from iommud_wire.uapi import INT_MAX
 
 if TYPE_CHECKING:
+    from iommud.call import Call
     from iommud.host import Host
     from iommud.ioas import Ioas
-    from iommud.vfio_compat import Container
-
-INT_MAX = (1 << 31) - 1
+    from iommud.vfio_group import Container
 
 _Obj = TypeVar("_Obj", bound=IommufdObject)
 
@@ -104,11 +105,20 @@ class IommufdContext:
             raise RuntimeError(f"device {obj.id} still has {obj.users} users")  # invariant
         self._remove(obj)
 
-    def release_fd(self) -> int:
-        """The fd was closed: tear down now, or once the last device unbinds.
-        Returns how many objects were destroyed now."""
+    def release(self) -> int:
+        """The fd was closed (iommufd_fops_release): tear down now, or once
+        the last device unbinds. Returns how many objects were destroyed now."""
         self.fd_closed = True
         return self.maybe_release()
+
+    def lookup_type(self, obj_id: int, kind: ObjType, what: str) -> IommufdObject:
+        """Look up `obj_id` by its type tag (for modules that may not import
+        the object's class); a missing id or the wrong type is ENOENT."""
+        obj = self._objects.get(obj_id)
+        if obj is None or obj.type is not kind:
+            raise IommuError(E.ENOENT, f"No {what} with id {obj_id} exists in this context.",
+                             id=obj_id)
+        return obj
 
     def maybe_release(self) -> int:
         if self.fd_closed and not self.holders and not self.closed:
@@ -134,3 +144,36 @@ class IommufdContext:
                 destroyed += 1
         self.closed = True
         return destroyed
+
+
+# -- handlers (main.c) --------------------------------------------------------------------
+
+def open_context(call: Call, req: pb.OpenContextRequest) -> pb.OpenContextResponse:
+    """open("/dev/iommu") (iommufd_fops_open): the new fd, lowest free from 3."""
+    return pb.OpenContextResponse(iommufd=call.sess.open_context())
+
+
+def close_context(call: Call, req: pb.CloseContextRequest) -> pb.CloseContextResponse:
+    """close() of an iommufd (iommufd_fops_release)."""
+    return pb.CloseContextResponse(destroyed_objects=call.sess.close_fd(req.iommufd))
+
+
+def destroy(call: Call, req: pb.DestroyRequest) -> pb.DestroyResponse:
+    """IOMMU_DESTROY (iommufd_destroy)."""
+    call.ctx.destroy(req.id)
+    return pb.DestroyResponse()
+
+
+def list_objects(call: Call, req: pb.ListObjectsRequest) -> pb.ListObjectsResponse:
+    out = []
+    for obj in call.ctx.objects():
+        info = pb.ObjectInfo(id=obj.id, type=int(obj.type), users=obj.users)
+        obj.describe(info)
+        out.append(info)
+    return pb.ListObjectsResponse(objects=out)
+
+
+def get_capabilities(call: Call, req: pb.GetCapabilitiesRequest) -> pb.GetCapabilitiesResponse:
+    stage = call.rt.config.group_stage
+    return pb.GetCapabilitiesResponse(group_stage=stage, multi_device_groups=stage >= 2,
+                                      split_groups=stage >= 3, bind_on_iommufd=True, pasid=True)

@@ -15,26 +15,33 @@ identifiable (stage 3).
 from __future__ import annotations
 
 import errno as E
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
 from iommud.failnth import step
-from iommud.host import DOMAIN_BLOCKING, Host
-from iommud.hw_pagetable import (
-    IOMMU_HWPT_ALLOC_PASID,
-    HwptPaging,
-    hwpt_paging_new,
-    hwpt_put,
-    new_resv_owner,
-)
+from iommud.host import DOMAIN_BLOCKING, Host, host_device_pb
+from iommud.hw_pagetable import HwptPaging, hwpt_paging_new, hwpt_put, new_resv_owner
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
 from iommud.topology import Device as HostDevice
+from iommud_wire import pb
+from iommud_wire.uapi import (
+    IOMMU_HW_CAP_DIRTY_TRACKING,
+    IOMMU_HW_CAP_PCI_PASID_EXEC,
+    IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+    IOMMU_HW_INFO_TYPE_DEFAULT,
+    IOMMU_HW_INFO_TYPE_INTEL_VTD,
+    IOMMU_HWPT_ALLOC_PASID,
+    VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_FLAG_TOKEN,
+    VFIO_DEVICE_DETACH_PASID,
+)
 
-VFIO_DEVICE_BIND_FLAG_TOKEN = 1
-VFIO_DEVICE_ATTACH_PASID = 1
-VFIO_DEVICE_DETACH_PASID = 1
+if TYPE_CHECKING:
+    from iommud.call import Call
 
 #: Thread stages of group support (chosen at daemon start).
 STAGE_1_SINGLETON = 1
@@ -59,6 +66,10 @@ class DeviceObj(IommufdObject):
         #: IOAS objects holding this device's reserved regions.
         self.resv_in: set[int] = set()
 
+    def describe(self, info: Any) -> None:
+        info.device = self.host_dev.name
+        info.cookie = self.cookie
+
 
 class DeviceFd:
     """An open device fd of a session."""
@@ -74,8 +85,19 @@ class DeviceFd:
         #: it after this fd closes.
         self.owns_binding = False
         #: Called once when the fd is closed (the group fd counts its devices).
-        self.on_close: list = []
+        self.on_close: list[Callable[[DeviceFd], None]] = []
         self.closed = False
+
+    def release(self) -> int:
+        """close(device_fd): unbind a binding this fd owns; returns how many
+        objects of its context went with it."""
+        ctx = self.bound.ctx if self.bound else None
+        before = len(ctx) if ctx is not None else 0
+        unbind(self)
+        self.closed = True
+        for callback in self.on_close:
+            callback(self)
+        return before - (len(ctx) if ctx is not None else 0)
 
     def require_bound(self, what: str) -> DeviceObj:
         if self.bound is None:
@@ -91,7 +113,7 @@ class DmaResult:
     fault: str = ""
 
 
-def open_device(host: Host, name: str) -> DeviceFd:
+def open_cdev(host: Host, name: str) -> DeviceFd:
     """open("/dev/vfio/devices/vfioN"): the cdev exists only while the device
     is bound to a VFIO host driver."""
     dev = host.device(name)
@@ -375,11 +397,6 @@ def dma(devfd: DeviceFd, pasid: int | None, iova: int, length: int, write: bool)
         return DmaResult(False, fault=reason)
 
 
-IOMMU_HW_INFO_FLAG_INPUT_TYPE = 1
-IOMMU_HW_INFO_TYPE_DEFAULT = 0
-IOMMU_HW_INFO_TYPE_INTEL_VTD = 1
-IOMMU_HW_CAP_DIRTY_TRACKING = 1
-IOMMU_HW_CAP_PCI_PASID_EXEC = 2
 #: Size of struct iommu_hw_info_vtd {u32 flags, u32 __reserved, u64 cap_reg, u64 ecap_reg}.
 VTD_INFO_LEN = 24
 
@@ -395,25 +412,116 @@ def _vtd_info(dev: HostDevice) -> bytes:
     return (0).to_bytes(8, "little") + cap.to_bytes(8, "little") + ecap.to_bytes(8, "little")
 
 
-def get_hw_info(ctx: IommufdContext, flags: int, dev_id: int, data_len: int, in_data_type: int,
-                reserved: int) -> dict[str, object]:
-    """IOMMU_GET_HW_INFO: driver data truncated to the caller's buffer and
-    zero-filled to its length; data_len reports the driver's full length."""
-    if flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE or reserved:
+def _hw_info(ctx: IommufdContext, req: pb.GetHwInfoRequest) -> pb.GetHwInfoResponse:
+    """IOMMU_GET_HW_INFO (iommufd_get_hw_info): driver data truncated to the
+    caller's buffer and zero-filled to its length; data_len reports the
+    driver's full length."""
+    flags, in_data_type, data_len = req.flags, req.in_data_type, req.data_len
+    if flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE or req.reserved:
         raise IommuError(E.EOPNOTSUPP, f"Unknown GET_HW_INFO flag bits or reserved field "
-                         f"({flags:#x}, {reserved:#x}).")
+                         f"({flags:#x}, {req.reserved:#x}).")
     if not flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE:
         in_data_type = IOMMU_HW_INFO_TYPE_DEFAULT
-    obj = ctx.get(dev_id, DeviceObj, "device")
+    obj = ctx.get(req.dev_id, DeviceObj, "device")
     if in_data_type not in (IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD):
         raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {obj.host_dev.name} reports no hw_info "
-                         f"of type {in_data_type}.", dev_id=dev_id)
+                         f"of type {in_data_type}.", dev_id=req.dev_id)
     if data_len > 1 << 16:
         raise IommuError(E.EINVAL, f"data_len {data_len:#x} is larger than any driver's data.")
-    data = _vtd_info(obj.host_dev)
     dev = obj.host_dev
+    data = _vtd_info(dev)
     caps = (IOMMU_HW_CAP_DIRTY_TRACKING if dev.dirty_tracking else 0) | (
         IOMMU_HW_CAP_PCI_PASID_EXEC if dev.max_pasid_log2 else 0)
-    return {"data": data[:data_len].ljust(data_len, b"\0"), "data_len": len(data),
-            "out_data_type": IOMMU_HW_INFO_TYPE_INTEL_VTD, "out_max_pasid_log2": dev.max_pasid_log2,
-            "out_capabilities": caps}
+    return pb.GetHwInfoResponse(data=data[:data_len].ljust(data_len, b"\0"), data_len=len(data),
+                                out_data_type=IOMMU_HW_INFO_TYPE_INTEL_VTD,
+                                out_max_pasid_log2=dev.max_pasid_log2, out_capabilities=caps)
+
+
+# -- handlers (device_cdev.c, device.c) ------------------------------------------------------
+
+def open_device(call: Call, req: pb.OpenDeviceRequest) -> pb.OpenDeviceResponse:
+    """open("/dev/vfio/devices/vfioN") for the host device `name`."""
+    sess = call.sess
+    sess.check_fd_room()
+    return pb.OpenDeviceResponse(device_fd=sess.install(open_cdev(call.rt.host, req.name)))
+
+
+def close_device(call: Call, req: pb.CloseDeviceRequest) -> pb.CloseDeviceResponse:
+    call.sess.close_fd(req.device_fd)
+    return pb.CloseDeviceResponse()
+
+
+def device_get_info(call: Call, req: pb.DeviceGetInfoRequest) -> pb.DeviceGetInfoResponse:
+    devfd = call.device
+    resp = pb.DeviceGetInfoResponse(device=host_device_pb(call.rt.host, devfd.host_dev.name),
+                                    bound=devfd.bound is not None)
+    if devfd.bound is not None:
+        resp.dev_id = devfd.bound.id
+        for pasid, hwpt in devfd.bound.attached.items():
+            if pasid is None:
+                resp.rid_hwpt_id = hwpt.id
+            else:
+                resp.pasid_hwpt_ids[pasid] = hwpt.id
+    return resp
+
+
+def _bind(call: Call, devfd: DeviceFd, iommufd: int, flags: int, cookie: int) -> int:
+    bind_check(devfd, flags, iommufd)  # device-side checks come before the fd's
+    ctx = call.sess.iommufd_arg(iommufd)
+    return bind(devfd, ctx, cookie, call.rt.config.group_stage)
+
+
+def device_bind_iommufd(call: Call, req: pb.DeviceBindIommufdRequest
+                        ) -> pb.DeviceBindIommufdResponse:
+    """VFIO_DEVICE_BIND_IOMMUFD (vfio_df_ioctl_bind_iommufd)."""
+    return pb.DeviceBindIommufdResponse(out_devid=_bind(call, call.device, req.iommufd,
+                                                        req.flags, req.cookie))
+
+
+def iommufd_bind_device(call: Call, req: pb.IommufdBindDeviceRequest
+                        ) -> pb.IommufdBindDeviceResponse:
+    """The kAPI's iommufd_device_bind, addressed by iommufd and device fd."""
+    devfd = call.sess.device_fd(req.device_fd)
+    return pb.IommufdBindDeviceResponse(dev_id=_bind(call, devfd, req.iommufd, 0, req.cookie))
+
+
+def device_attach_iommufd_pt(call: Call, req: pb.DeviceAttachIommufdPtRequest
+                             ) -> pb.DeviceAttachIommufdPtResponse:
+    """VFIO_DEVICE_ATTACH_IOMMUFD_PT (vfio_df_ioctl_attach_pt)."""
+    return pb.DeviceAttachIommufdPtResponse(pt_id=attach(
+        call.device, req.flags, req.pt_id, req.pasid, call.rt.config.group_stage))
+
+
+def device_detach_iommufd_pt(call: Call, req: pb.DeviceDetachIommufdPtRequest
+                             ) -> pb.DeviceDetachIommufdPtResponse:
+    """VFIO_DEVICE_DETACH_IOMMUFD_PT (vfio_df_ioctl_detach_pt)."""
+    detach_request(call.device, req.flags, req.pasid)
+    return pb.DeviceDetachIommufdPtResponse()
+
+
+_FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAULT_REASON_UNMAPPED,
+                  "permission": pb.DMA_FAULT_REASON_PERMISSION}
+
+
+def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
+    """DMA issued by the device: translated, permission checked and
+    dirty-tracked; faults are results, not call errors."""
+    devfd = call.device
+    pasid = req.pasid if req.HasField("pasid") else None
+    obj = devfd.require_bound("Device DMA")
+    resp = pb.DeviceDmaResponse()
+    for access in req.accesses:
+        result = dma(devfd, pasid, access.iova, access.length, access.write)
+        reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
+        resp.results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
+        if not result.ok:
+            fault = pb.DmaFault(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
+                                write=access.write, reason=reason)
+            if pasid is not None:
+                fault.pasid = pasid
+            resp.faults.append(fault)
+    return resp
+
+
+def get_hw_info(call: Call, req: pb.GetHwInfoRequest) -> pb.GetHwInfoResponse:
+    return _hw_info(call.ctx, req)

@@ -85,6 +85,14 @@ class IommuError(Exception):
         return cls(exc.errno if exc.errno is not None else E.EIO, message)
 
 
+def check_reserved(reserved: int) -> None:
+    """A reserved field must be zero: EOPNOTSUPP otherwise, as the kernel's
+    iommufd handlers answer a non-zero __reserved."""
+    if reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.",
+                         reserved=reserved)
+
+
 def render_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()

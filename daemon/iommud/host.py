@@ -18,12 +18,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno as E
-from collections.abc import Iterator
-from typing import Any
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
 
 from iommud.errors import IommuError
 from iommud.failnth import step
-from iommud.topology import Device, Driver, Topology
+from iommud.topology import Device, Driver, ReservedRegion, Topology
+from iommud_wire import pb
+
+if TYPE_CHECKING:
+    from iommud.call import Call
 
 DOMAIN_DEFAULT = "default"
 DOMAIN_BLOCKING = "blocking"
@@ -240,3 +245,103 @@ class Host:
             if queue.full():
                 queue.get_nowait()  # a slow watcher loses the oldest event, not the daemon
             queue.put_nowait(event)
+
+
+# -- handlers: the host's devices, groups and drivers ---------------------------------------
+
+def host_device_pb(host: Host, name: str) -> pb.HostDevice:
+    dev = host.devices[name]
+    drv = host.driver_of(name)
+    return pb.HostDevice(
+        name=dev.name, group=dev.group, vendor=dev.vendor, device=dev.device,
+        class_code=dev.class_code, driver=drv.name if drv else "",
+        driver_managed_dma=bool(drv and drv.driver_managed_dma),
+        reserved_regions=[pb.ReservedRegion(start=r.start, last=r.last, kind=r.kind)
+                          for r in dev.reserved_regions],
+        pgsize_bitmap=dev.pgsize_bitmap, max_pasid_log2=dev.max_pasid_log2,
+        dirty_tracking=dev.dirty_tracking, reliable_source_id=dev.reliable_source_id,
+        aperture_bits=dev.aperture_bits, description=dev.description,
+        user_open=name in host.groups[dev.group].open_devices)
+
+
+def _device_from_proto(msg: pb.HostDevice) -> Device:
+    """A hot-added device; unset properties take the topology defaults."""
+    defaults = Device(name=msg.name, group=msg.group)
+    if not re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", msg.name):
+        raise IommuError(E.EINVAL, f"{msg.name[:64]!r} is not a PCI address of the form "
+                         f"DDDD:BB:DD.F.", device=msg.name[:64])
+    regions = tuple(ReservedRegion(r.start, r.last, r.kind or "msi") for r in msg.reserved_regions)
+    for r in regions:
+        if r.start > r.last:
+            raise IommuError(E.EINVAL, f"Reserved region {r.start:#x}..{r.last:#x} ends before "
+                             f"it starts.", device=msg.name)
+    if msg.max_pasid_log2 > 20 or (msg.aperture_bits and not 32 <= msg.aperture_bits <= 64):
+        raise IommuError(E.EINVAL, "max_pasid_log2 must be at most 20 and aperture_bits within "
+                         "32..64.", device=msg.name)
+    return dataclasses.replace(
+        defaults, vendor=msg.vendor, device=msg.device, class_code=msg.class_code,
+        driver=msg.driver or None, reserved_regions=regions or defaults.reserved_regions,
+        pgsize_bitmap=msg.pgsize_bitmap or defaults.pgsize_bitmap,
+        max_pasid_log2=msg.max_pasid_log2, dirty_tracking=msg.dirty_tracking,
+        reliable_source_id=msg.reliable_source_id,
+        aperture_bits=msg.aperture_bits or defaults.aperture_bits, description=msg.description)
+
+
+def list_devices(call: Call, req: pb.ListDevicesRequest) -> pb.ListDevicesResponse:
+    host = call.rt.host
+    return pb.ListDevicesResponse(devices=[host_device_pb(host, n) for n in sorted(host.devices)])
+
+
+def list_groups(call: Call, req: pb.ListGroupsRequest) -> pb.ListGroupsResponse:
+    host = call.rt.host
+    out = []
+    for g in host.iter_groups():
+        if g.owner is None:
+            owner = pb.GROUP_OWNER_NONE
+        elif getattr(getattr(g.owner, "container", None), "claims_groups", False):
+            owner = pb.GROUP_OWNER_CONTAINER  # a type1 container claims whole groups
+        else:
+            owner = pb.GROUP_OWNER_IOMMUFD
+        domain = g.domain if isinstance(g.domain, str) else f"hwpt:{g.domain.id}"
+        out.append(pb.IommuGroup(group=g.group, devices=[d.name for d in host.members(g.group)],
+                                 viable=host.viable(g.group), owner=owner,
+                                 owner_cnt=g.owner_cnt, domain=domain))
+    return pb.ListGroupsResponse(groups=out)
+
+
+def bind_host_driver(call: Call, req: pb.BindHostDriverRequest) -> pb.BindHostDriverResponse:
+    """Writing the driver's sysfs bind file (admin)."""
+    call.rt.host.bind_driver(req.device, req.driver)
+    return pb.BindHostDriverResponse()
+
+
+def unbind_host_driver(call: Call, req: pb.UnbindHostDriverRequest
+                       ) -> pb.UnbindHostDriverResponse:
+    call.rt.host.unbind_driver(req.device)
+    return pb.UnbindHostDriverResponse()
+
+
+def hot_add_device(call: Call, req: pb.HotAddDeviceRequest) -> pb.HotAddDeviceResponse:
+    call.rt.host.hot_add(_device_from_proto(req.device))
+    return pb.HotAddDeviceResponse()
+
+
+def hot_remove_device(call: Call, req: pb.HotRemoveDeviceRequest) -> pb.HotRemoveDeviceResponse:
+    call.rt.host.hot_remove(req.device)
+    return pb.HotRemoveDeviceResponse()
+
+
+async def watch_host(call: Call, req: pb.WatchHostRequest) -> AsyncIterator[pb.WatchHostResponse]:
+    """Every driver, ownership, viability and hot-plug change, as it happens."""
+    sess, host = call.sess, call.rt.host
+    queue = host.subscribe()
+    sess.streams += 1
+    try:
+        while not sess.closed:
+            event = await queue.get()
+            yield pb.WatchHostResponse(kind=event.kind, group=event.group, device=event.device,
+                                       detail=event.detail)
+    finally:
+        sess.streams -= 1
+        sess.touch()
+        host.unsubscribe(queue)

@@ -11,25 +11,32 @@ from __future__ import annotations
 
 import errno as E
 import itertools
+from typing import TYPE_CHECKING, Any, cast
 
 from iommud.context import IommufdContext
-from iommud.errors import IommuError
+from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.fault import FaultQueue
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
 from iommud.topology import Device as HostDevice
+from iommud_wire import pb
+from iommud_wire.uapi import (
+    IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
+    IOMMU_HWPT_ALLOC_FLAGS,
+    IOMMU_HWPT_ALLOC_NEST_PARENT,
+    IOMMU_HWPT_ALLOC_PASID,
+    IOMMU_HWPT_DATA_NONE,
+    IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
+    IOMMU_HWPT_FAULT_ID_VALID,
+    IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+    PAGE_SIZE,
+    U64_MAX,
+)
 
-U64_MAX = (1 << 64) - 1
-PAGE_SIZE = 4096
-
-IOMMU_HWPT_ALLOC_NEST_PARENT = 1
-IOMMU_HWPT_ALLOC_DIRTY_TRACKING = 2
-IOMMU_HWPT_FAULT_ID_VALID = 4
-IOMMU_HWPT_ALLOC_PASID = 8
-HWPT_ALLOC_FLAGS = (IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING
-                    | IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID)
-IOMMU_HWPT_DATA_NONE = 0
+if TYPE_CHECKING:
+    from iommud.call import Call
+    from iommud.device import DeviceObj
 
 #: Reservation owners must be unique per IOAS across devices and HWPTs.
 _resv_owner = itertools.count(1)
@@ -60,6 +67,10 @@ class HwptPaging(IommufdObject):
         self.added = False
         #: The fault queue this HWPT reports to (it holds a users ref on it).
         self.fault: IommufdObject | None = None
+
+    def describe(self, info: Any) -> None:
+        info.ioas_id = self.ioas.id
+        info.auto_domain = self.auto_domain
 
     def compatible(self, dev: HostDevice) -> bool:
         """Could `dev` attach to this domain? (Incompatibility is EINVAL.)"""
@@ -123,97 +134,97 @@ def hwpt_put(ctx: IommufdContext, hwpt: HwptPaging) -> None:
         ctx.destroy(hwpt.id)
 
 
-def hwpt_alloc(ctx: IommufdContext, flags: int, dev_id: int, pt_id: int, data_type: int,
-               data_len: int, fault_id: int, reserved: int) -> int:
-    """IOMMU_HWPT_ALLOC for paging HWPTs (hw_pagetable.c order)."""
-    from iommud.device import DeviceObj  # device.py imports this module
-
-    if reserved:
-        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.")
+def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
+    """IOMMU_HWPT_ALLOC for paging HWPTs (iommufd_hwpt_alloc order)."""
+    ctx = call.ctx
+    flags, data_type, data_len = req.flags, req.data_type, req.data_len
+    check_reserved(req.reserved)
     if (data_type == IOMMU_HWPT_DATA_NONE) != (data_len == 0):
         raise IommuError(E.EINVAL, f"data_type {data_type} does not agree with data_len "
                          f"{data_len:#x}.")
-    dev = ctx.get(dev_id, DeviceObj, "device")
-    pt = ctx.lookup(pt_id)
+    dev = cast("DeviceObj", ctx.lookup_type(req.dev_id, ObjType.DEVICE, "device"))
+    pt = ctx.lookup(req.pt_id)
     if pt is None:
-        raise IommuError(E.EINVAL, f"pt_id {pt_id} names no IOAS or HWPT in this context.",
-                         pt_id=pt_id)
+        raise IommuError(E.EINVAL, f"pt_id {req.pt_id} names no IOAS or HWPT in this context.",
+                         pt_id=req.pt_id)
     if isinstance(pt, Ioas):
-        if flags & ~HWPT_ALLOC_FLAGS:
-            raise IommuError(E.EOPNOTSUPP, f"Unknown HWPT_ALLOC flag bits {flags & ~HWPT_ALLOC_FLAGS:#x}.")
+        if flags & ~IOMMU_HWPT_ALLOC_FLAGS:
+            raise IommuError(E.EOPNOTSUPP, f"Unknown HWPT_ALLOC flag bits "
+                             f"{flags & ~IOMMU_HWPT_ALLOC_FLAGS:#x}.")
         if data_type != IOMMU_HWPT_DATA_NONE:
             raise IommuError(E.EOPNOTSUPP, f"This IOMMU has no driver data type {data_type} for "
                              f"paging domains.")
         if flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not dev.host_dev.dirty_tracking:
             raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {dev.host_dev.name} cannot track "
-                             f"dirty pages.", dev_id=dev_id)
+                             f"dirty pages.", dev_id=req.dev_id)
         if flags & IOMMU_HWPT_ALLOC_PASID and not dev.host_dev.max_pasid_log2:
             raise IommuError(E.EOPNOTSUPP, f"{dev.host_dev.name} has no PASID support.",
-                             dev_id=dev_id)
+                             dev_id=req.dev_id)
         fault = None
         if flags & IOMMU_HWPT_FAULT_ID_VALID:
-            fault = ctx.get(fault_id, FaultQueue, "fault queue")
+            fault = ctx.get(req.fault_id, FaultQueue, "fault queue")
         hwpt = hwpt_paging_new(ctx, pt, dev.host_dev, auto_domain=False, flags=flags)
         if fault is not None:
             hwpt.fault = fault
             fault.users += 1
-        return hwpt.id
+        return pb.HwptAllocResponse(out_hwpt_id=hwpt.id)
     if isinstance(pt, HwptPaging):
         if data_len == 0:
             raise IommuError(E.EOPNOTSUPP, "A nested HWPT needs driver data; none was given.")
         if pt.auto_domain or not pt.nest_parent:
-            raise IommuError(E.EINVAL, f"HWPT {pt_id} was not allocated with NEST_PARENT.",
-                             pt_id=pt_id)
+            raise IommuError(E.EINVAL, f"HWPT {req.pt_id} was not allocated with NEST_PARENT.",
+                             pt_id=req.pt_id)
         raise IommuError(E.EOPNOTSUPP, f"Nested domains of data type {data_type} are not "
-                         f"modelled.", pt_id=pt_id)
-    raise IommuError(E.EINVAL, f"Object {pt_id} is neither an IOAS nor a paging HWPT.",
-                     pt_id=pt_id)
+                         f"modelled.", pt_id=req.pt_id)
+    raise IommuError(E.EINVAL, f"Object {req.pt_id} is neither an IOAS nor a paging HWPT.",
+                     pt_id=req.pt_id)
 
 
-IOMMU_HWPT_DIRTY_TRACKING_ENABLE = 1
-IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = 1
-
-
-def set_dirty_tracking(ctx: IommufdContext, flags: int, hwpt_id: int) -> None:
-    """IOMMU_HWPT_SET_DIRTY_TRACKING. Dirty state lives in the IOAS's table,
-    which every paging HWPT of the IOAS mirrors."""
-    if flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
-        raise IommuError(E.EOPNOTSUPP, f"Unknown SET_DIRTY_TRACKING flag bits {flags:#x}.")
-    hwpt = ctx.get(hwpt_id, HwptPaging, "paging HWPT")
+def hwpt_set_dirty_tracking(call: Call, req: pb.HwptSetDirtyTrackingRequest
+                            ) -> pb.HwptSetDirtyTrackingResponse:
+    """IOMMU_HWPT_SET_DIRTY_TRACKING (iommufd_hwpt_set_dirty_tracking). Dirty
+    state lives in the IOAS's table, which every paging HWPT of the IOAS
+    mirrors."""
+    if req.flags & ~IOMMU_HWPT_DIRTY_TRACKING_ENABLE:
+        raise IommuError(E.EOPNOTSUPP, f"Unknown SET_DIRTY_TRACKING flag bits {req.flags:#x}.")
+    hwpt = call.ctx.get(req.hwpt_id, HwptPaging, "paging HWPT")
     if not hwpt.dirty_tracking:
-        raise IommuError(E.EOPNOTSUPP, f"HWPT {hwpt_id} was not allocated with DIRTY_TRACKING.",
-                         hwpt_id=hwpt_id)
-    hwpt.ioas.iopt.set_dirty_tracking(bool(flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE))
+        raise IommuError(E.EOPNOTSUPP, f"HWPT {req.hwpt_id} was not allocated with "
+                         f"DIRTY_TRACKING.", hwpt_id=req.hwpt_id)
+    hwpt.ioas.iopt.set_dirty_tracking(bool(req.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE))
+    return pb.HwptSetDirtyTrackingResponse()
 
 
-def get_dirty_bitmap(ctx: IommufdContext, hwpt_id: int, flags: int, reserved: int, iova: int,
-                     length: int, page_size: int) -> bytes:
-    """IOMMU_HWPT_GET_DIRTY_BITMAP; the range checks run in the core."""
-    if flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or reserved:
-        raise IommuError(E.EOPNOTSUPP, f"Unknown GET_DIRTY_BITMAP flags {flags:#x} or reserved "
-                         f"{reserved:#x}.")
-    hwpt = ctx.get(hwpt_id, HwptPaging, "paging HWPT")
+def hwpt_get_dirty_bitmap(call: Call, req: pb.HwptGetDirtyBitmapRequest
+                          ) -> pb.HwptGetDirtyBitmapResponse:
+    """IOMMU_HWPT_GET_DIRTY_BITMAP (iommufd_hwpt_get_dirty_bitmap); the range
+    checks run in the core."""
+    if req.flags & ~IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR or req.reserved:
+        raise IommuError(E.EOPNOTSUPP, f"Unknown GET_DIRTY_BITMAP flags {req.flags:#x} or "
+                         f"reserved {req.reserved:#x}.")
+    hwpt = call.ctx.get(req.hwpt_id, HwptPaging, "paging HWPT")
     if not hwpt.dirty_tracking:
-        raise IommuError(E.EOPNOTSUPP, f"HWPT {hwpt_id} cannot read dirty bits.", hwpt_id=hwpt_id)
-    clear = not flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
-    return hwpt.ioas.iopt.read_dirty_bitmap(iova, length, page_size, clear)
+        raise IommuError(E.EOPNOTSUPP, f"HWPT {req.hwpt_id} cannot read dirty bits.",
+                         hwpt_id=req.hwpt_id)
+    clear = not req.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
+    return pb.HwptGetDirtyBitmapResponse(data=hwpt.ioas.iopt.read_dirty_bitmap(
+        req.iova, req.length, req.page_size, clear))
 
 
-def invalidate(ctx: IommufdContext, hwpt_id: int, data: bytes, data_type: int, entry_len: int,
-               entry_num: int, reserved: int) -> int:
-    """IOMMU_HWPT_INVALIDATE. Only nested HWPTs and vIOMMUs take cache
-    invalidations, and none exist in this model, so a valid request ends at
-    the type check; the entry count handled (0) is reported even on error."""
+def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalidateResponse:
+    """IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate). Only nested HWPTs and
+    vIOMMUs take cache invalidations, and none exist in this model, so a
+    valid request ends at the type check; the entry count handled (0) is
+    reported even on error."""
     handled = {"entry_num": 0}
-    if reserved:
-        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not {reserved:#x}.",
-                         **handled)
-    if entry_num and (not data or not entry_len):
-        raise IommuError(E.EINVAL, f"{entry_num} entries need data and a non-zero entry_len.",
-                         **handled)
-    obj = ctx.lookup(hwpt_id)
-    if obj is None:
-        raise IommuError(E.ENOENT, f"No object with id {hwpt_id} exists in this context.",
-                         hwpt_id=hwpt_id, **handled)
-    raise IommuError(E.EINVAL, f"Object {hwpt_id} is not a nested HWPT or a vIOMMU; only those "
-                     f"take invalidations.", hwpt_id=hwpt_id, **handled)
+    if req.reserved:
+        raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not "
+                         f"{req.reserved:#x}.", **handled)
+    if req.entry_num and (not req.data or not req.entry_len):
+        raise IommuError(E.EINVAL, f"{req.entry_num} entries need data and a non-zero "
+                         f"entry_len.", **handled)
+    if call.ctx.lookup(req.hwpt_id) is None:
+        raise IommuError(E.ENOENT, f"No object with id {req.hwpt_id} exists in this context.",
+                         hwpt_id=req.hwpt_id, **handled)
+    raise IommuError(E.EINVAL, f"Object {req.hwpt_id} is not a nested HWPT or a vIOMMU; only "
+                     f"those take invalidations.", hwpt_id=req.hwpt_id, **handled)

@@ -39,9 +39,6 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-#: Methods whose effects belong to the host, not to the session that made them.
-HOST_METHODS = frozenset({"BindHostDriver", "UnbindHostDriver", "HotAddDevice", "HotRemoveDevice"})
-
 SCHEMA_VERSION = "1"
 
 
@@ -59,10 +56,14 @@ class JournalMismatch(RuntimeError):
 
 
 class Journal:
-    def __init__(self, path: str, sync: str = "normal") -> None:
+    def __init__(self, path: str, sync: str = "normal",
+                 host_methods: frozenset[str] = frozenset()) -> None:
         if sync not in ("normal", "full"):
             raise ValueError(f"journal_sync must be normal or full, not {sync!r}")
         self.path = path
+        #: Methods whose effects belong to the host, not to the session that
+        #: made them: their rows outlive the session (the op table's admin rows).
+        self.host_methods = host_methods
         # Autocommit mode: each record() is its own transaction, committed on return.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if path != ":memory:":
@@ -106,9 +107,9 @@ class Journal:
                          (token, identity, method, request))
 
     def forget_session(self, token: str) -> None:
-        marks = ",".join("?" * len(HOST_METHODS))
+        marks = ",".join("?" * len(self.host_methods))
         self._db.execute(f"DELETE FROM ops WHERE token = ? AND method NOT IN ({marks})",
-                         (token, *sorted(HOST_METHODS)))
+                         (token, *sorted(self.host_methods)))
 
     def records(self) -> Iterator[Record]:
         cur = self._db.execute("SELECT seq, token, identity, method, request FROM ops ORDER BY seq")

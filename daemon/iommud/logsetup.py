@@ -8,6 +8,14 @@ from typing import TextIO
 
 import structlog
 
+#: The configured level, so that hot paths can skip building events that
+#: the filtering logger would drop anyway.
+_level = logging.INFO
+
+
+def level_enabled(level: int) -> bool:
+    return level >= _level
+
 
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
@@ -15,6 +23,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         fmt = "console" if stream.isatty() else "json"
     if fmt not in ("console", "json"):
         raise ValueError(f"log_format must be auto, console or json, not {fmt!r}")
+    levels = logging.getLevelNamesMapping()
+    if level.upper() not in levels:
+        raise ValueError(f"log_level must be one of debug, info, warning, error, not {level!r}")
+    global _level
+    _level = levels[level.upper()]
     renderer: structlog.types.Processor = (
         structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
         else structlog.processors.JSONRenderer(sort_keys=True))
@@ -25,8 +38,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+        wrapper_class=structlog.make_filtering_bound_logger(_level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -8,6 +8,7 @@ holder; otherwise EBUSY.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 
 class ObjType(enum.IntEnum):
@@ -29,3 +30,6 @@ class IommufdObject:
 
     def destroy(self) -> None:
         """Release what the object holds; called once, after it left the table."""
+
+    def describe(self, info: Any) -> None:
+        """Fill the type's own fields of a pb.ObjectInfo (ListObjects)."""

@@ -23,18 +23,20 @@ from grpc_reflection.v1alpha import reflection
 
 from iommud import topology_load
 from iommud._core import PeerGate
+from iommud.access import AccessPolicy
+from iommud.call import Runtime
 from iommud.config import Config
+from iommud.dispatch import Dispatcher
 from iommud.host import Host
 from iommud.journal import Journal
 from iommud.logsetup import get_logger
-from iommud.service import IommuServicer, generic_handler
+from iommud.ops import ROWS
+from iommud.service import GrpcService
 from iommud.session import SessionRegistry
 from iommud.topology import Topology
-from iommud_wire import pb
+from iommud_wire import SERVICE_NAME
 
 log = get_logger("iommud.server")
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IommuService"].full_name
 
 
 def _check_tcp(address: str, tls: bool) -> str:
@@ -127,11 +129,19 @@ class Daemon:
             max_sessions=config.max_sessions, limits=config.limits(), host=self.host)
         self.journal: Journal | None = None
         if config.journal:
-            self.journal = Journal(config.journal, config.journal_sync)
+            self.journal = Journal(config.journal, config.journal_sync,
+                                   host_methods=frozenset(op.name for op in ROWS if op.admin))
             self.journal.bind(Journal.fingerprint(
                 topology=config.topology, topology_digest=_topology_digest(config.topology),
                 group_stage=config.group_stage, vfio_mode=config.vfio_mode))
-        self.servicer = IommuServicer(config, self.sessions, self.host, self.journal)
+            journal = self.journal
+            self.sessions.on_forget.append(lambda sess: journal.forget_session(sess.token))
+        access = AccessPolicy(config.allow_uids, config.allow_gids, config.admin_uids,
+                              config.admin_identities)
+        self.rt = Runtime(config=config, host=self.host, sessions=self.sessions, access=access,
+                          journal=self.journal)
+        self.dispatcher = Dispatcher(self.rt)
+        self.service = GrpcService(self.rt, self.dispatcher)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.endpoints: list[str] = []
@@ -146,11 +156,11 @@ class Daemon:
                    ("grpc.so_reuseport", 0)]
         if self.journal is not None:
             started = time.perf_counter()
-            rows = await self.servicer.replay()
+            rows = await self.dispatcher.replay()
             log.info("journal.recovered", path=cfg.journal, rows=rows, sessions=len(self.sessions),
                      seconds=round(time.perf_counter() - started, 3))
         server = grpc.aio.server(options=options)
-        server.add_generic_rpc_handlers((generic_handler(self.servicer),))
+        server.add_generic_rpc_handlers((self.service.generic_handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -166,7 +176,7 @@ class Daemon:
             self.endpoints.append(f"unix:{path}")
         if cfg.tcp:
             creds = _tls_credentials(cfg)
-            self.servicer.access.check_listeners(plaintext_tcp=creds is None)
+            self.rt.access.check_listeners(plaintext_tcp=creds is None)
             address = _check_tcp(cfg.tcp, tls=creds is not None)
             bound = (server.add_secure_port(address, creds) if creds is not None
                      else server.add_insecure_port(address))
@@ -177,7 +187,7 @@ class Daemon:
         await server.start()
         self.server = server
         if self._socket_path is not None:
-            self.servicer.gate = self._open_gate(self._socket_path, cfg.socket_mode)
+            self.rt.gate = self._open_gate(self._socket_path, cfg.socket_mode)
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", endpoints=self.endpoints, pid=os.getpid())
@@ -222,8 +232,8 @@ class Daemon:
             await self._set_health(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:
             await self.server.stop(self.config.shutdown_grace)
-        if self.servicer.gate is not None:
-            self.servicer.gate.stop()
+        if self.rt.gate is not None:
+            self.rt.gate.stop()
         open_sessions = len(self.sessions)
         self.sessions.close_all()
         if self._socket_path is not None:

@@ -1,5 +1,6 @@
 """Sessions: the analogue of a process. A session owns an fd table whose
-entries are iommufd contexts (and, later, device, group and container fds).
+entries are iommufd contexts, VFIO device fds and VFIO group fds (a legacy
+container is an iommufd context).
 
 Tokens are 256-bit secrets; the registry is keyed by token, so a call whose
 token names no session can learn nothing about other sessions. Closing a
@@ -9,25 +10,49 @@ calling and holds no WatchSession stream is reaped once its lease runs out.
 Concurrency: every mutation runs on the daemon's event loop thread, so the
 registry and the fd tables need no locks. The native page tables carry their
 own locks for the translate batches that run off the loop.
+
+The fd table holds entries by the `FdEntry` protocol (their kind and their
+release), so this module sits below device.py and vfio_compat.py, which
+make those entries.
 """
 from __future__ import annotations
 
+import asyncio
 import errno as E
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Protocol, cast
 
 from iommud.context import IommufdContext
-from iommud.device import DeviceFd, open_device, unbind
 from iommud.errors import IommuError
-from iommud.host import Host
 from iommud.failnth import step
 from iommud.ids import LowestFreeAllocator
 from iommud.limits import Accounting, Limits
-from iommud.vfio_compat import GroupFd, close_group, open_group
+from iommud.logsetup import get_logger
+from iommud_wire import pb
 
-FdEntry = IommufdContext | DeviceFd | GroupFd
+if TYPE_CHECKING:
+    from iommud.call import Call
+    from iommud.device import DeviceFd
+    from iommud.host import Host
+    from iommud.vfio_compat import GroupFd
+
+log = get_logger("iommud.session")
+
+
+class FdEntry(Protocol):
+    """What a session's fd table holds: an open file of some kind."""
+
+    #: "iommufd", "device" or "group" (a container is an "iommufd").
+    kind: str
+
+    def release(self) -> int:
+        """close() of the last reference, as the kernel's file release:
+        returns how many iommufd objects were destroyed right away."""
+        ...
+
 
 #: The first fd a session hands out, as a process's 0-2 are taken by stdio.
 FIRST_FD = 3
@@ -36,7 +61,7 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 limits: Limits, host: Host | None = None, identity: str = "") -> None:
+                 limits: Limits, host: "Host | None" = None, identity: str = "") -> None:
         self.token = token
         #: The mutual-TLS identity that opened the session ("" without one);
         #: only that identity may use the token.
@@ -93,30 +118,17 @@ class Session:
                              f"limit.", limit=self.limits.max_contexts_per_session)
         return self._install(IommufdContext(self.limits, self.host, self.account))
 
-    def open_device(self, name: str) -> int:
-        """open("/dev/vfio/devices/vfioN") for the host device `name`."""
-        if self.host is None:
-            raise IommuError(E.ENODEV, "This daemon models no host devices.")
-        self.check_fd_room()
-        return self._install(open_device(self.host, name))
+    def install(self, entry: FdEntry) -> int:
+        """Give an entry made by its open its fd number; the open checked
+        check_fd_room() before it had any effect."""
+        return self._install(entry)
 
-    def install_device_fd(self, devfd: DeviceFd) -> int:
-        """A device fd made elsewhere (VFIO_GROUP_GET_DEVICE_FD)."""
-        return self._install(devfd)
-
-    def open_group(self, group: int) -> int:
-        """open("/dev/vfio/<group>")."""
-        if self.host is None:
-            raise IommuError(E.ENODEV, "This daemon models no host devices.")
-        self.check_fd_room()
-        return self._install(open_group(self.host, group))
-
-    def group_fd(self, fd: int) -> GroupFd:
+    def group_fd(self, fd: int) -> "GroupFd":
         entry = self._entry(fd)
-        if not isinstance(entry, GroupFd):
+        if entry.kind != "group":
             raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO group fd.",
                              group_fd=fd)
-        return entry
+        return cast("GroupFd", entry)
 
     def _entry(self, fd: int) -> FdEntry:
         entry = self._fds.get(fd)
@@ -142,30 +154,19 @@ class Session:
                              iommufd=fd)
         return entry
 
-    def device_fd(self, fd: int) -> DeviceFd:
+    def device_fd(self, fd: int) -> "DeviceFd":
         entry = self._entry(fd)
-        if not isinstance(entry, DeviceFd):
+        if entry.kind != "device":
             raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO device fd.",
                              device_fd=fd)
-        return entry
+        return cast("DeviceFd", entry)
 
     def close_fd(self, fd: int) -> int:
         """close(fd); returns the objects destroyed right away."""
         entry = self._entry(fd)
         del self._fds[fd]
         self._fd_numbers.release(fd)
-        if isinstance(entry, IommufdContext):
-            return entry.release_fd()
-        if isinstance(entry, GroupFd):
-            close_group(entry)
-            return 0
-        ctx = entry.bound.ctx if entry.bound else None
-        before = len(ctx) if ctx is not None else 0
-        unbind(entry)
-        entry.closed = True
-        for callback in entry.on_close:
-            callback(entry)
-        return before - (len(ctx) if ctx is not None else 0)
+        return entry.release()
 
     def close_context(self, fd: int) -> int:
         self.context(fd)
@@ -182,7 +183,7 @@ class Session:
 
 class SessionRegistry:
     def __init__(self, lease_default: int, lease_max: int, max_sessions: int,
-                 limits: Limits, host: Host | None = None) -> None:
+                 limits: Limits, host: "Host | None" = None) -> None:
         self.host = host
         self.lease_default = lease_default
         self.lease_max = lease_max
@@ -248,3 +249,45 @@ class SessionRegistry:
         """Daemon stop: every session ends, none is forgotten by the journal."""
         for session in list(self._by_token.values()):
             self.close(session, forget=False)
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+def open_session(call: Call, req: pb.OpenSessionRequest) -> pb.OpenSessionResponse:
+    """A new session for the caller's identity (on replay: the journaled one,
+    with its journaled token)."""
+    sess = call.rt.sessions.open(req.client_name, req.lease_seconds, call.caller.identity,
+                                 token=call.replay_token)
+    if call.replay_token is None:
+        log.info("session.open", session=sess.session_id, client_name=sess.client_name,
+                 lease_seconds=sess.lease_seconds, identity=call.caller.identity or None,
+                 pid=call.caller.pid)
+    return pb.OpenSessionResponse(token=sess.token, session_id=sess.session_id,
+                                  lease_seconds=sess.lease_seconds)
+
+
+def close_session(call: Call, req: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
+    return pb.CloseSessionResponse(closed_fds=call.rt.sessions.close(call.sess))
+
+
+def keep_alive(call: Call, req: pb.KeepAliveRequest) -> pb.KeepAliveResponse:
+    return pb.KeepAliveResponse(lease_seconds=call.sess.lease_seconds)
+
+
+async def watch_session(call: Call,
+                        req: pb.WatchSessionRequest) -> AsyncIterator[pb.WatchSessionResponse]:
+    """Heartbeats for as long as the client reads them; the session's lease
+    does not run while a stream is open."""
+    sess = call.sess
+    interval = min(max((req.interval_ms or 1000) / 1000.0, 0.1), 60.0)
+    sess.streams += 1
+    log.info("session.watch", session=sess.session_id, streams=sess.streams)
+    try:
+        sequence = 0
+        while not sess.closed:
+            sequence += 1
+            yield pb.WatchSessionResponse(session_id=sess.session_id, sequence=sequence)
+            await asyncio.sleep(interval)
+    finally:
+        sess.streams -= 1
+        sess.touch()  # the lease counts from the moment the stream ended

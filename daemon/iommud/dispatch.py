@@ -1,0 +1,154 @@
+"""The dispatcher: the framing every operation shares, done once.
+
+For each call, in this order: the access policy (allowed uids/gids, admin
+rows; access.py), the session named by the token (ESRCH), the fd the row
+acts on (EBADF, ENOTTY), the fail-nth walk when armed (failnth.py), the
+handler, the journal row for a journaled success, and one log event. Every
+failure is an IommuError (an OSError from rust_core is adopted as one);
+turning it into a transport status is the transport's job (errors.py).
+
+Transports (the gRPC adapter in service.py, journal replay here) hand the
+dispatcher an op row, the decoded request and who is calling; handlers never
+see the transport.
+"""
+from __future__ import annotations
+
+import errno as E
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from iommud import failnth
+from iommud.access import Caller
+from iommud.call import Call, Runtime
+from iommud.errors import IommuError, request_details
+from iommud.logsetup import get_logger, level_enabled
+from iommud.ops import TABLE, Fd, Needs, Op
+from iommud.session import Session
+
+log = get_logger("iommud.rpc")
+
+Resolver = Callable[[Session, Any], Any]
+
+
+def _resolver(op: Op) -> Resolver | None:
+    """How the row's fd field becomes the object the handler acts on."""
+    field = op.fd.value
+    if op.fd in (Fd.IOMMUFD, Fd.CONTAINER):
+        return lambda sess, req: sess.context(getattr(req, field))
+    if op.fd is Fd.DEVICE:
+        return lambda sess, req: sess.device_fd(getattr(req, field))
+    if op.fd is Fd.GROUP:
+        return lambda sess, req: sess.group_fd(getattr(req, field))
+    return None
+
+
+class Dispatcher:
+    def __init__(self, rt: Runtime, table: Mapping[str, Op] = TABLE) -> None:
+        self.rt = rt
+        self.table = table
+        self._resolvers = {name: _resolver(op) for name, op in table.items()}
+        self.refresh_logging()
+
+    def refresh_logging(self) -> None:
+        """Per-call events are debug-level: computed only when they are kept."""
+        self._log_calls = level_enabled(logging.DEBUG)
+
+    def _begin(self, op: Op, request: Any, caller: Caller, token: str | None) -> Call:
+        """Access, session and fd: everything before the handler."""
+        self.rt.access.check_call(caller, op.name, op.admin)
+        sess: Session | None = None
+        if op.needs is Needs.SESSION or (op.needs is Needs.OPTIONAL and token):
+            sess = self.rt.sessions.lookup(token, caller.identity)
+        resolve = self._resolvers[op.name]
+        target = resolve(sess, request) if resolve is not None and sess is not None else None
+        return Call(self.rt, caller, sess, target, op.name)
+
+    async def call(self, op: Op, request: Any, caller: Caller, token: str | None,
+                   fail_nth: str | None = None) -> Any:
+        """Run one unary call; returns the reply or raises IommuError."""
+        started = time.perf_counter()
+        call: Call | None = None
+        status = "OK"
+        try:
+            call = self._begin(op, request, caller, token)
+            if fail_nth is None:
+                reply = await op.handler(call, request) if op.is_async else op.handler(call, request)
+            else:
+                nth = failnth.parse(fail_nth, bool(self.rt.config.debug_fail_nth))
+                with failnth.armed(nth):
+                    reply = (await op.handler(call, request) if op.is_async
+                             else op.handler(call, request))
+            journal = self.rt.journal
+            if op.journal and journal is not None:
+                sess = call.session
+                journal.record(sess.token if sess is not None else reply.token, op.name,
+                               request.SerializeToString(), caller.identity)
+            return reply
+        except IommuError as err:
+            status = err.name
+            raise
+        except OSError as exc:  # from rust_core: the same errno, adopted
+            err = IommuError.from_oserror(exc)
+            status = err.name
+            raise err from exc
+        except Exception as exc:
+            status = type(exc).__name__
+            raise
+        finally:
+            if status != "OK" or self._log_calls:
+                self._log(op, request, call, caller, status, started)
+
+    def _log(self, op: Op, request: Any, call: Call | None, caller: Caller, status: str,
+             started: float) -> None:
+        sess = call.session if call is not None else None
+        fields = dict(method=op.name, session=sess.session_id if sess else None, status=status,
+                      duration_ms=round((time.perf_counter() - started) * 1e3, 3),
+                      **request_details(request))
+        if status == "OK":
+            log.debug("rpc", **fields)
+        else:
+            log.info("rpc", uid=caller.uid, pid=caller.pid, identity=caller.tls_identity or None,
+                     **fields)
+
+    async def stream(self, op: Op, request: Any, caller: Caller,
+                     token: str | None) -> AsyncIterator[Any]:
+        """Open a server stream: the framing, then the handler's generator."""
+        call = self._begin(op, request, caller, token)
+        async for item in op.handler(call, request):
+            yield item
+
+    async def replay(self) -> int:
+        """Rebuild the state the journal acknowledged; returns the rows replayed.
+
+        Runs before the server listens. Each row goes through its op's
+        handler with the session it was recorded under, without access
+        checks or journaling; a row that fails means the journal and this
+        daemon disagree, and starting anyway would serve a state no client
+        was promised, so it raises."""
+        journal = self.rt.journal
+        if journal is None:
+            return 0
+        count = 0
+        for rec in journal.records():
+            op = self.table.get(rec.method)
+            if op is None:
+                raise RuntimeError(f"journal row {rec.seq} names an unknown method {rec.method!r}")
+            request = op.request.FromString(rec.request)
+            sess = self.rt.sessions.get(rec.token)
+            try:
+                if sess is None and op.needs is not Needs.OPENS and not op.admin:
+                    raise IommuError(E.ESRCH, "its session is not open")
+                resolve = self._resolvers[op.name]
+                target = resolve(sess, request) if resolve is not None and sess else None
+                call = Call(self.rt, Caller(replayed=rec.identity), sess, target, op.name,
+                            replay_token=rec.token)
+                result = op.handler(call, request)
+                if op.is_async:
+                    await result
+            except (IommuError, OSError) as exc:
+                raise RuntimeError(f"journal row {rec.seq} ({rec.method}) no longer applies: "
+                                   f"{exc}") from exc
+            count += 1
+        return count

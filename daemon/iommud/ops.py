@@ -1,0 +1,185 @@
+"""The op table: every operation iommud serves, one row each.
+
+As the kernel's iommufd has one ioctl table (main.c `iommufd_ioctl_ops`,
+with each ioctl's handler and struct sizes), iommud has one table. A row
+names the operation, its handler (beside its object, in ioas.py, device.py,
+hw_pagetable.py, ...), its request and reply messages, the kind of fd it acts
+on, whether its success is journaled, whether it needs an admin identity, and
+the limit that bounds it. The dispatcher (dispatch.py) reads the row to do
+the framing every operation shares; the gRPC adapter (service.py) and the
+journal's replay go through the table and nothing else.
+
+Adding an operation touches three places: the proto (a `rpc` with its
+Request/Response messages), the handler in its object's module, and one row
+here. tests/test_ops.py checks that every RPC of the proto is exactly one row.
+"""
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from iommud import (
+    context,
+    device,
+    fault,
+    host,
+    hw_pagetable,
+    info,
+    ioas,
+    session,
+    vfio_compat,
+)
+from iommud_wire import pb
+
+
+class Fd(enum.Enum):
+    """The kind of fd an operation acts on: the dispatcher resolves the
+    request's fd field to that object (`call.target`) before the handler
+    runs. An fd that is not open is EBADF; an fd of another kind is
+    ENOTTY, as an ioctl issued on the wrong kind of file."""
+
+    #: No fd: the operation acts on the session or the host.
+    NONE = ""
+    #: `iommufd`: an open of /dev/iommu (IommufdContext).
+    IOMMUFD = "iommufd"
+    #: `container_fd`: a legacy VFIO container, which is an iommufd too.
+    CONTAINER = "container_fd"
+    #: `device_fd`: an open VFIO device cdev (DeviceFd).
+    DEVICE = "device_fd"
+    #: `group_fd`: an open legacy VFIO group node (GroupFd).
+    GROUP = "group_fd"
+
+
+class Needs(enum.Enum):
+    """What the operation needs of the session token."""
+
+    #: A live session (ESRCH without one).
+    SESSION = "session"
+    #: Uses the session if a token is sent.
+    OPTIONAL = "optional"
+    #: Opens a session; the handler gets no session.
+    OPENS = "opens"
+
+
+class Limit(enum.Enum):
+    """The configured limit that bounds an operation (docs/object-model.md)."""
+
+    NONE = ""
+    #: max_sessions: ENOSPC.
+    SESSIONS = "sessions"
+    #: max_fds_per_session / max_contexts_per_session: EMFILE.
+    FDS = "fds"
+    #: max_objects_per_context: ENOSPC.
+    OBJECTS = "objects"
+    #: max_areas_per_ioas (ENOSPC), max_mapped_bytes_per_session (ENOMEM),
+    #: a container's dma_entry_limit (ENOSPC).
+    AREAS = "areas"
+    #: max_translate_batch: ENOMEM.
+    BATCH = "batch"
+
+
+Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    handler: Handler
+    request: type[Any]
+    reply: type[Any]
+    fd: Fd
+    journal: bool
+    admin: bool
+    limit: Limit
+    needs: Needs
+    #: A server stream (the handler is an async generator).
+    stream: bool = False
+    #: The handler is a coroutine function (it awaits work run off the loop).
+    is_async: bool = field(default=False, compare=False)
+
+
+def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
+         admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION) -> Op:
+    return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
+              reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
+              limit=limit, needs=needs, stream=inspect.isasyncgenfunction(handler),
+              is_async=inspect.iscoroutinefunction(handler))
+
+
+F, L = Fd, Limit
+NOJ = {"journal": False}
+
+ROWS: tuple[Op, ...] = (
+    # -- sessions and contexts (main.c) ---------------------------------------------------
+    _row("OpenSession", session.open_session, needs=Needs.OPENS, limit=L.SESSIONS),
+    _row("CloseSession", session.close_session, **NOJ),  # forgetting it drops its rows
+    _row("KeepAlive", session.keep_alive, **NOJ),
+    _row("WatchSession", session.watch_session, **NOJ),
+    _row("OpenContext", context.open_context, limit=L.FDS),
+    _row("CloseContext", context.close_context, F.IOMMUFD),
+    _row("Destroy", context.destroy, F.IOMMUFD),
+    _row("ListObjects", context.list_objects, F.IOMMUFD, **NOJ),
+    _row("GetCapabilities", context.get_capabilities, F.IOMMUFD, **NOJ),
+    # -- IOAS (ioas.c, io_pagetable.c) --------------------------------------------------------
+    _row("IoasAlloc", ioas.ioas_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("IoasIovaRanges", ioas.ioas_iova_ranges, F.IOMMUFD, **NOJ),
+    _row("IoasAllowIovas", ioas.ioas_allow_iovas, F.IOMMUFD),
+    _row("IoasMap", ioas.ioas_map, F.IOMMUFD, limit=L.AREAS),
+    _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS),
+    _row("IoasCopy", ioas.ioas_copy, F.IOMMUFD, limit=L.AREAS),
+    _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD),
+    _row("Option", ioas.option, F.IOMMUFD),
+    _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
+    _row("Translate", ioas.translate, F.IOMMUFD, **NOJ),
+    _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, **NOJ),
+    _row("ListAreas", ioas.list_areas, F.IOMMUFD, **NOJ),
+    # -- host topology and DMA ownership (iommu.c, driver core) ----------------------------------
+    _row("ListDevices", host.list_devices, **NOJ),
+    _row("ListGroups", host.list_groups, **NOJ),
+    _row("BindHostDriver", host.bind_host_driver, admin=True),
+    _row("UnbindHostDriver", host.unbind_host_driver, admin=True),
+    _row("HotAddDevice", host.hot_add_device, admin=True),
+    _row("HotRemoveDevice", host.hot_remove_device, admin=True),
+    _row("WatchHost", host.watch_host, **NOJ),
+    # -- VFIO device cdev and DEVICE objects (device_cdev.c, device.c) ---------------------------
+    _row("OpenDevice", device.open_device, limit=L.FDS),
+    _row("CloseDevice", device.close_device, F.DEVICE),
+    _row("DeviceGetInfo", device.device_get_info, F.DEVICE, **NOJ),
+    _row("DeviceBindIommufd", device.device_bind_iommufd, F.DEVICE, limit=L.OBJECTS),
+    _row("IommufdBindDevice", device.iommufd_bind_device, F.IOMMUFD, limit=L.OBJECTS),
+    _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS),
+    _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
+    _row("DeviceDma", device.device_dma, F.DEVICE),  # marks dirty bits
+    _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, **NOJ),
+    # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
+    _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD),
+    _row("HwptGetDirtyBitmap", hw_pagetable.hwpt_get_dirty_bitmap, F.IOMMUFD),  # clears bits
+    _row("HwptInvalidate", hw_pagetable.hwpt_invalidate, F.IOMMUFD),
+    _row("FaultQueueAlloc", fault.fault_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    # -- the legacy VFIO container/group API (vfio_compat.c, container.c, group.c) ----------------
+    _row("OpenContainer", vfio_compat.open_container, limit=L.FDS),
+    _row("VfioGetApiVersion", vfio_compat.vfio_get_api_version, F.CONTAINER, **NOJ),
+    _row("VfioCheckExtension", vfio_compat.vfio_check_extension, F.CONTAINER, **NOJ),
+    _row("VfioSetIommu", vfio_compat.vfio_set_iommu, F.CONTAINER),
+    _row("VfioIommuGetInfo", vfio_compat.vfio_iommu_get_info, F.CONTAINER, **NOJ),
+    _row("VfioIommuMapDma", vfio_compat.vfio_iommu_map_dma, F.CONTAINER, limit=L.AREAS),
+    _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER),
+    _row("VfioIommuDirtyPages", vfio_compat.vfio_iommu_dirty_pages, F.CONTAINER),
+    _row("OpenGroup", vfio_compat.open_group, limit=L.FDS),
+    _row("CloseGroup", vfio_compat.close_group, F.GROUP),
+    _row("VfioGroupGetStatus", vfio_compat.vfio_group_get_status, F.GROUP, **NOJ),
+    _row("VfioGroupSetContainer", vfio_compat.vfio_group_set_container, F.GROUP),
+    _row("VfioGroupUnsetContainer", vfio_compat.vfio_group_unset_container, F.GROUP),
+    _row("VfioGroupGetDeviceFd", vfio_compat.vfio_group_get_device_fd, F.GROUP, limit=L.FDS),
+    _row("IommuVfioIoas", vfio_compat.iommu_vfio_ioas, F.IOMMUFD),
+    # -- introspection ------------------------------------------------------------------------
+    _row("Echo", info.echo, needs=Needs.OPTIONAL, **NOJ),
+    _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, **NOJ),
+)
+
+TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}
+assert len(TABLE) == len(ROWS), "an operation has two rows"

@@ -44,10 +44,6 @@ from iommud_wire.uapi import (
 if TYPE_CHECKING:
     from iommud.call import Call
 
-from iommud import _type1_py  # noqa: E402  TEMPORARY until _core.Type1Dma lands
-
-_Type1Dma = getattr(_core, "Type1Dma", None) or _type1_py.Type1Dma
-
 #: type1's DIRTY_BITMAP_SIZE_MAX, in bytes.
 DIRTY_BITMAP_MAX = 1 << 28
 INFO_MINSZ, INFO_SIZE = 16, 24
@@ -59,7 +55,7 @@ class Type1:
     claims_groups = True
 
     def __init__(self, dma_entry_limit: int) -> None:
-        self.dma = _Type1Dma(dma_entry_limit)
+        self.dma = _core.Type1Dma(dma_entry_limit)
 
     @property
     def iommu_type(self) -> int:

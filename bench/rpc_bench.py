@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""gRPC throughput of iommud next to a trivial RPC on the same server stack.
+"""gRPC throughput of iommud next to a bare grpc.aio server, in one run.
 
-One run starts a daemon (`python -m iommud`, UNIX socket, JSON logs to a
-file) and measures, against it and in this order:
+The baseline is a bare `grpc.aio` server in its own process (this script
+with --serve-bare), serving IommuService.Echo with an empty handler on a
+UNIX socket: what Python gRPC costs with no framing at all. One run measures
+it, then starts a daemon (`python -m iommud`, UNIX socket behind its peer
+gate, JSON logs to a file, default log level) and measures, in this order:
 
 - Echo: the baseline, a call that does nothing but pass the same path every
   call takes (token check, logging, error mapping, gRPC, protobuf);
@@ -36,12 +39,47 @@ import time
 
 import grpc
 
-from iommud_wire import pb
-from iommud_wire import pb_grpc
 from iommud_client.client import SESSION_METADATA_KEY
+from iommud_wire import pb, pb_grpc
 
 PAGE = 4096
 MAP_FLAGS = pb.IOAS_MAP_FLAG_FIXED_IOVA | pb.IOAS_MAP_FLAG_READABLE | pb.IOAS_MAP_FLAG_WRITEABLE
+
+
+async def serve_bare(sock: str) -> None:
+    """The baseline: Echo with an empty handler, no interceptors, no checks."""
+    async def echo(request: pb.EchoRequest, context: grpc.aio.ServicerContext) -> pb.EchoResponse:
+        return pb.EchoResponse()
+
+    server = grpc.aio.server()
+    handler = grpc.unary_unary_rpc_method_handler(
+        echo, request_deserializer=pb.EchoRequest.FromString,
+        response_serializer=pb.EchoResponse.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "iommud.v1.IommuService", {"Echo": handler}),))
+    server.add_insecure_port(f"unix:{sock}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+def start_bare(tmp: str) -> tuple[subprocess.Popen, str]:
+    sock = os.path.join(tmp, "bare.sock")
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-bare", sock])
+    return proc, f"unix:{sock}"
+
+
+async def measure_bare(endpoint: str, seconds: float, inflight: int) -> dict:
+    async with grpc.aio.insecure_channel(endpoint) as channel:
+        stub = pb_grpc.IommuServiceStub(channel)
+        await wait_ready(stub)
+        req = pb.EchoRequest(payload=b"x" * 48)
+
+        async def echo(_i: int) -> None:
+            await stub.Echo(req)
+
+        await rate(echo, 1.0, inflight)
+        return {"serial_rps": await rate(echo, seconds, 1),
+                f"inflight{inflight}_rps": await rate(echo, seconds, inflight)}
 
 
 def start_daemon(tmp: str, journal: bool) -> tuple[subprocess.Popen, str]:
@@ -50,9 +88,9 @@ def start_daemon(tmp: str, journal: bool) -> tuple[subprocess.Popen, str]:
             "--dma-entry-limit", str(1 << 30)]
     if journal:
         args += ["--journal", os.path.join(tmp, "journal.db")]
-    log = open(os.path.join(tmp, "iommud.log"), "w")
     env = {k: v for k, v in os.environ.items() if not k.startswith("IOMMUD_")}
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    with open(os.path.join(tmp, "iommud.log"), "w") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     return proc, f"unix:{sock}"
 
 
@@ -162,8 +200,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=65536)
     ap.add_argument("--areas", type=int, default=65536)
     ap.add_argument("--json", default="")
+    ap.add_argument("--serve-bare", metavar="SOCK", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    results = {}
+    if args.serve_bare:
+        asyncio.run(serve_bare(args.serve_bare))
+        return
+    results: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, endpoint = start_bare(tmp)
+        try:
+            results["bare"] = asyncio.run(measure_bare(endpoint, args.seconds, args.inflight))
+        finally:
+            proc.terminate()
+            proc.wait(30)
     for journal in (False, True):
         with tempfile.TemporaryDirectory() as tmp:
             proc, endpoint = start_daemon(tmp, journal)
@@ -177,12 +226,20 @@ def main() -> None:
                    machine=f"{platform.machine()} {os.cpu_count()} cpus, "
                            f"Python {platform.python_version()}, grpcio {grpc.__version__}",
                    date=time.strftime("%Y-%m-%d"))
+    bare = results["bare"]
+    print("[bare grpc.aio server, empty Echo handler]")
+    for label in ("serial", f"inflight{args.inflight}"):
+        print(f"  {label:>10}: Echo {bare[f'{label}_rps']:8,.0f}/s")
     for mode in ("no_journal", "journal"):
         r = results[mode]
         print(f"[{mode}]")
         for label in ("serial", f"inflight{args.inflight}"):
-            print(f"  {label:>10}: Echo {r[f'echo_{label}_rps']:8,.0f}/s  IoasMap "
-                  f"{r[f'map_{label}_rps']:8,.0f}/s  Map/Echo {r[f'map_over_echo_{label}']:.2f}")
+            base = bare[f"{label}_rps"]
+            r[f"echo_over_bare_{label}"] = r[f"echo_{label}_rps"] / base
+            r[f"map_over_bare_{label}"] = r[f"map_{label}_rps"] / base
+            print(f"  {label:>10}: Echo {r[f'echo_{label}_rps']:8,.0f}/s ({r[f'echo_over_bare_{label}']:.2f}"
+                  f" of bare)  IoasMap {r[f'map_{label}_rps']:8,.0f}/s "
+                  f"({r[f'map_over_bare_{label}']:.2f} of bare)")
         print(f"  TranslateBatch x{args.batch}: {r['translated_addresses_per_s'] / 1e6:.1f} M "
               f"addresses/s serial, {r[f'translated_addresses_per_s_inflight{args.inflight}'] / 1e6:.1f}"
               f" M/s with {args.inflight} in flight ({r['areas']:,} areas)")

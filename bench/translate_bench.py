@@ -23,11 +23,14 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from iommud import _core
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 READ_WRITE = _core.IOMMU_IOAS_MAP_READABLE | _core.IOMMU_IOAS_MAP_WRITEABLE
 FIXED = _core.IOMMU_IOAS_MAP_FIXED_IOVA
@@ -85,8 +88,8 @@ def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
     starts, lengths, pas = build_areas(n_areas, rng)
     iopt = _core.IoPagetable()
     t0 = time.perf_counter()
-    for s, l, p in zip(starts.tolist(), lengths.tolist(), pas.tolist()):
-        iopt.map(FIXED | READ_WRITE, p, l, s)
+    for s, ln, p in zip(starts.tolist(), lengths.tolist(), pas.tolist(), strict=True):
+        iopt.map(FIXED | READ_WRITE, p, ln, s)
     build_s = time.perf_counter() - t0
     q = queries(starts, lengths, n_queries, rng)
     qbytes = q.astype("<u8").tobytes()
@@ -195,7 +198,7 @@ def run(n_areas: int, n_queries: int, repeat: int, seed: int) -> dict:
     # Single calls from Python, on mapped addresses: each sample is the mean
     # of a loop of 100 calls, so the timer's own cost (~2 perf_counter_ns
     # calls, as much as the call itself) does not swamp the figure.
-    mapped_probe = [int(a) for a, hit in zip(q[:40_000], np_hit[:40_000]) if hit][:20_000]
+    mapped_probe = [int(a) for a, hit in zip(q[:40_000], np_hit[:40_000], strict=False) if hit][:20_000]
     translate = iopt.translate
 
     def per_call_ns(addrs: list[int]) -> list[float]:
@@ -264,9 +267,9 @@ def main() -> int:
             "map_then_translate64_rounds_per_s", "numpy_map_then_translate64_rounds_per_s",
             "sparse_unmap_1000_areas_over_1TiB_us", "packed_ioas_alloc_map_unmap_pairs_per_s"]
     widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
-    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=False)))
     for r in rows:
-        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths, strict=False)))
     report = {
         "benchmark": "translate_batch",
         "date": time.strftime("%Y-%m-%d"),

@@ -13,8 +13,7 @@ import os
 import pathlib
 import re
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import grpc
@@ -22,6 +21,9 @@ import grpc
 from iommud_client import Client, Container, Context, Group, IommudError, Session
 from iommud_wire import pb
 from iommud_wire.uapi import U64_MAX
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _TRANSPORT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -167,9 +169,9 @@ class App:
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells = [[str(c) for c in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip())
+    click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip())
     for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
 
 
 def perms(prot: int) -> str:
@@ -435,7 +437,7 @@ def ioas_ranges(app: App, ioas_id: int) -> None:
 def ioas_allow(app: App, ioas_id: int, ranges: tuple[tuple[int, int], ...]) -> None:
     """IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list (none clears it)."""
     app.context().ioas_allow_iovas(ioas_id, list(ranges))
-    app.emit({"allowed": [{"start": s, "last": l} for s, l in ranges]},
+    app.emit({"allowed": [{"start": s, "last": last} for s, last in ranges]},
              lambda: click.echo(f"{len(ranges)} allowed range(s)"))
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import array
 import sys
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -23,26 +22,31 @@ except ImportError:  # Python 3.11: any object with the buffer protocol
 from iommud_client.errors import IommudError
 from iommud_wire import metadata, pb, pb_grpc
 from iommud_wire.endpoint import default_endpoint, normalize_endpoint
+
+# The uAPI constants callers pass, re-exported so `iommud_client` is the one import.
 from iommud_wire.uapi import (
-    IOMMU_IOAS_MAP_FIXED_IOVA,
-    IOMMU_IOAS_MAP_READABLE,
-    IOMMU_IOAS_MAP_WRITEABLE,
-    UNMAP_ALL_LENGTH,
-    VFIO_DEVICE_ATTACH_PASID,
-    VFIO_DEVICE_BIND_FLAG_TOKEN,
-    VFIO_DEVICE_DETACH_PASID,
-    VFIO_DMA_MAP_FLAG_READ,
-    VFIO_DMA_MAP_FLAG_WRITE,
-    VFIO_DMA_UNMAP_FLAG_ALL,
-    VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
-    VFIO_GROUP_FLAGS_CONTAINER_SET,
-    VFIO_GROUP_FLAGS_VIABLE,
-    VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
-    VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
-    VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
-    VFIO_TYPE1_IOMMU,
-    VFIO_TYPE1v2_IOMMU,
+    IOMMU_IOAS_MAP_FIXED_IOVA as IOMMU_IOAS_MAP_FIXED_IOVA,
+    IOMMU_IOAS_MAP_READABLE as IOMMU_IOAS_MAP_READABLE,
+    IOMMU_IOAS_MAP_WRITEABLE as IOMMU_IOAS_MAP_WRITEABLE,
+    UNMAP_ALL_LENGTH as UNMAP_ALL_LENGTH,
+    VFIO_DEVICE_ATTACH_PASID as VFIO_DEVICE_ATTACH_PASID,
+    VFIO_DEVICE_BIND_FLAG_TOKEN as VFIO_DEVICE_BIND_FLAG_TOKEN,
+    VFIO_DEVICE_DETACH_PASID as VFIO_DEVICE_DETACH_PASID,
+    VFIO_DMA_MAP_FLAG_READ as VFIO_DMA_MAP_FLAG_READ,
+    VFIO_DMA_MAP_FLAG_WRITE as VFIO_DMA_MAP_FLAG_WRITE,
+    VFIO_DMA_UNMAP_FLAG_ALL as VFIO_DMA_UNMAP_FLAG_ALL,
+    VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP as VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP,
+    VFIO_GROUP_FLAGS_CONTAINER_SET as VFIO_GROUP_FLAGS_CONTAINER_SET,
+    VFIO_GROUP_FLAGS_VIABLE as VFIO_GROUP_FLAGS_VIABLE,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP as VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_START as VFIO_IOMMU_DIRTY_PAGES_FLAG_START,
+    VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP as VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP,
+    VFIO_TYPE1_IOMMU as VFIO_TYPE1_IOMMU,
+    VFIO_TYPE1v2_IOMMU as VFIO_TYPE1v2_IOMMU,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
 
 #: Request metadata key that carries the session token.
 SESSION_METADATA_KEY = metadata.SESSION
@@ -133,7 +137,7 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -170,13 +174,13 @@ class Client:
         """Round-trip `payload` through the daemon (token checked if given)."""
         return self.call("Echo", pb.EchoRequest(payload=payload), token).payload
 
-    def open_session(self, client_name: str = "", lease_seconds: int = 0) -> "Session":
+    def open_session(self, client_name: str = "", lease_seconds: int = 0) -> Session:
         """Start a session (a process); close it, or use it as a context manager."""
         resp = self.call("OpenSession", pb.OpenSessionRequest(client_name=client_name,
                                                               lease_seconds=lease_seconds))
         return Session(self, resp.token, resp.session_id, resp.lease_seconds)
 
-    def attach_session(self, token: str) -> "Session":
+    def attach_session(self, token: str) -> Session:
         """Use an existing session by its token (for example from another process)."""
         resp = self.call("KeepAlive", pb.KeepAliveRequest(), token)
         info = self.info(token)
@@ -195,7 +199,7 @@ class Session:
     def call(self, method: str, request: Any) -> Any:
         return self.client.call(method, request, self.token)
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -223,26 +227,26 @@ class Session:
     def info(self) -> pb.GetInfoResponse:
         return self.call("GetInfo", pb.GetInfoRequest())
 
-    def open_context(self) -> "Context":
+    def open_context(self) -> Context:
         """open("/dev/iommu"): a new iommufd context."""
         return Context(self, self.call("OpenContext", pb.OpenContextRequest()).iommufd)
 
-    def context(self, iommufd: int) -> "Context":
+    def context(self, iommufd: int) -> Context:
         """A handle on an already open context fd of this session."""
         return Context(self, iommufd)
 
     # -- devices and the host ---------------------------------------------
 
-    def open_device(self, name: str) -> "DeviceFd":
+    def open_device(self, name: str) -> DeviceFd:
         """open("/dev/vfio/devices/vfioN") of the host device `name` (e.g. 0000:03:00.0)."""
         return DeviceFd(self, self.call("OpenDevice", pb.OpenDeviceRequest(name=name)).device_fd,
                         name)
 
-    def open_container(self) -> "Container":
+    def open_container(self) -> Container:
         """open("/dev/vfio/vfio"): a legacy VFIO container (also an iommufd)."""
         return Container(self, self.call("OpenContainer", pb.OpenContainerRequest()).container_fd)
 
-    def open_group(self, group: int) -> "Group":
+    def open_group(self, group: int) -> Group:
         """open("/dev/vfio/<group>")."""
         return Group(self, self.call("OpenGroup", pb.OpenGroupRequest(group=group)).group_fd, group)
 
@@ -281,7 +285,7 @@ class _FdHandle:
     """Shared shape of a session's fd handles: calls go out as the session,
     and `with` closes the fd (ignoring an fd the daemon already closed)."""
 
-    session: "Session"
+    session: Session
 
     def _call(self, method: str, request: Any) -> Any:
         return self.session.call(method, request)
@@ -435,7 +439,7 @@ class Context(_FdHandle):
             pas.byteswap()
         return BatchTranslation(pas, resp.prots, resp.mapped_count)
 
-    def bind_device(self, device: "DeviceFd", cookie: int = 0) -> int:
+    def bind_device(self, device: DeviceFd, cookie: int = 0) -> int:
         """The design thread's bind, issued on the iommufd; returns dev_id."""
         return self._call("IommufdBindDevice", pb.IommufdBindDeviceRequest(
             iommufd=self.iommufd, device_fd=device.device_fd, cookie=cookie)).dev_id
@@ -505,7 +509,7 @@ class DeviceFd(_FdHandle):
     def info(self) -> pb.DeviceGetInfoResponse:
         return self._call("DeviceGetInfo", pb.DeviceGetInfoRequest(device_fd=self.device_fd))
 
-    def bind(self, ctx: "Context | int", cookie: int = 0, flags: int = 0) -> int:
+    def bind(self, ctx: Context | int, cookie: int = 0, flags: int = 0) -> int:
         """VFIO_DEVICE_BIND_IOMMUFD; returns the dev_id."""
         iommufd = ctx.iommufd if isinstance(ctx, Context) else ctx
         return self._call("DeviceBindIommufd", pb.DeviceBindIommufdRequest(

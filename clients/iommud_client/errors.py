@@ -8,11 +8,14 @@ callers branch on `.errno`, exactly as they would on an ioctl's OSError.
 from __future__ import annotations
 
 import errno as _errno
+from typing import TYPE_CHECKING
 
-import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from iommud_wire import errnos, metadata
+
+if TYPE_CHECKING:
+    import grpc
 
 #: The ErrorInfo domain of every iommud error.
 ERROR_DOMAIN = metadata.ERROR_DOMAIN
@@ -53,7 +56,7 @@ class IommudError(OSError):
         return f"{self.errno_name}: {self.message}"
 
     @classmethod
-    def from_rpc_error(cls, exc: grpc.RpcError) -> "IommudError":
+    def from_rpc_error(cls, exc: grpc.RpcError) -> IommudError:
         """Build the error from a failed call, reading its ErrorInfo detail.
 
         A status without ErrorInfo (a transport failure, or a server that is

@@ -6,11 +6,13 @@ import asyncio
 import os
 import pathlib
 import sys
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from iommud import config as config_mod
-from iommud import logsetup
+from iommud import config as config_mod, logsetup
 from iommud.server import Daemon
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def _run(cfg: config_mod.Config, ready_fd: int | None = None) -> int:
@@ -40,7 +42,7 @@ def _background(cfg: config_mod.Config) -> int:
         os.setsid()
         if os.fork() > 0:
             os._exit(0)  # the grandchild is reparented; no zombie is left behind
-        logfile = open(log_path, "a", buffering=1)
+        logfile = open(log_path, "a", buffering=1)  # noqa: SIM115  becomes fds 1 and 2 until exit
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(logfile.fileno(), 1)

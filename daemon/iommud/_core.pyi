@@ -7,17 +7,17 @@ from collections.abc import Callable
 from typing import Any, final
 
 __all__ = [
-    "__version__",
-    "PAGE_SIZE",
-    "IOMMU_IOAS_MAP_FIXED_IOVA",
-    "IOMMU_IOAS_MAP_WRITEABLE",
-    "IOMMU_IOAS_MAP_READABLE",
     "BATCH_RELEASE_GIL",
+    "IOMMU_IOAS_MAP_FIXED_IOVA",
+    "IOMMU_IOAS_MAP_READABLE",
+    "IOMMU_IOAS_MAP_WRITEABLE",
+    "PAGE_SIZE",
     "IoPagetable",
     "PeerGate",
     "Type1Dma",
-    "check_map_args",
+    "__version__",
     "check_copy_args",
+    "check_map_args",
     "copy",
 ]
 

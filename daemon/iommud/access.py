@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from iommud.errors import IommuError
 
+
 @dataclass(frozen=True)
 class Caller:
     """The caller of one RPC. `uid` is None off the UNIX socket."""
@@ -103,11 +104,11 @@ class AccessPolicy:
     def check_call(self, caller: Caller, method: str, admin: bool) -> None:
         """EACCES for a UNIX caller outside the allow lists; EPERM for a
         non-admin calling an admin operation (its op table row says so)."""
-        if caller.uid is not None and self.restricts_socket:
-            if not (caller.uid in self.allow_uids or caller.gid in self.allow_gids
-                    or caller.groups & self.allow_gids):
-                raise IommuError(E.EACCES, f"The caller, {caller.describe()}, is not among the "
-                                 "uids and gids allowed on this socket.", **caller.details())
+        if caller.uid is not None and self.restricts_socket and not (
+                caller.uid in self.allow_uids or caller.gid in self.allow_gids
+                or caller.groups & self.allow_gids):
+            raise IommuError(E.EACCES, f"The caller, {caller.describe()}, is not among the "
+                             "uids and gids allowed on this socket.", **caller.details())
         if admin and not self.is_admin(caller):
             raise IommuError(E.EPERM, f"{method} changes the host for every client and needs an "
                              f"admin; the caller is {caller.describe()}.", **caller.details())

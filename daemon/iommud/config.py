@@ -12,11 +12,13 @@ import dataclasses
 import os
 import pathlib
 import tomllib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iommud.limits import Limits
 from iommud_wire.endpoint import default_socket_path
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 ENV_PREFIX = "IOMMUD_"
 
@@ -135,7 +137,7 @@ def from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML configuration file (env IOMMUD_CONFIG)")
-    for name, field in _FIELDS.items():
+    for name, _field in _FIELDS.items():
         default = Config().__dict__[name]
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
                             metavar=type(default).__name__.upper(),

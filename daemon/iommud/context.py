@@ -8,7 +8,6 @@ holds go first, then the ones they released), as iommufd_fops_release does.
 from __future__ import annotations
 
 import errno as E
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 from iommud.errors import IommuError
@@ -20,6 +19,8 @@ from iommud_wire import pb
 from iommud_wire.uapi import INT_MAX
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from iommud.call import Call
     from iommud.host import Host
     from iommud.ioas import Ioas
@@ -31,7 +32,7 @@ _Obj = TypeVar("_Obj", bound=IommufdObject)
 class IommufdContext:
     kind = "iommufd"
 
-    def __init__(self, limits: Limits | None = None, host: "Host | None" = None,
+    def __init__(self, limits: Limits | None = None, host: Host | None = None,
                  account: Accounting | None = None) -> None:
         self._objects: dict[int, IommufdObject] = {}
         self._ids = LowestFreeAllocator(1, INT_MAX)
@@ -47,9 +48,9 @@ class IommufdContext:
         #: reference on the iommufd file (§1.5).
         self.holders = 0
         #: IOMMU_VFIO_IOAS: the IOAS the legacy container calls act on.
-        self.vfio_ioas: "Ioas | None" = None
+        self.vfio_ioas: Ioas | None = None
         #: Legacy container state, when the context is used as a container.
-        self.container: "Container | None" = None
+        self.container: Container | None = None
         self.fd_closed = False
         self.closed = False
 

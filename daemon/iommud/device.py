@@ -15,18 +15,15 @@ identifiable (stage 3).
 from __future__ import annotations
 
 import errno as E
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from iommud.context import IommufdContext
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.host import DOMAIN_BLOCKING, Host, host_device_pb
 from iommud.hw_pagetable import HwptPaging, hwpt_paging_new, hwpt_put, new_resv_owner
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
-from iommud.topology import Device as HostDevice
 from iommud_wire import pb
 from iommud_wire.uapi import (
     IOMMU_HW_CAP_DIRTY_TRACKING,
@@ -41,7 +38,11 @@ from iommud_wire.uapi import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from iommud.call import Call
+    from iommud.context import IommufdContext
+    from iommud.topology import Device as HostDevice
 
 #: Thread stages of group support (chosen at daemon start).
 STAGE_1_SINGLETON = 1
@@ -184,7 +185,7 @@ def unbind(devfd: DeviceFd) -> None:
 def unbind_obj(obj: DeviceObj) -> None:
     """Detach every PASID, then the RID, destroy the DEVICE object and
     release the group; the context goes if this was its last holder."""
-    for pasid in sorted((p for p in obj.attached if p is not None)):
+    for pasid in sorted(p for p in obj.attached if p is not None):
         detach_obj(obj, pasid)
     detach_obj(obj, None)
     ctx = obj.ctx

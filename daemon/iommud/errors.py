@@ -11,8 +11,7 @@ prose; tests/test_errors.py keeps the two in step.
 from __future__ import annotations
 
 import errno as E
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import any_pb2
@@ -21,6 +20,9 @@ from grpc_status import rpc_status
 
 from iommud_wire.errnos import name_of as errno_name_of
 from iommud_wire.metadata import ERROR_DOMAIN
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 #: errno -> gRPC status. Every errno iommud raises must be listed; an errno
 #: missing here is a bug and is reported as INTERNAL so that tests catch it.
@@ -79,7 +81,7 @@ class IommuError(Exception):
         return f"{self.name}: {self.message}"
 
     @classmethod
-    def from_oserror(cls, exc: OSError) -> "IommuError":
+    def from_oserror(cls, exc: OSError) -> IommuError:
         """Adopt an OSError from the native core (errno, message)."""
         message = exc.strerror if exc.strerror else str(exc)
         return cls(exc.errno if exc.errno is not None else E.EIO, message)

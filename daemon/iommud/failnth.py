@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import contextvars
 import errno as E
-from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from iommud.errors import IommuError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Request metadata key carrying N.
 METADATA_KEY = "iommud-fail-nth"
 
 
 class _Walk:
-    __slots__ = ("nth", "count")
+    __slots__ = ("count", "nth")
 
     def __init__(self, nth: int) -> None:
         self.nth = nth

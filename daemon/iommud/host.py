@@ -19,7 +19,6 @@ import asyncio
 import dataclasses
 import errno as E
 import re
-from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from iommud.errors import IommuError
@@ -28,6 +27,8 @@ from iommud.topology import Device, Driver, ReservedRegion, Topology
 from iommud_wire import pb
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
     from iommud.call import Call
 
 DOMAIN_DEFAULT = "default"

@@ -13,13 +13,11 @@ import errno as E
 import itertools
 from typing import TYPE_CHECKING, Any, cast
 
-from iommud.context import IommufdContext
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.fault import FaultQueue
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
-from iommud.topology import Device as HostDevice
 from iommud_wire import pb
 from iommud_wire.uapi import (
     IOMMU_HWPT_ALLOC_DIRTY_TRACKING,
@@ -36,7 +34,9 @@ from iommud_wire.uapi import (
 
 if TYPE_CHECKING:
     from iommud.call import Call
+    from iommud.context import IommufdContext
     from iommud.device import DeviceObj
+    from iommud.topology import Device as HostDevice
 
 #: Reservation owners must be unique per IOAS across devices and HWPTs.
 _resv_owner = itertools.count(1)

@@ -11,13 +11,14 @@ import array
 import contextlib
 import errno as E
 import sys
-from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from iommud import _core
 from iommud.errors import IommuError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from iommud import _core
     from iommud.call import Call
 
 

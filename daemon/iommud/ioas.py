@@ -14,7 +14,6 @@ import errno as E
 from typing import TYPE_CHECKING, Any
 
 from iommud import _core
-from iommud.context import IommufdContext
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.io_pagetable import pack_u64s, partial_unmap_journaled, u64s, with_fields
@@ -31,6 +30,7 @@ from iommud_wire.uapi import (
 
 if TYPE_CHECKING:
     from iommud.call import Call
+    from iommud.context import IommufdContext
     from iommud.hw_pagetable import HwptPaging
 
 

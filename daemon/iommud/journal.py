@@ -7,8 +7,9 @@ What is stored is the operation log, not a snapshot: one row per RPC that
 succeeded and changes state, holding the session token, the method and the
 request bytes. The one call that can fail after changing state, IOAS_UNMAP
 (not atomic: a range whose end cuts an area fails after removing the whole
-areas before it), is journaled as the unmap of what it did remove. Recovery replays the rows in order through the same handlers
-that served them. Replay is exact because every choice the daemon makes is
+areas before it), is journaled as the unmap of what it did remove.
+Recovery replays the rows in order through the same handlers that served
+them. Replay is exact because every choice the daemon makes is
 deterministic given the same prior state (lowest-free object ids and fd
 numbers, first-fit IOVA allocation); the one random choice, a session's
 token, is stored with its OpenSession row and forced on replay.
@@ -36,8 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SCHEMA_VERSION = "1"
 

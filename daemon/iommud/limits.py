@@ -39,7 +39,7 @@ class Accounting:
         self.max_mapped_bytes = max_mapped_bytes
         self._ioas: weakref.WeakSet[Ioas] = weakref.WeakSet()
 
-    def track(self, ioas: "Ioas") -> None:
+    def track(self, ioas: Ioas) -> None:
         self._ioas.add(ioas)
 
     @property

@@ -15,7 +15,7 @@ import socket
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,7 +25,6 @@ from iommud import topology_load
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy
 from iommud.call import Runtime
-from iommud.config import Config
 from iommud.dispatch import Dispatcher
 from iommud.host import Host
 from iommud.journal import Journal
@@ -33,8 +32,13 @@ from iommud.logsetup import get_logger
 from iommud.ops import ROWS
 from iommud.service import GrpcService
 from iommud.session import SessionRegistry
-from iommud.topology import Topology
 from iommud_wire import SERVICE_NAME
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from iommud.config import Config
+    from iommud.topology import Topology
 
 log = get_logger("iommud.server")
 
@@ -218,7 +222,7 @@ class Daemon:
                 log.info("session.reaped", session=sess.session_id, lease_seconds=sess.lease_seconds)
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.config.reap_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def request_stop(self, signame: str = "") -> None:

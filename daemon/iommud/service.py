@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import errno as E
 import sys
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import unknown_fields
 
 from iommud.access import Caller
-from iommud.call import Runtime
-from iommud.dispatch import Dispatcher
 from iommud.errors import IommuError, request_details, to_status
 from iommud.logsetup import get_logger
-from iommud.ops import Op
 from iommud_wire import SERVICE_NAME, metadata
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from iommud.call import Runtime
+    from iommud.dispatch import Dispatcher
+    from iommud.ops import Op
 
 log = get_logger("iommud.rpc")
 

@@ -22,7 +22,6 @@ import errno as E
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Protocol, cast
 
 from iommud.context import IommufdContext
@@ -34,6 +33,8 @@ from iommud.logsetup import get_logger
 from iommud_wire import pb
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterator
+
     from iommud.call import Call
     from iommud.device import DeviceFd
     from iommud.host import Host
@@ -61,7 +62,7 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 limits: Limits, host: "Host | None" = None, identity: str = "") -> None:
+                 limits: Limits, host: Host | None = None, identity: str = "") -> None:
         self.token = token
         #: The mutual-TLS identity that opened the session ("" without one);
         #: only that identity may use the token.
@@ -123,7 +124,7 @@ class Session:
         check_fd_room() before it had any effect."""
         return self._install(entry)
 
-    def group_fd(self, fd: int) -> "GroupFd":
+    def group_fd(self, fd: int) -> GroupFd:
         entry = self._entry(fd)
         if entry.kind != "group":
             raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO group fd.",
@@ -154,7 +155,7 @@ class Session:
                              iommufd=fd)
         return entry
 
-    def device_fd(self, fd: int) -> "DeviceFd":
+    def device_fd(self, fd: int) -> DeviceFd:
         entry = self._entry(fd)
         if entry.kind != "device":
             raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a VFIO device fd.",
@@ -183,7 +184,7 @@ class Session:
 
 class SessionRegistry:
     def __init__(self, lease_default: int, lease_max: int, max_sessions: int,
-                 limits: Limits, host: "Host | None" = None) -> None:
+                 limits: Limits, host: Host | None = None) -> None:
         self.host = host
         self.lease_default = lease_default
         self.lease_max = lease_max

@@ -8,7 +8,10 @@ from the embedded default, a topology file, or a sysfs tree.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 PAGE_4K = 1 << 12
 PAGE_2M = 1 << 21

@@ -20,15 +20,11 @@ from __future__ import annotations
 import errno as E
 from typing import TYPE_CHECKING
 
-from iommud import device as dev_mod
-from iommud import vfio_type1
-from iommud.context import IommufdContext
-from iommud.device import DeviceObj
+from iommud import device as dev_mod, vfio_type1
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.io_pagetable import partial_unmap_journaled, with_fields
 from iommud.ioas import Ioas, new_ioas
-from iommud.topology import Device as HostDevice
 from iommud.vfio_group import (
     COOKIE_BASE,
     TYPE1_TYPES,
@@ -62,12 +58,15 @@ from iommud_wire.uapi import (
     VFIO_IOMMU_INFO_CAPS,
     VFIO_IOMMU_INFO_PGSIZES,
     VFIO_TYPE1_IOMMU,
-    VFIO_TYPE1v2_IOMMU,
     VFIO_UNMAP_ALL,
+    VFIO_TYPE1v2_IOMMU,
 )
 
 if TYPE_CHECKING:
     from iommud.call import Call
+    from iommud.context import IommufdContext
+    from iommud.device import DeviceObj
+    from iommud.topology import Device as HostDevice
 
 MAP_MINSZ, UNMAP_MINSZ, INFO_MINSZ, STATUS_MINSZ = 32, 24, 16, 8
 INFO_SIZE = 24

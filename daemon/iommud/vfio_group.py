@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from iommud import device as dev_mod
-from iommud.context import IommufdContext
-from iommud.device import DeviceFd, DeviceObj
 from iommud.errors import IommuError
-from iommud.host import Host
-from iommud.ioas import Ioas
 from iommud_wire.uapi import VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU
 
 if TYPE_CHECKING:
     from iommud.call import Call
+    from iommud.context import IommufdContext
+    from iommud.device import DeviceFd, DeviceObj
+    from iommud.host import Host
+    from iommud.ioas import Ioas
     from iommud_wire import pb
 
 #: Internal bind cookies: the container owns them, the user never sees them.

@@ -16,7 +16,6 @@ import errno as E
 from typing import TYPE_CHECKING
 
 from iommud import _core
-from iommud.context import IommufdContext
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.vfio_group import (
@@ -36,13 +35,14 @@ from iommud_wire.uapi import (
     VFIO_IOMMU_INFO_CAPS,
     VFIO_IOMMU_INFO_PGSIZES,
     VFIO_TYPE1_IOMMU,
-    VFIO_TYPE1v2_IOMMU,
     VFIO_UNMAP_ALL,
     VFIO_UPDATE_VADDR,
+    VFIO_TYPE1v2_IOMMU,
 )
 
 if TYPE_CHECKING:
     from iommud.call import Call
+    from iommud.context import IommufdContext
 
 #: type1's DIRTY_BITMAP_SIZE_MAX, in bytes.
 DIRTY_BITMAP_MAX = 1 << 28

@@ -10,8 +10,7 @@
 
 Installable without Rust: it needs only grpcio and protobuf.
 """
-from iommud_wire._gen.iommud.v1 import iommu_pb2 as pb
-from iommud_wire._gen.iommud.v1 import iommu_pb2_grpc as pb_grpc
+from iommud_wire._gen.iommud.v1 import iommu_pb2 as pb, iommu_pb2_grpc as pb_grpc
 
 __version__ = "0.1.0"
 

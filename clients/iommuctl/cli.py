@@ -50,7 +50,7 @@ def parse_number(text: str) -> int:
     return value
 
 
-class Number(click.ParamType):
+class Number(click.ParamType):  # type: ignore[type-arg]
     name = "NUMBER"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> int:
@@ -62,7 +62,7 @@ class Number(click.ParamType):
             self.fail(str(exc), param, ctx)
 
 
-class RangeArg(click.ParamType):
+class RangeArg(click.ParamType):  # type: ignore[type-arg]
     name = "START-LAST"
 
     def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
@@ -240,7 +240,7 @@ def info(app: App) -> None:
     resp = app.session().info()
     fields = ("sessions", "contexts", "objects", "ioas", "hwpts", "devices", "device_fds",
               "areas", "mapped_bytes")
-    data = {"version": resp.version, "core_version": resp.core_version,
+    data: dict[str, Any] = {"version": resp.version, "core_version": resp.core_version,
             "page_size": resp.page_size, "group_stage": resp.group_stage,
             "topology": resp.topology_source, "session_id": resp.session_id,
             "limits": {f.name: getattr(resp.limits, f.name) for f in resp.limits.DESCRIPTOR.fields},
@@ -397,7 +397,11 @@ def ioas_unmap(app: App, ioas_id: int, iova: int | None, length: int | None,
             not unmap_all and (iova is None or length is None)):
         raise click.UsageError("give --iova and --length, or --all")
     ctx = app.context()
-    n = ctx.ioas_unmap_all(ioas_id) if unmap_all else ctx.ioas_unmap(ioas_id, iova, length)
+    if unmap_all:
+        n = ctx.ioas_unmap_all(ioas_id)
+    else:
+        assert iova is not None and length is not None  # checked above
+        n = ctx.ioas_unmap(ioas_id, iova, length)
     app.emit({"unmapped": n}, lambda: click.echo(hex(n)))
 
 
@@ -448,7 +452,7 @@ def device() -> None:
     """Host devices and device fds."""
 
 
-def _device_rows(devs: Sequence[pb.HostDevice]) -> list[tuple]:
+def _device_rows(devs: Sequence[pb.HostDevice]) -> list[tuple[object, ...]]:
     return [(d.name, d.group, f"{d.vendor:04x}:{d.device:04x}", f"{d.class_code:06x}",
              d.driver or "-", "yes" if d.user_open else "no", d.description) for d in devs]
 

@@ -14,11 +14,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
-try:  # Python 3.12+
-    from collections.abc import Buffer
-except ImportError:  # Python 3.11: any object with the buffer protocol
-    Buffer = Any  # type: ignore[misc,assignment]
-
 from iommud_client.errors import IommudError
 from iommud_wire import metadata, pb, pb_grpc
 from iommud_wire.endpoint import default_endpoint, normalize_endpoint
@@ -44,6 +39,9 @@ from iommud_wire.uapi import (
     VFIO_TYPE1_IOMMU as VFIO_TYPE1_IOMMU,
     VFIO_TYPE1v2_IOMMU as VFIO_TYPE1v2_IOMMU,
 )
+
+#: Any object with the buffer protocol (collections.abc.Buffer from Python 3.12).
+Buffer = Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -84,7 +82,7 @@ class BatchTranslation:
     """Results of TranslateBatch as packed arrays: pas[i] is 0 and prots[i]
     is 0 where iovas[i] is unmapped."""
 
-    pas: array.array
+    pas: array.array[int]
     prots: bytes
     mapped_count: int
 
@@ -94,8 +92,8 @@ def _pack_u64(values: Sequence[int] | Buffer) -> bytes:
     if isinstance(values, (bytes, bytearray, memoryview)):
         return bytes(values)
     if hasattr(values, "astype") and hasattr(values, "tobytes"):  # numpy, without importing it
-        return values.astype("<u8", copy=False).tobytes()  # type: ignore[union-attr]
-    arr = array.array("Q", values)  # type: ignore[arg-type]
+        return bytes(values.astype("<u8", copy=False).tobytes())
+    arr = array.array("Q", values)
     if sys.byteorder != "little":
         arr.byteswap()
     return arr.tobytes()
@@ -129,7 +127,7 @@ class Client:
             self.channel = grpc.secure_channel(self.endpoint, creds, options=opts)
         else:
             self.channel = grpc.insecure_channel(self.endpoint, options=opts)
-        self.stub = pb_grpc.IommuServiceStub(self.channel)
+        self.stub = pb_grpc.IommuServiceStub(self.channel)  # type: ignore[no-untyped-call]
         #: Extra metadata sent with every call, e.g. tracing headers, or
         #: ("iommud-fail-nth", "3") against a daemon run with debug_fail_nth.
         self.metadata: list[tuple[str, str]] = []
@@ -359,7 +357,7 @@ class Context(_FdHandle):
                        lengths: Sequence[int] | Buffer,
                        iovas: Sequence[int] | Buffer | None = None, *, readable: bool = True,
                        writeable: bool = True, flags: int | None = None,
-                       reserved: int = 0) -> array.array:
+                       reserved: int = 0) -> array.array[int]:
         """Many IOMMU_IOAS_MAPs in one call, all or nothing; returns the new
         areas' IOVAs as array('Q'). With `iovas` given every map is
         FIXED_IOVA; otherwise the daemon picks each IOVA. On a failure nothing

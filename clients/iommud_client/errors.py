@@ -8,13 +8,15 @@ callers branch on `.errno`, exactly as they would on an ioctl's OSError.
 from __future__ import annotations
 
 import errno as _errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from google.rpc import error_details_pb2, status_pb2
 
 from iommud_wire import errnos, metadata
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import grpc
 
 #: The ErrorInfo domain of every iommud error.
@@ -65,7 +67,7 @@ class IommudError(OSError):
         code = exc.code() if hasattr(exc, "code") else None
         details = exc.details() if hasattr(exc, "details") else str(exc)
         trailers = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-        for key, value in trailers or ():
+        for key, value in cast("Iterable[tuple[str, bytes]]", trailers or ()):
             if key != _STATUS_DETAILS_KEY:
                 continue
             status = status_pb2.Status.FromString(value)

@@ -57,8 +57,8 @@ def _background(cfg: config_mod.Config) -> int:
     if not line:
         print(f"iommud: the daemon failed to start; see {log_path}", file=sys.stderr)
         return 1
-    pid, _, endpoints = line.partition(" ")
-    print(f"iommud (pid {pid}) serving on {endpoints}; log: {log_path}")
+    child, _, endpoints = line.partition(" ")
+    print(f"iommud (pid {child}) serving on {endpoints}; log: {log_path}")
     return 0
 
 

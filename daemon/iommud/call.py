@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from iommud.host import Host
     from iommud.journal import Journal
     from iommud.session import Session, SessionRegistry
-    from iommud.vfio_compat import GroupFd
+    from iommud.vfio_group import GroupFd
 
 
 @dataclass(eq=False)

@@ -8,7 +8,7 @@ holds go first, then the ones they released), as iommufd_fops_release does.
 from __future__ import annotations
 
 import errno as E
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from iommud.errors import IommuError
 from iommud.failnth import step
@@ -168,7 +168,8 @@ def destroy(call: Call, req: pb.DestroyRequest) -> pb.DestroyResponse:
 def list_objects(call: Call, req: pb.ListObjectsRequest) -> pb.ListObjectsResponse:
     out = []
     for obj in call.ctx.objects():
-        info = pb.ObjectInfo(id=obj.id, type=int(obj.type), users=obj.users)
+        info = pb.ObjectInfo(id=obj.id, type=cast("pb.ObjectType", int(obj.type)),
+                             users=obj.users)
         obj.describe(info)
         out.append(info)
     return pb.ListObjectsResponse(objects=out)

@@ -55,9 +55,10 @@ class DeviceObj(IommufdObject):
 
     type = ObjType.DEVICE
 
-    def __init__(self, obj_id: int, host_dev: HostDevice, ctx: IommufdContext,
+    def __init__(self, obj_id: int, host: Host, host_dev: HostDevice, ctx: IommufdContext,
                  cookie: int) -> None:
         super().__init__(obj_id)
+        self.host = host
         self.host_dev = host_dev
         self.ctx = ctx
         self.cookie = cookie
@@ -168,7 +169,7 @@ def bind_obj(host: Host, dev: HostDevice, ctx: IommufdContext, cookie: int) -> D
     except BaseException:
         ctx.abort_id(obj_id)
         raise
-    obj = DeviceObj(obj_id, dev, ctx, cookie)
+    obj = DeviceObj(obj_id, host, dev, ctx, cookie)
     ctx.insert(obj)
     ctx.holders += 1
     host.groups[dev.group].open_devices.add(dev.name)
@@ -190,7 +191,7 @@ def unbind_obj(obj: DeviceObj) -> None:
     detach_obj(obj, None)
     ctx = obj.ctx
     ctx.remove_device(obj)
-    host = ctx.host
+    host = obj.host
     host.groups[obj.host_dev.group].open_devices.discard(obj.host_dev.name)
     host.release_dma_owner(obj.host_dev.group)
     ctx.holders -= 1
@@ -288,7 +289,7 @@ def _attach_rid(obj: DeviceObj, hwpt: HwptPaging, stage: int) -> None:
             if prev.ioas is not hwpt.ioas:
                 _drop_resv(mover, prev.ioas)
             hwpt_put(mover.ctx, prev)
-    group = obj.ctx.host.groups[obj.host_dev.group]
+    group = obj.host.groups[obj.host_dev.group]
     if not isinstance(group.domain, HwptPaging) or group.domain is old:
         group.domain = hwpt
 
@@ -378,7 +379,7 @@ def detach_obj(obj: DeviceObj, pasid: int | None) -> None:
         return
     if pasid is None:
         _drop_resv(obj, hwpt.ioas)
-        group = obj.ctx.host.groups[obj.host_dev.group]
+        group = obj.host.groups[obj.host_dev.group]
         if group.domain is hwpt:
             remaining = [s.attached[None] for s in _rid_siblings(obj)]
             group.domain = remaining[0] if remaining else DOMAIN_BLOCKING

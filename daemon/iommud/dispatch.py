@@ -90,9 +90,9 @@ class Dispatcher:
             status = err.name
             raise
         except OSError as exc:  # from rust_core: the same errno, adopted
-            err = IommuError.from_oserror(exc)
-            status = err.name
-            raise err from exc
+            adopted = IommuError.from_oserror(exc)
+            status = adopted.name
+            raise adopted from exc
         except Exception as exc:
             status = type(exc).__name__
             raise

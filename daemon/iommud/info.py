@@ -10,7 +10,7 @@ from iommud.context import IommufdContext
 from iommud.device import DeviceFd, DeviceObj
 from iommud.hw_pagetable import HwptPaging
 from iommud.ioas import Ioas
-from iommud.vfio_compat import GroupFd
+from iommud.vfio_group import GroupFd
 from iommud_wire import pb
 
 if TYPE_CHECKING:

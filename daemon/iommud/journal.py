@@ -121,7 +121,7 @@ class Journal:
             yield Record(*row)
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT count(*) FROM ops").fetchone()[0]
+        return int(self._db.execute("SELECT count(*) FROM ops").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

@@ -45,4 +45,5 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 def get_logger(name: str = "iommud") -> structlog.typing.FilteringBoundLogger:
-    return structlog.get_logger(name)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

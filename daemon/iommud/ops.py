@@ -110,22 +110,21 @@ def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
 
 
 F, L = Fd, Limit
-NOJ = {"journal": False}
 
 ROWS: tuple[Op, ...] = (
     # -- sessions and contexts (main.c) ---------------------------------------------------
     _row("OpenSession", session.open_session, needs=Needs.OPENS, limit=L.SESSIONS),
-    _row("CloseSession", session.close_session, **NOJ),  # forgetting it drops its rows
-    _row("KeepAlive", session.keep_alive, **NOJ),
-    _row("WatchSession", session.watch_session, **NOJ),
+    _row("CloseSession", session.close_session, journal=False),  # forgetting it drops its rows
+    _row("KeepAlive", session.keep_alive, journal=False),
+    _row("WatchSession", session.watch_session, journal=False),
     _row("OpenContext", context.open_context, limit=L.FDS),
     _row("CloseContext", context.close_context, F.IOMMUFD),
     _row("Destroy", context.destroy, F.IOMMUFD),
-    _row("ListObjects", context.list_objects, F.IOMMUFD, **NOJ),
-    _row("GetCapabilities", context.get_capabilities, F.IOMMUFD, **NOJ),
+    _row("ListObjects", context.list_objects, F.IOMMUFD, journal=False),
+    _row("GetCapabilities", context.get_capabilities, F.IOMMUFD, journal=False),
     # -- IOAS (ioas.c, io_pagetable.c) --------------------------------------------------------
     _row("IoasAlloc", ioas.ioas_alloc, F.IOMMUFD, limit=L.OBJECTS),
-    _row("IoasIovaRanges", ioas.ioas_iova_ranges, F.IOMMUFD, **NOJ),
+    _row("IoasIovaRanges", ioas.ioas_iova_ranges, F.IOMMUFD, journal=False),
     _row("IoasAllowIovas", ioas.ioas_allow_iovas, F.IOMMUFD),
     _row("IoasMap", ioas.ioas_map, F.IOMMUFD, limit=L.AREAS),
     _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS),
@@ -133,27 +132,27 @@ ROWS: tuple[Op, ...] = (
     _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD),
     _row("Option", ioas.option, F.IOMMUFD),
     _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
-    _row("Translate", ioas.translate, F.IOMMUFD, **NOJ),
-    _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, **NOJ),
-    _row("ListAreas", ioas.list_areas, F.IOMMUFD, **NOJ),
+    _row("Translate", ioas.translate, F.IOMMUFD, journal=False),
+    _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, journal=False),
+    _row("ListAreas", ioas.list_areas, F.IOMMUFD, journal=False),
     # -- host topology and DMA ownership (iommu.c, driver core) ----------------------------------
-    _row("ListDevices", host.list_devices, **NOJ),
-    _row("ListGroups", host.list_groups, **NOJ),
+    _row("ListDevices", host.list_devices, journal=False),
+    _row("ListGroups", host.list_groups, journal=False),
     _row("BindHostDriver", host.bind_host_driver, admin=True),
     _row("UnbindHostDriver", host.unbind_host_driver, admin=True),
     _row("HotAddDevice", host.hot_add_device, admin=True),
     _row("HotRemoveDevice", host.hot_remove_device, admin=True),
-    _row("WatchHost", host.watch_host, **NOJ),
+    _row("WatchHost", host.watch_host, journal=False),
     # -- VFIO device cdev and DEVICE objects (device_cdev.c, device.c) ---------------------------
     _row("OpenDevice", device.open_device, limit=L.FDS),
     _row("CloseDevice", device.close_device, F.DEVICE),
-    _row("DeviceGetInfo", device.device_get_info, F.DEVICE, **NOJ),
+    _row("DeviceGetInfo", device.device_get_info, F.DEVICE, journal=False),
     _row("DeviceBindIommufd", device.device_bind_iommufd, F.DEVICE, limit=L.OBJECTS),
     _row("IommufdBindDevice", device.iommufd_bind_device, F.IOMMUFD, limit=L.OBJECTS),
     _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS),
     _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
     _row("DeviceDma", device.device_dma, F.DEVICE),  # marks dirty bits
-    _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, **NOJ),
+    _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, journal=False),
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
     _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
     _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD),
@@ -162,23 +161,23 @@ ROWS: tuple[Op, ...] = (
     _row("FaultQueueAlloc", fault.fault_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
     # -- the legacy VFIO container/group API (vfio_compat.c, container.c, group.c) ----------------
     _row("OpenContainer", vfio_compat.open_container, limit=L.FDS),
-    _row("VfioGetApiVersion", vfio_compat.vfio_get_api_version, F.CONTAINER, **NOJ),
-    _row("VfioCheckExtension", vfio_compat.vfio_check_extension, F.CONTAINER, **NOJ),
+    _row("VfioGetApiVersion", vfio_compat.vfio_get_api_version, F.CONTAINER, journal=False),
+    _row("VfioCheckExtension", vfio_compat.vfio_check_extension, F.CONTAINER, journal=False),
     _row("VfioSetIommu", vfio_compat.vfio_set_iommu, F.CONTAINER),
-    _row("VfioIommuGetInfo", vfio_compat.vfio_iommu_get_info, F.CONTAINER, **NOJ),
+    _row("VfioIommuGetInfo", vfio_compat.vfio_iommu_get_info, F.CONTAINER, journal=False),
     _row("VfioIommuMapDma", vfio_compat.vfio_iommu_map_dma, F.CONTAINER, limit=L.AREAS),
     _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER),
     _row("VfioIommuDirtyPages", vfio_compat.vfio_iommu_dirty_pages, F.CONTAINER),
     _row("OpenGroup", vfio_compat.open_group, limit=L.FDS),
     _row("CloseGroup", vfio_compat.close_group, F.GROUP),
-    _row("VfioGroupGetStatus", vfio_compat.vfio_group_get_status, F.GROUP, **NOJ),
+    _row("VfioGroupGetStatus", vfio_compat.vfio_group_get_status, F.GROUP, journal=False),
     _row("VfioGroupSetContainer", vfio_compat.vfio_group_set_container, F.GROUP),
     _row("VfioGroupUnsetContainer", vfio_compat.vfio_group_unset_container, F.GROUP),
     _row("VfioGroupGetDeviceFd", vfio_compat.vfio_group_get_device_fd, F.GROUP, limit=L.FDS),
     _row("IommuVfioIoas", vfio_compat.iommu_vfio_ioas, F.IOMMUFD),
     # -- introspection ------------------------------------------------------------------------
-    _row("Echo", info.echo, needs=Needs.OPTIONAL, **NOJ),
-    _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, **NOJ),
+    _row("Echo", info.echo, needs=Needs.OPTIONAL, journal=False),
+    _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, journal=False),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}

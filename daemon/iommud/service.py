@@ -34,6 +34,7 @@ if sys.byteorder != "little":  # the wire format of the packed u64 fields is lit
     raise ImportError("iommud's packed u64 fields assume a little-endian host")
 
 _ANONYMOUS = Caller()
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _unknown_field_path(msg: Any, path: str = "") -> str | None:
@@ -88,10 +89,10 @@ class GrpcService:
         self.dispatcher = dispatcher
         self._tls = bool(rt.config.tls_cert)
 
-    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
+    def caller(self, context: Context) -> Caller:
         """Who is calling: the mTLS identity, else the UNIX peer's credentials."""
         if self._tls:
-            names = (context.auth_context() or {}).get("x509_common_name") or []
+            names = list((context.auth_context() or {}).get("x509_common_name") or [])
             if names:
                 return Caller(tls_identity=names[0].decode())
         gate = self.rt.gate
@@ -102,24 +103,24 @@ class GrpcService:
         return Caller(pid=pid, uid=uid, gid=gid, groups=frozenset(groups))
 
     @staticmethod
-    def _metadata(context: grpc.aio.ServicerContext) -> tuple[str | None, str | None]:
+    def _metadata(context: Context) -> tuple[str | None, str | None]:
         token = nth = None
         for key, value in context.invocation_metadata() or ():
             if key == metadata.SESSION:
-                token = value
+                token = str(value)
             elif key == metadata.FAIL_NTH:
-                nth = value
+                nth = str(value)
         return token, nth
 
     @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, err: IommuError, request: Any) -> None:
+    async def _abort(context: Context, err: IommuError, request: Any) -> None:
         status = to_status(err, request_details(request))
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     def _unary(self, op: Op) -> Callable[..., Any]:
         dispatcher = self.dispatcher
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: Any, context: Context) -> Any:
             try:
                 check_wellformed(request)
                 token, nth = self._metadata(context)
@@ -136,7 +137,7 @@ class GrpcService:
     def _stream(self, op: Op) -> Callable[..., AsyncIterator[Any]]:
         dispatcher = self.dispatcher
 
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 check_wellformed(request)
                 token, _ = self._metadata(context)
@@ -148,7 +149,8 @@ class GrpcService:
 
         return handle
 
-    def generic_handler(self, table: dict[str, Op] | None = None) -> grpc.GenericRpcHandler:
+    def generic_handler(self, table: dict[str, Op] | None = None
+                        ) -> grpc.GenericRpcHandler[Any, Any]:
         """The service's method handlers, with deserializers that never raise."""
         handlers = {}
         for op in (table or self.dispatcher.table).values():

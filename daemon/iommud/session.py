@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from iommud.call import Call
     from iommud.device import DeviceFd
     from iommud.host import Host
-    from iommud.vfio_compat import GroupFd
+    from iommud.vfio_group import GroupFd
 
 log = get_logger("iommud.session")
 

@@ -1,96 +1,71 @@
-"""Shared fixtures: a real iommud daemon on a private UNIX socket.
+"""Shared fixtures: real iommud daemons on private UNIX sockets.
 
-Each daemon is a subprocess started exactly as a user would (`python -m
-iommud`), and the fixture waits on the gRPC health service (a bounded poll,
-not a fixed sleep) before handing out the endpoint.
+Every daemon is a subprocess started exactly as a user would (`python -m
+iommud`, see support.py), handed out once its health service reports
+SERVING. Three fixtures own daemons, all through one factory:
+
+- `daemon_factory` (per test): `daemon_factory("--journal", db, name="a")`
+  starts a daemon with its own flags; every daemon it started is stopped at
+  the test's teardown, whether the test passed or not.
+- `module_daemon_factory` (per module): the same, for one configured daemon
+  that a module's tests share (each test opening its own sessions).
+- `daemon` (per session): the default daemon, for tests that only need
+  isolation by session.
+
+When a test fails, the report carries the log tail of every daemon it used.
 """
 from __future__ import annotations
 
-import os
-import pathlib
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support import DaemonFactory, DaemonProcess
+from support import start_daemon, wait_serving  # noqa: F401  (until every module uses the fixtures)
 
-from iommud_client import Client
+if TYPE_CHECKING:
+    import pathlib
+    from collections.abc import Iterator
 
-START_TIMEOUT = 30.0
-
-
-class DaemonProcess:
-    def __init__(self, proc: subprocess.Popen, socket_path: pathlib.Path,
-                 log_path: pathlib.Path) -> None:
-        self.proc = proc
-        self.socket_path = socket_path
-        self.log_path = log_path
-        self.endpoint = f"unix:{socket_path}"
-
-    def client(self, **kw) -> Client:
-        return Client(self.endpoint, **kw)
-
-    def log_lines(self) -> list[str]:
-        return self.log_path.read_text().splitlines()
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    from iommud_client import Client
 
 
-def wait_serving(endpoint: str, proc: subprocess.Popen | None = None,
-                 timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(endpoint) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"daemon exited early with {proc.returncode}")
-            try:
-                resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0,
-                                  wait_for_ready=True)
-                if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"daemon at {endpoint} not serving after {timeout}s")
+def _fresh_dir(parent: pathlib.Path, name: str) -> pathlib.Path:
+    path, n = parent / name, 1
+    while path.exists():
+        n += 1
+        path = parent / f"{name}-{n}"
+    path.mkdir(parents=True)
+    return path
 
 
-def start_daemon(tmp: pathlib.Path, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
-    tmp.mkdir(parents=True, exist_ok=True)
-    sock = tmp / "iommud.sock"
-    log_path = tmp / "iommud.log"
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IOMMUD_")}
-    full_env.update(env or {})
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "iommud", "--socket", str(sock), "--log-format", "json",
-             *args], stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
-    daemon = DaemonProcess(proc, sock, log_path)
+@pytest.fixture
+def daemon_factory(tmp_path: pathlib.Path) -> Iterator[DaemonFactory]:
+    """Start daemons for this test only, in directories under its tmp_path."""
+    factory = DaemonFactory(lambda name: _fresh_dir(tmp_path, name))
     try:
-        wait_serving(daemon.endpoint, proc)
-    except Exception:
-        daemon.stop()
-        raise
-    return daemon
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture(scope="module")
+def module_daemon_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonFactory]:
+    """Start daemons shared by the tests of one module."""
+    factory = DaemonFactory(tmp_path_factory.mktemp)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
 
 
 @pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     """One daemon shared by the tests that only need isolation by session."""
-    d = start_daemon(tmp_path_factory.mktemp("iommud"))
-    yield d
-    d.stop()
+    factory = DaemonFactory(tmp_path_factory.mktemp)
+    try:
+        yield factory(name="iommud")
+    finally:
+        factory.stop_all()
 
 
 @pytest.fixture
@@ -108,3 +83,25 @@ def session(client: Client):
 @pytest.fixture
 def ctx(session):
     return session.open_context()
+
+
+def _daemons_of(item: pytest.Item) -> list[DaemonProcess]:
+    """The daemons a test used: fixtures that are daemons (directly or via
+    other fixtures) and every daemon its factories started."""
+    found: dict[int, DaemonProcess] = {}
+    for value in getattr(item, "funcargs", {}).values():
+        if isinstance(value, DaemonProcess):
+            found.setdefault(id(value), value)
+        elif isinstance(value, DaemonFactory):
+            for d in value:
+                found.setdefault(id(d), d)
+    return list(found.values())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for d in _daemons_of(item):
+            report.sections.append((f"iommud log tail: {d.name} ({d.log_path})", d.log_tail()))

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 from support import DaemonFactory, DaemonProcess
-from support import start_daemon, wait_serving  # noqa: F401  (until every module uses the fixtures)
 
 if TYPE_CHECKING:
     import pathlib

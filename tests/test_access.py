@@ -5,16 +5,13 @@ keep uid 0 but take another primary or supplementary group, which is what
 the allow lists match on."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 
-import pytest
+from support import raises_errno, run_daemon
 
-from conftest import start_daemon
-from iommud_client import Client, IommudError
+from iommud_client import Client
 
 # A caller in a child process: prints the errno name of OpenSession's failure, or OK.
 PROBE = """
@@ -31,12 +28,6 @@ with Client(sys.argv[1]) as c:
 KERNEL_DRIVER_DEVICE = "0000:0a:00.1"     # snd_hda_intel in the default topology
 
 
-def errno_of(fn: Callable[[], object]) -> IommudError:
-    with pytest.raises(IommudError) as info:
-        fn()
-    return info.value
-
-
 def probe(endpoint: str, **child: object) -> str:
     assert os.geteuid() == 0, "changing a child's groups needs root"
     out = subprocess.run([sys.executable, "-c", PROBE, endpoint], capture_output=True,
@@ -45,75 +36,59 @@ def probe(endpoint: str, **child: object) -> str:
     return out.stdout.strip()
 
 
-def opened_events(d) -> list[dict]:
-    return [e for e in map(json.loads, d.log_lines()) if e.get("event") == "session.open"]
-
-
 def test_unix_callers_are_known_by_their_kernel_credentials(daemon) -> None:
     with daemon.client() as c:
         s = c.open_session("whoami")
-        event = [e for e in opened_events(daemon) if e["session"] == s.session_id][0]
+        event = [e for e in daemon.events("session.open") if e["session"] == s.session_id][0]
         s.close()
     # The gate read this very process's credentials at accept.
     assert event["identity"] == f"uid:{os.getuid()}"
     assert event["pid"] == os.getpid()
 
 
-def test_allow_lists_refuse_other_uids_and_gids_with_eacces(tmp_path) -> None:
-    d = start_daemon(tmp_path, "--allow-uids", "4242", "--allow-gids", "4321")
-    try:
-        with d.client() as c:
-            err = errno_of(lambda: c.open_session("outsider"))
-            assert err.errno_name == "EACCES"
-            assert err.metadata["uid"] == str(os.getuid())
-            assert err.metadata["pid"] == str(os.getpid())
-            assert errno_of(c.info).errno_name == "EACCES"
-            assert c.health() == "SERVING"      # health is not restricted
-        assert opened_events(d) == []
-        # Primary group 4321, or 4321 among the supplementary groups: allowed.
-        assert probe(d.endpoint, group=4321) == "OK"
-        assert probe(d.endpoint, extra_groups=[4321]) == "OK"
-        assert probe(d.endpoint, extra_groups=[4322]) == "EACCES"
-    finally:
-        d.stop()
+def test_allow_lists_refuse_other_uids_and_gids_with_eacces(daemon_factory) -> None:
+    d = daemon_factory("--allow-uids", "4242", "--allow-gids", "4321")
+    with d.client() as c:
+        err = raises_errno(lambda: c.open_session("outsider"), "EACCES")
+        assert err.metadata["uid"] == str(os.getuid())
+        assert err.metadata["pid"] == str(os.getpid())
+        raises_errno(c.info, "EACCES")
+        assert c.health() == "SERVING"      # health is not restricted
+    assert d.events("session.open") == []
+    # Primary group 4321, or 4321 among the supplementary groups: allowed.
+    assert probe(d.endpoint, group=4321) == "OK"
+    assert probe(d.endpoint, extra_groups=[4321]) == "OK"
+    assert probe(d.endpoint, extra_groups=[4322]) == "EACCES"
 
 
-def test_allow_list_naming_the_caller_admits_it(tmp_path) -> None:
-    d = start_daemon(tmp_path, "--allow-uids", f"4242,{os.getuid()}")
-    try:
-        with d.client() as c:
-            s = c.open_session("insider")
-            assert s.open_context().iommufd == 3
-            s.close()
-    finally:
-        d.stop()
+def test_allow_list_naming_the_caller_admits_it(daemon_factory) -> None:
+    d = daemon_factory("--allow-uids", f"4242,{os.getuid()}")
+    with d.client() as c:
+        s = c.open_session("insider")
+        assert s.open_context().iommufd == 3
+        s.close()
 
 
 def test_allow_lists_with_plaintext_tcp_refuse_to_start(tmp_path) -> None:
-    out = subprocess.run([sys.executable, "-m", "iommud", "--socket", str(tmp_path / "s"),
-                          "--allow-uids", "4242", "--tcp", "127.0.0.1:0"],
-                         capture_output=True, text=True, timeout=60)
+    out = run_daemon("--socket", str(tmp_path / "s"), "--allow-uids", "4242",
+                     "--tcp", "127.0.0.1:0")
     assert out.returncode != 0
     assert "would bypass them" in out.stdout + out.stderr
 
 
-def test_admin_rpcs_need_an_admin_uid(tmp_path) -> None:
-    d = start_daemon(tmp_path, "--admin-uids", "4242")
-    try:
-        with d.client() as c:
-            s = c.open_session("not-admin")
-            driver = {x.name: x.driver for x in s.list_devices()}[KERNEL_DRIVER_DEVICE]
-            for call in (lambda: s.unbind_host_driver(KERNEL_DRIVER_DEVICE),
-                         lambda: s.bind_host_driver(KERNEL_DRIVER_DEVICE, "vfio-pci"),
-                         lambda: s.hot_remove_device(KERNEL_DRIVER_DEVICE)):
-                err = errno_of(call)
-                assert err.errno_name == "EPERM"
-                assert err.metadata["uid"] == str(os.getuid())
-            # Nothing changed on the host.
-            assert {x.name: x.driver for x in s.list_devices()}[KERNEL_DRIVER_DEVICE] == driver
-            s.close()
-    finally:
-        d.stop()
+def test_admin_rpcs_need_an_admin_uid(daemon_factory) -> None:
+    d = daemon_factory("--admin-uids", "4242")
+    with d.client() as c:
+        s = c.open_session("not-admin")
+        driver = {x.name: x.driver for x in s.list_devices()}[KERNEL_DRIVER_DEVICE]
+        for call in (lambda: s.unbind_host_driver(KERNEL_DRIVER_DEVICE),
+                     lambda: s.bind_host_driver(KERNEL_DRIVER_DEVICE, "vfio-pci"),
+                     lambda: s.hot_remove_device(KERNEL_DRIVER_DEVICE)):
+            err = raises_errno(call, "EPERM")
+            assert err.metadata["uid"] == str(os.getuid())
+        # Nothing changed on the host.
+        assert {x.name: x.driver for x in s.list_devices()}[KERNEL_DRIVER_DEVICE] == driver
+        s.close()
 
 
 def test_root_and_the_daemons_uid_are_admins_by_default(daemon) -> None:
@@ -127,17 +102,12 @@ def test_root_and_the_daemons_uid_are_admins_by_default(daemon) -> None:
         s.close()
 
 
-def test_a_uid_bound_token_is_refused_from_another_identity(daemon, tmp_path) -> None:
+def test_a_uid_bound_token_is_refused_from_another_identity(daemon_factory) -> None:
     """A token is honoured only from the uid that opened it: the same token
     presented on a TCP loopback connection (anonymous) is ESRCH."""
-    d = start_daemon(tmp_path, "--tcp", "127.0.0.1:0")
-    try:
-        serving = [e for e in map(json.loads, d.log_lines()) if e.get("event") == "serving"][0]
-        tcp = [e for e in serving["endpoints"] if not e.startswith("unix:")][0]
-        with d.client() as c, Client(tcp) as anon:
-            s = c.open_session("mine")
-            assert errno_of(lambda: anon.attach_session(s.token)).errno_name == "ESRCH"
-            assert s.keepalive() > 0
-            s.close()
-    finally:
-        d.stop()
+    d = daemon_factory("--tcp", "127.0.0.1:0")
+    with d.client() as c, Client(d.tcp_endpoint) as anon:
+        s = c.open_session("mine")
+        raises_errno(lambda: anon.attach_session(s.token), "ESRCH")
+        assert s.keepalive() > 0
+        s.close()

@@ -7,11 +7,11 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from support import raises_errno
 
-from conftest import start_daemon
 from iommud_client import Client, DmaAccess, IommudError
 from iommud_wire import pb
 
@@ -20,17 +20,9 @@ RW = 4 | 2
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def errno_of(fn: Callable[[], object]) -> str:
-    with pytest.raises(IommudError) as info:
-        fn()
-    return info.value.errno_name
-
-
 @pytest.fixture(scope="module")
-def dmn(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("dev"))
-    yield d
-    d.stop()
+def dmn(module_daemon_factory):
+    return module_daemon_factory(name="dev")
 
 
 @pytest.fixture
@@ -100,8 +92,8 @@ def snapshot(sess):
 # -- device fds before bind (§3.1) -------------------------------------------
 
 def test_open_requires_vfio_driver_and_known_name(s, topo) -> None:
-    assert errno_of(lambda: s.open_device(topo.kernel_device().name)) == "ENODEV"
-    assert errno_of(lambda: s.open_device("0000:ff:1f.7")) == "ENODEV"
+    raises_errno(lambda: s.open_device(topo.kernel_device().name), "ENODEV")
+    raises_errno(lambda: s.open_device("0000:ff:1f.7"), "ENODEV")
 
 
 def test_unbound_fd_gives_info_but_refuses_dma_operations(s, topo) -> None:
@@ -112,9 +104,9 @@ def test_unbound_fd_gives_info_but_refuses_dma_operations(s, topo) -> None:
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
         before = snapshot(s)
-        assert errno_of(lambda: dev.attach(ioas)) == "EINVAL"
-        assert errno_of(lambda: dev.detach()) == "EINVAL"
-        assert errno_of(lambda: dev.read(0x1000)) == "EINVAL"
+        raises_errno(lambda: dev.attach(ioas), "EINVAL")
+        raises_errno(lambda: dev.detach(), "EINVAL")
+        raises_errno(lambda: dev.read(0x1000), "EINVAL")
         assert snapshot(s) == before
         assert group_of(s, name).owner == pb.GROUP_OWNER_NONE
 
@@ -125,7 +117,7 @@ def test_closed_device_fd_is_ebadf(s, topo) -> None:
     dev.bind(ctx)
     dev.close()
     for call in (dev.info, lambda: dev.attach(1), lambda: dev.bind(ctx), dev.close):
-        assert errno_of(call) == "EBADF"
+        raises_errno(call, "EBADF")
 
 
 # -- bind (§3.2, rules 55-58) --------------------------------------------------
@@ -139,7 +131,7 @@ def test_bind_claims_group_and_blocks_dma(s, topo) -> None:
         assert (g.owner, g.owner_cnt, g.domain) == (pb.GROUP_OWNER_IOMMUFD, 1, "blocking")
         objs = {o.id: o for o in ctx.list_objects()}
         assert objs[dev_id].type == pb.OBJECT_TYPE_DEVICE and objs[dev_id].cookie == 0x1234
-        assert errno_of(lambda: ctx.destroy(dev_id)) == "EBUSY"          # rule 7
+        raises_errno(lambda: ctx.destroy(dev_id), "EBUSY")          # rule 7
         assert dev_id in {o.id for o in ctx.list_objects()}
         assert not dev.read(0x1000).ok                                     # blocked
     g = group_of(s, name)
@@ -153,13 +145,13 @@ def test_bind_argument_errors_change_nothing(s, topo) -> None:
     with s.open_device(name) as dev:
         other = s.open_device(topo.singleton_vfio()[1].name)
         before = snapshot(s)
-        assert errno_of(lambda: dev.bind(ctx, flags=2)) == "EINVAL"        # rule 55
-        assert errno_of(lambda: dev.bind(-1)) == "EINVAL"
-        assert errno_of(lambda: dev.bind(999)) == "EBADF"
-        assert errno_of(lambda: dev.bind(other.device_fd)) == "EBADFD"
+        raises_errno(lambda: dev.bind(ctx, flags=2), "EINVAL")        # rule 55
+        raises_errno(lambda: dev.bind(-1), "EINVAL")
+        raises_errno(lambda: dev.bind(999), "EBADF")
+        raises_errno(lambda: dev.bind(other.device_fd), "EBADFD")
         assert snapshot(s) == before and ctx.list_objects() == []
         dev.bind(ctx)
-        assert errno_of(lambda: dev.bind(ctx)) == "EINVAL"                 # rule 56
+        raises_errno(lambda: dev.bind(ctx), "EINVAL")                 # rule 56
         other.close()
 
 
@@ -170,7 +162,7 @@ def test_second_open_of_a_bound_device_cannot_bind(cl, s, topo) -> None:
         dev.bind(ctx)
         dev2 = s2.open_device(name)
         ctx2 = s2.open_context()
-        assert errno_of(lambda: dev2.bind(ctx2)) == "EINVAL"
+        raises_errno(lambda: dev2.bind(ctx2), "EINVAL")
         assert ctx2.list_objects() == []
 
 
@@ -179,7 +171,7 @@ def test_bind_refused_while_sibling_on_kernel_driver(s, topo) -> None:   # rule 
     ctx = s.open_context()
     with s.open_device(vfio.name) as dev:
         before = snapshot(s)
-        assert errno_of(lambda: dev.bind(ctx)) == "EPERM"
+        raises_errno(lambda: dev.bind(ctx), "EPERM")
         assert snapshot(s) == before and ctx.list_objects() == []
         assert not group_of(s, vfio.name).viable
 
@@ -192,10 +184,10 @@ def test_siblings_share_one_context_only(cl, s, topo) -> None:          # rule 5
         with cl.open_session("rival") as s2:
             ctx2 = s2.open_context()
             db2 = s2.open_device(b.name)
-            assert errno_of(lambda: db2.bind(ctx2)) == "EPERM"
+            raises_errno(lambda: db2.bind(ctx2), "EPERM")
             assert ctx2.list_objects() == []
         other_ctx = s.open_context()
-        assert errno_of(lambda: db.bind(other_ctx)) == "EPERM"
+        raises_errno(lambda: db.bind(other_ctx), "EPERM")
         db.bind(ctx)                                                       # same ctx: fine
         assert group_of(s, a.name).owner_cnt == 2
         da.close()
@@ -210,7 +202,7 @@ def test_bind_on_iommufd_form_with_cookie(s, topo) -> None:
     with s.open_device(name) as dev:
         dev_id = ctx.bind_device(dev, cookie=0xABC)
         assert dev.info().dev_id == dev_id
-        assert errno_of(lambda: ctx.bind_device(dev)) == "EINVAL"
+        raises_errno(lambda: ctx.bind_device(dev), "EINVAL")
 
 
 # -- host drivers: deny probe (§4.3, rule 59) -------------------------------------
@@ -222,11 +214,11 @@ def test_unsafe_probe_refused_while_owned(s, topo) -> None:
         dev.bind(ctx)
         s.unbind_host_driver(b.name)
         before = snapshot(s)
-        assert errno_of(lambda: s.bind_host_driver(b.name, "e1000e")) == "EBUSY"
+        raises_errno(lambda: s.bind_host_driver(b.name, "e1000e"), "EBUSY")
         assert snapshot(s) == before
         s.bind_host_driver(b.name, "pci-stub")                              # IOMMU-safe: fine
         s.unbind_host_driver(b.name)
-        assert errno_of(lambda: s.unbind_host_driver(a.name)) == "EBUSY"   # open by a user
+        raises_errno(lambda: s.unbind_host_driver(a.name), "EBUSY")   # open by a user
     s.bind_host_driver(b.name, "e1000e")                                    # released: probes
     assert not group_of(s, a.name).viable
     s.unbind_host_driver(b.name)
@@ -239,19 +231,19 @@ def test_hot_add_and_remove(s, topo) -> None:
     ctx = s.open_context()
     new = pb.HostDevice(name="0000:7f:00.0", group=a.group, vendor=0x8086, device=0x1533,
                         class_code=0x020000, driver="igb", reliable_source_id=True)
-    assert errno_of(lambda: s.hot_add_device(pb.HostDevice(name="bogus", group=1))) == "EINVAL"
+    raises_errno(lambda: s.hot_add_device(pb.HostDevice(name="bogus", group=1)), "EINVAL")
     with s.open_device(a.name) as dev:
         dev.bind(ctx)
         new.driver = "e1000e"
-        assert errno_of(lambda: s.hot_add_device(new)) == "EBUSY"          # probe denied
+        raises_errno(lambda: s.hot_add_device(new), "EBUSY")          # probe denied
         assert "0000:7f:00.0" not in {d.name for d in s.list_devices()}
         new.driver = ""
         s.hot_add_device(new)                                              # driverless: fine
-        assert errno_of(lambda: s.hot_add_device(new)) == "EEXIST"
+        raises_errno(lambda: s.hot_add_device(new), "EEXIST")
         assert {d.name for d in s.list_devices()} >= {"0000:7f:00.0"}
-        assert errno_of(lambda: s.hot_remove_device(a.name)) == "EBUSY"
+        raises_errno(lambda: s.hot_remove_device(a.name), "EBUSY")
     s.hot_remove_device("0000:7f:00.0")
-    assert errno_of(lambda: s.hot_remove_device("0000:7f:00.0")) == "ENODEV"
+    raises_errno(lambda: s.hot_remove_device("0000:7f:00.0"), "ENODEV")
 
 
 def test_watch_host_streams_ownership_and_driver_events(s, topo) -> None:
@@ -282,8 +274,8 @@ def bound(s, topo):
     yield ctx, dev, dev_id
     try:
         dev.close()
-    except IommudError:
-        pass
+    except IommudError as exc:
+        assert exc.errno_name == "EBADF", exc        # the test closed it already
 
 
 def test_attach_ioas_creates_auto_hwpt_and_reserves_msi(bound) -> None:
@@ -298,8 +290,8 @@ def test_attach_ioas_creates_auto_hwpt_and_reserves_msi(bound) -> None:
     assert align == 0x1000
     assert all(r.last < MSI_START or r.start > MSI_LAST for r in ranges)
     assert any(r.last == MSI_START - 1 for r in ranges)
-    assert errno_of(lambda: ctx.destroy(ioas)) == "EBUSY"                  # rule 5
-    assert errno_of(lambda: ctx.destroy(hwpt)) == "EBUSY"                  # rule 6
+    raises_errno(lambda: ctx.destroy(ioas), "EBUSY")                  # rule 5
+    raises_errno(lambda: ctx.destroy(hwpt), "EBUSY")                  # rule 6
     dev.detach()
     assert hwpt not in {o.id for o in ctx.list_objects()}                  # auto HWPT freed
     ranges, align = ctx.ioas_iova_ranges(ioas)
@@ -312,7 +304,7 @@ def test_attach_refused_when_msi_window_mapped(bound) -> None:          # rule 6
     ioas = ctx.ioas_alloc()
     ctx.ioas_map(ioas, user_va=0x1000_0000, length=0x1000, iova=MSI_START + 0x1000)
     before = (ctx.list_objects(), ctx.ioas_iova_ranges(ioas))
-    assert errno_of(lambda: dev.attach(ioas)) == "EADDRINUSE"
+    raises_errno(lambda: dev.attach(ioas), "EADDRINUSE")
     assert (ctx.list_objects(), ctx.ioas_iova_ranges(ioas)) == before
     assert dev.info().rid_hwpt_id == 0
 
@@ -321,7 +313,7 @@ def test_map_into_reserved_window_after_attach_is_einval(bound) -> None:  # rule
     ctx, dev, _ = bound
     ioas = ctx.ioas_alloc()
     dev.attach(ioas)
-    assert errno_of(lambda: ctx.ioas_map(ioas, user_va=0, length=0x1000, iova=MSI_START)) == "EINVAL"
+    raises_errno(lambda: ctx.ioas_map(ioas, user_va=0, length=0x1000, iova=MSI_START), "EINVAL")
     assert ctx.list_areas(ioas) == []
 
 
@@ -340,10 +332,10 @@ def test_replace_moves_to_new_ioas_and_frees_old_auto_hwpt(bound) -> None:  # ru
 def test_attach_flag_and_pt_errors(bound, topo) -> None:                # rule 66
     ctx, dev, dev_id = bound
     ioas = ctx.ioas_alloc()
-    assert errno_of(lambda: dev.attach(ioas, flags=2)) == "EINVAL"
-    assert errno_of(lambda: dev.attach(999)) == "ENOENT"
-    assert errno_of(lambda: dev.attach(dev_id)) == "EINVAL"
-    assert errno_of(lambda: dev.detach(flags=2)) == "EINVAL"
+    raises_errno(lambda: dev.attach(ioas, flags=2), "EINVAL")
+    raises_errno(lambda: dev.attach(999), "ENOENT")
+    raises_errno(lambda: dev.attach(dev_id), "EINVAL")
+    raises_errno(lambda: dev.detach(flags=2), "EINVAL")
     assert dev.info().rid_hwpt_id == 0
 
 
@@ -356,7 +348,7 @@ def test_group_siblings_must_share_hwpt_in_stage_2(s, topo) -> None:    # rule 6
         i1, i2 = ctx.ioas_alloc(), ctx.ioas_alloc()
         h = da.attach(i1)
         before = ctx.list_objects()
-        assert errno_of(lambda: db.attach(i2)) == "EINVAL"
+        raises_errno(lambda: db.attach(i2), "EINVAL")
         assert ctx.list_objects() == before
         assert db.attach(i1) == h                                           # shares the HWPT
         # A replace through one device moves the whole group.
@@ -372,15 +364,15 @@ def test_pasid_rules(s, topo) -> None:
         dp_id = dp.bind(ctx)
         dn.bind(ctx)
         ioas = ctx.ioas_alloc()
-        assert errno_of(lambda: dn.attach(ioas, pasid=1)) == "EOPNOTSUPP"
-        assert errno_of(lambda: dp.attach(ioas, pasid=1 << 20)) == "EINVAL"
+        raises_errno(lambda: dn.attach(ioas, pasid=1), "EOPNOTSUPP")
+        raises_errno(lambda: dp.attach(ioas, pasid=1 << 20), "EINVAL")
         plain_hwpt = ctx.hwpt_alloc(dp_id, ioas)                            # no ALLOC_PASID
-        assert errno_of(lambda: dp.attach(plain_hwpt, pasid=5)) == "EINVAL"
+        raises_errno(lambda: dp.attach(plain_hwpt, pasid=5), "EINVAL")
         hwpt = dp.attach(ioas, pasid=5)                                     # auto: PASID-capable
         info = dp.info()
         assert dict(info.pasid_hwpt_ids) == {5: hwpt} and info.rid_hwpt_id == 0
         # A RID domain without PASID support is refused while PASIDs are attached.
-        assert errno_of(lambda: dp.attach(plain_hwpt)) == "EINVAL"
+        raises_errno(lambda: dp.attach(plain_hwpt), "EINVAL")
         ctx.ioas_map(ioas, user_va=0x5000_0000, length=0x2000, iova=0x40_0000)
         assert dp.dma([DmaAccess(0x40_0010, 4, True)], pasid=5).results[0].pa == 0x5000_0010
         assert not dp.dma([DmaAccess(0x40_0010, 4)], pasid=6).results[0].ok
@@ -393,13 +385,13 @@ def test_pasid_rules(s, topo) -> None:
 def test_hwpt_alloc_rules(bound, topo) -> None:
     ctx, dev, dev_id = bound
     ioas = ctx.ioas_alloc()
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, 999)) == "EINVAL"         # rule 41
-    assert errno_of(lambda: ctx.hwpt_alloc(999, ioas)) == "ENOENT"          # rule 42
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, reserved=1)) == "EOPNOTSUPP"
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, 1 << 7)) == "EOPNOTSUPP"
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas, data_len=8)) == "EINVAL"
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, 999), "EINVAL")         # rule 41
+    raises_errno(lambda: ctx.hwpt_alloc(999, ioas), "ENOENT")          # rule 42
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, ioas, reserved=1), "EOPNOTSUPP")
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, ioas, 1 << 7), "EOPNOTSUPP")
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, ioas, data_len=8), "EINVAL")
     hwpt = ctx.hwpt_alloc(dev_id, ioas)
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, hwpt, data_type=1, data_len=8)) == "EINVAL"  # 44
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, hwpt, data_type=1, data_len=8), "EINVAL")  # 44
     assert {o.id: o.auto_domain for o in ctx.list_objects()}[hwpt] is False
     assert dev.attach(hwpt) == hwpt
     dev.detach()
@@ -414,15 +406,15 @@ def test_hwpt_alloc_refused_when_map_outside_aperture(bound, topo) -> None:  # r
     ioas = ctx.ioas_alloc()
     ctx.ioas_map(ioas, user_va=0, length=0x1000, iova=1 << bits)
     before = ctx.list_objects()
-    assert errno_of(lambda: ctx.hwpt_alloc(dev_id, ioas)) == "EADDRINUSE"
-    assert errno_of(lambda: dev.attach(ioas)) == "EADDRINUSE"
+    raises_errno(lambda: ctx.hwpt_alloc(dev_id, ioas), "EADDRINUSE")
+    raises_errno(lambda: dev.attach(ioas), "EADDRINUSE")
     assert ctx.list_objects() == before
 
 
 def test_get_hw_info(bound) -> None:                                      # rule 46
     ctx, dev, dev_id = bound
-    assert errno_of(lambda: ctx.get_hw_info(dev_id, flags=2)) == "EOPNOTSUPP"
-    assert errno_of(lambda: ctx.get_hw_info(999)) == "ENOENT"
+    raises_errno(lambda: ctx.get_hw_info(dev_id, flags=2), "EOPNOTSUPP")
+    raises_errno(lambda: ctx.get_hw_info(999), "ENOENT")
     info = ctx.get_hw_info(dev_id, data_len=0)
     assert info.data == b"" and info.data_len == 24 and info.out_data_type == 1
     big = ctx.get_hw_info(dev_id, data_len=32)
@@ -462,7 +454,7 @@ def test_context_close_waits_for_bound_devices(cl, topo) -> None:
         dev.attach(ioas)
         assert ctx.close() == 0                                           # devices keep it alive
         assert s.info().session.objects == 3
-        assert errno_of(lambda: ctx.ioas_alloc()) == "EBADF"
+        raises_errno(lambda: ctx.ioas_alloc(), "EBADF")
         dev.close()
         counts = s.info().session
         assert (counts.contexts, counts.objects, counts.device_fds) == (0, 0, 0)
@@ -493,46 +485,40 @@ def test_capabilities_report_stage(bound) -> None:
 
 # -- stages 1 and 3 ---------------------------------------------------------------------
 
-def test_stage_1_serves_only_singleton_groups(tmp_path) -> None:
-    d = start_daemon(tmp_path, "--group-stage", "1")
-    try:
-        with d.client() as c, c.open_session() as s:
-            topo = Topo(s)
-            ctx = s.open_context()
-            assert ctx.capabilities().group_stage == 1
-            a = topo.safe_multi_group()[0]
-            dev = s.open_device(a.name)
-            assert errno_of(lambda: dev.bind(ctx)) == "EOPNOTSUPP"
-            assert group_of(s, a.name).owner == pb.GROUP_OWNER_NONE
-            single = s.open_device(topo.singleton_vfio()[0].name)
-            single.bind(ctx)
-            assert single.attach(ctx.ioas_alloc())
-    finally:
-        d.stop()
+def test_stage_1_serves_only_singleton_groups(daemon_factory) -> None:
+    d = daemon_factory("--group-stage", "1")
+    with d.client() as c, c.open_session() as s:
+        topo = Topo(s)
+        ctx = s.open_context()
+        assert ctx.capabilities().group_stage == 1
+        a = topo.safe_multi_group()[0]
+        dev = s.open_device(a.name)
+        raises_errno(lambda: dev.bind(ctx), "EOPNOTSUPP")
+        assert group_of(s, a.name).owner == pb.GROUP_OWNER_NONE
+        single = s.open_device(topo.singleton_vfio()[0].name)
+        single.bind(ctx)
+        assert single.attach(ctx.ioas_alloc())
 
 
-def test_stage_3_splits_reliable_groups_only(tmp_path) -> None:
-    d = start_daemon(tmp_path, "--group-stage", "3")
-    try:
-        with d.client() as c, c.open_session() as s:
-            topo = Topo(s)
-            ctx = s.open_context()
-            assert ctx.capabilities().split_groups
-            a, b = topo.safe_multi_group(reliable=True)[:2]
-            da, db = s.open_device(a.name), s.open_device(b.name)
-            da.bind(ctx)
-            db.bind(ctx)
-            i1, i2 = ctx.ioas_alloc(), ctx.ioas_alloc()
-            h1, h2 = da.attach(i1), db.attach(i2)
-            assert h1 != h2                                                   # 1:N
-            x, y = topo.safe_multi_group(reliable=False)[:2]
-            dx, dy = s.open_device(x.name), s.open_device(y.name)
-            dx.bind(ctx)
-            dy.bind(ctx)
-            dx.attach(i1)
-            assert errno_of(lambda: dy.attach(i2)) == "EINVAL"
-    finally:
-        d.stop()
+def test_stage_3_splits_reliable_groups_only(daemon_factory) -> None:
+    d = daemon_factory("--group-stage", "3")
+    with d.client() as c, c.open_session() as s:
+        topo = Topo(s)
+        ctx = s.open_context()
+        assert ctx.capabilities().split_groups
+        a, b = topo.safe_multi_group(reliable=True)[:2]
+        da, db = s.open_device(a.name), s.open_device(b.name)
+        da.bind(ctx)
+        db.bind(ctx)
+        i1, i2 = ctx.ioas_alloc(), ctx.ioas_alloc()
+        h1, h2 = da.attach(i1), db.attach(i2)
+        assert h1 != h2                                                   # 1:N
+        x, y = topo.safe_multi_group(reliable=False)[:2]
+        dx, dy = s.open_device(x.name), s.open_device(y.name)
+        dx.bind(ctx)
+        dy.bind(ctx)
+        dx.attach(i1)
+        raises_errno(lambda: dy.attach(i2), "EINVAL")
 
 
 def test_demo_script_replays_thread_flow(dmn) -> None:
@@ -553,14 +539,14 @@ def test_hwpt_dirty_tracking(s, topo) -> None:
         dev_id = dev.bind(ctx)
         other_id = other.bind(ctx)
         ioas = ctx.ioas_alloc()
-        assert errno_of(lambda: ctx.hwpt_alloc(other_id, ioas, 2)) == "EOPNOTSUPP"   # rule 43
+        raises_errno(lambda: ctx.hwpt_alloc(other_id, ioas, 2), "EOPNOTSUPP")   # rule 43
         hwpt = ctx.hwpt_alloc(dev_id, ioas, 2)
         plain_hwpt = ctx.hwpt_alloc(dev_id, ioas)
         dev.attach(hwpt)
         ctx.ioas_map(ioas, 0x8000_0000, 0x8000, 0x10_0000)
-        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(hwpt, flags=2)) == "EOPNOTSUPP"
-        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(ioas)) == "ENOENT"      # rule 47
-        assert errno_of(lambda: ctx.hwpt_set_dirty_tracking(plain_hwpt)) == "EOPNOTSUPP"
+        raises_errno(lambda: ctx.hwpt_set_dirty_tracking(hwpt, flags=2), "EOPNOTSUPP")
+        raises_errno(lambda: ctx.hwpt_set_dirty_tracking(ioas), "ENOENT")      # rule 47
+        raises_errno(lambda: ctx.hwpt_set_dirty_tracking(plain_hwpt), "EOPNOTSUPP")
         ctx.hwpt_set_dirty_tracking(hwpt, True)
         dev.dma([DmaAccess(0x10_1000, 8, True), DmaAccess(0x10_7ff0, 0x10, True),
                  DmaAccess(0x10_3000, 8)])
@@ -569,9 +555,9 @@ def test_hwpt_dirty_tracking(s, topo) -> None:
         bits = ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0x2000)
         assert int.from_bytes(bits, "little") == 0b1001
         assert int.from_bytes(ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000), "little") == 0
-        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0)) == "EINVAL"
-        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_1000, 0x2000, 0x2000)) == "EINVAL"
-        assert errno_of(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0, 0x1000, flags=2)) == "EOPNOTSUPP"
+        raises_errno(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000, 0), "EINVAL")
+        raises_errno(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_1000, 0x2000, 0x2000), "EINVAL")
+        raises_errno(lambda: ctx.hwpt_get_dirty_bitmap(hwpt, 0, 0x1000, flags=2), "EOPNOTSUPP")
         ctx.hwpt_set_dirty_tracking(hwpt, False)
         dev.write(0x10_0000)
         assert int.from_bytes(ctx.hwpt_get_dirty_bitmap(hwpt, 0x10_0000, 0x8000), "little") == 0

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import raises_errno
 
-from conftest import start_daemon
 from iommud_client import Client, IommudError
 from iommud_wire import pb
 
@@ -21,10 +21,8 @@ VA = 0x7F00_0000_0000
 
 
 @pytest.fixture(scope="module")
-def dmn(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("failnth"), "--debug-fail-nth", "1")
-    yield d
-    d.stop()
+def dmn(module_daemon_factory):
+    return module_daemon_factory("--debug-fail-nth", "1", name="failnth")
 
 
 class World:
@@ -92,18 +90,14 @@ def assert_nothing_left(c: Client, base, groups_before: list[tuple]) -> None:
 def test_injection_is_refused_when_off(daemon) -> None:
     with daemon.client() as c:
         c.metadata = [("iommud-fail-nth", "1")]
-        with pytest.raises(IommudError) as info:
-            c.open_session("nope")
-        assert info.value.errno_name == "EPERM"
+        raises_errno(lambda: c.open_session("nope"), "EPERM")
 
 
 def test_bad_step_numbers_are_einval(dmn) -> None:
     with dmn.client() as c:
         for bad in ("0", "-1", "x"):
             c.metadata = [("iommud-fail-nth", bad)]
-            with pytest.raises(IommudError) as info:
-                c.open_session("bad")
-            assert info.value.errno_name == "EINVAL"
+            raises_errno(lambda: c.open_session("bad"), "EINVAL")
 
 
 def test_fail_nth_walk_over_native_calls_leaves_nothing(dmn) -> None:

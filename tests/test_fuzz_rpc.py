@@ -8,10 +8,8 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.protobuf.descriptor import FieldDescriptor as F
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import start_daemon
 from iommud_client import ERROR_DOMAIN, SESSION_METADATA_KEY, IommudError
 from iommud_wire import pb
 
@@ -80,10 +78,8 @@ def message(desc, depth: int = 0) -> st.SearchStrategy:
 
 
 @pytest.fixture(scope="module")
-def fuzz_daemon(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("fuzz"), "--max-sessions", "64")
-    yield d
-    d.stop()
+def fuzz_daemon(module_daemon_factory):
+    return module_daemon_factory("--max-sessions", "64", name="fuzz")
 
 
 class World:

@@ -3,12 +3,15 @@ going over it gives the kernel's errno for that resource with the numbers in
 ErrorInfo, and changes nothing."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
+from support import raises_errno
 
-from conftest import start_daemon
-from iommud_client import Client, IommudError
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from iommud_client import Client
 
 LIMITS = {"max_contexts_per_session": 3, "max_fds_per_session": 5, "max_areas_per_ioas": 4,
           "max_mapped_bytes_per_session": 0x10000, "max_sessions": 16, "dma_entry_limit": 8}
@@ -16,18 +19,10 @@ NVME_GROUP = 12
 VA = 0x7F00_0000_0000
 
 
-def err(fn: Callable[[], object]) -> IommudError:
-    with pytest.raises(IommudError) as info:
-        fn()
-    return info.value
-
-
 @pytest.fixture(scope="module")
-def dmn(tmp_path_factory):
+def dmn(module_daemon_factory):
     args = [a for k, v in LIMITS.items() for a in (f"--{k.replace('_', '-')}", str(v))]
-    d = start_daemon(tmp_path_factory.mktemp("limits"), *args)
-    yield d
-    d.stop()
+    return module_daemon_factory(*args, name="limits")
 
 
 @pytest.fixture
@@ -50,15 +45,14 @@ def test_info_reports_every_limit(cl) -> None:
 def test_fds_past_the_limit_are_emfile(cl) -> None:
     with cl.open_session("fds") as s:
         ctxs = [s.open_context() for _ in range(3)]
-        e = err(s.open_context)                       # contexts first: 3 of them
-        assert e.errno_name == "EMFILE" and e.metadata["limit"] == "3"
+        e = raises_errno(s.open_context, "EMFILE")    # contexts first: 3 of them
+        assert e.metadata["limit"] == "3"
         s.open_group(NVME_GROUP)
         s.open_device("0000:04:10.0")                 # five fds now
         before = snapshot(s)
-        e = err(lambda: s.open_group(NVME_GROUP))
-        assert e.errno_name == "EMFILE" and e.metadata["limit"] == "5"
-        e = err(lambda: s.open_device("0000:03:00.0"))
-        assert e.errno_name == "EMFILE"
+        e = raises_errno(lambda: s.open_group(NVME_GROUP), "EMFILE")
+        assert e.metadata["limit"] == "5"
+        raises_errno(lambda: s.open_device("0000:03:00.0"), "EMFILE")
         assert snapshot(s) == before
         ctxs[0].close()                               # a freed fd can be used again
         assert s.open_device("0000:03:00.0") is not None
@@ -71,19 +65,18 @@ def test_areas_past_the_ioas_limit_are_enospc(cl) -> None:
         for i in range(4):
             ctx.ioas_map(ioas, VA, 0x1000, iova=0x10_0000 + i * 0x2000)
         before = (snapshot(s), [(a.iova, a.length) for a in ctx.list_areas(ioas)])
-        e = err(lambda: ctx.ioas_map(ioas, VA, 0x1000, iova=0x20_0000))
-        assert e.errno_name == "ENOSPC" and e.metadata["ioas_id"] == str(ioas)
-        assert err(lambda: ctx.ioas_map(ioas, VA, 0x1000)).errno_name == "ENOSPC"
+        e = raises_errno(lambda: ctx.ioas_map(ioas, VA, 0x1000, iova=0x20_0000), "ENOSPC")
+        assert e.metadata["ioas_id"] == str(ioas)
+        raises_errno(lambda: ctx.ioas_map(ioas, VA, 0x1000), "ENOSPC")
         # A copy makes one area per source area: 2 into an IOAS with room for 1.
         ctx.ioas_map(other, VA, 0x1000, iova=0x1000)
         ctx.ioas_map(other, VA + 0x1000, 0x1000, iova=0x2000)
         ctx.ioas_unmap(ioas, 0x10_0000, 0x1000)
-        assert err(lambda: ctx.ioas_copy(ioas, other, 0x1000, 0x2000, 0x40_0000)).errno_name \
-            == "ENOSPC"
+        raises_errno(lambda: ctx.ioas_copy(ioas, other, 0x1000, 0x2000, 0x40_0000), "ENOSPC")
         assert len(ctx.list_areas(ioas)) == 3
         # A batch past the limit maps none of its entries.
-        e = err(lambda: ctx.ioas_map_batch(ioas, [VA, VA], [0x1000, 0x1000]))
-        assert e.errno_name == "ENOSPC" and "Request 0x1 of the batch" in e.message
+        e = raises_errno(lambda: ctx.ioas_map_batch(ioas, [VA, VA], [0x1000, 0x1000]), "ENOSPC")
+        assert "Request 0x1 of the batch" in e.message
         assert len(ctx.list_areas(ioas)) == 3
         # The limit is per IOAS: the other one still takes areas.
         ctx.ioas_map(other, VA, 0x1000, iova=0x3000)
@@ -97,14 +90,12 @@ def test_mapped_bytes_past_the_session_limit_are_enomem(cl) -> None:
         a.ioas_map(ia, VA, 0x8000, iova=0x10_0000)
         b.ioas_map(ib, VA, 0x6000, iova=0x10_0000)   # 0xe000 of 0x10000, across contexts
         before = snapshot(s)
-        e = err(lambda: b.ioas_map(ib, VA, 0x4000, iova=0x20_0000))
-        assert e.errno_name == "ENOMEM"
+        e = raises_errno(lambda: b.ioas_map(ib, VA, 0x4000, iova=0x20_0000), "ENOMEM")
         assert (e.metadata["mapped_bytes"], e.metadata["length"], e.metadata["limit"]) == \
             ("57344", "0x4000", "65536")
-        assert err(lambda: a.ioas_copy(ia, ia, 0x10_0000, 0x4000, 0x40_0000)).errno_name \
-            == "ENOMEM"
-        assert err(lambda: b.ioas_map_batch(ib, [VA, VA], [0x1000, 0x3000])).errno_name \
-            == "ENOMEM"                                  # the batch's sum is charged
+        raises_errno(lambda: a.ioas_copy(ia, ia, 0x10_0000, 0x4000, 0x40_0000), "ENOMEM")
+        raises_errno(lambda: b.ioas_map_batch(ib, [VA, VA], [0x1000, 0x3000]),
+                     "ENOMEM")                    # the batch's sum is charged
         assert snapshot(s) == before
         # Another session has its own budget.
         nctx = n.open_context()
@@ -124,8 +115,7 @@ def test_type1_map_dma_is_charged_too(cl) -> None:
         grp.set_container(cont)
         cont.set_iommu()
         cont.map_dma(0x10_0000, 0xC000, VA)
-        e = err(lambda: cont.map_dma(0x20_0000, 0x8000, VA))
-        assert e.errno_name == "ENOMEM"
+        raises_errno(lambda: cont.map_dma(0x20_0000, 0x8000, VA), "ENOMEM")
         cont.map_dma(0x20_0000, 0x4000, VA)
         assert s.info().session.mapped_bytes == 0x10000
         grp.unset_container()

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import start_daemon
 from iommud_client import Client, IommudError
 from iommud_wire import pb
 
@@ -119,10 +118,8 @@ def step(w: Worker, rng: random.Random, devices: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def dmn(tmp_path_factory):
-    d = start_daemon(tmp_path_factory.mktemp("load"), "--max-sessions", "256")
-    yield d
-    d.stop()
+def dmn(module_daemon_factory):
+    return module_daemon_factory("--max-sessions", "256", name="load")
 
 
 @pytest.mark.timeout(600)

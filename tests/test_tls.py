@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from support import raises_errno, run_daemon
 
-from conftest import start_daemon
-from iommud_client import Client, IommudError
+from iommud_client import Client
 from iommud_wire import pb
 
 
@@ -63,15 +61,14 @@ def pki(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tls_daemon(tmp_path_factory, pki):
+def tls_daemon(module_daemon_factory, pki):
     cert, key = pki["server"]
-    d = start_daemon(tmp_path_factory.mktemp("tls"), "--tcp", "0.0.0.0:0", "--tls-cert", cert,
-                     "--tls-key", key, "--tls-client-ca", pki["ca"], "--admin-identities", "vmm-b")
-    serving = [json.loads(l) for l in d.log_lines() if '"serving"' in l][0]
-    port = [e for e in serving["endpoints"] if not e.startswith("unix:")][0].rsplit(":", 1)[1]
-    d.tcp = f"localhost:{port}"
-    yield d
-    d.stop()
+    d = module_daemon_factory("--tcp", "0.0.0.0:0", "--tls-cert", cert, "--tls-key", key,
+                              "--tls-client-ca", pki["ca"], "--admin-identities", "vmm-b",
+                              name="tls")
+    port = d.tcp_endpoint.rsplit(":", 1)[1]
+    d.tcp = f"localhost:{port}"          # the name the server certificate is for
+    return d
 
 
 def client(tls_daemon, pki, who: str) -> Client:
@@ -84,7 +81,7 @@ def test_mutual_tls_serves_trusted_clients(tls_daemon, pki) -> None:
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
         assert ctx.ioas_map(ioas, 0x1000, 0x1000, 0x1000) == 0x1000
-    opened = [json.loads(l) for l in tls_daemon.log_lines() if '"session.open"' in l]
+    opened = tls_daemon.events("session.open")
     assert opened[-1]["identity"] == "vmm-a"
 
 
@@ -94,38 +91,29 @@ def test_untrusted_or_missing_client_certificate_is_refused(tls_daemon, pki, who
     if who:
         kw.update(tls_cert=pki[who][0], tls_key=pki[who][1])
     with Client(tls_daemon.tcp, timeout=5, **kw) as c:
-        with pytest.raises(IommudError) as info:
-            c.open_session()
-    assert info.value.errno_name == "EIO"            # the handshake fails: no iommud reply
+        raises_errno(c.open_session, "EIO")          # the handshake fails: no iommud reply
 
 
 def test_plaintext_client_cannot_talk_to_the_tls_port(tls_daemon) -> None:
     with Client(tls_daemon.tcp, timeout=5) as c:
-        with pytest.raises(IommudError) as info:
-            c.open_session()
-    assert info.value.errno_name == "EIO"
+        raises_errno(c.open_session, "EIO")
 
 
 def test_a_session_belongs_to_its_identity(tls_daemon, pki) -> None:
     with client(tls_daemon, pki, "vmm-a") as a, client(tls_daemon, pki, "vmm-b") as b:
         sa = a.open_session("a")
         sa.open_context()
-        with pytest.raises(IommudError) as info:
-            b.call("KeepAlive", pb.KeepAliveRequest(), sa.token)
-        assert info.value.errno_name == "ESRCH"
+        raises_errno(lambda: b.call("KeepAlive", pb.KeepAliveRequest(), sa.token), "ESRCH")
         # The UNIX socket carries no identity, so it cannot use vmm-a's token either.
         with tls_daemon.client() as local:
-            with pytest.raises(IommudError) as info:
-                local.attach_session(sa.token)
-            assert info.value.errno_name == "ESRCH"
+            raises_errno(lambda: local.attach_session(sa.token), "ESRCH")
         assert sa.keepalive() > 0
         sa.close()
 
 
 def test_tls_needs_both_cert_and_key(tmp_path, pki) -> None:
-    out = subprocess.run([sys.executable, "-m", "iommud", "--socket", str(tmp_path / "s"),
-                          "--tcp", "127.0.0.1:0", "--tls-cert", pki["server"][0]],
-                         capture_output=True, text=True, timeout=60)
+    out = run_daemon("--socket", str(tmp_path / "s"), "--tcp", "127.0.0.1:0",
+                     "--tls-cert", pki["server"][0])
     assert out.returncode == 1 and "tls_cert and tls_key" in out.stderr
 
 
@@ -144,10 +132,8 @@ def test_admin_rpcs_need_an_admin_identity(tls_daemon, pki) -> None:
     with client(tls_daemon, pki, "vmm-a") as a, client(tls_daemon, pki, "vmm-b") as b:
         sa, sb = a.open_session("a"), b.open_session("b")
         driver = {d.name: d.driver for d in sa.list_devices()}[device]
-        with pytest.raises(IommudError) as info:
-            sa.unbind_host_driver(device)
-        assert info.value.errno_name == "EPERM"
-        assert info.value.metadata["identity"] == "vmm-a"
+        err = raises_errno(lambda: sa.unbind_host_driver(device), "EPERM")
+        assert err.metadata["identity"] == "vmm-a"
         assert {d.name: d.driver for d in sa.list_devices()}[device] == driver
         sb.unbind_host_driver(device)           # vmm-b is listed in admin_identities
         sb.bind_host_driver(device, driver)

@@ -7,8 +7,8 @@ import os
 import pathlib
 
 import pytest
+from support import run_daemon
 
-from conftest import start_daemon
 from iommud.topology import X86_MSI_LAST, X86_MSI_START, ReservedRegion
 from iommud.topology_load import (
     TopologyError,
@@ -148,27 +148,21 @@ def test_fake_sysfs_round_trip_of_the_default(tmp_path: pathlib.Path) -> None:
             dev.vendor, dev.device, dev.class_code, dev.driver)
 
 
-def test_daemon_serves_a_sysfs_host(tmp_path: pathlib.Path) -> None:
+def test_daemon_serves_a_sysfs_host(tmp_path: pathlib.Path, daemon_factory) -> None:
     write_fake_sysfs(load_default(), tmp_path / "root")
-    d = start_daemon(tmp_path / "d", "--topology", f"sysfs:{tmp_path / 'root'}")
-    try:
-        with d.client() as c, c.open_session() as s:
-            assert s.info().topology_source == f"sysfs:{tmp_path / 'root'}"
-            names = {dev.name for dev in s.list_devices()}
-            assert "0000:05:00.1" in names
-            ctx = s.open_context()
-            dev = s.open_device("0000:03:00.0")
-            dev.bind(ctx)
-            assert dev.attach(ctx.ioas_alloc()) > 0
-    finally:
-        d.stop()
+    d = daemon_factory("--topology", f"sysfs:{tmp_path / 'root'}", name="d")
+    with d.client() as c, c.open_session() as s:
+        assert s.info().topology_source == f"sysfs:{tmp_path / 'root'}"
+        names = {dev.name for dev in s.list_devices()}
+        assert "0000:05:00.1" in names
+        ctx = s.open_context()
+        dev = s.open_device("0000:03:00.0")
+        dev.bind(ctx)
+        assert dev.attach(ctx.ioas_alloc()) > 0
 
 
 def test_daemon_refuses_a_broken_topology_file(tmp_path: pathlib.Path) -> None:
-    import subprocess
-    import sys
     bad = tmp_path / "bad.toml"
     bad.write_text('[[device]]\nname = "nope"\ngroup = 1\n')
-    out = subprocess.run([sys.executable, "-m", "iommud", "--socket", str(tmp_path / "s"),
-                          "--topology", str(bad)], capture_output=True, text=True, timeout=60)
+    out = run_daemon("--socket", str(tmp_path / "s"), "--topology", str(bad))
     assert out.returncode == 1 and "PCI address" in out.stderr

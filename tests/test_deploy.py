@@ -18,7 +18,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 import yaml
@@ -184,17 +184,54 @@ def test_systemd_unit_verifies(tmp_path: pathlib.Path) -> None:
 
 # -- the container, for real ------------------------------------------------------------------------
 
-def podman(*args: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+def podman_command(*args: str) -> tuple[list[str], dict[str, str]]:
     conf = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / "iommud-containers.conf"
     conf.write_text("[containers]\ndefault_ulimits = []\n")
     env = {**os.environ, "CONTAINERS_CONF": str(conf)}
     cmd = ["podman", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager=cgroupfs",
            *args]
+    return cmd, env
+
+
+def podman(*args: str, check: bool = True, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
+    cmd, env = podman_command(*args)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, **kw)
     if check and out.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {out.returncode}:\n{out.stdout[-4000:]}\n"
                              f"{out.stderr[-4000:]}")
     return out
+
+
+def wait_for_log_event(name: str, event: str, timeout: float = 120) -> None:
+    """Follow the container's log (`podman logs -f`, a pipe) until its daemon
+    logs `event`; fail with the log if the container exits first."""
+    cmd, env = podman_command("logs", "-f", name)
+    follower = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env)
+    lines: list[str] = []
+    seen, ended = threading.Event(), threading.Event()
+
+    def read() -> None:
+        for line in follower.stdout:
+            lines.append(line)
+            try:
+                record = json.loads(line) if line.startswith("{") else {}
+            except json.JSONDecodeError:
+                continue
+            if record.get("event") == event:
+                seen.set()
+                break
+        ended.set()          # the event, or the end of the log: the container exited
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ended.wait(timeout)
+    finally:
+        follower.kill()
+        follower.wait()
+        reader.join()
+    assert seen.is_set(), f"no {event!r} event from {name}:\n{''.join(lines[-40:])}"
 
 
 def run_logged(cmd: list[str], timeout: float) -> None:
@@ -238,10 +275,8 @@ def test_container_serves_on_the_mounted_socket_and_stops_gracefully(image, tmp_
     podman("run", "-d", "--network", "host", "-v", f"{sock_dir}:/run/iommud", "--name", name, image)
     try:
         sock = sock_dir / "iommud.sock"
-        deadline = time.monotonic() + 60
-        while not sock.exists():
-            assert time.monotonic() < deadline, podman("logs", name, check=False).stdout
-            time.sleep(0.1)
+        wait_for_log_event(name, "serving")      # logged once the socket is listening
+        assert sock.exists()
         env = {**os.environ, "IOMMUD_ENDPOINT": f"unix:{sock}",
                "IOMMUCTL_STATE_DIR": str(tmp_path / "state")}
 

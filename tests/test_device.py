@@ -14,6 +14,7 @@ from support import raises_errno
 
 from iommud_client import Client, DmaAccess, IommudError
 from iommud_wire import pb
+from iommud_wire.uapi import IOMMU_HWPT_ALLOC_PASID
 
 MSI_START, MSI_LAST = 0xFEE00000, 0xFEEFFFFF
 RW = 4 | 2
@@ -364,11 +365,20 @@ def test_pasid_rules(s, topo) -> None:
         dp_id = dp.bind(ctx)
         dn.bind(ctx)
         ioas = ctx.ioas_alloc()
-        raises_errno(lambda: dn.attach(ioas, pasid=1), "EOPNOTSUPP")
+        # vfio-pci has PASID ops, so a device without PASID support gets the
+        # core's EINVAL, not EOPNOTSUPP (vfio_df_ioctl_attach_pt), and a PASID
+        # detach there is a silent no-op (vfio_iommufd_physical_pasid_detach_ioas).
+        raises_errno(lambda: dn.attach(ioas, pasid=1), "EINVAL")
+        dn.detach(pasid=1)
         raises_errno(lambda: dp.attach(ioas, pasid=1 << 20), "EINVAL")
         plain_hwpt = ctx.hwpt_alloc(dp_id, ioas)                            # no ALLOC_PASID
         raises_errno(lambda: dp.attach(plain_hwpt, pasid=5), "EINVAL")
-        hwpt = dp.attach(ioas, pasid=5)                                     # auto: PASID-capable
+        # An IOAS id for a PASID is EINVAL: automatic HWPTs are allocated with
+        # flags 0 (iommufd_device_auto_get_domain), so iommufd_hwpt_pasid_compat
+        # refuses them.
+        raises_errno(lambda: dp.attach(ioas, pasid=5), "EINVAL")
+        assert dict(dp.info().pasid_hwpt_ids) == {}
+        hwpt = dp.attach(ctx.hwpt_alloc(dp_id, ioas, IOMMU_HWPT_ALLOC_PASID), pasid=5)
         info = dp.info()
         assert dict(info.pasid_hwpt_ids) == {5: hwpt} and info.rid_hwpt_id == 0
         # A RID domain without PASID support is refused while PASIDs are attached.

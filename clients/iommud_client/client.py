@@ -443,11 +443,14 @@ class Context(_FdHandle):
             iommufd=self.iommufd, device_fd=device.device_fd, cookie=cookie)).dev_id
 
     def hwpt_alloc(self, dev_id: int, pt_id: int, flags: int = 0, *, data_type: int = 0,
-                   data_len: int = 0, fault_id: int = 0, reserved: int = 0) -> int:
-        """IOMMU_HWPT_ALLOC; returns the new hwpt_id."""
+                   data_len: int | None = None, data: bytes = b"", fault_id: int = 0,
+                   reserved: int = 0) -> int:
+        """IOMMU_HWPT_ALLOC; returns the new hwpt_id. `data` is the driver
+        data (data_len defaults to its length)."""
         return self._call("HwptAlloc", pb.HwptAllocRequest(
             iommufd=self.iommufd, flags=flags, dev_id=dev_id, pt_id=pt_id, data_type=data_type,
-            data_len=data_len, fault_id=fault_id, reserved=reserved)).out_hwpt_id
+            data_len=len(data) if data_len is None else data_len, data=data,
+            fault_id=fault_id, reserved=reserved)).out_hwpt_id
 
     def hwpt_set_dirty_tracking(self, hwpt_id: int, enable: bool = True, *,
                                 flags: int | None = None) -> None:
@@ -481,6 +484,130 @@ class Context(_FdHandle):
     def list_areas(self, ioas_id: int) -> list[pb.Area]:
         return list(self._call("ListAreas", pb.ListAreasRequest(iommufd=self.iommufd,
                                                                 ioas_id=ioas_id)).areas)
+
+    # -- the kAPI by dev_id --------------------------------------------------------------------
+
+    def device_attach(self, dev_id: int, pt_id: int, pasid: int | None = None) -> int:
+        """iommufd_device_attach; returns the HWPT attached (EBUSY if attached)."""
+        return self._call("IommufdDeviceAttach", pb.IommufdDeviceAttachRequest(
+            iommufd=self.iommufd, dev_id=dev_id, pt_id=pt_id, pasid=pasid)).pt_id
+
+    def device_replace(self, dev_id: int, pt_id: int, pasid: int | None = None) -> int:
+        """iommufd_device_replace; returns the HWPT now attached."""
+        return self._call("IommufdDeviceReplace", pb.IommufdDeviceReplaceRequest(
+            iommufd=self.iommufd, dev_id=dev_id, pt_id=pt_id, pasid=pasid)).pt_id
+
+    def device_detach(self, dev_id: int, pasid: int | None = None) -> None:
+        """iommufd_device_detach (a no-op when nothing is attached)."""
+        self._call("IommufdDeviceDetach", pb.IommufdDeviceDetachRequest(
+            iommufd=self.iommufd, dev_id=dev_id, pasid=pasid))
+
+    def device_dma(self, dev_id: int, accesses: Sequence[DmaAccess],
+                   pasid: int | None = None) -> pb.IommufdDeviceDmaResponse:
+        """DMA by the DEVICE `dev_id`; faults are in the reply."""
+        return self._call("IommufdDeviceDma", pb.IommufdDeviceDmaRequest(
+            iommufd=self.iommufd, dev_id=dev_id, pasid=pasid, accesses=[
+                pb.DmaAccess(iova=a.iova, length=a.length, write=a.write) for a in accesses]))
+
+    # -- the selftest mock driver (a daemon with debug_selftest) ------------------------------
+
+    def mock_domain(self, pt_id: int, dev_flags: int | None = None) -> MockDomain:
+        """IOMMU_TEST_OP_MOCK_DOMAIN(_FLAGS): a mock device bound and attached."""
+        resp = self._call("TestMockDomain", pb.TestMockDomainRequest(
+            iommufd=self.iommufd, pt_id=pt_id, dev_flags=dev_flags))
+        return MockDomain(resp.out_stdev_id, resp.out_hwpt_id, resp.out_idev_id)
+
+    def mock_domain_replace(self, stdev_id: int, pt_id: int) -> int:
+        return self._call("TestMockDomainReplace", pb.TestMockDomainReplaceRequest(
+            iommufd=self.iommufd, stdev_id=stdev_id, pt_id=pt_id)).pt_id
+
+    def test_add_reserved(self, ioas_id: int, start: int, length: int) -> None:
+        self._call("TestAddReserved", pb.TestAddReservedRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, start=start, length=length))
+
+    def md_check_map(self, hwpt_id: int, iova: int, length: int, user_va: int) -> None:
+        self._call("TestMdCheckMap", pb.TestMdCheckMapRequest(
+            iommufd=self.iommufd, hwpt_id=hwpt_id, iova=iova, length=length, user_va=user_va))
+
+    def md_check_refs(self, user_va: int, length: int, refs: int) -> None:
+        self._call("TestMdCheckRefs", pb.TestMdCheckRefsRequest(
+            iommufd=self.iommufd, user_va=user_va, length=length, refs=refs))
+
+    def test_dirty(self, hwpt_id: int, iova: int, length: int, page_size: int,
+                   bitmap: bytes, flags: int = 0) -> int:
+        """IOMMU_TEST_OP_DIRTY; returns out_nr_dirty."""
+        return self._call("TestDirty", pb.TestDirtyRequest(
+            iommufd=self.iommufd, hwpt_id=hwpt_id, flags=flags, iova=iova, length=length,
+            page_size=page_size, bitmap=bitmap)).out_nr_dirty
+
+    def create_access(self, ioas_id: int, flags: int = 0) -> Access:
+        """IOMMU_TEST_OP_CREATE_ACCESS: an emulated device's access fd."""
+        fd = self._call("TestCreateAccess", pb.TestCreateAccessRequest(
+            iommufd=self.iommufd, ioas_id=ioas_id, flags=flags)).out_access_fd
+        return Access(self, fd)
+
+    def set_temp_memory_limit(self, limit: int) -> None:
+        self._call("TestSetTempMemoryLimit", pb.TestSetTempMemoryLimitRequest(
+            iommufd=self.iommufd, limit=limit))
+
+    def pasid_attach(self, stdev_id: int, pasid: int, pt_id: int) -> int:
+        return self._call("TestPasidAttach", pb.TestPasidAttachRequest(
+            iommufd=self.iommufd, stdev_id=stdev_id, pasid=pasid, pt_id=pt_id)).pt_id
+
+    def pasid_replace(self, stdev_id: int, pasid: int, pt_id: int) -> int:
+        return self._call("TestPasidReplace", pb.TestPasidReplaceRequest(
+            iommufd=self.iommufd, stdev_id=stdev_id, pasid=pasid, pt_id=pt_id)).pt_id
+
+    def pasid_detach(self, stdev_id: int, pasid: int) -> None:
+        self._call("TestPasidDetach", pb.TestPasidDetachRequest(
+            iommufd=self.iommufd, stdev_id=stdev_id, pasid=pasid))
+
+    def pasid_check_hwpt(self, stdev_id: int, pasid: int, hwpt_id: int) -> None:
+        self._call("TestPasidCheckHwpt", pb.TestPasidCheckHwptRequest(
+            iommufd=self.iommufd, stdev_id=stdev_id, pasid=pasid, hwpt_id=hwpt_id))
+
+
+@dataclass(frozen=True)
+class MockDomain:
+    """The ids IOMMU_TEST_OP_MOCK_DOMAIN hands back."""
+
+    stdev_id: int
+    hwpt_id: int
+    idev_id: int
+
+
+class Access(_FdHandle):
+    """A selftest access fd on an iommufd context (an emulated device)."""
+
+    def __init__(self, ctx: Context, access_fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.access_fd = access_fd
+
+    def close(self) -> None:
+        """close(access_fd): unpins everything and destroys the access."""
+        self._call("CloseFd", pb.CloseFdRequest(fd=self.access_fd))
+
+    def pages(self, iova: int, length: int, user_va: int = 0, flags: int = 0) -> int:
+        """IOMMU_TEST_OP_ACCESS_PAGES; returns the item id."""
+        return self._call("TestAccessPages", pb.TestAccessPagesRequest(
+            iommufd=self.ctx.iommufd, access_fd=self.access_fd, flags=flags, iova=iova,
+            length=length, user_va=user_va)).out_access_pages_id
+
+    def destroy_pages(self, access_pages_id: int) -> None:
+        self._call("TestDestroyAccessPages", pb.TestDestroyAccessPagesRequest(
+            iommufd=self.ctx.iommufd, access_fd=self.access_fd, access_pages_id=access_pages_id))
+
+    def rw(self, iova: int, length: int, user_va: int = 0,
+           flags: int = 0) -> pb.TestAccessRwResponse:
+        """IOMMU_TEST_OP_ACCESS_RW: the copy plan behind the IOVA range."""
+        return self._call("TestAccessRw", pb.TestAccessRwRequest(
+            iommufd=self.ctx.iommufd, access_fd=self.access_fd, iova=iova, length=length,
+            user_va=user_va, flags=flags))
+
+    def replace_ioas(self, ioas_id: int) -> None:
+        self._call("TestAccessReplaceIoas", pb.TestAccessReplaceIoasRequest(
+            iommufd=self.ctx.iommufd, access_fd=self.access_fd, ioas_id=ioas_id))
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,10 @@ class Config:
     #: Debug only: honour `iommud-fail-nth` metadata (fail step N of a call, as
     #: the kernel's fail-nth). Off in production; a call asking for it gets EPERM.
     debug_fail_nth: int = 0
+    #: Debug only: serve the kernel selftest's mock IOMMU test operations
+    #: (Test* RPCs, IOMMU_TEST_CMD on the raw transport). Off in production;
+    #: they answer ENOTTY, as a kernel without CONFIG_IOMMUFD_TEST does.
+    debug_selftest: int = 0
 
     def limits(self) -> Limits:
         """The per-session limits, as the session objects take them."""

@@ -106,6 +106,12 @@ class IommufdContext:
             raise RuntimeError(f"device {obj.id} still has {obj.users} users")  # invariant
         self._remove(obj)
 
+    def remove_held(self, obj: IommufdObject) -> None:
+        """Remove an object its holder is done with (an access when its fd
+        closes), whatever DESTROY would say."""
+        if self._objects.get(obj.id) is obj:
+            self._remove(obj)
+
     def release(self) -> int:
         """The fd was closed (iommufd_fops_release): tear down now, or once
         the last device unbinds. Returns how many objects were destroyed now."""
@@ -134,15 +140,20 @@ class IommufdContext:
         obj.destroy()
 
     def close(self) -> int:
-        """Destroy every object, leaves first; returns how many were destroyed."""
+        """Destroy every object, leaves first; returns how many were destroyed.
+        Selftest mock devices go first: destroying one unbinds its DEVICE
+        (iommufd_selftest_destroy), which no other path may do."""
         destroyed = 0
         while self._objects:
-            leaves = [o for o in self._objects.values() if o.users == 0]
+            leaves = sorted((o for o in self._objects.values() if o.users == 0),
+                            key=lambda o: (o.type is not ObjType.SELFTEST, o.id))
             if not leaves:
                 raise RuntimeError("iommufd context holds a reference cycle")  # invariant broken
             for obj in leaves:
-                self._remove(obj)
-                destroyed += 1
+                if self._objects.get(obj.id) is obj:  # an earlier destroy may have taken it
+                    before = len(self._objects)
+                    self._remove(obj)
+                    destroyed += before - len(self._objects)
         self.closed = True
         return destroyed
 

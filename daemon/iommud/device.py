@@ -27,18 +27,22 @@ from iommud.objects import IommufdObject, ObjType
 from iommud_wire import pb
 from iommud_wire.uapi import (
     IOMMU_HW_CAP_DIRTY_TRACKING,
+    IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED,
     IOMMU_HW_CAP_PCI_PASID_EXEC,
     IOMMU_HW_INFO_FLAG_INPUT_TYPE,
+    IOMMU_HW_INFO_SELFTEST_REGVAL,
     IOMMU_HW_INFO_TYPE_DEFAULT,
     IOMMU_HW_INFO_TYPE_INTEL_VTD,
-    IOMMU_HWPT_ALLOC_PASID,
+    IOMMU_HW_INFO_TYPE_SELFTEST,
+    IOMMU_NO_PASID,
+    IOMMU_TEST_PASID_RESERVED,
     VFIO_DEVICE_ATTACH_PASID,
     VFIO_DEVICE_BIND_FLAG_TOKEN,
     VFIO_DEVICE_DETACH_PASID,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from iommud.call import Call
     from iommud.context import IommufdContext
@@ -67,6 +71,17 @@ class DeviceObj(IommufdObject):
         self.resv_owner = new_resv_owner()
         #: IOAS objects holding this device's reserved regions.
         self.resv_in: set[int] = set()
+        #: Whether the binding holds its context open (not for mock devices).
+        self.holds_ctx = True
+        #: The mock IOMMU's replace-failure quirk for IOMMU_TEST_PASID_RESERVED
+        #: (mock_domain_set_dev_pasid_nop): armed by a set, fires on the next.
+        self.pasid_quirk_armed = False
+
+    @property
+    def max_pasids(self) -> int:
+        """dev_iommu_get_max_pasids: a width of 0 bits still allows one PASID
+        value (0, the RID), so every PASID >= 1 is beyond it."""
+        return 1 << self.host_dev.max_pasid_log2
 
     def describe(self, info: Any) -> None:
         info.device = self.host_dev.name
@@ -159,10 +174,13 @@ def bind(devfd: DeviceFd, ctx: IommufdContext, cookie: int, stage: int) -> int:
     return devfd.bound.id
 
 
-def bind_obj(host: Host, dev: HostDevice, ctx: IommufdContext, cookie: int) -> DeviceObj:
+def bind_obj(host: Host, dev: HostDevice, ctx: IommufdContext, cookie: int,
+             hold_ctx: bool = True) -> DeviceObj:
     """iommufd_device_bind: claim DMA ownership for ctx and create the DEVICE.
-    Shared by the cdev binds and the legacy group path; nothing is left
-    behind on failure."""
+    Shared by the cdev binds, the legacy group path and the selftest's mock
+    devices; nothing is left behind on failure. A VFIO device file holds
+    its iommufd (hold_ctx); a mock device does not, so closing the iommufd
+    tears it down (iommufd_test_mock_domain)."""
     obj_id = ctx.new_id()
     try:
         host.claim_dma_owner(dev, ctx)
@@ -170,8 +188,10 @@ def bind_obj(host: Host, dev: HostDevice, ctx: IommufdContext, cookie: int) -> D
         ctx.abort_id(obj_id)
         raise
     obj = DeviceObj(obj_id, host, dev, ctx, cookie)
+    obj.holds_ctx = hold_ctx
     ctx.insert(obj)
-    ctx.holders += 1
+    if hold_ctx:
+        ctx.holders += 1
     host.groups[dev.group].open_devices.add(dev.name)
     return obj
 
@@ -194,8 +214,9 @@ def unbind_obj(obj: DeviceObj) -> None:
     host = obj.host
     host.groups[obj.host_dev.group].open_devices.discard(obj.host_dev.name)
     host.release_dma_owner(obj.host_dev.group)
-    ctx.holders -= 1
-    ctx.maybe_release()
+    if obj.holds_ctx:
+        ctx.holders -= 1
+        ctx.maybe_release()
 
 
 def _rid_siblings(obj: DeviceObj) -> list[DeviceObj]:
@@ -245,7 +266,8 @@ def _drop_resv(obj: DeviceObj, ioas: Ioas) -> None:
 
 
 def _attach_pasid(obj: DeviceObj, hwpt: HwptPaging, pasid: int) -> None:
-    """PASID attach or replace; PASIDs enforce no reserved regions."""
+    """PASID attach or replace; PASIDs enforce no reserved regions.
+    iommufd_hwpt_pasid_compat, then iommu_attach_device_pasid's range check."""
     if not hwpt.pasid_compat:
         raise IommuError(E.EINVAL, f"HWPT {hwpt.id} was not allocated for PASID use.",
                          hwpt_id=hwpt.id, pasid=pasid)
@@ -253,6 +275,16 @@ def _attach_pasid(obj: DeviceObj, hwpt: HwptPaging, pasid: int) -> None:
     if rid is not None and not rid.pasid_compat:
         raise IommuError(E.EINVAL, f"The RID domain of {obj.host_dev.name} (HWPT {rid.id}) is "
                          f"not PASID-compatible.", hwpt_id=rid.id, pasid=pasid)
+    if pasid >= obj.max_pasids:
+        raise IommuError(E.EINVAL, f"PASID {pasid:#x} is beyond the "
+                         f"{obj.host_dev.max_pasid_log2}-bit PASID width of "
+                         f"{obj.host_dev.name}.", pasid=pasid)
+    if obj.host_dev.is_mock and pasid == IOMMU_TEST_PASID_RESERVED:
+        if obj.pasid_quirk_armed:
+            obj.pasid_quirk_armed = False
+            raise IommuError(E.ENOMEM, f"The mock IOMMU fails this set of PASID {pasid:#x} "
+                             f"(its replace-failure test).", pasid=pasid)
+        obj.pasid_quirk_armed = True
     old = obj.attached.get(pasid)
     obj.attached[pasid] = hwpt
     hwpt.users += 1
@@ -313,15 +345,10 @@ def attach(devfd: DeviceFd, flags: int, pt_id: int, pasid: int, stage: int) -> i
     if flags & ~VFIO_DEVICE_ATTACH_PASID:
         raise IommuError(E.EINVAL, f"Unknown attach flag bits {flags & ~VFIO_DEVICE_ATTACH_PASID:#x}.")
     obj = devfd.require_bound("ATTACH_IOMMUFD_PT")
-    dev = obj.host_dev
-    use_pasid: int | None = None
-    if flags & VFIO_DEVICE_ATTACH_PASID:
-        if not dev.max_pasid_log2:
-            raise IommuError(E.EOPNOTSUPP, f"{dev.name} has no PASID support.", pasid=pasid)
-        if pasid >= 1 << dev.max_pasid_log2:
-            raise IommuError(E.EINVAL, f"PASID {pasid:#x} is beyond the {dev.max_pasid_log2}-bit "
-                             f"PASID width of {dev.name}.", pasid=pasid)
-        use_pasid = pasid
+    # vfio-pci has the PASID ops (vfio_iommufd_physical_pasid_attach_ioas), so
+    # a device without PASID support is refused by the core's range check
+    # (EINVAL), never with EOPNOTSUPP; PASID 0 is the RID (IOMMU_NO_PASID).
+    use_pasid = pasid if flags & VFIO_DEVICE_ATTACH_PASID and pasid != IOMMU_NO_PASID else None
     return attach_obj(obj, pt_id, use_pasid, stage)
 
 
@@ -347,8 +374,9 @@ def attach_obj(obj: DeviceObj, pt_id: int, use_pasid: int | None, stage: int) ->
         except IommuError as err:
             if err.errno != E.EINVAL:
                 raise
-    alloc_flags = IOMMU_HWPT_ALLOC_PASID if dev.max_pasid_log2 else 0
-    hwpt = hwpt_paging_new(ctx, pt, dev, auto_domain=True, flags=alloc_flags)
+    # iommufd_device_auto_get_domain allocates with flags 0: an automatic
+    # HWPT is never PASID-compatible, so a PASID attach of an IOAS is EINVAL.
+    hwpt = hwpt_paging_new(ctx, pt, dev, auto_domain=True, flags=0)
     try:
         _attach_hwpt(obj, hwpt, use_pasid, stage)
     except BaseException:
@@ -362,10 +390,9 @@ def detach_request(devfd: DeviceFd, flags: int, pasid: int) -> None:
     if flags & ~VFIO_DEVICE_DETACH_PASID:
         raise IommuError(E.EINVAL, f"Unknown detach flag bits {flags & ~VFIO_DEVICE_DETACH_PASID:#x}.")
     obj = devfd.require_bound("DETACH_IOMMUFD_PT")
-    if flags & VFIO_DEVICE_DETACH_PASID:
-        if not obj.host_dev.max_pasid_log2:
-            raise IommuError(E.EOPNOTSUPP, f"{obj.host_dev.name} has no PASID support.",
-                             pasid=pasid)
+    # vfio_iommufd_physical_pasid_detach_ioas: a PASID never attached is a
+    # silent no-op, with or without PASID support.
+    if flags & VFIO_DEVICE_DETACH_PASID and pasid != IOMMU_NO_PASID:
         detach_obj(obj, pasid)
     else:
         detach_obj(obj, None)
@@ -386,9 +413,8 @@ def detach_obj(obj: DeviceObj, pasid: int | None) -> None:
     hwpt_put(obj.ctx, hwpt)
 
 
-def dma(devfd: DeviceFd, pasid: int | None, iova: int, length: int, write: bool) -> DmaResult:
+def dma(obj: DeviceObj, pasid: int | None, iova: int, length: int, write: bool) -> DmaResult:
     """One DMA access by the device; faults are results, not call errors."""
-    obj = devfd.require_bound("Device DMA")
     hwpt = obj.attached.get(pasid)
     if hwpt is None:
         return DmaResult(False, fault="blocked")
@@ -417,7 +443,10 @@ def _vtd_info(dev: HostDevice) -> bytes:
 def _hw_info(ctx: IommufdContext, req: pb.GetHwInfoRequest) -> pb.GetHwInfoResponse:
     """IOMMU_GET_HW_INFO (iommufd_get_hw_info): driver data truncated to the
     caller's buffer and zero-filled to its length; data_len reports the
-    driver's full length."""
+    driver's full length. The mock IOMMU answers as mock_domain_hw_info:
+    type IOMMU_HW_INFO_TYPE_SELFTEST, {u32 flags, u32 test_reg}, and
+    capabilities DIRTY_TRACKING (unless the device has none) and
+    PCI_ATS_NOT_SUPPORTED (mock_domain_capable)."""
     flags, in_data_type, data_len = req.flags, req.in_data_type, req.data_len
     if flags & ~IOMMU_HW_INFO_FLAG_INPUT_TYPE or req.reserved:
         raise IommuError(E.EOPNOTSUPP, f"Unknown GET_HW_INFO flag bits or reserved field "
@@ -425,18 +454,100 @@ def _hw_info(ctx: IommufdContext, req: pb.GetHwInfoRequest) -> pb.GetHwInfoRespo
     if not flags & IOMMU_HW_INFO_FLAG_INPUT_TYPE:
         in_data_type = IOMMU_HW_INFO_TYPE_DEFAULT
     obj = ctx.get(req.dev_id, DeviceObj, "device")
-    if in_data_type not in (IOMMU_HW_INFO_TYPE_DEFAULT, IOMMU_HW_INFO_TYPE_INTEL_VTD):
-        raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {obj.host_dev.name} reports no hw_info "
-                         f"of type {in_data_type}.", dev_id=req.dev_id)
+    dev = obj.host_dev
+    own_type = IOMMU_HW_INFO_TYPE_SELFTEST if dev.is_mock else IOMMU_HW_INFO_TYPE_INTEL_VTD
+    if in_data_type not in (IOMMU_HW_INFO_TYPE_DEFAULT, own_type):
+        raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {dev.name} reports no hw_info "
+                         f"of type {in_data_type:#x}.", dev_id=req.dev_id)
     if data_len > 1 << 16:
         raise IommuError(E.EINVAL, f"data_len {data_len:#x} is larger than any driver's data.")
-    dev = obj.host_dev
-    data = _vtd_info(dev)
-    caps = (IOMMU_HW_CAP_DIRTY_TRACKING if dev.dirty_tracking else 0) | (
-        IOMMU_HW_CAP_PCI_PASID_EXEC if dev.max_pasid_log2 else 0)
+    if dev.is_mock:
+        data = (0).to_bytes(4, "little") + IOMMU_HW_INFO_SELFTEST_REGVAL.to_bytes(4, "little")
+        caps = (IOMMU_HW_CAP_DIRTY_TRACKING if dev.dirty_tracking else 0) | (
+            IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED)
+    else:
+        data = _vtd_info(dev)
+        caps = (IOMMU_HW_CAP_DIRTY_TRACKING if dev.dirty_tracking else 0) | (
+            IOMMU_HW_CAP_PCI_PASID_EXEC if dev.max_pasid_log2 else 0)
     return pb.GetHwInfoResponse(data=data[:data_len].ljust(data_len, b"\0"), data_len=len(data),
-                                out_data_type=IOMMU_HW_INFO_TYPE_INTEL_VTD,
-                                out_max_pasid_log2=dev.max_pasid_log2, out_capabilities=caps)
+                                out_data_type=own_type, out_max_pasid_log2=dev.max_pasid_log2,
+                                out_capabilities=caps)
+
+
+# -- the in-kernel API by dev_id (device.c) ----------------------------------------------------
+
+def _pt_object(obj: DeviceObj, pt_id: int) -> HwptPaging | Ioas:
+    """iommufd_device_change_pt's lookup: ENOENT for a missing id, EINVAL
+    for an object that is neither an IOAS nor a HWPT."""
+    pt = obj.ctx.lookup(pt_id)
+    if pt is None:
+        raise IommuError(E.ENOENT, f"No object with id {pt_id} exists in this context.",
+                         pt_id=pt_id)
+    if not isinstance(pt, (HwptPaging, Ioas)):
+        raise IommuError(E.EINVAL, f"Object {pt_id} is neither an IOAS nor a HWPT.", pt_id=pt_id)
+    return pt
+
+
+def kapi_attach(obj: DeviceObj, pasid: int | None, pt_id: int, stage: int) -> int:
+    """iommufd_device_attach: a RID or PASID already attached is EBUSY (its
+    xa_insert comes before any other check); returns the HWPT id."""
+    _pt_object(obj, pt_id)
+    if pasid in obj.attached:
+        what = "RID" if pasid is None else f"PASID {pasid:#x}"
+        raise IommuError(E.EBUSY, f"The {what} of {obj.host_dev.name} is already attached; "
+                         f"replace it instead.", dev_id=obj.id, pt_id=pt_id)
+    return attach_obj(obj, pt_id, pasid, stage)
+
+
+def kapi_replace(obj: DeviceObj, pasid: int | None, pt_id: int, stage: int) -> int:
+    """iommufd_device_replace: EINVAL unless attached; on failure the old
+    attachment stays; returns the HWPT id."""
+    _pt_object(obj, pt_id)
+    if pasid not in obj.attached:
+        what = "RID" if pasid is None else f"PASID {pasid:#x}"
+        raise IommuError(E.EINVAL, f"The {what} of {obj.host_dev.name} is not attached, so "
+                         f"there is nothing to replace.", dev_id=obj.id, pt_id=pt_id)
+    return attach_obj(obj, pt_id, pasid, stage)
+
+
+def _pasid_arg(pasid: int | None) -> int | None:
+    """An unset or zero PASID is the RID (IOMMU_NO_PASID)."""
+    return pasid or None
+
+
+def _device_by_id(call: Call, dev_id: int) -> DeviceObj:
+    return call.ctx.get(dev_id, DeviceObj, "device")
+
+
+def iommufd_device_attach(call: Call, req: pb.IommufdDeviceAttachRequest
+                          ) -> pb.IommufdDeviceAttachResponse:
+    obj = _device_by_id(call, req.dev_id)
+    pasid = _pasid_arg(req.pasid if req.HasField("pasid") else None)
+    return pb.IommufdDeviceAttachResponse(pt_id=kapi_attach(obj, pasid, req.pt_id,
+                                                            call.rt.config.group_stage))
+
+
+def iommufd_device_replace(call: Call, req: pb.IommufdDeviceReplaceRequest
+                           ) -> pb.IommufdDeviceReplaceResponse:
+    obj = _device_by_id(call, req.dev_id)
+    pasid = _pasid_arg(req.pasid if req.HasField("pasid") else None)
+    return pb.IommufdDeviceReplaceResponse(pt_id=kapi_replace(obj, pasid, req.pt_id,
+                                                              call.rt.config.group_stage))
+
+
+def iommufd_device_detach(call: Call, req: pb.IommufdDeviceDetachRequest
+                          ) -> pb.IommufdDeviceDetachResponse:
+    obj = _device_by_id(call, req.dev_id)
+    detach_obj(obj, _pasid_arg(req.pasid if req.HasField("pasid") else None))
+    return pb.IommufdDeviceDetachResponse()
+
+
+def iommufd_device_dma(call: Call, req: pb.IommufdDeviceDmaRequest
+                       ) -> pb.IommufdDeviceDmaResponse:
+    obj = _device_by_id(call, req.dev_id)
+    results, faults = _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
+                                    req.accesses)
+    return pb.IommufdDeviceDmaResponse(results=results, faults=faults)
 
 
 # -- handlers (device_cdev.c, device.c) ------------------------------------------------------
@@ -505,24 +616,29 @@ _FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAU
                   "permission": pb.DMA_FAULT_REASON_PERMISSION}
 
 
-def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
-    """DMA issued by the device: translated, permission checked and
-    dirty-tracked; faults are results, not call errors."""
-    devfd = call.device
-    pasid = req.pasid if req.HasField("pasid") else None
-    obj = devfd.require_bound("Device DMA")
-    resp = pb.DeviceDmaResponse()
-    for access in req.accesses:
-        result = dma(devfd, pasid, access.iova, access.length, access.write)
+def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Iterable[pb.DmaAccess]
+                  ) -> tuple[list[pb.DmaResult], list[pb.DmaFault]]:
+    results, faults = [], []
+    for access in accesses:
+        result = dma(obj, pasid, access.iova, access.length, access.write)
         reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
-        resp.results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
+        results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
         if not result.ok:
             fault = pb.DmaFault(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
                                 write=access.write, reason=reason)
             if pasid is not None:
                 fault.pasid = pasid
-            resp.faults.append(fault)
-    return resp
+            faults.append(fault)
+    return results, faults
+
+
+def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
+    """DMA issued by the device: translated, permission checked and
+    dirty-tracked; faults are results, not call errors."""
+    obj = call.device.require_bound("Device DMA")
+    results, faults = _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
+                                    req.accesses)
+    return pb.DeviceDmaResponse(results=results, faults=faults)
 
 
 def get_hw_info(call: Call, req: pb.GetHwInfoRequest) -> pb.GetHwInfoResponse:

@@ -57,6 +57,9 @@ class Dispatcher:
 
     def _begin(self, op: Op, request: Any, caller: Caller, token: str | None) -> Call:
         """Access, session and fd: everything before the handler."""
+        if op.debug and not self.rt.config.debug_selftest:
+            raise IommuError(E.ENOTTY, f"{op.name} is a selftest operation; this daemon runs "
+                             f"without debug_selftest, as a kernel without CONFIG_IOMMUFD_TEST.")
         self.rt.access.check_call(caller, op.name, op.admin)
         sess: Session | None = None
         if op.needs is Needs.SESSION or (op.needs is Needs.OPTIONAL and token):
@@ -138,6 +141,8 @@ class Dispatcher:
             request = op.request.FromString(rec.request)
             sess = self.rt.sessions.get(rec.token)
             try:
+                if op.debug and not self.rt.config.debug_selftest:
+                    raise IommuError(E.ENOTTY, f"{op.name} needs debug_selftest")
                 if sess is None and op.needs is not Needs.OPENS and not op.admin:
                     raise IommuError(E.ESRCH, "its session is not open")
                 resolve = self._resolvers[op.name]

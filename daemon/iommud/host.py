@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from iommud.errors import IommuError
 from iommud.failnth import step
-from iommud.topology import Device, Driver, ReservedRegion, Topology
+from iommud.topology import IOMMU_KINDS, Device, Driver, ReservedRegion, Topology, mock_device
 from iommud_wire import pb
 
 if TYPE_CHECKING:
@@ -262,7 +262,8 @@ def host_device_pb(host: Host, name: str) -> pb.HostDevice:
         pgsize_bitmap=dev.pgsize_bitmap, max_pasid_log2=dev.max_pasid_log2,
         dirty_tracking=dev.dirty_tracking, reliable_source_id=dev.reliable_source_id,
         aperture_bits=dev.aperture_bits, description=dev.description,
-        user_open=name in host.groups[dev.group].open_devices)
+        user_open=name in host.groups[dev.group].open_devices, iommu=dev.iommu,
+        aperture_start=dev.aperture_start)
 
 
 def _device_from_proto(msg: pb.HostDevice) -> Device:
@@ -271,6 +272,21 @@ def _device_from_proto(msg: pb.HostDevice) -> Device:
     if not re.fullmatch(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", msg.name):
         raise IommuError(E.EINVAL, f"{msg.name[:64]!r} is not a PCI address of the form "
                          f"DDDD:BB:DD.F.", device=msg.name[:64])
+    if msg.iommu not in ("", *IOMMU_KINDS):
+        raise IommuError(E.EINVAL, f"iommu must be one of {', '.join(IOMMU_KINDS)}.",
+                         device=msg.name)
+    if msg.iommu == "mock":
+        if (msg.reserved_regions or msg.pgsize_bitmap or msg.aperture_bits
+                or msg.aperture_start or msg.max_pasid_log2 not in (0, 20)):
+            raise IommuError(E.EINVAL, "The mock IOMMU's geometry is fixed: no reserved regions, "
+                             "page sizes or aperture, and a PASID width of 0 or 20.",
+                             device=msg.name)
+        return dataclasses.replace(
+            mock_device(msg.name, msg.group, pasid=bool(msg.max_pasid_log2),
+                        dirty=msg.dirty_tracking, driver=msg.driver or None,
+                        description=msg.description),
+            vendor=msg.vendor, device=msg.device, class_code=msg.class_code,
+            reliable_source_id=msg.reliable_source_id)
     regions = tuple(ReservedRegion(r.start, r.last, r.kind or "msi") for r in msg.reserved_regions)
     for r in regions:
         if r.start > r.last:
@@ -279,13 +295,18 @@ def _device_from_proto(msg: pb.HostDevice) -> Device:
     if msg.max_pasid_log2 > 20 or (msg.aperture_bits and not 32 <= msg.aperture_bits <= 64):
         raise IommuError(E.EINVAL, "max_pasid_log2 must be at most 20 and aperture_bits within "
                          "32..64.", device=msg.name)
+    if msg.aperture_start and (msg.aperture_start >= 1 << (msg.aperture_bits or 48)
+                               or msg.aperture_start % 4096):
+        raise IommuError(E.EINVAL, f"aperture_start {msg.aperture_start:#x} must be page "
+                         f"aligned and below the aperture's end.", device=msg.name)
     return dataclasses.replace(
         defaults, vendor=msg.vendor, device=msg.device, class_code=msg.class_code,
         driver=msg.driver or None, reserved_regions=regions or defaults.reserved_regions,
         pgsize_bitmap=msg.pgsize_bitmap or defaults.pgsize_bitmap,
         max_pasid_log2=msg.max_pasid_log2, dirty_tracking=msg.dirty_tracking,
         reliable_source_id=msg.reliable_source_id,
-        aperture_bits=msg.aperture_bits or defaults.aperture_bits, description=msg.description)
+        aperture_bits=msg.aperture_bits or defaults.aperture_bits,
+        aperture_start=msg.aperture_start, description=msg.description)
 
 
 def list_devices(call: Call, req: pb.ListDevicesRequest) -> pb.ListDevicesResponse:

@@ -9,6 +9,7 @@ user-allocated ones stay until IOMMU_DESTROY.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno as E
 import itertools
 from typing import TYPE_CHECKING, Any, cast
@@ -25,9 +26,14 @@ from iommud_wire.uapi import (
     IOMMU_HWPT_ALLOC_NEST_PARENT,
     IOMMU_HWPT_ALLOC_PASID,
     IOMMU_HWPT_DATA_NONE,
+    IOMMU_HWPT_DATA_SELFTEST,
     IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
     IOMMU_HWPT_FAULT_ID_VALID,
     IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+    MOCK_HUGE_APERTURE_LAST,
+    MOCK_HUGE_PGSIZE_BITMAP,
+    MOCK_IOMMUPT_DEFAULT,
+    MOCK_IOMMUPT_HUGE,
     PAGE_SIZE,
     U64_MAX,
 )
@@ -46,11 +52,29 @@ def new_resv_owner() -> int:
     return next(_resv_owner)
 
 
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """What a domain's driver decides at allocation: its page sizes and
+    aperture (iommu_domain.pgsize_bitmap and .geometry)."""
+
+    pgsize_bitmap: int
+    aperture_start: int
+    aperture_last: int
+
+    @classmethod
+    def of(cls, dev: HostDevice) -> Geometry:
+        return cls(dev.pgsize_bitmap, dev.aperture_start, dev.aperture_last)
+
+    @property
+    def min_page_size(self) -> int:
+        return self.pgsize_bitmap & -self.pgsize_bitmap
+
+
 class HwptPaging(IommufdObject):
     type = ObjType.HWPT_PAGING
 
     def __init__(self, obj_id: int, ioas: Ioas, dev: HostDevice, *, auto_domain: bool,
-                 flags: int) -> None:
+                 flags: int, geometry: Geometry | None = None) -> None:
         super().__init__(obj_id)
         self.ioas = ioas
         self.auto_domain = auto_domain
@@ -58,11 +82,15 @@ class HwptPaging(IommufdObject):
         self.nest_parent = bool(flags & IOMMU_HWPT_ALLOC_NEST_PARENT)
         self.dirty_tracking = bool(flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING)
         self.pasid_compat = bool(flags & IOMMU_HWPT_ALLOC_PASID)
-        # The modelled IOMMU instance: devices with the same page sizes and
-        # aperture share one driver and may share a domain.
-        self.pgsize_bitmap = dev.pgsize_bitmap
-        self.aperture_last = dev.aperture_last
-        self.min_page_size = dev.min_page_size
+        # The modelled IOMMU instance: devices of one IOMMU kind with the same
+        # page sizes and aperture share one driver and may share a domain.
+        self.iommu = dev.iommu
+        self.dev_geometry = Geometry.of(dev)
+        self.geometry = geometry or self.dev_geometry
+        self.pgsize_bitmap = self.geometry.pgsize_bitmap
+        self.aperture_start = self.geometry.aperture_start
+        self.aperture_last = self.geometry.aperture_last
+        self.min_page_size = self.geometry.min_page_size
         self.resv_owner = new_resv_owner()
         self.added = False
         #: The fault queue this HWPT reports to (it holds a users ref on it).
@@ -73,27 +101,36 @@ class HwptPaging(IommufdObject):
         info.auto_domain = self.auto_domain
 
     def compatible(self, dev: HostDevice) -> bool:
-        """Could `dev` attach to this domain? (Incompatibility is EINVAL.)"""
-        return (dev.pgsize_bitmap == self.pgsize_bitmap and dev.aperture_last == self.aperture_last
+        """Could `dev` attach to this domain? A domain belongs to one IOMMU
+        instance (the device's kind and geometry); a dirty-tracking domain
+        refuses a device whose IOMMU cannot track (mock_domain_nop_attach).
+        Incompatibility is EINVAL."""
+        return (dev.iommu == self.iommu and Geometry.of(dev) == self.dev_geometry
                 and (dev.dirty_tracking or not self.dirty_tracking))
 
     def add_to_ioas(self) -> None:
-        """iopt_table_add_domain: reserve the aperture complement and raise
-        the IOAS alignment; EINVAL/EADDRINUSE leave the IOAS unchanged."""
+        """iopt_table_add_domain: the alignment first (EINVAL above
+        PAGE_SIZE, EADDRINUSE over misaligned areas), then reserve what lies
+        outside the aperture (EADDRINUSE over an area or allowed range); on
+        failure the IOAS is unchanged."""
         iopt = self.ioas.iopt
         if self.min_page_size > PAGE_SIZE:
             raise IommuError(E.EINVAL, f"The domain's minimum page size {self.min_page_size:#x} "
                              f"exceeds the CPU page size {PAGE_SIZE:#x}.")
-        if self.aperture_last < U64_MAX:
-            step("aperture reservation")
-            iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
         self.ioas.domains.append(self)
         try:
             step("iova alignment")
             iopt.set_iova_alignment(self.ioas.required_alignment())
+            if self.aperture_start:
+                step("aperture reservation")
+                iopt.add_reserved(0, self.aperture_start - 1, self.resv_owner)
+            if self.aperture_last < U64_MAX:
+                step("aperture reservation")
+                iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
         except BaseException:
             self.ioas.domains.remove(self)
             iopt.remove_reserved(self.resv_owner)
+            iopt.set_iova_alignment(self.ioas.required_alignment())
             raise
         self.ioas.users += 1
         self.added = True
@@ -113,11 +150,12 @@ class HwptPaging(IommufdObject):
 
 
 def hwpt_paging_new(ctx: IommufdContext, ioas: Ioas, dev: HostDevice, *, auto_domain: bool,
-                    flags: int) -> HwptPaging:
+                    flags: int, geometry: Geometry | None = None) -> HwptPaging:
     """Allocate, add to the IOAS and publish a paging HWPT; nothing is left
     behind on failure."""
     obj_id = ctx.new_id()
-    hwpt = HwptPaging(obj_id, ioas, dev, auto_domain=auto_domain, flags=flags)
+    hwpt = HwptPaging(obj_id, ioas, dev, auto_domain=auto_domain, flags=flags,
+                      geometry=geometry)
     try:
         hwpt.add_to_ioas()
     except BaseException:
@@ -134,8 +172,42 @@ def hwpt_put(ctx: IommufdContext, hwpt: HwptPaging) -> None:
         ctx.destroy(hwpt.id)
 
 
+def _driver_geometry(dev: HostDevice, flags: int, req: pb.HwptAllocRequest) -> Geometry | None:
+    """The driver's domain_alloc_paging_flags: what it accepts and the
+    domain it makes (None: the device's own geometry)."""
+    if dev.is_mock:
+        # mock_domain_alloc_paging_flags: only its selftest data type; the
+        # data is copied as iommu_copy_struct_from_user does (4..8 bytes).
+        if req.data_type not in (IOMMU_HWPT_DATA_NONE, IOMMU_HWPT_DATA_SELFTEST):
+            raise IommuError(E.EOPNOTSUPP, f"The mock IOMMU has no driver data type "
+                             f"{req.data_type:#x}.", dev_id=req.dev_id)
+        if req.data_type == IOMMU_HWPT_DATA_NONE:
+            return None
+        if not 4 <= req.data_len <= 8:
+            raise IommuError(E.EINVAL, f"Selftest HWPT data is 4 to 8 bytes, not "
+                             f"{req.data_len:#x}.", dev_id=req.dev_id)
+        if len(req.data) < req.data_len:
+            raise IommuError(E.EFAULT, f"The driver data holds {len(req.data):#x} of the "
+                             f"{req.data_len:#x} bytes data_len names.", dev_id=req.dev_id)
+        data = req.data[:req.data_len].ljust(8, b"\0")
+        pagetable_type = int.from_bytes(data[4:8], "little")
+        if pagetable_type == MOCK_IOMMUPT_DEFAULT:
+            return None
+        if pagetable_type == MOCK_IOMMUPT_HUGE:
+            return Geometry(MOCK_HUGE_PGSIZE_BITMAP, 0, MOCK_HUGE_APERTURE_LAST)
+        raise IommuError(E.EOPNOTSUPP, f"The mock IOMMU has no page table type "
+                         f"{pagetable_type}.", dev_id=req.dev_id)
+    if req.data_type != IOMMU_HWPT_DATA_NONE:
+        raise IommuError(E.EOPNOTSUPP, f"This IOMMU has no driver data type {req.data_type} "
+                         f"for paging domains.")
+    if flags & IOMMU_HWPT_ALLOC_PASID and not dev.max_pasid_log2:
+        raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {dev.name} has no PASID support.",
+                         dev_id=req.dev_id)
+    return None
+
+
 def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
-    """IOMMU_HWPT_ALLOC for paging HWPTs (iommufd_hwpt_alloc order)."""
+    """IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc, iommufd_hwpt_paging_alloc order)."""
     ctx = call.ctx
     flags, data_type, data_len = req.flags, req.data_type, req.data_len
     check_reserved(req.reserved)
@@ -148,23 +220,25 @@ def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
         raise IommuError(E.EINVAL, f"pt_id {req.pt_id} names no IOAS or HWPT in this context.",
                          pt_id=req.pt_id)
     if isinstance(pt, Ioas):
+        host_dev = dev.host_dev
         if flags & ~IOMMU_HWPT_ALLOC_FLAGS:
             raise IommuError(E.EOPNOTSUPP, f"Unknown HWPT_ALLOC flag bits "
                              f"{flags & ~IOMMU_HWPT_ALLOC_FLAGS:#x}.")
-        if data_type != IOMMU_HWPT_DATA_NONE:
-            raise IommuError(E.EOPNOTSUPP, f"This IOMMU has no driver data type {data_type} for "
-                             f"paging domains.")
-        if flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not dev.host_dev.dirty_tracking:
-            raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {dev.host_dev.name} cannot track "
+        if flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING and not host_dev.dirty_tracking:
+            raise IommuError(E.EOPNOTSUPP, f"The IOMMU of {host_dev.name} cannot track "
                              f"dirty pages.", dev_id=req.dev_id)
-        if flags & IOMMU_HWPT_ALLOC_PASID and not dev.host_dev.max_pasid_log2:
-            raise IommuError(E.EOPNOTSUPP, f"{dev.host_dev.name} has no PASID support.",
+        if flags & IOMMU_HWPT_FAULT_ID_VALID and flags & IOMMU_HWPT_ALLOC_NEST_PARENT:
+            raise IommuError(E.EOPNOTSUPP, "A NEST_PARENT HWPT takes no fault queue.",
                              dev_id=req.dev_id)
-        fault = None
+        geometry = _driver_geometry(host_dev, flags, req)
+        hwpt = hwpt_paging_new(ctx, pt, host_dev, auto_domain=False, flags=flags,
+                               geometry=geometry)
         if flags & IOMMU_HWPT_FAULT_ID_VALID:
-            fault = ctx.get(req.fault_id, FaultQueue, "fault queue")
-        hwpt = hwpt_paging_new(ctx, pt, dev.host_dev, auto_domain=False, flags=flags)
-        if fault is not None:
+            try:
+                fault = ctx.get(req.fault_id, FaultQueue, "fault queue")
+            except BaseException:
+                ctx.destroy(hwpt.id)
+                raise
             hwpt.fault = fault
             fault.users += 1
         return pb.HwptAllocResponse(out_hwpt_id=hwpt.id)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from iommud.call import Call
     from iommud.context import IommufdContext
     from iommud.hw_pagetable import HwptPaging
+    from iommud.selftest import Access
 
 
 class Ioas(IommufdObject):
@@ -45,12 +46,49 @@ class Ioas(IommufdObject):
         self.domains: list[HwptPaging] = []
         #: IOMMU_OPTION_HUGE_PAGES; off forces PAGE_SIZE alignment.
         self.huge_pages = True
+        #: Emulated devices' accesses attached to this IOAS (each holds a
+        #: users ref); they are told before their pinned ranges are unmapped.
+        self.accesses: list[Access] = []
 
     def required_alignment(self) -> int:
-        """The largest minimum page size among the domains, and PAGE_SIZE
-        while huge pages are disabled (iopt_calculate_iova_alignment)."""
-        align = max([1, *(d.min_page_size for d in self.domains)])
+        """The largest minimum page size among the domains and the accesses
+        that pin pages, and PAGE_SIZE while huge pages are disabled
+        (iopt_calculate_iova_alignment)."""
+        align = max([1, *(d.min_page_size for d in self.domains),
+                     *(a.iova_alignment for a in self.accesses)])
         return align if self.huge_pages else max(align, PAGE_SIZE)
+
+    def set_huge_pages(self, enabled: bool) -> None:
+        """iopt_enable_large_pages / iopt_disable_large_pages: disabling is
+        EINVAL while the IOAS has both domains and areas (filled leaves cannot
+        shrink), and EADDRINUSE when an area is not PAGE_SIZE aligned; on
+        failure nothing changes."""
+        if enabled == self.huge_pages:
+            return
+        if not enabled and self.domains and self.num_areas:
+            raise IommuError(E.EINVAL, f"Huge pages cannot be disabled on IOAS {self.id} while "
+                             f"it has both domains and mappings.", ioas_id=self.id)
+        self.huge_pages = enabled
+        try:
+            self.iopt.set_iova_alignment(self.required_alignment())  # EADDRINUSE
+        except OSError:
+            self.huge_pages = not enabled
+            raise
+
+    def notify_unmap(self, iova: int, length: int) -> None:
+        """Before [iova, iova+length) is unmapped, every access with pins in
+        the areas it touches drops them (iommufd_access_notify_unmap, called
+        from iopt_unmap_iova_range with each area's whole range)."""
+        if not self.accesses or not length:
+            return
+        last = min(iova + length - 1, (1 << 64) - 1)
+        first = self.iopt.area_from(iova)
+        end = self.iopt.area_from(last)
+        start = min(iova, first[0]) if first is not None else iova
+        if end is not None and end[0] <= last:
+            last = max(last, end[0] + end[1] - 1)
+        for access in list(self.accesses):
+            access.unmap_notify(start, last)
 
     def destroy(self) -> None:
         # Destroying an IOAS drops every mapping it still holds (iommufd_ioas_destroy).
@@ -171,6 +209,7 @@ def ioas_unmap(call: Call, req: pb.IoasUnmapRequest) -> pb.IoasUnmapResponse:
     with partial_unmap_journaled(call, find(ctx, req.ioas_id), req.iova, req.length,
                                  lambda n: with_fields(req, length=n)):
         ioas = ctx.get(req.ioas_id, Ioas, "IOAS")
+        ioas.notify_unmap(req.iova, req.length)
         return pb.IoasUnmapResponse(length=ioas.iopt.unmap(req.iova, req.length))
 
 
@@ -244,16 +283,7 @@ def _huge_pages(ctx: IommufdContext, req: pb.OptionRequest) -> int:
         return int(ioas.huge_pages)
     if req.val64 not in (0, 1):
         raise IommuError(E.EINVAL, f"HUGE_PAGES is 0 or 1, not {req.val64:#x}.")
-    if req.val64 == 0 and ioas.domains and ioas.num_areas:
-        raise IommuError(E.EINVAL, f"Huge pages cannot be disabled on IOAS {req.object_id} "
-                         f"while it has both domains and mappings.", ioas_id=req.object_id)
-    previous = ioas.huge_pages
-    ioas.huge_pages = bool(req.val64)
-    try:
-        ioas.iopt.set_iova_alignment(ioas.required_alignment())  # EADDRINUSE
-    except OSError:
-        ioas.huge_pages = previous
-        raise
+    ioas.set_huge_pages(bool(req.val64))
     return req.val64
 
 

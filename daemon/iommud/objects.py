@@ -19,6 +19,8 @@ class ObjType(enum.IntEnum):
     HWPT_NESTED = 3
     DEVICE = 4
     FAULT = 5
+    ACCESS = 6
+    SELFTEST = 7
 
 
 class IommufdObject:

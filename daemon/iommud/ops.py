@@ -29,6 +29,7 @@ from iommud import (
     hw_pagetable,
     info,
     ioas,
+    selftest,
     session,
     vfio_compat,
 )
@@ -95,6 +96,10 @@ class Op:
     admin: bool
     limit: Limit
     needs: Needs
+    #: A debug operation (the selftest mock driver): ENOTTY unless the
+    #: daemon runs with debug_selftest, as IOMMU_TEST_CMD without
+    #: CONFIG_IOMMUFD_TEST.
+    debug: bool = False
     #: A server stream (the handler is an async generator).
     stream: bool = False
     #: The handler is a coroutine function (it awaits work run off the loop).
@@ -102,10 +107,11 @@ class Op:
 
 
 def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
-         admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION) -> Op:
+         admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION,
+         debug: bool = False) -> Op:
     return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
               reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
-              limit=limit, needs=needs, stream=inspect.isasyncgenfunction(handler),
+              limit=limit, needs=needs, debug=debug, stream=inspect.isasyncgenfunction(handler),
               is_async=inspect.iscoroutinefunction(handler))
 
 
@@ -119,6 +125,7 @@ ROWS: tuple[Op, ...] = (
     _row("WatchSession", session.watch_session, journal=False),
     _row("OpenContext", context.open_context, limit=L.FDS),
     _row("CloseContext", context.close_context, F.IOMMUFD),
+    _row("CloseFd", session.close_fd),
     _row("Destroy", context.destroy, F.IOMMUFD),
     _row("ListObjects", context.list_objects, F.IOMMUFD, journal=False),
     _row("GetCapabilities", context.get_capabilities, F.IOMMUFD, journal=False),
@@ -153,6 +160,11 @@ ROWS: tuple[Op, ...] = (
     _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
     _row("DeviceDma", device.device_dma, F.DEVICE),  # marks dirty bits
     _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, journal=False),
+    # -- the in-kernel API by dev_id (device.c) ---------------------------------------------------
+    _row("IommufdDeviceAttach", device.iommufd_device_attach, F.IOMMUFD, limit=L.OBJECTS),
+    _row("IommufdDeviceReplace", device.iommufd_device_replace, F.IOMMUFD, limit=L.OBJECTS),
+    _row("IommufdDeviceDetach", device.iommufd_device_detach, F.IOMMUFD),
+    _row("IommufdDeviceDma", device.iommufd_device_dma, F.IOMMUFD),  # marks dirty bits
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
     _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
     _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD),
@@ -178,6 +190,27 @@ ROWS: tuple[Op, ...] = (
     # -- introspection ------------------------------------------------------------------------
     _row("Echo", info.echo, needs=Needs.OPTIONAL, journal=False),
     _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, journal=False),
+    # -- the selftest mock driver, debug only (selftest.c IOMMU_TEST_CMD) ------------------------
+    _row("TestMockDomain", selftest.test_mock_domain, F.IOMMUFD, limit=L.OBJECTS, debug=True),
+    _row("TestMockDomainReplace", selftest.test_mock_domain_replace, F.IOMMUFD,
+         limit=L.OBJECTS, debug=True),
+    _row("TestAddReserved", selftest.test_add_reserved, F.IOMMUFD, debug=True),
+    _row("TestMdCheckMap", selftest.test_md_check_map, F.IOMMUFD, journal=False, debug=True),
+    _row("TestMdCheckRefs", selftest.test_md_check_refs, F.IOMMUFD, journal=False, debug=True),
+    _row("TestDirty", selftest.test_dirty, F.IOMMUFD, debug=True),
+    _row("TestCreateAccess", selftest.test_create_access, F.IOMMUFD, limit=L.FDS, debug=True),
+    _row("TestAccessReplaceIoas", selftest.test_access_replace_ioas, F.IOMMUFD, debug=True),
+    _row("TestAccessPages", selftest.test_access_pages, F.IOMMUFD, debug=True),
+    _row("TestDestroyAccessPages", selftest.test_destroy_access_pages, F.IOMMUFD, debug=True),
+    _row("TestAccessRw", selftest.test_access_rw, F.IOMMUFD, journal=False, debug=True),
+    _row("TestSetTempMemoryLimit", selftest.test_set_temp_memory_limit, F.IOMMUFD,
+         journal=False, debug=True),
+    _row("TestPasidAttach", selftest.test_pasid_attach, F.IOMMUFD, limit=L.OBJECTS, debug=True),
+    _row("TestPasidReplace", selftest.test_pasid_replace, F.IOMMUFD, limit=L.OBJECTS,
+         debug=True),
+    _row("TestPasidDetach", selftest.test_pasid_detach, F.IOMMUFD, debug=True),
+    _row("TestPasidCheckHwpt", selftest.test_pasid_check_hwpt, F.IOMMUFD, journal=False,
+         debug=True),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}

@@ -135,9 +135,12 @@ class Daemon:
         if config.journal:
             self.journal = Journal(config.journal, config.journal_sync,
                                    host_methods=frozenset(op.name for op in ROWS if op.admin))
-            self.journal.bind(Journal.fingerprint(
-                topology=config.topology, topology_digest=_topology_digest(config.topology),
-                group_stage=config.group_stage, vfio_mode=config.vfio_mode))
+            facts: dict[str, object] = {
+                "topology": config.topology, "topology_digest": _topology_digest(config.topology),
+                "group_stage": config.group_stage, "vfio_mode": config.vfio_mode}
+            if config.debug_selftest:  # its rows replay only under the same switch
+                facts["debug_selftest"] = 1
+            self.journal.bind(Journal.fingerprint(**facts))
             journal = self.journal
             self.sessions.on_forget.append(lambda sess: journal.forget_session(sess.token))
         access = AccessPolicy(config.allow_uids, config.allow_gids, config.admin_uids,

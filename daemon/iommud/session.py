@@ -131,6 +131,10 @@ class Session:
                              group_fd=fd)
         return cast("GroupFd", entry)
 
+    def fd_entry(self, fd: int) -> FdEntry:
+        """The entry behind `fd`, of any kind; EBADF when not open."""
+        return self._entry(fd)
+
     def _entry(self, fd: int) -> FdEntry:
         entry = self._fds.get(fd)
         if entry is None:
@@ -269,6 +273,11 @@ def open_session(call: Call, req: pb.OpenSessionRequest) -> pb.OpenSessionRespon
 
 def close_session(call: Call, req: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
     return pb.CloseSessionResponse(closed_fds=call.rt.sessions.close(call.sess))
+
+
+def close_fd(call: Call, req: pb.CloseFdRequest) -> pb.CloseFdResponse:
+    """close(fd) of any kind of fd: the file's release."""
+    return pb.CloseFdResponse(destroyed_objects=call.sess.close_fd(req.fd))
 
 
 def keep_alive(call: Call, req: pb.KeepAliveRequest) -> pb.KeepAliveResponse:

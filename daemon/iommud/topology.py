@@ -10,6 +10,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from iommud_wire.uapi import (
+    MOCK_APERTURE_LAST,
+    MOCK_APERTURE_START,
+    MOCK_PASID_WIDTH,
+    MOCK_PGSIZE_BITMAP,
+)
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -19,6 +26,12 @@ PAGE_1G = 1 << 30
 #: x86 interrupt-remapping window, reserved in every IOAS a device attaches to.
 X86_MSI_START = 0xFEE0_0000
 X86_MSI_LAST = 0xFEEF_FFFF
+
+#: IOMMU kinds: "vtd", a VT-d-like IOMMU (the default), and "mock", the kernel
+#: selftest's mock IOMMU (drivers/iommu/iommufd/selftest.c): 2 KiB IO pages,
+#: aperture [MOCK_APERTURE_START, MOCK_APERTURE_LAST], hw_info of type
+#: IOMMU_HW_INFO_TYPE_SELFTEST, no reserved regions.
+IOMMU_KINDS = ("vtd", "mock")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +102,14 @@ class Device:
     max_pasid_log2: int = 0
     dirty_tracking: bool = False
     reliable_source_id: bool = True
-    #: Input address width of the IOMMU's page tables: the domain aperture is
-    #: [0, 2^aperture_bits - 1]; its complement is reserved in an IOAS.
+    #: The domain aperture is [aperture_start, 2^aperture_bits - 1] (the
+    #: domain's geometry); its complement is reserved in an IOAS the domain
+    #: is added to (iopt_table_add_domain).
     aperture_bits: int = 48
     description: str = ""
+    #: The IOMMU behind the device: one of IOMMU_KINDS.
+    iommu: str = "vtd"
+    aperture_start: int = 0
 
     @property
     def min_page_size(self) -> int:
@@ -101,6 +118,24 @@ class Device:
     @property
     def aperture_last(self) -> int:
         return (1 << self.aperture_bits) - 1
+
+    @property
+    def is_mock(self) -> bool:
+        return self.iommu == "mock"
+
+
+def mock_device(name: str, group: int, *, pasid: bool = False, dirty: bool = True,
+                driver: str | None = "vfio-pci", description: str = "") -> Device:
+    """A device behind the selftest's mock IOMMU (mock_dev_create): its own
+    group, no reserved regions, a 20-bit PASID width with MOCK_FLAGS_DEVICE_PASID,
+    dirty tracking unless MOCK_FLAGS_DEVICE_NO_DIRTY."""
+    assert MOCK_APERTURE_LAST == (1 << 31) - 1
+    return Device(name=name, group=group, vendor=0, device=0, class_code=0, driver=driver,
+                  reserved_regions=(), pgsize_bitmap=MOCK_PGSIZE_BITMAP,
+                  max_pasid_log2=MOCK_PASID_WIDTH if pasid else 0, dirty_tracking=dirty,
+                  reliable_source_id=True, aperture_bits=31, iommu="mock",
+                  aperture_start=MOCK_APERTURE_START,
+                  description=description or "selftest mock device")
 
 
 @dataclasses.dataclass

@@ -4,6 +4,7 @@ docs/topology.md), or a sysfs tree (/sys/kernel/iommu_groups and
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import json
 import os
@@ -13,6 +14,7 @@ import tomllib
 from typing import Any
 
 from iommud.topology import (
+    IOMMU_KINDS,
     KNOWN_DRIVERS,
     PAGE_1G,
     PAGE_2M,
@@ -21,6 +23,7 @@ from iommud.topology import (
     Driver,
     ReservedRegion,
     Topology,
+    mock_device,
 )
 
 PCI_NAME = re.compile(r"[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]")
@@ -29,7 +32,11 @@ RESV_KINDS = ("msi", "sw_msi", "reserved", "direct", "direct_relaxable")
 _SYSFS_KIND = {"direct-relaxable": "direct_relaxable"}
 _DEVICE_KEYS = {"name", "group", "vendor", "device", "class", "driver", "reserved_regions",
                 "pgsize_bitmap", "page_sizes", "max_pasid_log2", "dirty_tracking",
-                "reliable_source_id", "aperture_bits", "description"}
+                "reliable_source_id", "aperture_bits", "description", "iommu",
+                "aperture_start"}
+#: What a mock IOMMU fixes: a topology may not set these for one.
+_MOCK_FIXED = {"reserved_regions", "page_sizes", "pgsize_bitmap", "aperture_bits",
+               "aperture_start"}
 _SIZE = re.compile(r"(?i)^(\d+)([KMG])$")
 
 
@@ -76,6 +83,25 @@ def device_from_dict(raw: dict[str, Any], drivers: dict[str, Driver]) -> Device:
     driver = raw.get("driver") or None
     if driver is not None and driver not in drivers:
         raise TopologyError(f"{what}: unknown driver {driver!r}; declare it in a [[driver]] table")
+    iommu = raw.get("iommu", "vtd")
+    if iommu not in IOMMU_KINDS:
+        raise TopologyError(f"{what}: iommu must be one of {', '.join(IOMMU_KINDS)}")
+    if iommu == "mock":
+        fixed = sorted(set(raw) & _MOCK_FIXED)
+        if fixed:
+            raise TopologyError(f"{what}: the mock IOMMU's geometry is fixed; drop "
+                                f"{', '.join(fixed)}")
+        pasid = _int(raw.get("max_pasid_log2", 0), f"{what} max_pasid_log2")
+        if pasid not in (0, 20):
+            raise TopologyError(f"{what}: a mock device's max_pasid_log2 is 0 or 20")
+        return dataclasses.replace(
+            mock_device(name, _int(raw["group"], f"{what} group"), pasid=bool(pasid),
+                        dirty=bool(raw.get("dirty_tracking", True)), driver=driver,
+                        description=str(raw.get("description", ""))),
+            vendor=_int(raw.get("vendor", 0), f"{what} vendor"),
+            device=_int(raw.get("device", 0), f"{what} device"),
+            class_code=_int(raw.get("class", 0), f"{what} class"),
+            reliable_source_id=bool(raw.get("reliable_source_id", True)))
     regions = []
     for r in raw.get("reserved_regions", [
             {"start": 0xFEE00000, "last": 0xFEEFFFFF, "kind": "msi"}]):
@@ -98,6 +124,10 @@ def device_from_dict(raw: dict[str, Any], drivers: dict[str, Driver]) -> Device:
     aperture = _int(raw.get("aperture_bits", 48), f"{what} aperture_bits")
     if not 32 <= aperture <= 64:
         raise TopologyError(f"{what}: aperture_bits must be within 32..64")
+    aperture_start = _int(raw.get("aperture_start", 0), f"{what} aperture_start")
+    if aperture_start >= 1 << aperture or aperture_start & (PAGE_4K - 1):
+        raise TopologyError(f"{what}: aperture_start must be page aligned and below "
+                            f"2^aperture_bits")
     return Device(
         name=name, group=_int(raw["group"], f"{what} group"),
         vendor=_int(raw.get("vendor", 0), f"{what} vendor"),
@@ -106,7 +136,8 @@ def device_from_dict(raw: dict[str, Any], drivers: dict[str, Driver]) -> Device:
         reserved_regions=tuple(regions), pgsize_bitmap=pgsize, max_pasid_log2=pasid,
         dirty_tracking=bool(raw.get("dirty_tracking", False)),
         reliable_source_id=bool(raw.get("reliable_source_id", True)),
-        aperture_bits=aperture, description=str(raw.get("description", "")))
+        aperture_bits=aperture, aperture_start=aperture_start,
+        description=str(raw.get("description", "")))
 
 
 def from_dict(data: dict[str, Any], source: str) -> Topology:
@@ -156,7 +187,11 @@ def to_dict(topo: Topology) -> dict[str, Any]:
                                  for r in dev.reserved_regions],
             "pgsize_bitmap": hex(dev.pgsize_bitmap), "max_pasid_log2": dev.max_pasid_log2,
             "dirty_tracking": dev.dirty_tracking, "reliable_source_id": dev.reliable_source_id,
-            "aperture_bits": dev.aperture_bits, "description": dev.description})
+            "aperture_bits": dev.aperture_bits, "aperture_start": dev.aperture_start,
+            "iommu": dev.iommu, "description": dev.description})
+        if dev.is_mock:
+            for key in _MOCK_FIXED & set(devices[-1]):
+                del devices[-1][key]
     return {"driver": extra, "device": devices}
 
 

@@ -35,6 +35,7 @@ from iommud.vfio_group import (
     compat_ioas,
     finish_group,
     unset_container,
+    vfio_pgsize_bitmap,
 )
 from iommud_wire import pb
 from iommud_wire.uapi import (
@@ -44,8 +45,6 @@ from iommud_wire.uapi import (
     IOMMU_VFIO_IOAS_CLEAR,
     IOMMU_VFIO_IOAS_GET,
     IOMMU_VFIO_IOAS_SET,
-    PAGE_MASK,
-    PAGE_SIZE,
     U32_MAX,
     U64_MAX,
     VFIO_API_VERSION,
@@ -99,11 +98,16 @@ class IommufdCompat:
         return 0
 
     def set_iommu(self, ctx: IommufdContext, iommu_type: int, stage: int) -> None:
-        """iommufd_vfio_set_iommu: may be called repeatedly."""
-        compat_ioas(ctx)
+        """iommufd_vfio_set_iommu: the type (EINVAL) before the IOAS (ENODEV);
+        TYPE1 disables large pages on the compat IOAS, so that v1 unmaps can
+        cut mappings (iopt_disable_large_pages); TYPE1v2 changes nothing and
+        does not re-enable them. It may be called repeatedly."""
         if iommu_type not in TYPE1_TYPES:
             raise IommuError(E.EINVAL, f"The compat container serves TYPE1 and TYPE1v2, not "
                              f"{iommu_type}.")
+        ioas = compat_ioas(ctx)
+        if iommu_type == VFIO_TYPE1_IOMMU:
+            ioas.set_huge_pages(False)
         self._iommu_type = iommu_type
 
     def get_info(self, ctx: IommufdContext, argsz: int) -> pb.VfioIommuGetInfoResponse:
@@ -112,11 +116,7 @@ class IommufdCompat:
         check_argsz(argsz, INFO_MINSZ, "VFIO_IOMMU_GET_INFO")
         ioas = compat_ioas(ctx)
         ranges = ioas.iopt.iova_ranges()
-        bitmap = PAGE_MASK
-        for domain in ioas.domains:
-            bitmap &= domain.pgsize_bitmap
-        if bitmap & (PAGE_SIZE - 1):
-            bitmap = (bitmap & ~(PAGE_SIZE - 1)) | PAGE_SIZE
+        bitmap = vfio_pgsize_bitmap(ioas)
         full = INFO_SIZE + 16 + 16 * len(ranges) + 16
         resp = pb.VfioIommuGetInfoResponse(flags=VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS,
                                            iova_pgsizes=max(bitmap, ioas.iopt.iova_alignment))
@@ -152,12 +152,18 @@ class IommufdCompat:
             raise IommuError(E.EINVAL, "UNMAP_DMA with ALL takes iova 0 and size 0.")
         ioas = compat_ioas(ctx)
         if flags & VFIO_DMA_UNMAP_FLAG_ALL:
+            ioas.notify_unmap(0, U64_MAX)
             return ioas.iopt.unmap_all(), b""
+        if not ioas.huge_pages and size and iova + size - 1 <= U64_MAX:
+            # v1 semantics: cut the mappings at both ends of the range first,
+            # so the unmap takes exactly the range (iopt_cut_iova).
+            ioas.iopt.cut([iova + size - 1, iova - 1] if iova else [iova + size - 1])
         near = ioas.iopt.area_from(iova)
         if size and iova + size - 1 <= U64_MAX and (near is None or near[0] > iova + size - 1):
-            return 0, b""  # an empty range succeeds with size 0 (post Oct-2025)
+            return 0, b""  # iopt_unmap_iova_range: an empty range succeeds with size 0
         with partial_unmap_journaled(call, ioas.iopt, iova, size,
                                      lambda n: with_fields(req, size=n)):
+            ioas.notify_unmap(iova, size)
             return ioas.iopt.unmap(iova, size), b""
 
     def dirty_pages(self, ctx: IommufdContext, req: pb.VfioIommuDirtyPagesRequest) -> bytes:

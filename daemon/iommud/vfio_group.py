@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from iommud import device as dev_mod
 from iommud.errors import IommuError
-from iommud_wire.uapi import VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU
+from iommud_wire.uapi import PAGE_SIZE, U64_MAX, VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU
 
 if TYPE_CHECKING:
     from iommud.call import Call
@@ -112,6 +112,18 @@ def compat_ioas(ctx: IommufdContext) -> Ioas:
     if ctx.vfio_ioas is None:
         raise IommuError(E.ENODEV, "This container has no compat IOAS: set a group on it first.")
     return ctx.vfio_ioas
+
+
+def vfio_pgsize_bitmap(ioas: Ioas) -> int:
+    """iommufd_get_pagesizes (and type1's vfio_update_pgsize_bitmap): every
+    domain's page sizes ANDed from ULONG_MAX; sub-page sizes fold into
+    PAGE_SIZE rather than vanish ({0x800, 0x200000} reads 0x201000)."""
+    bitmap = U64_MAX
+    for domain in ioas.domains:
+        bitmap &= domain.pgsize_bitmap
+    if bitmap & (PAGE_SIZE - 1):
+        bitmap = (bitmap & ~(PAGE_SIZE - 1)) | PAGE_SIZE
+    return bitmap
 
 
 def attach_group(ctx: IommufdContext, gfd: GroupFd, stage: int) -> None:

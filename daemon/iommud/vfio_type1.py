@@ -26,10 +26,10 @@ from iommud.vfio_group import (
     compat_ioas,
     container_of,
     detach_group,
+    vfio_pgsize_bitmap,
 )
 from iommud_wire import pb
 from iommud_wire.uapi import (
-    PAGE_MASK,
     PAGE_SIZE,
     VFIO_DMA_CC_IOMMU,
     VFIO_IOMMU_INFO_CAPS,
@@ -111,11 +111,7 @@ class Type1:
         self._require_ready()
         ioas = compat_ioas(ctx)
         ranges = ioas.iopt.iova_ranges()
-        bitmap = PAGE_MASK
-        for domain in ioas.domains:
-            bitmap &= domain.pgsize_bitmap
-        if bitmap & (PAGE_SIZE - 1):
-            bitmap = (bitmap & ~(PAGE_SIZE - 1)) | PAGE_SIZE
+        bitmap = vfio_pgsize_bitmap(ioas)
         full = INFO_SIZE + 16 + 16 * len(ranges) + 16 + 32
         resp = pb.VfioIommuGetInfoResponse(flags=VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS,
                                            iova_pgsizes=bitmap)

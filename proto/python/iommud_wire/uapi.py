@@ -96,3 +96,37 @@ VFIO_IOMMU_INFO_CAPS = 1 << 1
 VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = 1
 VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION = 2
 VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = 3
+
+# -- object types beyond the proto's first five ----------------------------------
+IOMMUFD_OBJ_ACCESS = 6
+IOMMUFD_OBJ_SELFTEST = 7
+
+IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED = 1 << 3
+IOMMU_NO_PASID = 0
+
+# -- the selftest mock driver (drivers/iommu/iommufd/iommufd_test.h, as facts) ---
+MOCK_APERTURE_START = 1 << 24
+MOCK_APERTURE_LAST = (1 << 31) - 1
+MOCK_PAGE_SIZE = 2048
+MOCK_HUGE_PAGE_SIZE = 512 * MOCK_PAGE_SIZE
+#: The default mock domain's page sizes: every power of two from 2 KiB to 64 GiB.
+MOCK_PGSIZE_BITMAP = ((1 << 37) - 1) & ~(MOCK_PAGE_SIZE - 1)
+#: The huge mock domain's: 1 MiB leaves, and PAGE_SIZE for iommufd to accept it.
+MOCK_HUGE_PGSIZE_BITMAP = MOCK_HUGE_PAGE_SIZE | PAGE_SIZE
+#: The huge mock domain keeps its page table's own aperture (38-bit VA).
+MOCK_HUGE_APERTURE_LAST = (1 << 38) - 1
+MOCK_IOMMUPT_DEFAULT = 0
+MOCK_IOMMUPT_HUGE = 1
+MOCK_FLAGS_DEVICE_NO_DIRTY = 1 << 0
+MOCK_FLAGS_DEVICE_PASID = 1 << 2
+MOCK_PASID_WIDTH = 20
+MOCK_FLAGS_ACCESS_WRITE = 1 << 0
+MOCK_FLAGS_ACCESS_SYZ = 1 << 16
+MOCK_ACCESS_RW_WRITE = 1 << 0
+MOCK_ACCESS_RW_SLOW_PATH = 1 << 2
+MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES = 1 << 0
+#: A PASID whose second non-blocking set fails ENOMEM (the replace-failure quirk).
+IOMMU_TEST_PASID_RESERVED = 1024
+IOMMU_HW_INFO_TYPE_SELFTEST = 0xFEEDBEEF
+IOMMU_HW_INFO_SELFTEST_REGVAL = 0xDEADBEEF
+IOMMU_HWPT_DATA_SELFTEST = 0xDEAD

@@ -15,6 +15,8 @@ class ObjectType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECT_TYPE_HWPT_NESTED: _ClassVar[ObjectType]
     OBJECT_TYPE_DEVICE: _ClassVar[ObjectType]
     OBJECT_TYPE_FAULT: _ClassVar[ObjectType]
+    OBJECT_TYPE_ACCESS: _ClassVar[ObjectType]
+    OBJECT_TYPE_SELFTEST: _ClassVar[ObjectType]
 
 class IoasMapFlag(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +44,8 @@ OBJECT_TYPE_HWPT_PAGING: ObjectType
 OBJECT_TYPE_HWPT_NESTED: ObjectType
 OBJECT_TYPE_DEVICE: ObjectType
 OBJECT_TYPE_FAULT: ObjectType
+OBJECT_TYPE_ACCESS: ObjectType
+OBJECT_TYPE_SELFTEST: ObjectType
 IOAS_MAP_FLAG_UNSPECIFIED: IoasMapFlag
 IOAS_MAP_FLAG_FIXED_IOVA: IoasMapFlag
 IOAS_MAP_FLAG_WRITEABLE: IoasMapFlag
@@ -522,7 +526,7 @@ class ReservedRegion(_message.Message):
     def __init__(self, start: _Optional[int] = ..., last: _Optional[int] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class HostDevice(_message.Message):
-    __slots__ = ("name", "group", "vendor", "device", "class_code", "driver", "driver_managed_dma", "reserved_regions", "pgsize_bitmap", "max_pasid_log2", "dirty_tracking", "reliable_source_id", "aperture_bits", "description", "user_open")
+    __slots__ = ("name", "group", "vendor", "device", "class_code", "driver", "driver_managed_dma", "reserved_regions", "pgsize_bitmap", "max_pasid_log2", "dirty_tracking", "reliable_source_id", "aperture_bits", "description", "user_open", "iommu", "aperture_start")
     NAME_FIELD_NUMBER: _ClassVar[int]
     GROUP_FIELD_NUMBER: _ClassVar[int]
     VENDOR_FIELD_NUMBER: _ClassVar[int]
@@ -538,6 +542,8 @@ class HostDevice(_message.Message):
     APERTURE_BITS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     USER_OPEN_FIELD_NUMBER: _ClassVar[int]
+    IOMMU_FIELD_NUMBER: _ClassVar[int]
+    APERTURE_START_FIELD_NUMBER: _ClassVar[int]
     name: str
     group: int
     vendor: int
@@ -553,7 +559,9 @@ class HostDevice(_message.Message):
     aperture_bits: int
     description: str
     user_open: bool
-    def __init__(self, name: _Optional[str] = ..., group: _Optional[int] = ..., vendor: _Optional[int] = ..., device: _Optional[int] = ..., class_code: _Optional[int] = ..., driver: _Optional[str] = ..., driver_managed_dma: _Optional[bool] = ..., reserved_regions: _Optional[_Iterable[_Union[ReservedRegion, _Mapping]]] = ..., pgsize_bitmap: _Optional[int] = ..., max_pasid_log2: _Optional[int] = ..., dirty_tracking: _Optional[bool] = ..., reliable_source_id: _Optional[bool] = ..., aperture_bits: _Optional[int] = ..., description: _Optional[str] = ..., user_open: _Optional[bool] = ...) -> None: ...
+    iommu: str
+    aperture_start: int
+    def __init__(self, name: _Optional[str] = ..., group: _Optional[int] = ..., vendor: _Optional[int] = ..., device: _Optional[int] = ..., class_code: _Optional[int] = ..., driver: _Optional[str] = ..., driver_managed_dma: _Optional[bool] = ..., reserved_regions: _Optional[_Iterable[_Union[ReservedRegion, _Mapping]]] = ..., pgsize_bitmap: _Optional[int] = ..., max_pasid_log2: _Optional[int] = ..., dirty_tracking: _Optional[bool] = ..., reliable_source_id: _Optional[bool] = ..., aperture_bits: _Optional[int] = ..., description: _Optional[str] = ..., user_open: _Optional[bool] = ..., iommu: _Optional[str] = ..., aperture_start: _Optional[int] = ...) -> None: ...
 
 class ListDevicesRequest(_message.Message):
     __slots__ = ()
@@ -819,7 +827,7 @@ class DeviceDmaResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[DmaResult, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[DmaFault, _Mapping]]] = ...) -> None: ...
 
 class HwptAllocRequest(_message.Message):
-    __slots__ = ("iommufd", "flags", "dev_id", "pt_id", "reserved", "data_type", "data_len", "fault_id")
+    __slots__ = ("iommufd", "flags", "dev_id", "pt_id", "reserved", "data_type", "data_len", "fault_id", "data")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     DEV_ID_FIELD_NUMBER: _ClassVar[int]
@@ -828,6 +836,7 @@ class HwptAllocRequest(_message.Message):
     DATA_TYPE_FIELD_NUMBER: _ClassVar[int]
     DATA_LEN_FIELD_NUMBER: _ClassVar[int]
     FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     flags: int
     dev_id: int
@@ -836,7 +845,8 @@ class HwptAllocRequest(_message.Message):
     data_type: int
     data_len: int
     fault_id: int
-    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., dev_id: _Optional[int] = ..., pt_id: _Optional[int] = ..., reserved: _Optional[int] = ..., data_type: _Optional[int] = ..., data_len: _Optional[int] = ..., fault_id: _Optional[int] = ...) -> None: ...
+    data: bytes
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., dev_id: _Optional[int] = ..., pt_id: _Optional[int] = ..., reserved: _Optional[int] = ..., data_type: _Optional[int] = ..., data_len: _Optional[int] = ..., fault_id: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HwptAllocResponse(_message.Message):
     __slots__ = ("out_hwpt_id",)
@@ -1215,3 +1225,373 @@ class IommuVfioIoasResponse(_message.Message):
     IOAS_ID_FIELD_NUMBER: _ClassVar[int]
     ioas_id: int
     def __init__(self, ioas_id: _Optional[int] = ...) -> None: ...
+
+class CloseFdRequest(_message.Message):
+    __slots__ = ("fd",)
+    FD_FIELD_NUMBER: _ClassVar[int]
+    fd: int
+    def __init__(self, fd: _Optional[int] = ...) -> None: ...
+
+class CloseFdResponse(_message.Message):
+    __slots__ = ("destroyed_objects",)
+    DESTROYED_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    destroyed_objects: int
+    def __init__(self, destroyed_objects: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceAttachRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "pasid", "pt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    pasid: int
+    pt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., pt_id: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceAttachResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceReplaceRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "pasid", "pt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    pasid: int
+    pt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., pt_id: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceReplaceResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceDetachRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "pasid")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    pasid: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ...) -> None: ...
+
+class IommufdDeviceDetachResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class IommufdDeviceDmaRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "pasid", "accesses")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    ACCESSES_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    pasid: int
+    accesses: _containers.RepeatedCompositeFieldContainer[DmaAccess]
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., accesses: _Optional[_Iterable[_Union[DmaAccess, _Mapping]]] = ...) -> None: ...
+
+class IommufdDeviceDmaResponse(_message.Message):
+    __slots__ = ("results", "faults")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[DmaResult]
+    faults: _containers.RepeatedCompositeFieldContainer[DmaFault]
+    def __init__(self, results: _Optional[_Iterable[_Union[DmaResult, _Mapping]]] = ..., faults: _Optional[_Iterable[_Union[DmaFault, _Mapping]]] = ...) -> None: ...
+
+class TestMockDomainRequest(_message.Message):
+    __slots__ = ("iommufd", "pt_id", "dev_flags")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEV_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    pt_id: int
+    dev_flags: int
+    def __init__(self, iommufd: _Optional[int] = ..., pt_id: _Optional[int] = ..., dev_flags: _Optional[int] = ...) -> None: ...
+
+class TestMockDomainResponse(_message.Message):
+    __slots__ = ("out_stdev_id", "out_hwpt_id", "out_idev_id")
+    OUT_STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    OUT_HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUT_IDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    out_stdev_id: int
+    out_hwpt_id: int
+    out_idev_id: int
+    def __init__(self, out_stdev_id: _Optional[int] = ..., out_hwpt_id: _Optional[int] = ..., out_idev_id: _Optional[int] = ...) -> None: ...
+
+class TestMockDomainReplaceRequest(_message.Message):
+    __slots__ = ("iommufd", "stdev_id", "pt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    stdev_id: int
+    pt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., stdev_id: _Optional[int] = ..., pt_id: _Optional[int] = ...) -> None: ...
+
+class TestMockDomainReplaceResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class TestAddReservedRequest(_message.Message):
+    __slots__ = ("iommufd", "ioas_id", "start", "length")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    ioas_id: int
+    start: int
+    length: int
+    def __init__(self, iommufd: _Optional[int] = ..., ioas_id: _Optional[int] = ..., start: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class TestAddReservedResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestMdCheckMapRequest(_message.Message):
+    __slots__ = ("iommufd", "hwpt_id", "iova", "length", "user_va")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    USER_VA_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    hwpt_id: int
+    iova: int
+    length: int
+    user_va: int
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ...) -> None: ...
+
+class TestMdCheckMapResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestMdCheckRefsRequest(_message.Message):
+    __slots__ = ("iommufd", "user_va", "length", "refs")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    USER_VA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    REFS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    user_va: int
+    length: int
+    refs: int
+    def __init__(self, iommufd: _Optional[int] = ..., user_va: _Optional[int] = ..., length: _Optional[int] = ..., refs: _Optional[int] = ...) -> None: ...
+
+class TestMdCheckRefsResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestDirtyRequest(_message.Message):
+    __slots__ = ("iommufd", "hwpt_id", "flags", "iova", "length", "page_size", "bitmap")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BITMAP_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    hwpt_id: int
+    flags: int
+    iova: int
+    length: int
+    page_size: int
+    bitmap: bytes
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., page_size: _Optional[int] = ..., bitmap: _Optional[bytes] = ...) -> None: ...
+
+class TestDirtyResponse(_message.Message):
+    __slots__ = ("out_nr_dirty",)
+    OUT_NR_DIRTY_FIELD_NUMBER: _ClassVar[int]
+    out_nr_dirty: int
+    def __init__(self, out_nr_dirty: _Optional[int] = ...) -> None: ...
+
+class TestCreateAccessRequest(_message.Message):
+    __slots__ = ("iommufd", "ioas_id", "flags")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    ioas_id: int
+    flags: int
+    def __init__(self, iommufd: _Optional[int] = ..., ioas_id: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class TestCreateAccessResponse(_message.Message):
+    __slots__ = ("out_access_fd",)
+    OUT_ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
+    out_access_fd: int
+    def __init__(self, out_access_fd: _Optional[int] = ...) -> None: ...
+
+class TestAccessReplaceIoasRequest(_message.Message):
+    __slots__ = ("iommufd", "access_fd", "ioas_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    access_fd: int
+    ioas_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., ioas_id: _Optional[int] = ...) -> None: ...
+
+class TestAccessReplaceIoasResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestAccessPagesRequest(_message.Message):
+    __slots__ = ("iommufd", "access_fd", "flags", "iova", "length", "user_va")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    USER_VA_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    access_fd: int
+    flags: int
+    iova: int
+    length: int
+    user_va: int
+    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ...) -> None: ...
+
+class TestAccessPagesResponse(_message.Message):
+    __slots__ = ("out_access_pages_id",)
+    OUT_ACCESS_PAGES_ID_FIELD_NUMBER: _ClassVar[int]
+    out_access_pages_id: int
+    def __init__(self, out_access_pages_id: _Optional[int] = ...) -> None: ...
+
+class TestDestroyAccessPagesRequest(_message.Message):
+    __slots__ = ("iommufd", "access_fd", "access_pages_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_PAGES_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    access_fd: int
+    access_pages_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., access_pages_id: _Optional[int] = ...) -> None: ...
+
+class TestDestroyAccessPagesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestAccessRwRequest(_message.Message):
+    __slots__ = ("iommufd", "access_fd", "iova", "length", "user_va", "flags")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    USER_VA_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    access_fd: int
+    iova: int
+    length: int
+    user_va: int
+    flags: int
+    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class CopySegment(_message.Message):
+    __slots__ = ("user_va", "length", "buffer_offset")
+    USER_VA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    BUFFER_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    user_va: int
+    length: int
+    buffer_offset: int
+    def __init__(self, user_va: _Optional[int] = ..., length: _Optional[int] = ..., buffer_offset: _Optional[int] = ...) -> None: ...
+
+class TestAccessRwResponse(_message.Message):
+    __slots__ = ("segments", "write")
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_FIELD_NUMBER: _ClassVar[int]
+    segments: _containers.RepeatedCompositeFieldContainer[CopySegment]
+    write: bool
+    def __init__(self, segments: _Optional[_Iterable[_Union[CopySegment, _Mapping]]] = ..., write: _Optional[bool] = ...) -> None: ...
+
+class TestSetTempMemoryLimitRequest(_message.Message):
+    __slots__ = ("iommufd", "limit")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    limit: int
+    def __init__(self, iommufd: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class TestSetTempMemoryLimitResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestPasidAttachRequest(_message.Message):
+    __slots__ = ("iommufd", "stdev_id", "pasid", "pt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    stdev_id: int
+    pasid: int
+    pt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., stdev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., pt_id: _Optional[int] = ...) -> None: ...
+
+class TestPasidAttachResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class TestPasidReplaceRequest(_message.Message):
+    __slots__ = ("iommufd", "stdev_id", "pasid", "pt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    stdev_id: int
+    pasid: int
+    pt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., stdev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., pt_id: _Optional[int] = ...) -> None: ...
+
+class TestPasidReplaceResponse(_message.Message):
+    __slots__ = ("pt_id",)
+    PT_ID_FIELD_NUMBER: _ClassVar[int]
+    pt_id: int
+    def __init__(self, pt_id: _Optional[int] = ...) -> None: ...
+
+class TestPasidDetachRequest(_message.Message):
+    __slots__ = ("iommufd", "stdev_id", "pasid")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    stdev_id: int
+    pasid: int
+    def __init__(self, iommufd: _Optional[int] = ..., stdev_id: _Optional[int] = ..., pasid: _Optional[int] = ...) -> None: ...
+
+class TestPasidDetachResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestPasidCheckHwptRequest(_message.Message):
+    __slots__ = ("iommufd", "stdev_id", "pasid", "hwpt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    STDEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    stdev_id: int
+    pasid: int
+    hwpt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., stdev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., hwpt_id: _Optional[int] = ...) -> None: ...
+
+class TestPasidCheckHwptResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

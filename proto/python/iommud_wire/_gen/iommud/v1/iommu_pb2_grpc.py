@@ -66,6 +66,11 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.CloseContextRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseContextResponse.FromString,
                 _registered_method=True)
+        self.CloseFd = channel.unary_unary(
+                '/iommud.v1.IommuService/CloseFd',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.CloseFdRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseFdResponse.FromString,
+                _registered_method=True)
         self.Destroy = channel.unary_unary(
                 '/iommud.v1.IommuService/Destroy',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.DestroyRequest.SerializeToString,
@@ -331,6 +336,106 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.FromString,
                 _registered_method=True)
+        self.IommufdDeviceAttach = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdDeviceAttach',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachResponse.FromString,
+                _registered_method=True)
+        self.IommufdDeviceReplace = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdDeviceReplace',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceResponse.FromString,
+                _registered_method=True)
+        self.IommufdDeviceDetach = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdDeviceDetach',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachResponse.FromString,
+                _registered_method=True)
+        self.IommufdDeviceDma = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdDeviceDma',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaResponse.FromString,
+                _registered_method=True)
+        self.TestMockDomain = channel.unary_unary(
+                '/iommud.v1.IommuService/TestMockDomain',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainResponse.FromString,
+                _registered_method=True)
+        self.TestMockDomainReplace = channel.unary_unary(
+                '/iommud.v1.IommuService/TestMockDomainReplace',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceResponse.FromString,
+                _registered_method=True)
+        self.TestAddReserved = channel.unary_unary(
+                '/iommud.v1.IommuService/TestAddReserved',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestAddReservedRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAddReservedResponse.FromString,
+                _registered_method=True)
+        self.TestMdCheckMap = channel.unary_unary(
+                '/iommud.v1.IommuService/TestMdCheckMap',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapResponse.FromString,
+                _registered_method=True)
+        self.TestMdCheckRefs = channel.unary_unary(
+                '/iommud.v1.IommuService/TestMdCheckRefs',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsResponse.FromString,
+                _registered_method=True)
+        self.TestDirty = channel.unary_unary(
+                '/iommud.v1.IommuService/TestDirty',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDirtyRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDirtyResponse.FromString,
+                _registered_method=True)
+        self.TestCreateAccess = channel.unary_unary(
+                '/iommud.v1.IommuService/TestCreateAccess',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestCreateAccessRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestCreateAccessResponse.FromString,
+                _registered_method=True)
+        self.TestAccessReplaceIoas = channel.unary_unary(
+                '/iommud.v1.IommuService/TestAccessReplaceIoas',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasResponse.FromString,
+                _registered_method=True)
+        self.TestAccessPages = channel.unary_unary(
+                '/iommud.v1.IommuService/TestAccessPages',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessPagesRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessPagesResponse.FromString,
+                _registered_method=True)
+        self.TestDestroyAccessPages = channel.unary_unary(
+                '/iommud.v1.IommuService/TestDestroyAccessPages',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesResponse.FromString,
+                _registered_method=True)
+        self.TestAccessRw = channel.unary_unary(
+                '/iommud.v1.IommuService/TestAccessRw',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessRwRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessRwResponse.FromString,
+                _registered_method=True)
+        self.TestSetTempMemoryLimit = channel.unary_unary(
+                '/iommud.v1.IommuService/TestSetTempMemoryLimit',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitResponse.FromString,
+                _registered_method=True)
+        self.TestPasidAttach = channel.unary_unary(
+                '/iommud.v1.IommuService/TestPasidAttach',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidAttachRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidAttachResponse.FromString,
+                _registered_method=True)
+        self.TestPasidReplace = channel.unary_unary(
+                '/iommud.v1.IommuService/TestPasidReplace',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceResponse.FromString,
+                _registered_method=True)
+        self.TestPasidDetach = channel.unary_unary(
+                '/iommud.v1.IommuService/TestPasidDetach',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidDetachRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidDetachResponse.FromString,
+                _registered_method=True)
+        self.TestPasidCheckHwpt = channel.unary_unary(
+                '/iommud.v1.IommuService/TestPasidCheckHwpt',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.FromString,
+                _registered_method=True)
 
 
 class IommuServiceServicer:
@@ -377,6 +482,14 @@ class IommuServiceServicer:
 
     def CloseContext(self, request, context):
         """CloseContext is close(iommufd): every object the context owns is destroyed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseFd(self, request, context):
+        """CloseFd is close(fd) of any fd the session holds (a context, container,
+        device, group or access fd), as the kernel's release of that file.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -768,6 +881,168 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IommufdDeviceAttach(self, request, context):
+        """-- the kernel's in-kernel API, addressed by dev_id ----------------------
+        The iommufd kAPI (iommufd_device_attach/replace/detach) that VFIO and the
+        selftest's test operations call, for any bound DEVICE object.
+
+        IommufdDeviceAttach is iommufd_device_attach: attach the RID (or `pasid`)
+        of `dev_id` to an IOAS (automatic HWPT) or a HWPT; EBUSY if attached.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommufdDeviceReplace(self, request, context):
+        """IommufdDeviceReplace is iommufd_device_replace: move an attachment to
+        another IOAS or HWPT; EINVAL if not attached, nothing changes on failure.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommufdDeviceDetach(self, request, context):
+        """IommufdDeviceDetach is iommufd_device_detach; detaching nothing is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommufdDeviceDma(self, request, context):
+        """IommufdDeviceDma performs DMA accesses by the DEVICE `dev_id`, as
+        DeviceDma does through a device fd.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestMockDomain(self, request, context):
+        """-- the selftest mock driver (debug only) --------------------------------
+        The operations of the kernel's IOMMU_TEST_CMD (CONFIG_IOMMUFD_TEST,
+        drivers/iommu/iommufd/selftest.c). A daemon started without
+        `debug_selftest = 1` answers every one of them ENOTTY, as a kernel built
+        without the test driver has no IOMMU_TEST_CMD.
+
+        TestMockDomain is IOMMU_TEST_OP_MOCK_DOMAIN (and _FLAGS when `dev_flags`
+        is set): create a mock device, bind it and attach it to `pt_id`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestMockDomainReplace(self, request, context):
+        """TestMockDomainReplace is IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestAddReserved(self, request, context):
+        """TestAddReserved is IOMMU_TEST_OP_ADD_RESERVED: reserve an IOVA range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestMdCheckMap(self, request, context):
+        """TestMdCheckMap is IOMMU_TEST_OP_MD_CHECK_MAP: the HWPT's own IO page
+        table maps `iova`..`iova+length-1` to `user_va`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestMdCheckRefs(self, request, context):
+        """TestMdCheckRefs is IOMMU_TEST_OP_MD_CHECK_REFS: the pin count of every
+        page of `user_va`..`user_va+length-1`, as the model counts pins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestDirty(self, request, context):
+        """TestDirty is IOMMU_TEST_OP_DIRTY: the mock domain marks dirty the entry
+        under every set bit of `bitmap`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestCreateAccess(self, request, context):
+        """TestCreateAccess is IOMMU_TEST_OP_CREATE_ACCESS: an emulated device's
+        access on an IOAS, as a new fd of the session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestAccessReplaceIoas(self, request, context):
+        """TestAccessReplaceIoas is IOMMU_TEST_OP_ACCESS_REPLACE_IOAS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestAccessPages(self, request, context):
+        """TestAccessPages is IOMMU_TEST_OP_ACCESS_PAGES: pin a range through an access.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestDestroyAccessPages(self, request, context):
+        """TestDestroyAccessPages is IOMMU_TEST_OP_DESTROY_ACCESS_PAGES: unpin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestAccessRw(self, request, context):
+        """TestAccessRw is IOMMU_TEST_OP_ACCESS_RW. IOVA memory is the caller's own
+        user memory, so the answer is a copy plan: the user addresses behind the
+        IOVA range, for the caller to copy to or from `user_va`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestSetTempMemoryLimit(self, request, context):
+        """TestSetTempMemoryLimit is IOMMU_TEST_OP_SET_TEMP_MEMORY_LIMIT (accepted;
+        the model has no batch memory to limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestPasidAttach(self, request, context):
+        """TestPasidAttach is IOMMU_TEST_OP_PASID_ATTACH.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestPasidReplace(self, request, context):
+        """TestPasidReplace is IOMMU_TEST_OP_PASID_REPLACE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestPasidDetach(self, request, context):
+        """TestPasidDetach is IOMMU_TEST_OP_PASID_DETACH.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestPasidCheckHwpt(self, request, context):
+        """TestPasidCheckHwpt is IOMMU_TEST_OP_PASID_CHECK_HWPT: is `hwpt_id` (0:
+        nothing) what the mock device's `pasid` is attached to?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IommuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -800,6 +1075,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.CloseContext,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseContextRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.CloseContextResponse.SerializeToString,
+            ),
+            'CloseFd': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseFd,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.CloseFdRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.CloseFdResponse.SerializeToString,
             ),
             'Destroy': grpc.unary_unary_rpc_method_handler(
                     servicer.Destroy,
@@ -1066,6 +1346,106 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.SerializeToString,
             ),
+            'IommufdDeviceAttach': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdDeviceAttach,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachResponse.SerializeToString,
+            ),
+            'IommufdDeviceReplace': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdDeviceReplace,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceResponse.SerializeToString,
+            ),
+            'IommufdDeviceDetach': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdDeviceDetach,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachResponse.SerializeToString,
+            ),
+            'IommufdDeviceDma': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdDeviceDma,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaResponse.SerializeToString,
+            ),
+            'TestMockDomain': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMockDomain,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainResponse.SerializeToString,
+            ),
+            'TestMockDomainReplace': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMockDomainReplace,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceResponse.SerializeToString,
+            ),
+            'TestAddReserved': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestAddReserved,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAddReservedRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestAddReservedResponse.SerializeToString,
+            ),
+            'TestMdCheckMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMdCheckMap,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapResponse.SerializeToString,
+            ),
+            'TestMdCheckRefs': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMdCheckRefs,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsResponse.SerializeToString,
+            ),
+            'TestDirty': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestDirty,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDirtyRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDirtyResponse.SerializeToString,
+            ),
+            'TestCreateAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestCreateAccess,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestCreateAccessRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestCreateAccessResponse.SerializeToString,
+            ),
+            'TestAccessReplaceIoas': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestAccessReplaceIoas,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasResponse.SerializeToString,
+            ),
+            'TestAccessPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestAccessPages,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessPagesRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessPagesResponse.SerializeToString,
+            ),
+            'TestDestroyAccessPages': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestDestroyAccessPages,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesResponse.SerializeToString,
+            ),
+            'TestAccessRw': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestAccessRw,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestAccessRwRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestAccessRwResponse.SerializeToString,
+            ),
+            'TestSetTempMemoryLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestSetTempMemoryLimit,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitResponse.SerializeToString,
+            ),
+            'TestPasidAttach': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestPasidAttach,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidAttachRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidAttachResponse.SerializeToString,
+            ),
+            'TestPasidReplace': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestPasidReplace,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceResponse.SerializeToString,
+            ),
+            'TestPasidDetach': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestPasidDetach,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidDetachRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidDetachResponse.SerializeToString,
+            ),
+            'TestPasidCheckHwpt': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestPasidCheckHwpt,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'iommud.v1.IommuService', rpc_method_handlers)
@@ -1231,6 +1611,33 @@ class IommuService:
             '/iommud.v1.IommuService/CloseContext',
             iommud_dot_v1_dot_iommu__pb2.CloseContextRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.CloseContextResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseFd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/CloseFd',
+            iommud_dot_v1_dot_iommu__pb2.CloseFdRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.CloseFdResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -2662,6 +3069,546 @@ class IommuService:
             '/iommud.v1.IommuService/ListAreas',
             iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdDeviceAttach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdDeviceAttach',
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdDeviceReplace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdDeviceReplace',
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceReplaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdDeviceDetach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdDeviceDetach',
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDetachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdDeviceDma(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdDeviceDma',
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdDeviceDmaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMockDomain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestMockDomain',
+            iommud_dot_v1_dot_iommu__pb2.TestMockDomainRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestMockDomainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMockDomainReplace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestMockDomainReplace',
+            iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestMockDomainReplaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestAddReserved(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestAddReserved',
+            iommud_dot_v1_dot_iommu__pb2.TestAddReservedRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestAddReservedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMdCheckMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestMdCheckMap',
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckMapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMdCheckRefs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestMdCheckRefs',
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckRefsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestDirty(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestDirty',
+            iommud_dot_v1_dot_iommu__pb2.TestDirtyRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestDirtyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestCreateAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestCreateAccess',
+            iommud_dot_v1_dot_iommu__pb2.TestCreateAccessRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestCreateAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestAccessReplaceIoas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestAccessReplaceIoas',
+            iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestAccessReplaceIoasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestAccessPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestAccessPages',
+            iommud_dot_v1_dot_iommu__pb2.TestAccessPagesRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestAccessPagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestDestroyAccessPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestDestroyAccessPages',
+            iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestDestroyAccessPagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestAccessRw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestAccessRw',
+            iommud_dot_v1_dot_iommu__pb2.TestAccessRwRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestAccessRwResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestSetTempMemoryLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestSetTempMemoryLimit',
+            iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestSetTempMemoryLimitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestPasidAttach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestPasidAttach',
+            iommud_dot_v1_dot_iommu__pb2.TestPasidAttachRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestPasidAttachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestPasidReplace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestPasidReplace',
+            iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestPasidReplaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestPasidDetach(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestPasidDetach',
+            iommud_dot_v1_dot_iommu__pb2.TestPasidDetachRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestPasidDetachResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestPasidCheckHwpt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestPasidCheckHwpt',
+            iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.FromString,
             options,
             channel_credentials,
             insecure,

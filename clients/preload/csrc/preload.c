@@ -1,0 +1,1582 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * libiommud-preload: serves the opens and ioctls of /dev/iommu and the /dev/vfio nodes
+ * from iommud's raw uAPI socket, so that programs written against the kernel's
+ * iommufd and VFIO ioctls run unmodified against the daemon.
+ *
+ * The contract with the daemon is docs/uapi-transport.md; the kernel facts
+ * come from the documented uAPI (include/uapi/linux/iommufd.h and vfio.h),
+ * re-expressed here as the few numbers the shim needs.
+ *
+ * Plain C with libc only: no runtime, no threads and no I/O of its own at
+ * load time (the constructor reads the environment and registers fork
+ * handlers). Every emulated fd is a real SOCK_SEQPACKET socket connected to
+ * the daemon, so dup, fork, close and close-on-exec are the kernel's own; the
+ * shim's per-file state is keyed by the socket's (st_dev, st_ino).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* glibc declares these only under _FORTIFY_SOURCE. */
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
+
+/* ---- The wire protocol (docs/uapi-transport.md) ------------------------------- */
+
+#define IUA_MAGIC 0x31415549u /* "IUA1" */
+#define IUA_HDR_LEN 48u
+#define IUA_INLINE_MAX 65536u /* larger bodies travel in a sealed memfd */
+#define IUA_FIRST_MAX 512u    /* struct bytes sent with an IOCTL */
+#define IUA_NAME_MAX 4096u    /* GROUP_GET_DEVICE_FD's name, NUL included */
+#define IUA_MAX_FDS 64        /* fds carried by one record */
+#define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
+
+enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7 };
+enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1 };
+enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4 };
+enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
+enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
+enum { NEWFD_CLOEXEC = 1u << 0 };
+
+/* The uAPI's ioctl type, and the VFIO numbers whose argument is not a sized struct. */
+#define UAPI_TYPE ';'
+#define NR_GET_API_VERSION 100
+#define NR_CHECK_EXTENSION 101
+#define NR_SET_IOMMU 102
+#define NR_GROUP_SET_CONTAINER 104
+#define NR_GROUP_UNSET_CONTAINER 105
+#define NR_GROUP_GET_DEVICE_FD 106
+#define NR_DEVICE_RESET 111
+#define NR_DEVICE_BIND_IOMMUFD 118
+#define NR_IOMMUFD_FIRST 0x80
+#define NR_IOMMUFD_LAST 0xa0
+
+struct hdr {
+	uint32_t magic;
+	uint16_t kind, flags;
+	uint32_t pid, tid;
+	uint64_t seq, cmd, arg;
+	uint32_t body_len;
+	int32_t result;
+};
+
+static void put16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	put16(p, (uint16_t)v);
+	put16(p + 2, (uint16_t)(v >> 16));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	put32(p, (uint32_t)v);
+	put32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+	return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)get16(p) | ((uint32_t)get16(p + 2) << 16);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
+}
+
+static void hdr_encode(uint8_t *out, const struct hdr *h)
+{
+	put32(out + 0, h->magic);
+	put16(out + 4, h->kind);
+	put16(out + 6, h->flags);
+	put32(out + 8, h->pid);
+	put32(out + 12, h->tid);
+	put64(out + 16, h->seq);
+	put64(out + 24, h->cmd);
+	put64(out + 32, h->arg);
+	put32(out + 40, h->body_len);
+	put32(out + 44, (uint32_t)h->result);
+}
+
+static void hdr_decode(struct hdr *h, const uint8_t *in)
+{
+	h->magic = get32(in + 0);
+	h->kind = get16(in + 4);
+	h->flags = get16(in + 6);
+	h->pid = get32(in + 8);
+	h->tid = get32(in + 12);
+	h->seq = get64(in + 16);
+	h->cmd = get64(in + 24);
+	h->arg = get64(in + 32);
+	h->body_len = get32(in + 40);
+	h->result = (int32_t)get32(in + 44);
+}
+
+/* A growable byte buffer; an allocation failure sticks in `err`. */
+struct buf {
+	uint8_t *p;
+	size_t len, cap;
+	int err;
+};
+
+static uint8_t *buf_grow(struct buf *b, size_t n)
+{
+	if (b->err)
+		return NULL;
+	if (n > SIZE_MAX - b->len) {
+		b->err = -ENOMEM;
+		return NULL;
+	}
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+		while (cap < b->len + n)
+			cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
+		uint8_t *p = realloc(b->p, cap);
+		if (!p) {
+			b->err = -ENOMEM;
+			return NULL;
+		}
+		b->p = p;
+		b->cap = cap;
+	}
+	uint8_t *at = b->p + b->len;
+	b->len += n;
+	return at;
+}
+
+static void buf_u32(struct buf *b, uint32_t v)
+{
+	uint8_t *p = buf_grow(b, 4);
+	if (p)
+		put32(p, v);
+}
+
+static void buf_u64(struct buf *b, uint64_t v)
+{
+	uint8_t *p = buf_grow(b, 8);
+	if (p)
+		put64(p, v);
+}
+
+static void buf_free(struct buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+}
+
+/* ---- The next definitions of what we interpose ----------------------------------- */
+
+/* A thread resolving a symbol (dlsym may allocate, and an allocator may open
+ * files) gets the raw system call instead of recursing. */
+static __thread int resolving __attribute__((tls_model("initial-exec")));
+
+static void *resolve(void **slot, const char *name)
+{
+	void *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+	if (p || resolving)
+		return p;
+	resolving = 1;
+	p = dlsym(RTLD_NEXT, name);
+	resolving = 0;
+	if (p)
+		__atomic_store_n(slot, p, __ATOMIC_RELEASE);
+	return p;
+}
+
+#define NEXT(type, name) ((type)resolve(&next_##name, #name))
+
+typedef int (*open_fn)(const char *, int, ...);
+typedef int (*openat_fn)(int, const char *, int, ...);
+typedef int (*open2_fn)(const char *, int);
+typedef int (*openat2_fn)(int, const char *, int);
+typedef int (*ioctl_fn)(int, unsigned long, ...);
+typedef ssize_t (*read_fn)(int, void *, size_t);
+
+static void *next_open, *next_open64, *next___open_2, *next___open64_2;
+static void *next_openat, *next_openat64, *next___openat_2, *next___openat64_2;
+static void *next_ioctl, *next_read;
+
+static ssize_t raw_read(int fd, void *buf, size_t n)
+{
+	return syscall(SYS_read, fd, buf, n);
+}
+
+static ssize_t raw_write(int fd, const void *buf, size_t n)
+{
+	return syscall(SYS_write, fd, buf, n);
+}
+
+/* ---- Configuration, read once from the environment ----------------------------- */
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static char path_env[PATH_MAX];
+static char path_xdg[PATH_MAX];
+static const char path_run[] = "/run/iommud/iommud.uapi.sock";
+static const char *paths[2];
+static int npaths;
+static int64_t timeout_ms = 25000;
+static pid_t my_pid;
+
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void at_fork_prepare(void);
+static void at_fork_parent(void);
+static void at_fork_child(void);
+
+/* IOMMUD_PRELOAD_TIMEOUT: seconds, with an optional fraction ("25", "0.5"). */
+static int64_t parse_timeout(const char *s)
+{
+	int64_t ms = 0, scale = 1000;
+	int digits = 0;
+	if (!s)
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++, digits++) {
+		ms = ms * 10 + (*s - '0') * 1000;
+		if (ms > 86400000)
+			return -1;
+	}
+	if (*s == '.') {
+		for (s++; *s >= '0' && *s <= '9'; s++, digits++) {
+			scale /= 10;
+			ms += (*s - '0') * scale;
+		}
+	}
+	if (*s || !digits || ms <= 0)
+		return -1;
+	return ms;
+}
+
+static void copy_env(char *dst, size_t cap, const char *value, const char *suffix)
+{
+	dst[0] = 0;
+	if (!value || !*value)
+		return;
+	size_t a = strlen(value), b = suffix ? strlen(suffix) : 0;
+	if (a + b + 1 > cap)
+		return;
+	memcpy(dst, value, a);
+	if (b)
+		memcpy(dst + a, suffix, b);
+	dst[a + b] = 0;
+}
+
+static void init(void)
+{
+	copy_env(path_env, sizeof(path_env), getenv("IOMMUD_PRELOAD_SOCKET"), NULL);
+	copy_env(path_xdg, sizeof(path_xdg), getenv("XDG_RUNTIME_DIR"), "/iommud/iommud.uapi.sock");
+	if (path_env[0]) {
+		paths[npaths++] = path_env;
+	} else {
+		paths[npaths++] = path_run;
+		if (path_xdg[0])
+			paths[npaths++] = path_xdg;
+	}
+	int64_t t = parse_timeout(getenv("IOMMUD_PRELOAD_TIMEOUT"));
+	if (t > 0)
+		timeout_ms = t;
+	my_pid = getpid();
+	pthread_atfork(at_fork_prepare, at_fork_parent, at_fork_child);
+}
+
+static void ensure_init(void)
+{
+	pthread_once(&init_once, init);
+}
+
+__attribute__((constructor)) static void preload_ctor(void)
+{
+	ensure_init();
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t my_tid(void)
+{
+	return (uint32_t)syscall(SYS_gettid);
+}
+
+/* ---- The caller's memory: copy_from_user / copy_to_user ------------------------- */
+
+/* process_vm_readv/writev on our own pid turn a bad address into EFAULT
+ * instead of SIGSEGV. Where they are refused (seccomp), a pipe does the same. */
+static int use_pipe_copies;
+
+static int pipe_copy(int to_user, uintptr_t user, void *local, size_t len)
+{
+	int p[2], rc = 0;
+	if (pipe2(p, O_CLOEXEC))
+		return -errno;
+	while (len) {
+		size_t c = len < 4096 ? len : 4096;
+		const void *src = to_user ? local : (const void *)user;
+		void *dst = to_user ? (void *)user : local;
+		ssize_t n;
+		do
+			n = raw_write(p[1], src, c);
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)c) {
+			rc = -EFAULT;
+			break;
+		}
+		do
+			n = raw_read(p[0], dst, c);
+		while (n < 0 && errno == EINTR);
+		if (n != (ssize_t)c) {
+			rc = -EFAULT;
+			break;
+		}
+		user += c;
+		local = (uint8_t *)local + c;
+		len -= c;
+	}
+	close(p[0]);
+	close(p[1]);
+	return rc;
+}
+
+static int user_copy(int to_user, uintptr_t user, void *local, size_t len)
+{
+	while (len) {
+		if (__atomic_load_n(&use_pipe_copies, __ATOMIC_RELAXED))
+			return pipe_copy(to_user, user, local, len);
+		struct iovec l = { local, len }, r = { (void *)user, len };
+		ssize_t n = to_user ? process_vm_writev(my_pid, &l, 1, &r, 1, 0)
+				    : process_vm_readv(my_pid, &l, 1, &r, 1, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ENOSYS || errno == EPERM) {
+				__atomic_store_n(&use_pipe_copies, 1, __ATOMIC_RELAXED);
+				continue;
+			}
+			return -EFAULT;
+		}
+		if (n == 0)
+			return -EFAULT;
+		user += (size_t)n;
+		local = (uint8_t *)local + n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int copy_from_user(void *dst, uintptr_t src, size_t len)
+{
+	return user_copy(0, src, dst, len);
+}
+
+static int copy_to_user(uintptr_t dst, const void *src, size_t len)
+{
+	return user_copy(1, dst, (void *)src, len);
+}
+
+/* Probe that [addr, addr+len) can be written: write back what is there. */
+static int probe_writable(uintptr_t addr, size_t len)
+{
+	uint8_t tmp[4096];
+	while (len) {
+		size_t c = len < sizeof(tmp) ? len : sizeof(tmp);
+		if (copy_from_user(tmp, addr, c) || copy_to_user(addr, tmp, c))
+			return -EFAULT;
+		addr += c;
+		len -= c;
+	}
+	return 0;
+}
+
+/* memmove inside the caller's memory (a REPLY's COPY item). */
+static int user_move(uintptr_t dst, uintptr_t src, size_t len)
+{
+	uint8_t tmp[4096];
+	int backward = dst > src && dst - src < len;
+	size_t done = 0;
+	while (done < len) {
+		size_t c = len - done < sizeof(tmp) ? len - done : sizeof(tmp);
+		size_t off = backward ? len - done - c : done;
+		if (copy_from_user(tmp, src + off, c) || copy_to_user(dst + off, tmp, c))
+			return -EFAULT;
+		done += c;
+	}
+	return 0;
+}
+
+/* ---- The per-file table -------------------------------------------------------------- */
+
+struct file {
+	dev_t dev;
+	ino_t ino;
+	int described;  /* token, kind and n known (always, but for inherited fds) */
+	int event;      /* a daemon-made event fd: read() follows the kernel's rules */
+	uint32_t kind, n;
+	uint64_t token;
+	uint32_t counter; /* request sequence, under `lock` */
+	unsigned refs;    /* under table_lock */
+	int unlinked;     /* no longer in the table: freed at the last file_put */
+	int mark;         /* garbage collection */
+	pthread_mutex_t lock; /* one exchange at a time on this connection */
+};
+
+static struct file **table;
+static size_t table_len, table_cap;
+static int table_used; /* atomic mirror of table_len != 0, for the fast paths */
+static int event_files; /* atomic: how many table entries are event fds */
+
+static void table_changed_locked(void)
+{
+	int events = 0;
+	for (size_t i = 0; i < table_len; i++)
+		events += table[i]->event;
+	__atomic_store_n(&event_files, events, __ATOMIC_RELAXED);
+	__atomic_store_n(&table_used, table_len != 0, __ATOMIC_RELAXED);
+}
+
+static struct file *find_locked(dev_t dev, ino_t ino)
+{
+	for (size_t i = 0; i < table_len; i++)
+		if (table[i]->ino == ino && table[i]->dev == dev)
+			return table[i];
+	return NULL;
+}
+
+static void file_free(struct file *f)
+{
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+static void unlink_locked(size_t i)
+{
+	struct file *f = table[i];
+	table[i] = table[--table_len];
+	if (f->refs)
+		f->unlinked = 1;
+	else
+		file_free(f);
+}
+
+/* Drop the entries of files no fd of this process refers to any more (all
+ * copies closed, or passed away): a socket's inode number can be reused. */
+static void collect_locked(void)
+{
+	int dfd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return;
+	for (size_t i = 0; i < table_len; i++)
+		table[i]->mark = 0;
+	char dents[4096] __attribute__((aligned(8)));
+	for (;;) {
+		long n = syscall(SYS_getdents64, dfd, dents, sizeof(dents));
+		if (n <= 0) {
+			if (n < 0) {
+				close(dfd);
+				return; /* unsure what is live: keep everything */
+			}
+			break;
+		}
+		for (long off = 0; off < n;) {
+			struct dirent64 *d = (struct dirent64 *)(void *)(dents + off);
+			off += d->d_reclen;
+			char *end;
+			long fd = strtol(d->d_name, &end, 10);
+			struct stat st;
+			if (*end || end == d->d_name || fd == dfd || fstat((int)fd, &st) || !S_ISSOCK(st.st_mode))
+				continue;
+			struct file *f = find_locked(st.st_dev, st.st_ino);
+			if (f)
+				f->mark = 1;
+		}
+	}
+	close(dfd);
+	for (size_t i = table_len; i-- > 0;)
+		if (!table[i]->mark && !table[i]->refs)
+			unlink_locked(i);
+	table_changed_locked();
+}
+
+/* Insert f (its dev/ino set), replacing a stale entry for the same inode.
+ * Returns the entry now in the table, referenced: f, or an existing live
+ * entry when `keep_existing` (a concurrent recognition got there first). */
+static struct file *insert_locked(struct file *f, int keep_existing)
+{
+	for (size_t i = 0; i < table_len; i++) {
+		if (table[i]->ino != f->ino || table[i]->dev != f->dev)
+			continue;
+		if (keep_existing) {
+			table[i]->refs++;
+			file_free(f);
+			return table[i];
+		}
+		unlink_locked(i);
+		break;
+	}
+	if (table_len == table_cap) {
+		collect_locked();
+		if (table_len == table_cap) {
+			size_t cap = table_cap ? table_cap * 2 : 16;
+			struct file **t = realloc(table, cap * sizeof(*t));
+			if (!t) {
+				file_free(f);
+				return NULL;
+			}
+			table = t;
+			table_cap = cap;
+		}
+	}
+	f->refs++;
+	table[table_len++] = f;
+	table_changed_locked();
+	return f;
+}
+
+static struct file *file_new(const struct stat *st)
+{
+	struct file *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->dev = st->st_dev;
+	f->ino = st->st_ino;
+	pthread_mutex_init(&f->lock, NULL);
+	return f;
+}
+
+static void file_put(struct file *f)
+{
+	pthread_mutex_lock(&table_lock);
+	if (--f->refs == 0 && f->unlinked)
+		file_free(f);
+	pthread_mutex_unlock(&table_lock);
+}
+
+static int same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+	if (!strcmp(a, b))
+		return 1;
+	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* An fd inherited over exec: a SEQPACKET socket whose peer is the daemon's
+ * uAPI socket. (Nothing is ever sent to a socket that is not.) */
+static int peer_is_daemon(int fd)
+{
+	int type = 0;
+	socklen_t tl = sizeof(type);
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) || type != SOCK_SEQPACKET)
+		return 0;
+	struct sockaddr_un a;
+	socklen_t al = sizeof(a);
+	memset(&a, 0, sizeof(a));
+	if (getpeername(fd, (struct sockaddr *)&a, &al) || a.sun_family != AF_UNIX)
+		return 0;
+	if (al <= offsetof(struct sockaddr_un, sun_path) || !a.sun_path[0])
+		return 0; /* unnamed or abstract */
+	char path[sizeof(a.sun_path) + 1];
+	size_t len = al - offsetof(struct sockaddr_un, sun_path);
+	if (len > sizeof(a.sun_path))
+		len = sizeof(a.sun_path);
+	memcpy(path, a.sun_path, len);
+	path[len] = 0;
+	for (int i = 0; i < npaths; i++)
+		if (same_file(path, paths[i]))
+			return 1;
+	return 0;
+}
+
+/* The entry of an emulated fd, referenced (file_put it), or NULL when the fd
+ * is not one of ours. `recognise`: also adopt an inherited connection. */
+static struct file *file_get(int fd, int recognise)
+{
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) || !S_ISSOCK(st.st_mode))
+		return NULL;
+	pthread_mutex_lock(&table_lock);
+	struct file *f = find_locked(st.st_dev, st.st_ino);
+	if (f)
+		f->refs++;
+	pthread_mutex_unlock(&table_lock);
+	if (f || !recognise)
+		return f;
+	ensure_init();
+	if (!peer_is_daemon(fd) || !(f = file_new(&st)))
+		return NULL;
+	pthread_mutex_lock(&table_lock);
+	f = insert_locked(f, 1);
+	pthread_mutex_unlock(&table_lock);
+	return f;
+}
+
+/* ---- Fork --------------------------------------------------------------------------- */
+
+static void at_fork_prepare(void)
+{
+	pthread_mutex_lock(&table_lock);
+}
+
+static void at_fork_parent(void)
+{
+	pthread_mutex_unlock(&table_lock);
+}
+
+/* The child has one thread: locks held by the parent's other threads are
+ * re-made, references they held are dropped. No allocation here. */
+static void at_fork_child(void)
+{
+	pthread_mutex_init(&table_lock, NULL);
+	for (size_t i = 0; i < table_len; i++) {
+		pthread_mutex_init(&table[i]->lock, NULL);
+		table[i]->refs = 0;
+	}
+	my_pid = (pid_t)syscall(SYS_getpid);
+}
+
+/* ---- Records on a connection --------------------------------------------------------- */
+
+struct msg {
+	struct hdr h;
+	uint8_t *raw;  /* what was received (header and inline body), malloc'd */
+	uint8_t *body; /* the body: inside raw, or its own allocation (memfd) */
+	int body_owned;
+	int fds[IUA_MAX_FDS];
+	int nfds, next_fd;
+};
+
+static void msg_release(struct msg *m)
+{
+	if (m->body_owned)
+		free(m->body);
+	free(m->raw);
+	for (int i = m->next_fd; i < m->nfds; i++)
+		close(m->fds[i]);
+	memset(m, 0, sizeof(*m));
+}
+
+static int wait_io(int fd, short events, int64_t deadline)
+{
+	for (;;) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd p = { .fd = fd, .events = events };
+		int n = poll(&p, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (n > 0)
+			return 0;
+		if (n < 0 && errno != EINTR)
+			return -EIO;
+	}
+}
+
+static int is_peer_gone(int e)
+{
+	return e == EPIPE || e == ECONNRESET || e == ENOTCONN || e == ECONNREFUSED || e == ESHUTDOWN;
+}
+
+static int body_memfd(const uint8_t *body, size_t len)
+{
+	int fd = memfd_create("iommud-body", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = pwrite(fd, body + done, len - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			return -e;
+		}
+		done += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int send_record(int s, struct hdr *h, const uint8_t *body, size_t len, const int *fds, int nfds,
+		       int64_t deadline)
+{
+	int memfd = -1, all[IUA_MAX_FDS + 1], nall = 0, rc = 0;
+	if (len > UINT32_MAX || nfds > IUA_MAX_FDS)
+		return -E2BIG;
+	h->body_len = (uint32_t)len;
+	if (len > IUA_INLINE_MAX) {
+		memfd = body_memfd(body, len);
+		if (memfd < 0)
+			return memfd;
+		h->flags |= FL_BODY_MEMFD;
+		all[nall++] = memfd;
+	}
+	for (int i = 0; i < nfds; i++)
+		all[nall++] = fds[i];
+	uint8_t head[IUA_HDR_LEN];
+	hdr_encode(head, h);
+	struct iovec iov[2] = { { head, sizeof(head) }, { (void *)body, len } };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * (IUA_MAX_FDS + 1))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (memfd >= 0 || !len) ? 1 : 2 };
+	if (nall) {
+		memset(&ctl, 0, sizeof(ctl));
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nall);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nall);
+		memcpy(CMSG_DATA(c), all, sizeof(int) * (size_t)nall);
+	}
+	for (;;) {
+		if (sendmsg(s, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0)
+			break;
+		int e = errno;
+		if (e == EINTR)
+			continue;
+		if (e == EAGAIN || e == EWOULDBLOCK) {
+			rc = wait_io(s, POLLOUT, deadline);
+			if (rc)
+				break;
+			continue;
+		}
+		rc = is_peer_gone(e) ? -EIO : -e;
+		break;
+	}
+	if (memfd >= 0)
+		close(memfd);
+	return rc;
+}
+
+static int recv_record(int s, struct msg *m, int64_t deadline)
+{
+	memset(m, 0, sizeof(*m));
+	m->raw = malloc(IUA_HDR_LEN + IUA_INLINE_MAX);
+	if (!m->raw)
+		return -ENOMEM;
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * IUA_MAX_FDS)];
+		struct cmsghdr align;
+	} ctl;
+	struct iovec iov = { m->raw, IUA_HDR_LEN + IUA_INLINE_MAX };
+	struct msghdr mh;
+	ssize_t n;
+	for (;;) {
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof(ctl.buf);
+		n = recvmsg(s, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n >= 0)
+			break;
+		int e = errno;
+		if (e == EINTR)
+			continue;
+		if (e == EAGAIN || e == EWOULDBLOCK) {
+			int rc = wait_io(s, POLLIN, deadline);
+			if (rc) {
+				msg_release(m);
+				return rc;
+			}
+			continue;
+		}
+		msg_release(m);
+		return -EIO;
+	}
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+			if (m->nfds < IUA_MAX_FDS)
+				m->fds[m->nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	if (n == 0 || n < (ssize_t)IUA_HDR_LEN || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+		msg_release(m); /* EOF: the daemon is gone; or a record we cannot read */
+		return -EIO;
+	}
+	hdr_decode(&m->h, m->raw);
+	if (m->h.magic != IUA_MAGIC) {
+		msg_release(m);
+		return -EIO;
+	}
+	if (m->h.flags & FL_BODY_MEMFD) {
+		if (m->next_fd >= m->nfds || n != (ssize_t)IUA_HDR_LEN) {
+			msg_release(m);
+			return -EIO;
+		}
+		int memfd = m->fds[m->next_fd++];
+		m->body = m->h.body_len ? malloc(m->h.body_len) : NULL;
+		m->body_owned = 1;
+		size_t done = 0;
+		while (done < m->h.body_len) {
+			ssize_t r = pread(memfd, m->body + done, m->h.body_len - done, (off_t)done);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0 || !m->body)
+				break;
+			done += (size_t)r;
+		}
+		close(memfd);
+		if (done != m->h.body_len) {
+			msg_release(m);
+			return -EIO;
+		}
+	} else {
+		if ((size_t)n - IUA_HDR_LEN != m->h.body_len) {
+			msg_release(m);
+			return -EIO;
+		}
+		m->body = m->raw + IUA_HDR_LEN;
+	}
+	return 0;
+}
+
+/* The fd that came next with a record, or -1. The caller now owns it. */
+static int msg_take_fd(struct msg *m)
+{
+	return m->next_fd < m->nfds ? m->fds[m->next_fd++] : -1;
+}
+
+/* ---- One exchange: request, NEED rounds, REPLY -------------------------------------- */
+
+static int describe_locked(int fd, struct file *f);
+
+static uint64_t next_seq(struct file *f)
+{
+	/* The pid keeps a forked child's requests apart from its parent's on a
+	 * shared connection: a reply is taken only for the request it echoes. */
+	return ((uint64_t)(uint32_t)my_pid << 32) | ++f->counter;
+}
+
+/* The token of fd for a NEED FD item: 0 and *is_real for a foreign fd. */
+static int token_of(int fd, struct file *current, uint64_t *token, int *is_real)
+{
+	*is_real = 0;
+	*token = 0;
+	if (fcntl(fd, F_GETFD) < 0)
+		return -EBADF;
+	struct file *f = file_get(fd, 1);
+	if (!f) {
+		*is_real = 1;
+		return 0;
+	}
+	int rc = 0;
+	if (f != current && !__atomic_load_n(&f->described, __ATOMIC_ACQUIRE)) {
+		pthread_mutex_lock(&f->lock);
+		rc = describe_locked(fd, f);
+		pthread_mutex_unlock(&f->lock);
+	}
+	*token = f->token;
+	file_put(f);
+	return rc;
+}
+
+static int serve_need(int s, struct file *f, const struct hdr *req, struct msg *need, int64_t deadline)
+{
+	const uint8_t *p = need->body, *end = need->body + need->h.body_len;
+	struct buf give = { 0 };
+	int fds[IUA_MAX_FDS], nfds = 0, rc = 0;
+	if (end - p < 4)
+		return -EIO;
+	uint32_t count = get32(p);
+	p += 4;
+	buf_u32(&give, count);
+	for (uint32_t i = 0; i < count && !rc; i++) {
+		if (end - p < 8) {
+			rc = -EIO;
+			break;
+		}
+		uint32_t type = get32(p);
+		if (type == NEED_MEM || type == NEED_WRITABLE) {
+			if (end - p < 16) {
+				rc = -EIO;
+				break;
+			}
+			uint32_t len = get32(p + 4);
+			uint64_t addr = get64(p + 8);
+			p += 16;
+			if (type == NEED_WRITABLE) {
+				buf_u32(&give, NEED_WRITABLE);
+				buf_u32(&give, (uint32_t)probe_writable((uintptr_t)addr, len));
+				continue;
+			}
+			size_t at = give.len;
+			uint8_t *item = buf_grow(&give, 12 + (size_t)len);
+			if (!item)
+				break;
+			put32(item, NEED_MEM);
+			if (copy_from_user(item + 12, (uintptr_t)addr, len)) {
+				give.len = at + 12; /* status -EFAULT, no bytes */
+				put32(item + 4, (uint32_t)-EFAULT);
+				put32(item + 8, 0);
+			} else {
+				put32(item + 4, 0);
+				put32(item + 8, len);
+			}
+		} else if (type == NEED_FD) {
+			int32_t fd = (int32_t)get32(p + 4);
+			p += 8;
+			uint64_t token;
+			int is_real;
+			int st = token_of(fd, f, &token, &is_real);
+			if (st == 0 && is_real) {
+				if (nfds == IUA_MAX_FDS) {
+					rc = -EIO;
+					break;
+				}
+				fds[nfds++] = fd;
+			}
+			buf_u32(&give, NEED_FD);
+			buf_u32(&give, (uint32_t)st);
+			buf_u64(&give, st ? 0 : token);
+		} else {
+			rc = -EIO; /* an item this shim does not know */
+		}
+	}
+	if (!rc && give.err)
+		rc = give.err;
+	if (!rc) {
+		struct hdr h = *req;
+		h.kind = K_GIVE;
+		h.flags = 0;
+		h.result = 0;
+		rc = send_record(s, &h, give.p, give.len, fds, nfds, deadline);
+	}
+	buf_free(&give);
+	return rc;
+}
+
+/* Send one request on connection s (the caller holds f->lock, or owns f
+ * alone) and serve NEED rounds until the REPLY, returned in *reply. */
+static int exchange(int s, struct file *f, uint16_t kind, uint16_t flags, uint64_t cmd, uint64_t arg,
+		    const struct buf *body, struct msg *reply)
+{
+	struct hdr h = {
+		.magic = IUA_MAGIC,
+		.kind = kind,
+		.flags = flags,
+		.pid = (uint32_t)my_pid,
+		.tid = my_tid(),
+		.seq = next_seq(f),
+		.cmd = cmd,
+		.arg = arg,
+	};
+	int64_t deadline = now_ms() + timeout_ms;
+	int rc = send_record(s, &h, body ? body->p : NULL, body ? body->len : 0, NULL, 0, deadline);
+	if (rc)
+		return rc;
+	for (int rounds = 0;;) {
+		struct msg m;
+		rc = recv_record(s, &m, deadline);
+		if (rc)
+			return rc;
+		if (m.h.seq != h.seq) {
+			msg_release(&m); /* the late answer to a call that timed out */
+			continue;
+		}
+		if (m.h.kind == K_REPLY) {
+			*reply = m;
+			return 0;
+		}
+		if (m.h.kind != K_NEED || ++rounds > IUA_MAX_ROUNDS) {
+			msg_release(&m);
+			return -EIO;
+		}
+		deadline = now_ms() + timeout_ms;
+		rc = serve_need(s, f, &h, &m, deadline);
+		msg_release(&m);
+		if (rc)
+			return rc;
+	}
+}
+
+/* DESCRIBE an inherited connection (caller holds f->lock). */
+static int describe_locked(int fd, struct file *f)
+{
+	if (__atomic_load_n(&f->described, __ATOMIC_ACQUIRE))
+		return 0;
+	struct msg m;
+	int rc = exchange(fd, f, K_DESCRIBE, 0, 0, 0, NULL, &m);
+	if (rc)
+		return rc;
+	if (m.h.result < 0) {
+		rc = m.h.result;
+	} else if (m.h.body_len < 16) {
+		rc = -EIO;
+	} else {
+		f->kind = get32(m.body);
+		f->n = get32(m.body + 4);
+		f->token = get64(m.body + 8);
+		__atomic_store_n(&f->described, 1, __ATOMIC_RELEASE);
+	}
+	msg_release(&m);
+	return rc;
+}
+
+/* ---- Open ----------------------------------------------------------------------------- */
+
+/* Collapse "//" and "/./" so that "/dev//iommu" is still ours. */
+static int normalise(const char *in, char *out, size_t cap)
+{
+	size_t o = 0;
+	if (in[0] != '/')
+		return -1;
+	for (const char *p = in; *p;) {
+		if (*p == '/') {
+			while (*p == '/' || (p[0] == '.' && (p[1] == '/' || !p[1]) && p[-1] == '/'))
+				p++;
+			if (o + 1 >= cap)
+				return -1;
+			out[o++] = '/';
+			continue;
+		}
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = *p++;
+	}
+	if (o > 1 && out[o - 1] == '/')
+		return -1; /* a trailing slash asks for a directory: not ours */
+	out[o] = 0;
+	return 0;
+}
+
+static int parse_n(const char *s, uint32_t *n)
+{
+	uint64_t v = 0;
+	if (!*s || (s[0] == '0' && s[1]))
+		return 0;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return 0;
+		v = v * 10 + (uint64_t)(*s - '0');
+		if (v > INT32_MAX)
+			return 0;
+	}
+	*n = (uint32_t)v;
+	return 1;
+}
+
+/* Is this one of the emulated device nodes? Only absolute paths are. */
+static int classify(const char *path, uint32_t *kind, uint32_t *n)
+{
+	char p[64];
+	if (!path || path[0] != '/' || strncmp(path, "/dev", 4) || normalise(path, p, sizeof(p)))
+		return 0;
+	*n = 0;
+	if (!strcmp(p, "/dev/iommu")) {
+		*kind = PK_IOMMU;
+		return 1;
+	}
+	if (!strcmp(p, "/dev/vfio/vfio")) {
+		*kind = PK_CONTAINER;
+		return 1;
+	}
+	if (!strncmp(p, "/dev/vfio/devices/vfio", 22) && parse_n(p + 22, n)) {
+		*kind = PK_DEVICE;
+		return 1;
+	}
+	if (!strncmp(p, "/dev/vfio/", 10) && parse_n(p + 10, n)) {
+		*kind = PK_GROUP;
+		return 1;
+	}
+	return 0;
+}
+
+static int connect_daemon(int type)
+{
+	int err = ENODEV;
+	for (int i = 0; i < npaths; i++) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		size_t len = strlen(paths[i]);
+		if (len >= sizeof(a.sun_path))
+			continue;
+		memcpy(a.sun_path, paths[i], len + 1);
+		int s = socket(AF_UNIX, type, 0);
+		if (s < 0)
+			return -1; /* EMFILE, ENFILE, ...: as the kernel's open would */
+		/* A full backlog must not hang the open: bound the wait. */
+		struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		int rc;
+		do
+			rc = connect(s, (struct sockaddr *)&a, sizeof(a));
+		while (rc && errno == EINTR);
+		if (!rc) {
+			struct timeval zero = { 0, 0 };
+			setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
+			return s;
+		}
+		if (errno == EACCES || errno == EPERM)
+			err = EACCES;
+		else if (errno == EAGAIN)
+			err = ETIMEDOUT;
+		close(s);
+	}
+	errno = err;
+	return -1;
+}
+
+static int emu_open(uint32_t kind, uint32_t n, int flags)
+{
+	ensure_init();
+	int type = SOCK_SEQPACKET | ((flags & O_CLOEXEC) ? SOCK_CLOEXEC : 0);
+	int s = connect_daemon(type);
+	if (s < 0)
+		return -1;
+	struct stat st;
+	struct file *f = NULL;
+	if (fstat(s, &st) || !(f = file_new(&st))) {
+		close(s);
+		errno = ENOMEM;
+		return -1;
+	}
+	struct buf body = { 0 };
+	buf_u32(&body, (uint32_t)flags);
+	struct msg m;
+	int rc = body.err ? body.err : exchange(s, f, K_OPEN, 0, kind, n, &body, &m);
+	buf_free(&body);
+	if (!rc) {
+		if (m.h.result < 0)
+			rc = m.h.result;
+		else if (m.h.body_len < 8)
+			rc = -EIO;
+		else
+			f->token = get64(m.body);
+		msg_release(&m);
+	}
+	if (!rc && (flags & O_NONBLOCK))
+		fcntl(s, F_SETFL, O_NONBLOCK);
+	if (rc) {
+		file_free(f);
+		close(s);
+		errno = -rc;
+		return -1;
+	}
+	f->kind = kind;
+	f->n = n;
+	f->described = 1;
+	pthread_mutex_lock(&table_lock);
+	f = insert_locked(f, 0);
+	if (f)
+		f->refs--;
+	pthread_mutex_unlock(&table_lock);
+	if (!f) {
+		close(s);
+		errno = ENOMEM;
+		return -1;
+	}
+	return s;
+}
+
+static int needs_mode(int flags)
+{
+	return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE;
+}
+
+#define VA_MODE(flags, last)                             \
+	mode_t mode = 0;                                 \
+	if (needs_mode(flags)) {                         \
+		va_list ap;                              \
+		va_start(ap, last);                      \
+		mode = (mode_t)va_arg(ap, int);          \
+		va_end(ap);                              \
+	}
+
+static int fallback_openat(int dirfd, const char *path, int flags, mode_t mode)
+{
+	return (int)syscall(SYS_openat, dirfd, path, flags, mode);
+}
+
+/* O_PATH opens no device: let it through to the real node (if any). */
+#define OURS(path, flags, kind, n) (!((flags) & O_PATH) && classify(path, kind, n))
+
+EXPORT int open(const char *path, int flags, ...)
+{
+	VA_MODE(flags, flags);
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	open_fn next = NEXT(open_fn, open);
+	return next ? next(path, flags, mode) : fallback_openat(AT_FDCWD, path, flags, mode);
+}
+
+EXPORT int open64(const char *path, int flags, ...)
+{
+	VA_MODE(flags, flags);
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	open_fn next = NEXT(open_fn, open64);
+	return next ? next(path, flags, mode) : fallback_openat(AT_FDCWD, path, flags, mode);
+}
+
+EXPORT int __open_2(const char *path, int flags)
+{
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	open2_fn next = NEXT(open2_fn, __open_2);
+	return next ? next(path, flags) : fallback_openat(AT_FDCWD, path, flags, 0);
+}
+
+EXPORT int __open64_2(const char *path, int flags)
+{
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	open2_fn next = NEXT(open2_fn, __open64_2);
+	return next ? next(path, flags) : fallback_openat(AT_FDCWD, path, flags, 0);
+}
+
+EXPORT int openat(int dirfd, const char *path, int flags, ...)
+{
+	VA_MODE(flags, flags);
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	openat_fn next = NEXT(openat_fn, openat);
+	return next ? next(dirfd, path, flags, mode) : fallback_openat(dirfd, path, flags, mode);
+}
+
+EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+	VA_MODE(flags, flags);
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	openat_fn next = NEXT(openat_fn, openat64);
+	return next ? next(dirfd, path, flags, mode) : fallback_openat(dirfd, path, flags, mode);
+}
+
+EXPORT int __openat_2(int dirfd, const char *path, int flags)
+{
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	openat2_fn next = NEXT(openat2_fn, __openat_2);
+	return next ? next(dirfd, path, flags) : fallback_openat(dirfd, path, flags, 0);
+}
+
+EXPORT int __openat64_2(int dirfd, const char *path, int flags)
+{
+	uint32_t kind, n;
+	if (OURS(path, flags, &kind, &n))
+		return emu_open(kind, n, flags);
+	openat2_fn next = NEXT(openat2_fn, __openat64_2);
+	return next ? next(dirfd, path, flags) : fallback_openat(dirfd, path, flags, 0);
+}
+
+/* ---- ioctl ---------------------------------------------------------------------------- */
+
+static int is_sized_by_kernel_rule(unsigned nr)
+{
+	return (nr >= NR_IOMMUFD_FIRST && nr <= NR_IOMMUFD_LAST) || nr == NR_DEVICE_BIND_IOMMUFD;
+}
+
+/* The first copy (docs/uapi-transport.md): what the shim sends with an IOCTL. */
+static int first_copy(unsigned long req, uintptr_t arg, struct buf *body, uint16_t *flags)
+{
+	unsigned nr = _IOC_NR(req);
+	switch (nr) {
+	case NR_GET_API_VERSION:
+	case NR_GROUP_UNSET_CONTAINER:
+	case NR_DEVICE_RESET:
+	case NR_CHECK_EXTENSION:
+	case NR_SET_IOMMU:
+		return 0; /* no argument, or an integer carried in `arg` */
+	case NR_GROUP_SET_CONTAINER: {
+		uint8_t *p = buf_grow(body, 4);
+		if (!p)
+			return body->err;
+		return copy_from_user(p, arg, 4);
+	}
+	case NR_GROUP_GET_DEVICE_FD: {
+		uint8_t tmp[4096];
+		for (size_t got = 0; got < IUA_NAME_MAX;) {
+			size_t c = 4096 - ((arg + got) & 4095); /* never across a page */
+			if (c > IUA_NAME_MAX - got)
+				c = IUA_NAME_MAX - got;
+			if (copy_from_user(tmp, arg + got, c))
+				return -EFAULT;
+			uint8_t *z = memchr(tmp, 0, c);
+			size_t take = z ? (size_t)(z - tmp) + 1 : c;
+			uint8_t *p = buf_grow(body, take);
+			if (!p)
+				return body->err;
+			memcpy(p, tmp, take);
+			if (z)
+				return 0;
+			got += c;
+		}
+		return -EINVAL; /* longer than a page, as strndup_user says */
+	}
+	default: {
+		uint8_t sz[4];
+		if (copy_from_user(sz, arg, 4))
+			return -EFAULT;
+		uint32_t size;
+		memcpy(&size, sz, 4); /* the caller's struct: native order */
+		size_t first = size < IUA_FIRST_MAX ? size : IUA_FIRST_MAX;
+		uint8_t *p = buf_grow(body, 4 + first);
+		if (!p)
+			return body->err;
+		put32(p, size);
+		if (copy_from_user(p + 4, arg, first))
+			return -EFAULT;
+		/* The daemon's write-back must not fault after it acted. */
+		if (copy_to_user(arg, p + 4, first))
+			return -EFAULT;
+		if (size > IUA_FIRST_MAX) {
+			uint8_t tmp[4096];
+			for (uintptr_t at = arg + IUA_FIRST_MAX, end = arg + size; at < end;) {
+				size_t c = end - at < sizeof(tmp) ? end - at : sizeof(tmp);
+				if (copy_from_user(tmp, at, c)) {
+					/* The kernel's zero check faults for the
+					 * size-checked ioctls; VFIO never reads it. */
+					if (is_sized_by_kernel_rule(nr))
+						return -EFAULT;
+					break;
+				}
+				int nonzero = 0;
+				for (size_t i = 0; i < c && !nonzero; i++)
+					nonzero = tmp[i] != 0;
+				if (nonzero) {
+					*flags |= FL_TAIL_NONZERO;
+					break;
+				}
+				at += c;
+			}
+		}
+		return 0;
+	}
+	}
+}
+
+static int install_newfd(int fd, uint32_t flags, uint64_t token)
+{
+	if (!(flags & NEWFD_CLOEXEC)) {
+		int fdf = fcntl(fd, F_GETFD);
+		if (fdf >= 0)
+			fcntl(fd, F_SETFD, fdf & ~FD_CLOEXEC);
+	}
+	struct stat st;
+	if (fstat(fd, &st) || !S_ISSOCK(st.st_mode))
+		return 0; /* a memfd (dma-buf): nothing to serve */
+	struct file *f = file_new(&st);
+	if (!f)
+		return -ENOMEM;
+	f->token = token;
+	f->described = 1;
+	pthread_mutex_lock(&table_lock);
+	f = insert_locked(f, 0);
+	if (f)
+		f->refs--;
+	pthread_mutex_unlock(&table_lock);
+	return f ? 0 : -ENOMEM;
+}
+
+/* Apply a REPLY's items in order; the call's result. */
+static long apply_reply(struct msg *m)
+{
+	long result = m->h.result;
+	int installed[IUA_MAX_FDS], ninstalled = 0;
+	const uint8_t *p = m->body, *end = m->body + m->h.body_len;
+	if (m->h.body_len == 0)
+		return result;
+	if (end - p < 4)
+		return -EIO;
+	uint32_t count = get32(p);
+	p += 4;
+	for (uint32_t i = 0; i < count; i++) {
+		if (end - p < 8) {
+			result = -EIO;
+			break;
+		}
+		uint32_t type = get32(p);
+		if (type == REP_WRITE) {
+			if (end - p < 16) {
+				result = -EIO;
+				break;
+			}
+			uint32_t len = get32(p + 4);
+			uint64_t addr = get64(p + 8);
+			if ((size_t)(end - p - 16) < len) {
+				result = -EIO;
+				break;
+			}
+			if (copy_to_user((uintptr_t)addr, p + 16, len))
+				result = -EFAULT;
+			p += 16 + (size_t)len;
+		} else if (type == REP_COPY) {
+			if (end - p < 24) {
+				result = -EIO;
+				break;
+			}
+			uint32_t len = get32(p + 4);
+			if (user_move((uintptr_t)get64(p + 8), (uintptr_t)get64(p + 16), len))
+				result = -EFAULT;
+			p += 24;
+		} else if (type == REP_NEWFD) {
+			if (end - p < 24) {
+				result = -EIO;
+				break;
+			}
+			uint32_t fl = get32(p + 4);
+			uint64_t addr = get64(p + 8), token = get64(p + 16);
+			p += 24;
+			int fd = msg_take_fd(m);
+			if (fd < 0) {
+				result = -EIO;
+				break;
+			}
+			installed[ninstalled++] = fd;
+			int rc = install_newfd(fd, fl, token);
+			if (rc) {
+				result = rc;
+			} else if (addr) {
+				int32_t v = fd;
+				if (copy_to_user((uintptr_t)addr, &v, sizeof(v)))
+					result = -EFAULT;
+			} else if (result >= 0) {
+				result = fd; /* GROUP_GET_DEVICE_FD: the fd is the result */
+			}
+			if (ninstalled == IUA_MAX_FDS)
+				break;
+		} else {
+			result = -EIO;
+			break;
+		}
+	}
+	if (result < 0)
+		for (int i = 0; i < ninstalled; i++)
+			close(installed[i]); /* as the kernel, which installs fds last */
+	return result;
+}
+
+static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
+{
+	struct buf body = { 0 };
+	uint16_t flags = 0;
+	int rc = first_copy(req, arg, &body, &flags);
+	if (rc) {
+		buf_free(&body);
+		return rc;
+	}
+	struct msg m;
+	pthread_mutex_lock(&f->lock);
+	rc = describe_locked(fd, f);
+	if (!rc)
+		rc = exchange(fd, f, K_IOCTL, flags, req, arg, &body, &m);
+	pthread_mutex_unlock(&f->lock);
+	buf_free(&body);
+	if (rc)
+		return rc;
+	long result = apply_reply(&m);
+	msg_release(&m);
+	return result;
+}
+
+/* ioctls that the VFS serves for every file before the driver sees them. */
+static int vfs_generic(unsigned long req)
+{
+	return req == FIOCLEX || req == FIONCLEX || req == FIONBIO || req == FIOASYNC;
+}
+
+EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *);
+	va_end(ap);
+	int saved = errno;
+	if (_IOC_TYPE(req) == UAPI_TYPE) {
+		struct file *f = file_get(fd, 1);
+		if (f) {
+			long r = emu_ioctl(fd, f, req, (uintptr_t)arg);
+			file_put(f);
+			if (r < 0) {
+				errno = (int)-r;
+				return -1;
+			}
+			return (int)r;
+		}
+	} else if (__atomic_load_n(&table_used, __ATOMIC_RELAXED) && !vfs_generic(req)) {
+		struct file *f = file_get(fd, 0);
+		if (f) {
+			file_put(f);
+			errno = ENOTTY; /* /dev/iommu and VFIO know only ';' */
+			return -1;
+		}
+	}
+	errno = saved;
+	ioctl_fn next = NEXT(ioctl_fn, ioctl);
+	return next ? next(fd, req, arg) : (int)syscall(SYS_ioctl, fd, req, arg);
+}
+
+/* ---- read on daemon-made event fds ---------------------------------------------------- */
+
+EXPORT ssize_t read(int fd, void *buf, size_t count)
+{
+	read_fn next = NEXT(read_fn, read);
+	if (__atomic_load_n(&event_files, __ATOMIC_RELAXED)) {
+		int saved = errno;
+		struct file *f = file_get(fd, 0);
+		int event = f && f->event;
+		if (f)
+			file_put(f);
+		if (event && count == 0) {
+			errno = EINVAL;
+			return -1;
+		}
+		errno = saved;
+	}
+	return next ? next(fd, buf, count) : raw_read(fd, buf, count);
+}

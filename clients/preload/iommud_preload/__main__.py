@@ -1,0 +1,5 @@
+import sys
+
+from iommud_preload.launcher import main
+
+sys.exit(main())

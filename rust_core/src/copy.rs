@@ -67,7 +67,8 @@ impl IoPagetable {
     }
 
     /// Place `chunks` (from copy_chunks) at `dst_iova` (FIXED) or at an
-    /// allocated IOVA; returns the destination IOVA. Nothing changes on error.
+    /// allocated IOVA, each filled into this table's domains; returns the
+    /// destination IOVA. Nothing changes on error.
     pub fn copy_insert(&mut self, flags: u32, chunks: &[Area], dst_iova: u64) -> Result<u64> {
         let length: u64 = chunks.iter().map(Area::length).sum();
         let align = self.iova_alignment;
@@ -99,14 +100,22 @@ impl IoPagetable {
         }
         self.check_room(chunks.len())?;
         let base = chunks[0].iova;
-        for c in chunks {
+        for (i, c) in chunks.iter().enumerate() {
             let at = iova + (c.iova - base);
-            self.insert_area(Area {
+            let filled = self.insert_filled(Area {
                 iova: at,
                 last: at + (c.length() - 1),
                 user_va: c.user_va,
                 prot: flags & PROT_MASK,
             });
+            if let Err(e) = filled {
+                // A domain refused a chunk: the ones placed before it go
+                // again, from the table and its domains.
+                for done in &chunks[..i] {
+                    self.remove_area(iova + (done.iova - base));
+                }
+                return Err(e);
+            }
         }
         Ok(iova)
     }

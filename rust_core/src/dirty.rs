@@ -52,7 +52,7 @@ impl DirtyTracker {
     }
 
     /// A write to [start, last], which lies inside `area`.
-    fn mark(&mut self, area: &Area, start: u64, last: u64) {
+    pub(crate) fn mark(&mut self, area: &Area, start: u64, last: u64) {
         if !self.enabled {
             return;
         }
@@ -74,6 +74,39 @@ impl DirtyTracker {
     /// Drop the state of an unmapped area.
     pub fn forget(&mut self, area_iova: u64) {
         self.areas.remove(&area_iova);
+    }
+
+    /// `area` became [area.iova, p] and [p + 1, area.last] (a cut): each
+    /// half keeps the bits of its own pages; a page both halves share keeps
+    /// its bit in both.
+    pub(crate) fn split(&mut self, area: &Area, p: u64) {
+        let Some(old) = self.areas.remove(&area.iova) else {
+            return;
+        };
+        let part = |first_page: u64, last_page: u64| {
+            let pages = last_page - first_page + 1;
+            let mut words = vec![0u64; pages.div_ceil(64) as usize];
+            for (w, &word) in old.words.iter().enumerate() {
+                let mut set = word;
+                while set != 0 {
+                    let page = old.first_page + w as u64 * 64 + u64::from(set.trailing_zeros());
+                    set &= set - 1;
+                    if (first_page..=last_page).contains(&page) {
+                        let i = page - first_page;
+                        words[(i / 64) as usize] |= 1 << (i % 64);
+                    }
+                }
+            }
+            AreaBits {
+                first_page,
+                pages,
+                words,
+            }
+        };
+        self.areas
+            .insert(area.iova, part(area.iova / PAGE_SIZE, p / PAGE_SIZE));
+        self.areas
+            .insert(p + 1, part((p + 1) / PAGE_SIZE, area.last / PAGE_SIZE));
     }
 
     pub fn clear(&mut self) {

@@ -9,6 +9,7 @@ use std::fmt;
 pub enum Errno {
     EPERM = 1,
     ENOENT = 2,
+    ENXIO = 6,
     ENOMEM = 12,
     EACCES = 13,
     EFAULT = 14,
@@ -28,6 +29,7 @@ impl Errno {
         match self {
             Errno::EPERM => "EPERM",
             Errno::ENOENT => "ENOENT",
+            Errno::ENXIO => "ENXIO",
             Errno::ENOMEM => "ENOMEM",
             Errno::EACCES => "EACCES",
             Errno::EFAULT => "EFAULT",

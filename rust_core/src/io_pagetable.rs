@@ -3,19 +3,28 @@
 //! IOMMU_IOAS_MAP / UNMAP / IOVA_RANGES rules (io_pagetable.c, ioas.c).
 //!
 //! Invariants:
-//! - areas are disjoint, never empty, and never split: unmap removes whole
-//!   areas only; `last` is inclusive so an area may end at 2^64-1;
+//! - areas are disjoint and never empty; unmap removes whole areas only and
+//!   only `cut` (compat unmap's iopt_cut_iova) splits one; `last` is
+//!   inclusive so an area may end at 2^64-1;
 //! - no area intersects a reserved range, and no reserved range intersects
 //!   an allowed range (both enforced when either side is added);
 //! - every area's iova, length and user_va page offset are multiples of
 //!   `iova_alignment` (enforced when the alignment is raised);
-//! - `mapped_bytes` is the sum of the area lengths.
+//! - `mapped_bytes` is the sum of the area lengths;
+//! - every domain in `domains` holds exactly one entry per area, with the
+//!   area's range and prot (domain.rs): maps, copies, unmaps and cuts keep
+//!   them in step, all or nothing.
+//!
+//! Lock order (the PyO3 layer): the table, then its domains. Everything
+//! here that touches a domain runs with the table borrowed, so with the
+//! table's lock held, and takes the domain's lock inside it.
 //!
 //! The areas live in an `AreaMap` (area_map.rs): a translation is one
 //! predecessor search over it, and unmap walks only the areas it removes.
 
 use crate::area_map::AreaMap;
 use crate::dirty::DirtyTracker;
+use crate::domain::SharedDomain;
 use crate::errno::{err, Errno::*, Result};
 
 pub const PAGE_SIZE: u64 = 4096;
@@ -68,6 +77,11 @@ pub struct IoPagetable {
     pub(crate) dirty: DirtyTracker,
     /// Most areas this table may hold (the daemon's per-IOAS limit); None is unlimited.
     pub(crate) max_areas: Option<usize>,
+    /// The domains attached (iopt->domains), each filled with every area.
+    pub(crate) domains: Vec<SharedDomain>,
+    /// IOMMU_OPTION HUGE_PAGES off (iopt->disable_large_pages): fills map
+    /// one PAGE_SIZE at a time.
+    pub(crate) large_pages_disabled: bool,
 }
 
 /// Whether a uAPI IOVA or length is out of the kernel's range: the ioctls
@@ -206,6 +220,34 @@ impl IoPagetable {
     /// IOMMU_IOAS_MAP after the IOAS lookup. Returns the IOVA of the new area.
     pub fn map(&mut self, flags: u32, user_va: u64, length: u64, iova: u64) -> Result<u64> {
         check_map_args(flags, iova, length)?;
+        self.map_user_pages(flags, user_va, length, iova)
+    }
+
+    /// iopt_map_user_pages: IOMMU_IOAS_MAP without the ioctl's own checks
+    /// of steps 1-3, which compat MAP_DMA (iommufd_vfio_map_dma) does not
+    /// make: flags with neither READABLE nor WRITEABLE make an area that
+    /// no domain can map (a fill refuses it with EINVAL). Unknown flag bits
+    /// are still EOPNOTSUPP and an IOVA or length of 2^64-1 EOVERFLOW. The
+    /// new area is filled into every domain; if a fill fails nothing stays.
+    pub fn map_user_pages(
+        &mut self,
+        flags: u32,
+        user_va: u64,
+        length: u64,
+        iova: u64,
+    ) -> Result<u64> {
+        if flags & !MAP_FLAGS != 0 {
+            return err(
+                EOPNOTSUPP,
+                format!("Unknown IOAS_MAP flag bits {:#x}.", flags & !MAP_FLAGS),
+            );
+        }
+        if reaches_ulong_max(iova) || reaches_ulong_max(length) {
+            return err(
+                EOVERFLOW,
+                format!("IOVA {iova:#x} or length {length:#x} reaches 2^64-1."),
+            );
+        }
         if user_va.checked_add(length).is_none() {
             return err(
                 EOVERFLOW,
@@ -235,12 +277,12 @@ impl IoPagetable {
         };
         self.check_user_offset(user_va)?;
         self.check_room(1)?;
-        self.insert_area(Area {
+        self.insert_filled(Area {
             iova,
             last: iova + (length - 1),
             user_va,
             prot: flags & PROT_MASK,
-        });
+        })?;
         Ok(iova)
     }
 
@@ -357,7 +399,9 @@ impl IoPagetable {
 
     /// Point the area starting exactly at `iova` at `user_va`: its range,
     /// prot and dirty bits stay, so a device never sees the IOVA unmapped
-    /// (type1's UPDATE_VADDR). The new address obeys the map rules (no wrap
+    /// (type1's UPDATE_VADDR). The domains keep their entries and PAs: the
+    /// kernel keeps the pages it pinned and mapped until the range is
+    /// unmapped, so a device behind a domain still reaches the old memory. The new address obeys the map rules (no wrap
     /// past 2^64, page offset aligned); a refusal changes nothing. Returns
     /// the area as it was.
     pub fn set_area_user_va(&mut self, iova: u64, user_va: u64) -> Result<Area> {
@@ -384,10 +428,20 @@ impl IoPagetable {
         self.areas.insert(area);
     }
 
-    fn remove_area(&mut self, iova: u64) -> Area {
+    /// Fill a new area into every domain, then add it; a failed fill
+    /// leaves the table and its domains as they were.
+    pub(crate) fn insert_filled(&mut self, area: Area) -> Result<()> {
+        self.fill_domains(&area)?;
+        self.insert_area(area);
+        Ok(())
+    }
+
+    /// Remove an area, its dirty bits and its domain entries.
+    pub(crate) fn remove_area(&mut self, iova: u64) -> Area {
         let area = self.areas.remove(iova).expect("area present");
         self.mapped_bytes -= area.length();
         self.dirty.forget(area.iova);
+        self.unfill_domains(area.iova);
         area
     }
 
@@ -460,6 +514,7 @@ impl IoPagetable {
         self.areas.clear();
         self.mapped_bytes = 0;
         self.dirty.clear();
+        self.unfill_all_domains();
         total
     }
 

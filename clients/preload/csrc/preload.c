@@ -1164,7 +1164,7 @@ static int connect_daemon(int type)
 	return -1;
 }
 
-static int emu_open(uint32_t kind, uint32_t n, int flags)
+static int emu_open_connection(uint32_t kind, uint32_t n, int flags)
 {
 	ensure_init();
 	int type = SOCK_SEQPACKET | ((flags & O_CLOEXEC) ? SOCK_CLOEXEC : 0);
@@ -1214,6 +1214,17 @@ static int emu_open(uint32_t kind, uint32_t n, int flags)
 		return -1;
 	}
 	return s;
+}
+
+static int emu_open(uint32_t kind, uint32_t n, int flags)
+{
+	int saved = errno, cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+	int fd = emu_open_connection(kind, n, flags);
+	pthread_setcancelstate(cancel, NULL);
+	if (fd >= 0)
+		errno = saved;
+	return fd;
 }
 
 static int needs_mode(int flags)
@@ -1511,11 +1522,16 @@ static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 		return rc;
 	}
 	struct msg m;
+	/* poll() is a cancellation point: a thread cancelled mid-exchange
+	 * would leave the connection locked and half-read. */
+	int cancel;
+	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	pthread_mutex_lock(&f->lock);
 	rc = describe_locked(fd, f);
 	if (!rc)
 		rc = exchange(fd, f, K_IOCTL, flags, req, arg, &body, &m);
 	pthread_mutex_unlock(&f->lock);
+	pthread_setcancelstate(cancel, NULL);
 	buf_free(&body);
 	if (rc)
 		return rc;
@@ -1542,11 +1558,8 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 		if (f) {
 			long r = emu_ioctl(fd, f, req, (uintptr_t)arg);
 			file_put(f);
-			if (r < 0) {
-				errno = (int)-r;
-				return -1;
-			}
-			return (int)r;
+			errno = r < 0 ? (int)-r : saved;
+			return r < 0 ? -1 : (int)r;
 		}
 	} else if (__atomic_load_n(&table_used, __ATOMIC_RELAXED) && !vfs_generic(req)) {
 		struct file *f = file_get(fd, 0);

@@ -12,6 +12,7 @@ __all__ = [
     "IOMMU_IOAS_MAP_READABLE",
     "IOMMU_IOAS_MAP_WRITEABLE",
     "PAGE_SIZE",
+    "Domain",
     "IoPagetable",
     "PeerGate",
     "Type1Dma",
@@ -35,9 +36,17 @@ class IoPagetable:
 
     def __new__(cls) -> IoPagetable: ...
     def map(self, flags: int, user_va: int, length: int, iova: int) -> int:
-        """IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA."""
+        """IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA. The new
+        area is filled into every attached domain; if a fill fails nothing
+        stays (EINVAL/ENXIO from the domain)."""
+    def map_user_pages(self, flags: int, user_va: int, length: int, iova: int) -> int:
+        """iopt_map_user_pages (compat MAP_DMA): IOAS_MAP without the ioctl's
+        READABLE/WRITEABLE requirement (unknown flags still EOPNOTSUPP, an
+        IOVA or length of 2^64-1 EOVERFLOW). An area with neither fails any
+        domain fill with EINVAL."""
     def unmap(self, iova: int, length: int) -> int:
-        """IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped."""
+        """IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
+        The areas leave every domain with their dirty state."""
     def unmap_all(self) -> int: ...
     def map_batch(self, flags: int, user_vas: Any, lengths: Any, iovas: Any) -> bytes:
         """Many IOAS_MAPs, all or nothing: u64 buffers of user_vas, lengths and
@@ -81,13 +90,106 @@ class IoPagetable:
     def num_areas(self) -> int: ...
     @property
     def mapped_bytes(self) -> int: ...
-    def set_dirty_tracking(self, enable: bool) -> None: ...
+    def set_dirty_tracking(self, enable: bool) -> None:
+        """The table's own dirty pages (type1's): on from a clean state, off drops them."""
     @property
     def dirty_tracking(self) -> bool: ...
-    def dma(self, iova: int, length: int, write: bool) -> int:
-        """A device access; the PA of the first byte. ENOENT/EPERM faults."""
-    def read_dirty_bitmap(self, iova: int, length: int, page_size: int, clear: bool) -> bytes:
-        """Packed native-endian u64 words, one bit per page_size unit."""
+    def dma(self, iova: int, length: int, write: bool, domain: Domain | None = None) -> int:
+        """A device access; the PA of the first byte. ENOENT (unmapped),
+        EPERM (not permitted), EINVAL (length 0), EOVERFLOW (past 2^64).
+        With `domain` (attached here, else EINVAL) the access translates
+        through it and a write dirties its leaves while it tracks; the
+        table's own dirty pages are marked either way, under one lock."""
+    def read_dirty_bitmap(self, iova: int, length: int, page_size: int, clear: bool,
+                          domain: Domain | None = None) -> bytes:
+        """Packed native-endian u64 words, one bit per page_size unit; `clear`
+        cleans what was read. Without `domain`: the table's 4 KiB pages.
+        With `domain` (attached here, else EINVAL): IOMMU_HWPT_GET_DIRTY_BITMAP
+        (iopt_read_and_clear_dirty_data). Checks: length 0 EINVAL; range past
+        2^64-1 EOVERFLOW; iova or end not aligned to iova_alignment EINVAL;
+        page_size 0 EINVAL; iova or end not aligned to page_size EINVAL;
+        tracking not checked. A dirty leaf sets bits (leaf_start - iova) >> s
+        to (leaf_last - iova) >> s, s = lowest set bit of page_size, clipped
+        to the bitmap; a leaf starting below iova sets none; the walk stops at
+        the first hole in the areas (the kernel drops that error)."""
+    def add_domain(self, domain: Domain) -> None:
+        """iopt_table_add_domain's fill step: fill every area into `domain`,
+        all or nothing; later maps and copies fill it too. EINVAL for an area
+        neither readable nor writeable, ENXIO for one not aligned to the
+        domain's smallest page, EEXIST if attached here, EBUSY if attached
+        elsewhere. The alignment and aperture reservations are the caller's.
+        Lock order: a table's lock, then its domains'."""
+    def remove_domain(self, domain: Domain) -> None:
+        """iopt_table_remove_domain: unmap everything from `domain` (its dirty
+        state goes) and release it; ENOENT if not attached here."""
+    @property
+    def num_domains(self) -> int: ...
+    @property
+    def large_pages(self) -> bool:
+        """IOMMU_OPTION HUGE_PAGES: whether fills may use large leaves."""
+    def set_large_pages(self, enabled: bool) -> None:
+        """Disabled: fills made from now on map one PAGE_SIZE at a time
+        (batch_iommu_map_small); existing entries keep their leaves. The
+        kernel's conditions (iopt_disable_large_pages) are the caller's."""
+    def cut(self, iovas: list[int]) -> None:
+        """iopt_cut_iova: for each IOVA p, split the area holding it into
+        [start, p] and [p + 1, last], with its dirty bits and domain entries
+        (which keep their leaves). p in no area, or at an area's first or last
+        IOVA: nothing. EINVAL when p + 1 is not aligned to iova_alignment or
+        the area is filled into a domain while large pages are enabled. Not
+        atomic: cuts before a failing one stay done."""
+
+@final
+class Domain:
+    """The IO page table of one paging HWPT: entries (iova, length, pa,
+    prot, leaf_cap) mirroring the areas its IOAS filled into it, whose
+    leaves are the generic page table's choice (the largest page size to
+    which IOVA and PA are aligned and that fits, within PAGE_SIZE chunks
+    when the fill was capped), with dirty state per leaf. A pa is the user
+    address at fill time. OSError(EINVAL) for pgsize_bitmap 0 or
+    aperture_start > aperture_last."""
+
+    def __new__(cls, pgsize_bitmap: int, aperture_start: int, aperture_last: int) -> Domain: ...
+    @property
+    def pgsize_bitmap(self) -> int: ...
+    @property
+    def aperture_start(self) -> int: ...
+    @property
+    def aperture_last(self) -> int: ...
+    @property
+    def min_page_size(self) -> int:
+        """The lowest set bit of pgsize_bitmap."""
+    @property
+    def num_entries(self) -> int: ...
+    @property
+    def mapped_bytes(self) -> int: ...
+    @property
+    def dirty_tracking(self) -> bool: ...
+    @property
+    def attached(self) -> bool:
+        """Whether an IoPagetable holds this domain."""
+    def entries(self) -> list[tuple[int, int, int, int, int]]:
+        """[(iova, length, pa, prot, leaf_cap)] in IOVA order; leaf_cap 0: none."""
+    def leaf_at(self, iova: int) -> tuple[int, int]:
+        """The leaf (IOPTE) holding iova as (start, size); ENOENT when unmapped."""
+    def translate(self, iova: int) -> tuple[int, int]:
+        """(pa, prot) through the domain; ENOENT when unmapped."""
+    def check_map(self, iova: int, length: int, user_va: int) -> None:
+        """IOMMU_TEST_OP_MD_CHECK_MAP (iommufd_test_md_check_pa): step =
+        min_page_size; EINVAL when iova, length or user_va is not a multiple
+        of it, user_va + length overflows, or any step is a hole or does not
+        translate to user_va + offset. Length 0 succeeds."""
+    def set_dirty_tracking(self, enable: bool) -> None:
+        """Enabling clears every D bit first (iopt_set_dirty_tracking's clean
+        snapshot, also when already on); disabling keeps them."""
+    def mark_dirty(self, iova: int, length: int, page_size: int, bitmap: bytes) -> int:
+        """IOMMU_TEST_OP_DIRTY (iommufd_test_dirty) after the HWPT lookup: for
+        each set bit i (bit i % 8 of byte i // 8) among length // page_size,
+        dirty the leaf holding iova + i * page_size (unmapped IOVAs skipped);
+        returns the number of set bits. EINVAL: page_size or length 0, iova or
+        length not a multiple of page_size, empty bitmap; EOVERFLOW: more than
+        2^27 bits; EINVAL: tracking off; EFAULT: bitmap shorter than
+        ceil(bits / 8) bytes."""
 
 def check_map_args(flags: int, iova: int, length: int) -> None: ...
 def check_copy_args(flags: int, src_iova: int, length: int, dst_iova: int) -> None: ...

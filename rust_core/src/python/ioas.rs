@@ -3,7 +3,9 @@
 //! loop maps and unmaps. Readers see a map or unmap whole or not at all.
 //!
 //! Lock order: a copy between two tables takes the locks in address order,
-//! so two opposite copies cannot deadlock.
+//! so two opposite copies cannot deadlock. A table's lock comes before its
+//! domains' (`Domain`): the core takes a domain's lock only inside a table
+//! call, and `Domain`'s own methods never take a table's.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -12,6 +14,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::domain::Domain;
 use super::to_py;
 use crate::errno::{CoreError, Errno};
 use crate::io_pagetable::IoPagetable as Core;
@@ -210,6 +213,15 @@ impl IoPagetable {
     fn map(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
         self.write()
             .map(flags, user_va, length, iova)
+            .map_err(to_py)
+    }
+
+    /// iopt_map_user_pages (compat MAP_DMA): IOAS_MAP without the ioctl's
+    /// READABLE/WRITEABLE requirement; such an area fails any domain fill
+    /// with EINVAL.
+    fn map_user_pages(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
+        self.write()
+            .map_user_pages(flags, user_va, length, iova)
             .map_err(to_py)
     }
 
@@ -461,13 +473,24 @@ impl IoPagetable {
     }
 
     /// A device DMA access; returns the PA of the first byte. ENOENT when
-    /// unmapped, EPERM when the mapping forbids it.
-    fn dma(&self, iova: u64, length: u64, write: bool) -> PyResult<u64> {
-        self.write().dma(iova, length, write).map_err(to_py)
+    /// unmapped, EPERM when the mapping forbids it. With `domain` the access
+    /// goes through that attached domain and a write dirties its leaves
+    /// while it tracks; the table's own dirty pages are marked either way.
+    #[pyo3(signature = (iova, length, write, domain=None))]
+    fn dma(&self, iova: u64, length: u64, write: bool, domain: Option<&Domain>) -> PyResult<u64> {
+        let mut t = self.write();
+        match domain {
+            Some(d) => t.dma_domain(&d.inner, iova, length, write),
+            None => t.dma(iova, length, write),
+        }
+        .map_err(to_py)
     }
 
     /// The dirty bitmap of [iova, iova + length) at `page_size` bits, as
     /// packed native-endian u64 words; `clear` makes the reported pages clean.
+    /// With `domain`, IOMMU_HWPT_GET_DIRTY_BITMAP of that attached domain
+    /// (iopt_read_and_clear_dirty_data: whole leaves, tracking not checked).
+    #[pyo3(signature = (iova, length, page_size, clear, domain=None))]
     fn read_dirty_bitmap<'py>(
         &self,
         py: Python<'py>,
@@ -475,13 +498,57 @@ impl IoPagetable {
         length: u64,
         page_size: u64,
         clear: bool,
+        domain: Option<&Domain>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let words = self
-            .write()
-            .read_dirty_bitmap(iova, length, page_size, clear)
-            .map_err(to_py)?;
+        let words = match domain {
+            Some(d) => self
+                .read()
+                .read_domain_dirty_bitmap(&d.inner, iova, length, page_size, clear),
+            None => self
+                .write()
+                .read_dirty_bitmap(iova, length, page_size, clear),
+        }
+        .map_err(to_py)?;
         let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
         Ok(PyBytes::new(py, &bytes))
+    }
+
+    /// iopt_table_add_domain's fill step: fill every area into `domain`,
+    /// all or nothing; later maps and copies fill it too. EINVAL for an area
+    /// neither readable nor writeable, EEXIST if attached here already,
+    /// EBUSY if attached to another table.
+    fn add_domain(&self, domain: &Domain) -> PyResult<()> {
+        self.write().add_domain(&domain.inner).map_err(to_py)
+    }
+
+    /// iopt_table_remove_domain: empty `domain` and let it go; ENOENT if
+    /// this table does not hold it.
+    fn remove_domain(&self, domain: &Domain) -> PyResult<()> {
+        self.write().remove_domain(&domain.inner).map_err(to_py)
+    }
+
+    #[getter]
+    fn num_domains(&self) -> usize {
+        self.read().num_domains()
+    }
+
+    /// Whether fills may use large leaves (IOMMU_OPTION HUGE_PAGES).
+    #[getter]
+    fn large_pages(&self) -> bool {
+        self.read().large_pages()
+    }
+
+    /// Allow or forbid large leaves in fills made from now on (existing
+    /// entries keep theirs); the kernel's conditions are the caller's.
+    fn set_large_pages(&self, enabled: bool) {
+        self.write().set_large_pages(enabled)
+    }
+
+    /// iopt_cut_iova: split the area holding each IOVA p into [start, p]
+    /// and [p + 1, last]; not atomic. EINVAL for a misaligned p + 1 or an
+    /// area filled into a domain while large pages are enabled.
+    fn cut(&self, iovas: Vec<u64>) -> PyResult<()> {
+        self.write().cut(&iovas).map_err(to_py)
     }
 }
 

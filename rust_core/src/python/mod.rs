@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 
 use crate::errno::CoreError;
 
+mod domain;
 mod gate;
 mod ioas;
 mod type1;
@@ -33,6 +34,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("BATCH_RELEASE_GIL", ioas::BATCH_RELEASE_GIL)?;
     m.add_class::<ioas::IoPagetable>()?;
+    m.add_class::<domain::Domain>()?;
     m.add_class::<gate::PeerGate>()?;
     m.add_class::<type1::Type1Dma>()?;
     m.add_function(wrap_pyfunction!(ioas::check_map_args, m)?)?;

@@ -1,11 +1,13 @@
 //! Property test and fuzz harness: random operation sequences run against
 //! the IO page table and a deliberately simple reference model (a Vec of
 //! areas scanned linearly); every result, errno and translation must agree.
+//! Half the sequences run with a domain attached (every page size, so every
+//! area fills), which must mirror the areas after every step.
 
 use iommud_core::io_pagetable::{
     IOMMU_IOAS_MAP_FIXED_IOVA as FIXED, IOMMU_IOAS_MAP_READABLE as R, IOMMU_IOAS_MAP_WRITEABLE as W,
 };
-use iommud_core::{Errno, IoPagetable};
+use iommud_core::{read_domain, Domain, Errno, IoPagetable, SharedDomain};
 
 mod common;
 use common::Rng;
@@ -17,6 +19,8 @@ struct Model {
     tracking: bool,
     /// (area iova, page): pages written by DMA while tracking, per area.
     dirty: Vec<(u64, u64)>,
+    /// A domain is attached and large pages are enabled: cuts are refused.
+    cut_refused: bool,
 }
 
 impl Model {
@@ -136,6 +140,35 @@ impl Model {
 }
 
 impl Model {
+    /// iopt_cut_iova with alignment 1: split at each point, stop at a refusal.
+    fn cut(&mut self, points: &[u64]) -> Result<(), Errno> {
+        for &p in points {
+            let Some((a, b, u, pr)) = self.area_at(p) else {
+                continue;
+            };
+            if p == a || p == b {
+                continue;
+            }
+            if self.cut_refused {
+                return Err(Errno::EINVAL);
+            }
+            self.areas.retain(|&x| x != (a, b, u, pr));
+            self.areas.push((a, p, u, pr));
+            self.areas.push((p + 1, b, u.wrapping_add(p + 1 - a), pr));
+            let moved: Vec<u64> = self
+                .dirty
+                .iter()
+                .filter(|&&(area, page)| area == a && page >= (p + 1) / 4096)
+                .map(|&(_, page)| page)
+                .collect();
+            self.dirty
+                .retain(|&(area, page)| area != a || page <= p / 4096);
+            self.dirty
+                .extend(moved.into_iter().map(|page| (p + 1, page)));
+        }
+        Ok(())
+    }
+
     fn area_at(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
         self.areas
             .iter()
@@ -299,7 +332,7 @@ fn len(rng: &mut Rng) -> u64 {
     }
 }
 
-fn check_invariants(t: &IoPagetable, m: &Model) {
+fn check_invariants(t: &IoPagetable, m: &Model, d: Option<&SharedDomain>) {
     let mut got: Vec<_> = t
         .areas()
         .map(|a| (a.iova, a.last, a.user_va, a.prot))
@@ -315,6 +348,15 @@ fn check_invariants(t: &IoPagetable, m: &Model) {
     for w in got.windows(2) {
         assert!(w[0].1 < w[1].0, "areas overlap");
     }
+    if let Some(d) = d {
+        let dom = read_domain(d);
+        let entries: Vec<_> = dom
+            .entries()
+            .map(|e| (e.iova, e.last, e.pa, e.prot))
+            .collect();
+        assert_eq!(entries, got, "the domain mirrors the areas");
+        assert_eq!(dom.mapped_bytes(), t.mapped_bytes());
+    }
 }
 
 /// Returns the most areas the table held at once.
@@ -327,8 +369,17 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
         t.add_reserved(0xfee0_0000, 0xfeef_ffff, 1).unwrap();
         m.reserved.push((0xfee0_0000, 0xfeef_ffff));
     }
+    let domain = (rng.below(2) == 0).then(|| {
+        // Every page size from one byte: any area fills.
+        let d = Domain::new(u64::MAX, 0, u64::MAX).unwrap().shared();
+        let large = rng.below(2) == 0;
+        t.set_large_pages(large);
+        t.add_domain(&d).unwrap();
+        m.cut_refused = large;
+        d
+    });
     for _ in 0..steps {
-        match rng.below(15) {
+        match rng.below(16) {
             0 | 1 | 11 | 12 => {
                 let flags = [
                     FIXED | R | W,
@@ -403,8 +454,12 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                     ),
                     None => (addr(&mut rng), len(&mut rng), true),
                 };
+                let got = match &domain {
+                    Some(d) if rng.below(2) == 0 => t.dma_domain(d, i, l, write),
+                    _ => t.dma(i, l, write),
+                };
                 assert_eq!(
-                    errno_of(t.dma(i, l, write)),
+                    errno_of(got),
                     m.dma(i, l, write),
                     "dma {i:#x} {l:#x} {write}"
                 );
@@ -465,6 +520,18 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                     );
                 }
             }
+            14 => {
+                // Cut points mostly inside existing areas.
+                let points: Vec<u64> = (0..1 + rng.below(3))
+                    .map(
+                        |_| match m.areas.get(rng.below(m.areas.len() as u64 + 1) as usize) {
+                            Some(&(a, b, _, _)) => a + rng.below(b - a + 1),
+                            None => addr(&mut rng),
+                        },
+                    )
+                    .collect();
+                assert_eq!(errno_of(t.cut(&points)), m.cut(&points), "cut {points:x?}");
+            }
             _ => {
                 let batch: Vec<u64> = (0..8).map(|_| addr(&mut rng)).collect();
                 let mut pas = vec![0; 8];
@@ -473,6 +540,9 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                 for (k, &i) in batch.iter().enumerate() {
                     let want = m.translate(i);
                     assert_eq!(t.translate(i), want, "translate {i:#x}");
+                    if let Some(d) = &domain {
+                        assert_eq!(read_domain(d).translate(i), want, "domain {i:#x}");
+                    }
                     assert_eq!(
                         (pas[k], prots[k] as u32),
                         want.unwrap_or((0, 0)),
@@ -482,7 +552,7 @@ fn run_sequence(seed: u64, steps: usize) -> usize {
                 assert_eq!(mapped, prots.iter().filter(|&&p| p != 0).count());
             }
         }
-        check_invariants(&t, &m);
+        check_invariants(&t, &m, domain.as_ref());
         most = most.max(t.num_areas());
     }
     most
@@ -513,6 +583,10 @@ fn long_sequences_span_many_leaves_and_still_match() {
 /// corpus of pseudo-random inputs; any byte string can be replayed with it.
 pub fn fuzz_one(data: &[u8]) {
     let mut t = IoPagetable::new();
+    // The mock's page sizes: maps that are not 2 KiB-aligned fail their fill.
+    let d = Domain::new(0x1F_FFFF_F800, 0, u64::MAX).unwrap().shared();
+    t.add_domain(&d).unwrap();
+    iommud_core::write_domain(&d).set_dirty_tracking(true);
     let mut words = data.chunks(8).map(|c| {
         let mut b = [0u8; 8];
         b[..c.len()].copy_from_slice(c);
@@ -521,7 +595,16 @@ pub fn fuzz_one(data: &[u8]) {
     while let (Some(op), Some(a), Some(b), Some(c)) =
         (words.next(), words.next(), words.next(), words.next())
     {
-        match op % 8 {
+        match op % 14 {
+            8 => drop(t.cut(&[a, b, c])),
+            9 => drop(t.dma_domain(&d, a, b & 0xffff, c & 1 == 1)),
+            10 => drop(t.read_domain_dirty_bitmap(&d, a, b, c, op & 1 == 1)),
+            11 => drop(iommud_core::write_domain(&d).mark_dirty(a, b, c, &op.to_le_bytes())),
+            12 => drop(read_domain(&d).check_map(a, b, c)),
+            13 => {
+                t.set_large_pages(op & 1 == 1);
+                drop(read_domain(&d).leaf_at(a));
+            }
             0 => drop(t.map((op >> 8) as u32, a, b, c)),
             1 => drop(t.unmap(a, b)),
             2 => drop(t.translate(a)),
@@ -539,6 +622,11 @@ pub fn fuzz_one(data: &[u8]) {
             }
             prev = Some(area.last);
         }
+        let dom = read_domain(&d);
+        assert!(dom
+            .entries()
+            .map(|e| (e.iova, e.last, e.pa, e.prot))
+            .eq(t.areas().map(|a| (a.iova, a.last, a.user_va, a.prot))));
     }
 }
 

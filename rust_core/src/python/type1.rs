@@ -1,6 +1,7 @@
 //! `iommud._core.Type1Dma`: the Python face of `crate::type1`.
 //!
-//! Lock order: this object's mutex, then the table's lock. Neither is held
+//! Lock order: this object's mutex, then the table's lock (then, inside
+//! the core, the table's domains' locks, as everywhere). Neither is held
 //! while MAP_DMA's `charge` runs: it is Python code, which may read the
 //! table (the session's mapped bytes) or this object, and would deadlock on
 //! a lock its own thread holds.

@@ -3,6 +3,8 @@ and session teardown, lease reaping, WatchSession keeping a session alive,
 and the per-RPC log event."""
 from __future__ import annotations
 
+import os
+
 import json
 import time
 from collections.abc import Callable
@@ -151,7 +153,8 @@ def test_calls_renew_the_lease(short_lease) -> None:
 
 
 def test_one_log_event_per_rpc(daemon_factory) -> None:
-    d = daemon_factory()
+    # Per-call events are debug-level: cheap when the level is off.
+    d = daemon_factory("--log-level", "debug")
     with d.client() as c, c.open_session("logged") as s:
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
@@ -170,3 +173,19 @@ def test_one_log_event_per_rpc(daemon_factory) -> None:
 
 def token_free(event: dict, token: str) -> bool:
     return token not in json.dumps(event)
+
+
+def test_at_info_level_only_failed_calls_are_logged(daemon_factory) -> None:
+    """The dispatcher builds a call's event only when it is kept: at the
+    default level a success writes nothing, a refusal one event with the
+    caller's uid and pid."""
+    d = daemon_factory()
+    with d.client() as c, c.open_session("quiet") as s:
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        raises_errno(lambda: ctx.ioas_map(ioas, 0, 0x1000, 0x1000, flags=1 << 9), "EOPNOTSUPP")
+        sid = s.session_id
+    d.stop()
+    rpcs = [e for e in d.events() if e.get("event") == "rpc" and e.get("session") == sid]
+    assert [(e["method"], e["status"]) for e in rpcs] == [("IoasMap", "EOPNOTSUPP")]
+    assert rpcs[0]["uid"] == os.geteuid() and rpcs[0]["pid"] == os.getpid()

@@ -95,6 +95,8 @@ class Config:
     #: (Test* RPCs, IOMMU_TEST_CMD on the raw transport). Off in production;
     #: they answer ENOTTY, as a kernel without CONFIG_IOMMUFD_TEST does.
     debug_selftest: int = 0
+    #: Debug only: DebugAdvanceClock may age every lease at once (tests).
+    debug_clock: int = 0
 
     def limits(self) -> Limits:
         """The per-session limits, as the session objects take them."""

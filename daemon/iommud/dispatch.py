@@ -13,6 +13,7 @@ see the transport.
 """
 from __future__ import annotations
 
+import asyncio
 import errno as E
 import logging
 import time
@@ -50,6 +51,12 @@ class Dispatcher:
         self.table = table
         self._resolvers = {name: _resolver(op) for name, op in table.items()}
         self.refresh_logging()
+        #: Set at shutdown: new calls are refused (ESHUTDOWN, UNAVAILABLE)
+        #: while the ones in flight finish.
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def refresh_logging(self) -> None:
         """Per-call events are debug-level: computed only when they are kept."""
@@ -57,9 +64,13 @@ class Dispatcher:
 
     def _begin(self, op: Op, request: Any, caller: Caller, token: str | None) -> Call:
         """Access, session and fd: everything before the handler."""
-        if op.debug and not self.rt.config.debug_selftest:
-            raise IommuError(E.ENOTTY, f"{op.name} is a selftest operation; this daemon runs "
-                             f"without debug_selftest, as a kernel without CONFIG_IOMMUFD_TEST.")
+        if self.draining:
+            raise IommuError(E.ESHUTDOWN, "The daemon is shutting down; retry once it is back "
+                             "(sessions survive a restart with the journal).")
+        if op.debug and not getattr(self.rt.config, op.debug):
+            raise IommuError(E.ENOTTY, f"{op.name} is a debug operation; this daemon runs "
+                             f"without {op.debug}, as a kernel without CONFIG_IOMMUFD_TEST "
+                             f"has no IOMMU_TEST_CMD.")
         self.rt.access.check_call(caller, op.name, op.admin)
         sess: Session | None = None
         if op.needs is Needs.SESSION or (op.needs is Needs.OPTIONAL and token):
@@ -74,6 +85,8 @@ class Dispatcher:
         started = time.perf_counter()
         call: Call | None = None
         status = "OK"
+        self.in_flight += 1
+        self._idle.clear()
         try:
             call = self._begin(op, request, caller, token)
             if fail_nth is None:
@@ -100,8 +113,21 @@ class Dispatcher:
             status = type(exc).__name__
             raise
         finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self._idle.set()
             if status != "OK" or self._log_calls:
                 self._log(op, request, call, caller, status, started)
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new calls and wait up to `timeout` for the ones in flight;
+        True when none is left."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def _log(self, op: Op, request: Any, call: Call | None, caller: Caller, status: str,
              started: float) -> None:
@@ -141,8 +167,8 @@ class Dispatcher:
             request = op.request.FromString(rec.request)
             sess = self.rt.sessions.get(rec.token)
             try:
-                if op.debug and not self.rt.config.debug_selftest:
-                    raise IommuError(E.ENOTTY, f"{op.name} needs debug_selftest")
+                if op.debug and not getattr(self.rt.config, op.debug):
+                    raise IommuError(E.ENOTTY, f"{op.name} needs {op.debug}")
                 if sess is None and op.needs is not Needs.OPENS and not op.admin:
                     raise IommuError(E.ESRCH, "its session is not open")
                 resolve = self._resolvers[op.name]

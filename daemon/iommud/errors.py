@@ -51,7 +51,19 @@ ERRNO_STATUS: dict[int, grpc.StatusCode] = {
     E.EADDRINUSE: grpc.StatusCode.FAILED_PRECONDITION,
     E.EOVERFLOW: grpc.StatusCode.OUT_OF_RANGE,
     E.ETIMEDOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
+    E.ESHUTDOWN: grpc.StatusCode.UNAVAILABLE,
+    E.EBADE: grpc.StatusCode.FAILED_PRECONDITION,
 }
+
+#: ErrorInfo travels in the trailers, which gRPC bounds (8 KiB by default):
+#: messages and metadata values are cut to these lengths, so that the
+#: errno always reaches the client, whatever a request echoed.
+MESSAGE_MAX = 1024
+VALUE_MAX = 256
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 #: Request fields reported in ErrorInfo metadata and logs: ids in decimal,
 #: addresses and sizes in 0x-hex.
@@ -126,10 +138,11 @@ def to_status(err: IommuError, context_details: Mapping[str, str] | None = None)
     code = status_code(err.errno)
     metadata = dict(context_details or {})
     metadata.update({k: render_value(k, v) for k, v in err.details.items()})
+    metadata = {_cut(k, 64): _cut(v, VALUE_MAX) for k, v in list(metadata.items())[:32]}
     metadata["errno"] = str(err.errno)
     info = error_details_pb2.ErrorInfo(reason=err.name, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=err.message,
-                               details=[detail])
+    status = status_pb2.Status(code=getattr(code_pb2, code.name),
+                               message=_cut(err.message, MESSAGE_MAX), details=[detail])
     return rpc_status.to_status(status)

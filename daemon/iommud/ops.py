@@ -96,10 +96,10 @@ class Op:
     admin: bool
     limit: Limit
     needs: Needs
-    #: A debug operation (the selftest mock driver): ENOTTY unless the
-    #: daemon runs with debug_selftest, as IOMMU_TEST_CMD without
-    #: CONFIG_IOMMUFD_TEST.
-    debug: bool = False
+    #: A debug operation: the config switch it needs ("debug_selftest" for
+    #: the selftest mock driver, "debug_clock"); without it the operation is
+    #: ENOTTY, as IOMMU_TEST_CMD is without CONFIG_IOMMUFD_TEST.
+    debug: str = ""
     #: A server stream (the handler is an async generator).
     stream: bool = False
     #: The handler is a coroutine function (it awaits work run off the loop).
@@ -108,7 +108,7 @@ class Op:
 
 def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
          admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION,
-         debug: bool = False) -> Op:
+         debug: str = "") -> Op:
     return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
               reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
               limit=limit, needs=needs, debug=debug, stream=inspect.isasyncgenfunction(handler),
@@ -116,12 +116,15 @@ def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
 
 
 F, L = Fd, Limit
+ST = "debug_selftest"
 
 ROWS: tuple[Op, ...] = (
     # -- sessions and contexts (main.c) ---------------------------------------------------
     _row("OpenSession", session.open_session, needs=Needs.OPENS, limit=L.SESSIONS),
     _row("CloseSession", session.close_session, journal=False),  # forgetting it drops its rows
     _row("KeepAlive", session.keep_alive, journal=False),
+    _row("DebugAdvanceClock", session.debug_advance_clock, journal=False, admin=True,
+         debug="debug_clock"),
     _row("WatchSession", session.watch_session, journal=False),
     _row("OpenContext", context.open_context, limit=L.FDS),
     _row("CloseContext", context.close_context, F.IOMMUFD),
@@ -191,26 +194,26 @@ ROWS: tuple[Op, ...] = (
     _row("Echo", info.echo, needs=Needs.OPTIONAL, journal=False),
     _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, journal=False),
     # -- the selftest mock driver, debug only (selftest.c IOMMU_TEST_CMD) ------------------------
-    _row("TestMockDomain", selftest.test_mock_domain, F.IOMMUFD, limit=L.OBJECTS, debug=True),
+    _row("TestMockDomain", selftest.test_mock_domain, F.IOMMUFD, limit=L.OBJECTS, debug=ST),
     _row("TestMockDomainReplace", selftest.test_mock_domain_replace, F.IOMMUFD,
-         limit=L.OBJECTS, debug=True),
-    _row("TestAddReserved", selftest.test_add_reserved, F.IOMMUFD, debug=True),
-    _row("TestMdCheckMap", selftest.test_md_check_map, F.IOMMUFD, journal=False, debug=True),
-    _row("TestMdCheckRefs", selftest.test_md_check_refs, F.IOMMUFD, journal=False, debug=True),
-    _row("TestDirty", selftest.test_dirty, F.IOMMUFD, debug=True),
-    _row("TestCreateAccess", selftest.test_create_access, F.IOMMUFD, limit=L.FDS, debug=True),
-    _row("TestAccessReplaceIoas", selftest.test_access_replace_ioas, F.IOMMUFD, debug=True),
-    _row("TestAccessPages", selftest.test_access_pages, F.IOMMUFD, debug=True),
-    _row("TestDestroyAccessPages", selftest.test_destroy_access_pages, F.IOMMUFD, debug=True),
-    _row("TestAccessRw", selftest.test_access_rw, F.IOMMUFD, journal=False, debug=True),
+         limit=L.OBJECTS, debug=ST),
+    _row("TestAddReserved", selftest.test_add_reserved, F.IOMMUFD, debug=ST),
+    _row("TestMdCheckMap", selftest.test_md_check_map, F.IOMMUFD, journal=False, debug=ST),
+    _row("TestMdCheckRefs", selftest.test_md_check_refs, F.IOMMUFD, journal=False, debug=ST),
+    _row("TestDirty", selftest.test_dirty, F.IOMMUFD, debug=ST),
+    _row("TestCreateAccess", selftest.test_create_access, F.IOMMUFD, limit=L.FDS, debug=ST),
+    _row("TestAccessReplaceIoas", selftest.test_access_replace_ioas, F.IOMMUFD, debug=ST),
+    _row("TestAccessPages", selftest.test_access_pages, F.IOMMUFD, debug=ST),
+    _row("TestDestroyAccessPages", selftest.test_destroy_access_pages, F.IOMMUFD, debug=ST),
+    _row("TestAccessRw", selftest.test_access_rw, F.IOMMUFD, journal=False, debug=ST),
     _row("TestSetTempMemoryLimit", selftest.test_set_temp_memory_limit, F.IOMMUFD,
-         journal=False, debug=True),
-    _row("TestPasidAttach", selftest.test_pasid_attach, F.IOMMUFD, limit=L.OBJECTS, debug=True),
+         journal=False, debug=ST),
+    _row("TestPasidAttach", selftest.test_pasid_attach, F.IOMMUFD, limit=L.OBJECTS, debug=ST),
     _row("TestPasidReplace", selftest.test_pasid_replace, F.IOMMUFD, limit=L.OBJECTS,
-         debug=True),
-    _row("TestPasidDetach", selftest.test_pasid_detach, F.IOMMUFD, debug=True),
+         debug=ST),
+    _row("TestPasidDetach", selftest.test_pasid_detach, F.IOMMUFD, debug=ST),
     _row("TestPasidCheckHwpt", selftest.test_pasid_check_hwpt, F.IOMMUFD, journal=False,
-         debug=True),
+         debug=ST),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}

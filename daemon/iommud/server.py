@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from iommud import topology_load
+from iommud import logsetup, topology_load
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy
 from iommud.call import Runtime
@@ -36,6 +36,7 @@ from iommud_wire import SERVICE_NAME
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TextIO
 
     from iommud.config import Config
     from iommud.topology import Topology
@@ -73,13 +74,31 @@ def _tls_credentials(cfg: Config) -> grpc.ServerCredentials | None:
                                        require_client_auth=ca is not None)
 
 
+def check_private_dir(directory: pathlib.Path) -> None:
+    """The directory of a socket, journal or log must be the daemon's: owned
+    by its uid and not writable by others, so that no other user can plant a
+    symlink or swap a file in it."""
+    st = os.lstat(directory)
+    if stat.S_ISLNK(st.st_mode):
+        raise OSError(E.EPERM, f"{directory} is a symlink; refusing to follow it")
+    if st.st_uid != os.geteuid():
+        raise OSError(E.EPERM, f"{directory} is owned by uid {st.st_uid}, not by the daemon's "
+                      f"uid {os.geteuid()}")
+    if st.st_mode & stat.S_IWOTH:
+        raise OSError(E.EPERM, f"{directory} is writable by others (mode "
+                      f"{stat.S_IMODE(st.st_mode):o})")
+
+
 def _prepare_socket(path: pathlib.Path) -> None:
     """Create the socket's directory and clear a stale socket; refuse to
     steal a socket another daemon is serving."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
+    check_private_dir(path.parent)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
         return
-    if not stat.S_ISSOCK(path.stat().st_mode):
+    if not stat.S_ISSOCK(st.st_mode):
         raise OSError(E.EEXIST, f"{path} exists and is not a socket")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -153,6 +172,11 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.endpoints: list[str] = []
         self._stopping = asyncio.Event()
+        #: SIGHUP's source of a fresh configuration (the same flags,
+        #: environment and file), and how to reopen a log file.
+        self.reload_source: Callable[[], Config] | None = None
+        self.reopen_log: Callable[[Config], None] | None = None
+        self.log_stream: TextIO | None = None
         self._socket_path: pathlib.Path | None = None
         self._private_dir: pathlib.Path | None = None
 
@@ -184,6 +208,10 @@ class Daemon:
         if cfg.tcp:
             creds = _tls_credentials(cfg)
             self.rt.access.check_listeners(plaintext_tcp=creds is None)
+            if creds is not None and not cfg.tls_client_ca and self.rt.access.restricts_socket:
+                raise ValueError("allow_uids/allow_gids with a TLS listener need tls_client_ca: "
+                                 "without client certificates anyone reaching the port could "
+                                 "open sessions; set tls_client_ca or drop tcp")
             address = _check_tcp(cfg.tcp, tls=creds is not None)
             bound = (server.add_secure_port(address, creds) if creds is not None
                      else server.add_insecure_port(address))
@@ -220,7 +248,12 @@ class Daemon:
             await result
 
     async def reap_forever(self) -> None:
+        interval = self.config.reap_interval
         while not self._stopping.is_set():
+            stall = self.sessions.clock.tick(interval)
+            if stall:
+                log.warning("loop.stalled", seconds=round(stall, 3),
+                            note="leases do not age while the daemon cannot serve")
             for sess in self.sessions.reap():
                 log.info("session.reaped", session=sess.session_id, lease_seconds=sess.lease_seconds)
             try:
@@ -234,11 +267,17 @@ class Daemon:
             self._stopping.set()
 
     async def stop(self) -> None:
+        """Graceful stop: health goes NOT_SERVING, new calls are refused with
+        ESHUTDOWN (UNAVAILABLE) while those in flight finish, within
+        shutdown_grace; then the listeners close."""
         self._stopping.set()
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
+        drained = await self.dispatcher.drain(self.config.shutdown_grace)
+        if not drained:
+            log.warning("shutdown.grace_expired", in_flight=self.dispatcher.in_flight)
         if self.server is not None:
-            await self.server.stop(self.config.shutdown_grace)
+            await self.server.stop(0.5 if drained else 0)
         if self.rt.gate is not None:
             self.rt.gate.stop()
         open_sessions = len(self.sessions)
@@ -251,10 +290,38 @@ class Daemon:
             self.journal.close()
         log.info("stopped", closed_sessions=open_sessions)
 
+    def reload(self) -> None:
+        """SIGHUP: apply what can change while serving (log level and format,
+        the log file, allow and admin lists); keep the old settings and say
+        why when the new ones do not load. Never exits."""
+        if self.reload_source is None:
+            log.info("reload.skipped", reason="no configuration source")
+            return
+        try:
+            new = self.reload_source()
+            access = AccessPolicy(new.allow_uids, new.allow_gids, new.admin_uids,
+                                  new.admin_identities)
+            if access.restricts_socket and self.config.tcp and not (
+                    self.config.tls_client_ca and self.config.tls_cert):
+                raise ValueError("allow lists need mutual TLS on the TCP listener")
+            if self.reopen_log is not None:
+                self.reopen_log(new)
+            logsetup.configure(new.log_format, new.log_level, self.log_stream)
+        except (OSError, ValueError) as exc:
+            log.error("reload.failed", error=str(exc)[:500])
+            return
+        self.rt.access = access
+        for name in ("log_level", "log_format", "log_file", "allow_uids", "allow_gids",
+                     "admin_uids", "admin_identities"):
+            setattr(self.config, name, getattr(new, name))
+        self.dispatcher.refresh_logging()
+        log.info("reload.done", log_level=new.log_level)
+
     async def run(self, on_ready: Callable[[list[str]], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.start()
         if on_ready is not None:
             on_ready(self.endpoints)

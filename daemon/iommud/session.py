@@ -55,6 +55,40 @@ class FdEntry(Protocol):
         ...
 
 
+class LeaseClock:
+    """The time leases are measured in: the monotonic clock, less every
+    stretch in which the daemon itself could not serve (its event loop
+    stalled, or the process was stopped), plus what the debug clock added.
+    A client cannot renew while the daemon does not read, so that time
+    never counts against its lease."""
+
+    #: A reaper round later than its interval by more than this was a stall.
+    SLACK = 0.5
+
+    def __init__(self) -> None:
+        self._paused = 0.0
+        self._offset = 0.0
+        self._last_tick = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self._paused + self._offset
+
+    def tick(self, interval: float) -> float:
+        """The reaper's round, `interval` after the last: returns the stall
+        it found (seconds beyond the interval), which no lease pays for."""
+        real = time.monotonic()
+        stall = real - self._last_tick - interval
+        self._last_tick = real
+        if stall > self.SLACK:
+            self._paused += stall
+            return stall
+        return 0.0
+
+    def advance(self, seconds: float) -> None:
+        """The debug clock (tests): leases age by `seconds` at once."""
+        self._offset += seconds
+
+
 #: The first fd a session hands out, as a process's 0-2 are taken by stdio.
 FIRST_FD = 3
 FD_MAX = (1 << 31) - 1
@@ -62,7 +96,8 @@ FD_MAX = (1 << 31) - 1
 
 class Session:
     def __init__(self, token: str, client_name: str, lease_seconds: int,
-                 limits: Limits, host: Host | None = None, identity: str = "") -> None:
+                 limits: Limits, host: Host | None = None, identity: str = "",
+                 clock: LeaseClock | None = None) -> None:
         self.token = token
         #: The mutual-TLS identity that opened the session ("" without one);
         #: only that identity may use the token.
@@ -71,7 +106,8 @@ class Session:
         self.session_id = "s-" + hashlib.sha256(token.encode()).hexdigest()[:12]
         self.client_name = client_name
         self.lease_seconds = lease_seconds
-        self.last_seen = time.monotonic()
+        self.clock = clock or LeaseClock()
+        self.last_seen = self.clock.now()
         self.streams = 0
         self.closed = False
         self._fds: dict[int, FdEntry] = {}
@@ -82,7 +118,7 @@ class Session:
         self.host = host
 
     def touch(self) -> None:
-        self.last_seen = time.monotonic()
+        self.last_seen = self.clock.now()
 
     def expired(self, now: float) -> bool:
         return self.streams == 0 and now - self.last_seen > self.lease_seconds
@@ -195,6 +231,8 @@ class SessionRegistry:
         self.max_sessions = max_sessions
         self.limits = limits
         self._by_token: dict[str, Session] = {}
+        #: What leases are measured in (see LeaseClock).
+        self.clock = LeaseClock()
         #: Called with each session that closes for good (not at daemon stop).
         self.on_forget: list[Callable[[Session], None]] = []
 
@@ -214,7 +252,7 @@ class SessionRegistry:
         lease = lease_seconds or self.lease_default
         lease = max(1, min(lease, self.lease_max))
         session = Session(token or secrets.token_urlsafe(32), client_name[:128], lease,
-                          self.limits, self.host, identity)
+                          self.limits, self.host, identity, self.clock)
         self._by_token[session.token] = session
         return session
 
@@ -244,7 +282,7 @@ class SessionRegistry:
 
     def reap(self, now: float | None = None) -> list[Session]:
         """Close every session whose lease ran out; returns them."""
-        now = time.monotonic() if now is None else now
+        now = self.clock.now() if now is None else now
         expired = [s for s in self._by_token.values() if s.expired(now)]
         for session in expired:
             self.close(session)
@@ -278,6 +316,19 @@ def close_session(call: Call, req: pb.CloseSessionRequest) -> pb.CloseSessionRes
 def close_fd(call: Call, req: pb.CloseFdRequest) -> pb.CloseFdResponse:
     """close(fd) of any kind of fd: the file's release."""
     return pb.CloseFdResponse(destroyed_objects=call.sess.close_fd(req.fd))
+
+
+def debug_advance_clock(call: Call, req: pb.DebugAdvanceClockRequest
+                        ) -> pb.DebugAdvanceClockResponse:
+    """Age every lease by `seconds` and reap at once (debug_clock)."""
+    if not 0 <= req.seconds <= 1e9:
+        raise IommuError(E.EINVAL, "seconds must be within 0..1e9.")
+    registry = call.rt.sessions
+    registry.clock.advance(req.seconds)
+    reaped = registry.reap()
+    for sess in reaped:
+        log.info("session.reaped", session=sess.session_id, lease_seconds=sess.lease_seconds)
+    return pb.DebugAdvanceClockResponse(reaped=len(reaped))
 
 
 def keep_alive(call: Call, req: pb.KeepAliveRequest) -> pb.KeepAliveResponse:

@@ -1226,6 +1226,18 @@ class IommuVfioIoasResponse(_message.Message):
     ioas_id: int
     def __init__(self, ioas_id: _Optional[int] = ...) -> None: ...
 
+class DebugAdvanceClockRequest(_message.Message):
+    __slots__ = ("seconds",)
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    seconds: float
+    def __init__(self, seconds: _Optional[float] = ...) -> None: ...
+
+class DebugAdvanceClockResponse(_message.Message):
+    __slots__ = ("reaped",)
+    REAPED_FIELD_NUMBER: _ClassVar[int]
+    reaped: int
+    def __init__(self, reaped: _Optional[int] = ...) -> None: ...
+
 class CloseFdRequest(_message.Message):
     __slots__ = ("fd",)
     FD_FIELD_NUMBER: _ClassVar[int]

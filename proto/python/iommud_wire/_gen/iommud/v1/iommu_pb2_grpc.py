@@ -336,6 +336,11 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.FromString,
                 _registered_method=True)
+        self.DebugAdvanceClock = channel.unary_unary(
+                '/iommud.v1.IommuService/DebugAdvanceClock',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.FromString,
+                _registered_method=True)
         self.IommufdDeviceAttach = channel.unary_unary(
                 '/iommud.v1.IommuService/IommufdDeviceAttach',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachRequest.SerializeToString,
@@ -881,6 +886,15 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DebugAdvanceClock(self, request, context):
+        """DebugAdvanceClock ages every lease by `seconds` at once and reaps what
+        expired (admin; a daemon started with `debug_clock = 1` only, else
+        ENOTTY): lease behaviour tested without waiting.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IommufdDeviceAttach(self, request, context):
         """-- the kernel's in-kernel API, addressed by dev_id ----------------------
         The iommufd kAPI (iommufd_device_attach/replace/detach) that VFIO and the
@@ -1345,6 +1359,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.ListAreas,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.SerializeToString,
+            ),
+            'DebugAdvanceClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.DebugAdvanceClock,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.SerializeToString,
             ),
             'IommufdDeviceAttach': grpc.unary_unary_rpc_method_handler(
                     servicer.IommufdDeviceAttach,
@@ -3069,6 +3088,33 @@ class IommuService:
             '/iommud.v1.IommuService/ListAreas',
             iommud_dot_v1_dot_iommu__pb2.ListAreasRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.ListAreasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DebugAdvanceClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/DebugAdvanceClock',
+            iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,211 @@
+"""Sessions that live as long as their client, signals, shutdown and the
+daemon's trust boundaries (the reliability issue)."""
+from __future__ import annotations
+
+import asyncio
+import errno as E
+import os
+import pathlib
+import signal
+import time
+
+import grpc
+import pytest
+from support import raises_errno, run_daemon
+
+from iommud.access import AccessPolicy, Caller
+from iommud.call import Runtime
+from iommud.config import Config
+from iommud.dispatch import Dispatcher
+from iommud.errors import IommuError, to_status
+from iommud.host import Host
+from iommud.ops import Fd, Limit, Needs, Op
+from iommud.session import LeaseClock, SessionRegistry
+from iommud.topology import Topology
+from iommud_client import IommudError
+from iommud_wire import pb
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+def test_the_debug_clock_ages_leases_and_reaps_at_once(daemon_factory) -> None:
+    d = daemon_factory("--debug-clock", "1", "--lease-seconds", "30")
+    with d.client() as c:
+        s = c.open_session("short")
+        kept = c.open_session("kept", lease_seconds=600)
+        assert c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=20),
+                      kept.token).reaped == 0
+        s.keepalive()                                  # renewed: 30 s from now
+        assert c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=29),
+                      kept.token).reaped == 0
+        assert c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=2),
+                      kept.token).reaped == 1
+        raises_errno(s.keepalive, "ESRCH")
+        assert kept.keepalive() == 600
+
+
+def test_the_debug_clock_is_off_by_default(daemon) -> None:
+    with daemon.client() as c, c.open_session() as s:
+        raises_errno(lambda: s.call("DebugAdvanceClock",
+                                    pb.DebugAdvanceClockRequest(seconds=1)), "ENOTTY")
+
+
+def test_a_stopped_daemon_does_not_age_leases() -> None:
+    """LeaseClock: a reaper round that comes late by more than its slack was
+    time the daemon could not serve; no lease pays for it."""
+    clock = LeaseClock()
+    reg = SessionRegistry(lease_default=1, lease_max=10, max_sessions=4,
+                          limits=Config().limits())
+    reg.clock = clock
+    sess = reg.open("c", 1)
+    # The loop was stuck for 5 s right after the session's last call.
+    clock._last_tick -= 5.0
+    sess.last_seen -= 5.0
+    assert clock.tick(0.2) == pytest.approx(4.8, abs=0.1)
+    assert reg.reap() == [] and not sess.closed
+    clock.advance(1.5)
+    assert reg.reap() == [sess]
+
+
+def test_sigstop_longer_than_a_lease_reaps_nobody(daemon_factory) -> None:
+    """A daemon that cannot run (here SIGSTOP, as a stalled loop) must not
+    hold that against its clients' leases."""
+    d = daemon_factory("--lease-seconds", "1", "--reap-interval", "0.1")
+    with d.client() as c:
+        s = c.open_session("vmm")
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        os.kill(d.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(2.5)                            # the stimulus: > 2 leases stopped
+        finally:
+            os.kill(d.proc.pid, signal.SIGCONT)
+        assert ctx.ioas_iova_ranges(ioas)[1] == 1      # the session and its IOAS are there
+        assert d.events("loop.stalled")
+
+
+# -- signals and shutdown -----------------------------------------------------------------
+
+def test_sighup_reloads_the_log_level_and_never_exits(daemon_factory, tmp_path) -> None:
+    conf = tmp_path / "iommud.toml"
+    conf.write_text('[iommud]\nlog_level = "info"\n')
+    d = daemon_factory("--config", str(conf))
+    conf.write_text('[iommud]\nlog_level = "debug"\n')
+    d.proc.send_signal(signal.SIGHUP)
+    with d.client() as c, c.open_session("reloaded") as s:
+        # The reload runs on the daemon's loop before it reads this call.
+        deadline = time.monotonic() + 10
+        while not d.events("reload.done") and time.monotonic() < deadline:
+            s.keepalive()
+        s.keepalive()
+        sid = s.session_id
+    assert d.events("reload.done")[0]["log_level"] == "debug"
+    assert any(e.get("session") == sid and e["method"] == "KeepAlive"
+               for e in d.events("rpc"))
+    conf.write_text('[iommud]\nlog_level = "verbose"\n')   # a bad value keeps the old
+    d.proc.send_signal(signal.SIGHUP)
+    with d.client() as c:
+        deadline = time.monotonic() + 10
+        while not d.events("reload.failed") and time.monotonic() < deadline:
+            c.echo(b"x")
+    assert d.proc.poll() is None and d.socket_path.exists()
+    assert "verbose" in d.events("reload.failed")[0]["error"]
+    assert d.stop() == 0 and not d.socket_path.exists()
+
+
+def test_shutdown_refuses_new_calls_with_eshutdown_while_in_flight_ones_finish() -> None:
+    """Dispatcher.drain: a call in flight finishes; one arriving meanwhile
+    gets ESHUTDOWN, which is UNAVAILABLE with ErrorInfo."""
+    release = asyncio.Event()
+
+    async def slow(call, req):
+        await release.wait()
+        return pb.EchoResponse(payload=req.payload)
+
+    def op(name: str, handler) -> Op:
+        return Op(name=name, handler=handler, request=pb.EchoRequest, reply=pb.EchoResponse,
+                  fd=Fd.NONE, journal=False, admin=False, limit=Limit.NONE,
+                  needs=Needs.OPTIONAL, is_async=asyncio.iscoroutinefunction(handler))
+
+    slow_op = op("Echo", slow)
+    cfg = Config()
+    rt = Runtime(config=cfg, host=Host(Topology()),
+                 sessions=SessionRegistry(30, 60, 4, cfg.limits()), access=AccessPolicy())
+    dispatcher = Dispatcher(rt, {"Echo": slow_op})
+
+    async def scenario() -> tuple[pb.EchoResponse, IommuError, bool]:
+        first = asyncio.create_task(dispatcher.call(slow_op, pb.EchoRequest(payload=b"a"),
+                                                    Caller(), None))
+        await asyncio.sleep(0)                        # let it start
+        drain = asyncio.create_task(dispatcher.drain(5.0))
+        await asyncio.sleep(0)
+        with pytest.raises(IommuError) as refused:
+            await dispatcher.call(slow_op, pb.EchoRequest(payload=b"b"), Caller(), None)
+        release.set()
+        return await first, refused.value, await drain
+
+    reply, err, drained = asyncio.run(scenario())
+    assert reply.payload == b"a" and drained
+    assert err.errno == E.ESHUTDOWN
+    assert to_status(err).code is grpc.StatusCode.UNAVAILABLE
+
+
+def test_sigterm_stops_cleanly(daemon_factory) -> None:
+    d = daemon_factory()
+    with d.client() as c, c.open_session() as s:
+        s.open_context().ioas_alloc()
+    assert d.stop() == 0
+    assert not d.socket_path.exists()
+    assert d.events("stopped")
+
+
+# -- trust boundaries -----------------------------------------------------------------------
+
+def test_allow_lists_with_tls_but_no_client_ca_are_refused(tmp_path) -> None:
+    from test_tls import _issue, _write              # the TLS tests' throwaway PKI
+
+    ca_key, ca_cert = _issue("test CA", None, None, ca=True)
+    cert, key = _write(tmp_path / "server", *_issue("iommud", ca_key, ca_cert.subject))
+    out = run_daemon("--socket", str(tmp_path / "s.sock"), "--tcp", "127.0.0.1:0",
+                     "--tls-cert", cert, "--tls-key", key, "--allow-uids", "0")
+    assert out.returncode == 1
+    assert "tls_client_ca" in out.stderr
+
+
+@pytest.mark.parametrize("setup", ["foreign_owner", "world_writable"])
+def test_a_socket_directory_others_can_write_is_refused(tmp_path, setup) -> None:
+    sockdir = tmp_path / "run"
+    sockdir.mkdir()
+    if setup == "foreign_owner":
+        os.chown(sockdir, 12345, 12345)
+    else:
+        sockdir.chmod(0o777)
+    out = run_daemon("--socket", str(sockdir / "iommud.sock"))
+    assert out.returncode == 1
+    assert ("owned by uid 12345" if setup == "foreign_owner" else "writable by others") \
+        in out.stderr
+
+
+def test_a_planted_log_symlink_is_not_followed(tmp_path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    (tmp_path / "iommud.log").symlink_to(victim)
+    out = run_daemon("--socket", str(tmp_path / "iommud.sock"), "--background",
+                     "--log-file", str(tmp_path / "iommud.log"))
+    assert out.returncode != 0
+    assert victim.read_text() == "root's file\n"
+
+
+def test_a_huge_name_is_cut_from_the_error_and_the_errno_survives(daemon) -> None:
+    with daemon.client() as c, c.open_session() as s:
+        err = raises_errno(lambda: s.hot_add_device(pb.HostDevice(name="x" * 16000, group=1)),
+                           "EINVAL")
+        assert len(err.message) < 1100 and all(len(v) <= 256 for v in err.metadata.values())
+        err = raises_errno(lambda: s.open_device("y" * 16000), "ENODEV")
+        assert len(err.message) < 1100
+
+
+def test_shutdown_errno_is_documented() -> None:
+    text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
+    assert "| ESHUTDOWN | 108 | UNAVAILABLE |" in text
+    assert IommudError(E.ESHUTDOWN, "x").errno_name == "ESHUTDOWN"

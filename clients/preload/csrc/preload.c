@@ -61,7 +61,7 @@ enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1 };
 enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4 };
 enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
 enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
-enum { NEWFD_CLOEXEC = 1u << 0 };
+enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
 
 /* The uAPI's ioctl type, and the VFIO numbers whose argument is not a sized struct. */
 #define UAPI_TYPE ';'
@@ -75,6 +75,15 @@ enum { NEWFD_CLOEXEC = 1u << 0 };
 #define NR_DEVICE_BIND_IOMMUFD 118
 #define NR_IOMMUFD_FIRST 0x80
 #define NR_IOMMUFD_LAST 0xa0
+#define NR_FAULT_QUEUE_ALLOC 0x8e
+#define NR_VEVENTQ_ALLOC 0x93
+
+/* Daemon-made event fds and the kernel's read/write rules for them
+ * (drivers/iommu/iommufd/eventq.c). */
+enum { EV_NONE = 0, EV_FAULT = 1, EV_VEVENTQ = 2 };
+#define FAULT_RECORD 40u    /* struct iommu_hwpt_pgfault */
+#define FAULT_RESPONSE 8u   /* struct iommu_hwpt_page_response {u32 cookie, u32 code} */
+#define VEVENT_HEADER 8u    /* struct iommufd_vevent_header */
 
 struct hdr {
 	uint32_t magic;
@@ -226,10 +235,11 @@ typedef int (*open2_fn)(const char *, int);
 typedef int (*openat2_fn)(int, const char *, int);
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef ssize_t (*read_fn)(int, void *, size_t);
+typedef ssize_t (*write_fn)(int, const void *, size_t);
 
 static void *next_open, *next_open64, *next___open_2, *next___open64_2;
 static void *next_openat, *next_openat64, *next___openat_2, *next___openat64_2;
-static void *next_ioctl, *next_read;
+static void *next_ioctl, *next_read, *next_write;
 
 static ssize_t raw_read(int fd, void *buf, size_t n)
 {
@@ -446,7 +456,7 @@ struct file {
 	dev_t dev;
 	ino_t ino;
 	int described;  /* token, kind and n known (always, but for inherited fds) */
-	int event;      /* a daemon-made event fd: read() follows the kernel's rules */
+	int event;      /* EV_*: a daemon-made event fd, read and written by the kernel's rules */
 	uint32_t kind, n;
 	uint64_t token;
 	uint32_t counter; /* request sequence, under `lock` */
@@ -465,7 +475,7 @@ static void table_changed_locked(void)
 {
 	int events = 0;
 	for (size_t i = 0; i < table_len; i++)
-		events += table[i]->event;
+		events += table[i]->event != EV_NONE;
 	__atomic_store_n(&event_files, events, __ATOMIC_RELAXED);
 	__atomic_store_n(&table_used, table_len != 0, __ATOMIC_RELAXED);
 }
@@ -1411,7 +1421,7 @@ static int first_copy(unsigned long req, uintptr_t arg, struct buf *body, uint16
 	}
 }
 
-static int install_newfd(int fd, uint32_t flags, uint64_t token)
+static int install_newfd(int fd, uint32_t flags, uint64_t token, int event)
 {
 	if (!(flags & NEWFD_CLOEXEC)) {
 		int fdf = fcntl(fd, F_GETFD);
@@ -1426,6 +1436,7 @@ static int install_newfd(int fd, uint32_t flags, uint64_t token)
 		return -ENOMEM;
 	f->token = token;
 	f->described = 1;
+	f->event = event;
 	pthread_mutex_lock(&table_lock);
 	f = insert_locked(f, 0);
 	if (f)
@@ -1435,7 +1446,7 @@ static int install_newfd(int fd, uint32_t flags, uint64_t token)
 }
 
 /* Apply a REPLY's items in order; the call's result. */
-static long apply_reply(struct msg *m)
+static long apply_reply(struct msg *m, unsigned nr)
 {
 	long result = m->h.result;
 	int installed[IUA_MAX_FDS], ninstalled = 0;
@@ -1489,16 +1500,19 @@ static long apply_reply(struct msg *m)
 				break;
 			}
 			installed[ninstalled++] = fd;
-			int rc = install_newfd(fd, fl, token);
-			if (rc) {
+			int event = nr == NR_FAULT_QUEUE_ALLOC ? EV_FAULT
+				    : nr == NR_VEVENTQ_ALLOC   ? EV_VEVENTQ
+							       : EV_NONE;
+			int rc = install_newfd(fd, fl, token, event);
+			if (rc)
 				result = rc;
-			} else if (addr) {
+			if (addr) {
 				int32_t v = fd;
 				if (copy_to_user((uintptr_t)addr, &v, sizeof(v)))
 					result = -EFAULT;
-			} else if (result >= 0) {
-				result = fd; /* GROUP_GET_DEVICE_FD: the fd is the result */
 			}
+			if ((fl & NEWFD_RESULT) && result >= 0)
+				result = fd; /* GROUP_GET_DEVICE_FD: the fd is the result */
 			if (ninstalled == IUA_MAX_FDS)
 				break;
 		} else {
@@ -1535,7 +1549,7 @@ static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 	buf_free(&body);
 	if (rc)
 		return rc;
-	long result = apply_reply(&m);
+	long result = apply_reply(&m, _IOC_NR(req));
 	msg_release(&m);
 	return result;
 }
@@ -1556,7 +1570,8 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	if (_IOC_TYPE(req) == UAPI_TYPE) {
 		struct file *f = file_get(fd, 1);
 		if (f) {
-			long r = emu_ioctl(fd, f, req, (uintptr_t)arg);
+			/* A fault queue or vEVENTQ fd has no ioctls. */
+			long r = f->event ? -ENOTTY : emu_ioctl(fd, f, req, (uintptr_t)arg);
 			file_put(f);
 			errno = r < 0 ? (int)-r : saved;
 			return r < 0 ? -1 : (int)r;
@@ -1574,22 +1589,124 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	return next ? next(fd, req, arg) : (int)syscall(SYS_ioctl, fd, req, arg);
 }
 
-/* ---- read on daemon-made event fds ---------------------------------------------------- */
+/* ---- read and write on daemon-made event fds ---------------------------------------- */
+
+/* The event fd's kind, or EV_NONE for every other fd (cheaply, while the
+ * process has no event fds at all). */
+static struct file *event_file(int fd)
+{
+	if (!__atomic_load_n(&event_files, __ATOMIC_RELAXED))
+		return NULL;
+	int saved = errno;
+	struct file *f = file_get(fd, 0);
+	if (f && f->event == EV_NONE) {
+		file_put(f);
+		f = NULL;
+	}
+	errno = saved;
+	return f;
+}
+
+/* The kernel's fault-queue and vEVENTQ read: whole records only, as many as
+ * fit; a first record that does not fit is EINVAL; an empty queue reads 0
+ * without waiting. The daemon sends each kernel record (a fault group, or a
+ * vEVENT with its header) as the body of one EVENT record. */
+static ssize_t event_read(int fd, struct file *f, uint8_t *buf, size_t count)
+{
+	if (f->event == EV_FAULT && count % FAULT_RECORD)
+		return -ESPIPE;
+	if (f->event == EV_VEVENTQ && count < VEVENT_HEADER)
+		return -EINVAL;
+	size_t done = 0;
+	ssize_t rc = 0;
+	pthread_mutex_lock(&f->lock);
+	while (done < count || count == 0) {
+		uint8_t head[IUA_HDR_LEN];
+		ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* empty (EAGAIN), or the daemon is gone: nothing to read */
+		struct hdr h;
+		if (n >= (ssize_t)IUA_HDR_LEN)
+			hdr_decode(&h, head);
+		if (n < (ssize_t)IUA_HDR_LEN || h.magic != IUA_MAGIC || h.kind != K_EVENT ||
+		    (h.flags & FL_BODY_MEMFD) || (size_t)n != IUA_HDR_LEN + h.body_len) {
+			recv(fd, NULL, 0, MSG_DONTWAIT); /* not an event record: drop it */
+			continue;
+		}
+		if (h.body_len > count - done) {
+			if (!done)
+				rc = -EINVAL;
+			break;
+		}
+		uint8_t *rec = malloc((size_t)n);
+		if (!rec) {
+			rc = -ENOMEM;
+			break;
+		}
+		if (recv(fd, rec, (size_t)n, MSG_PEEK | MSG_DONTWAIT) != n) {
+			free(rec);
+			continue;
+		}
+		/* The record stays queued unless it reached the caller. */
+		int fault = copy_to_user((uintptr_t)(buf + done), rec + IUA_HDR_LEN, h.body_len);
+		free(rec);
+		if (fault) {
+			rc = -EFAULT;
+			break;
+		}
+		recv(fd, NULL, 0, MSG_DONTWAIT);
+		done += h.body_len;
+		if (count == 0)
+			break;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return done ? (ssize_t)done : rc;
+}
+
+/* A fault queue takes page responses; the model raises no faults, so no
+ * response has a group waiting for it: the kernel's answer is EINVAL. */
+static ssize_t event_write(struct file *f, const uint8_t *buf, size_t count)
+{
+	if (f->event != EV_FAULT)
+		return -EINVAL; /* a vEVENTQ has no write */
+	if (count % FAULT_RESPONSE)
+		return -ESPIPE;
+	if (!count)
+		return 0;
+	uint8_t resp[FAULT_RESPONSE];
+	if (copy_from_user(resp, (uintptr_t)buf, sizeof(resp)))
+		return -EFAULT;
+	return -EINVAL; /* a bad code, or a cookie no fault group carries */
+}
 
 EXPORT ssize_t read(int fd, void *buf, size_t count)
 {
-	read_fn next = NEXT(read_fn, read);
-	if (__atomic_load_n(&event_files, __ATOMIC_RELAXED)) {
-		int saved = errno;
-		struct file *f = file_get(fd, 0);
-		int event = f && f->event;
-		if (f)
-			file_put(f);
-		if (event && count == 0) {
-			errno = EINVAL;
-			return -1;
-		}
-		errno = saved;
+	struct file *f = event_file(fd);
+	if (f) {
+		int saved = errno, cancel;
+		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
+		ssize_t r = event_read(fd, f, buf, count);
+		pthread_setcancelstate(cancel, NULL);
+		file_put(f);
+		errno = r < 0 ? (int)-r : saved;
+		return r < 0 ? -1 : r;
 	}
+	read_fn next = NEXT(read_fn, read);
 	return next ? next(fd, buf, count) : raw_read(fd, buf, count);
+}
+
+EXPORT ssize_t write(int fd, const void *buf, size_t count)
+{
+	struct file *f = event_file(fd);
+	if (f) {
+		int saved = errno;
+		ssize_t r = event_write(f, buf, count);
+		file_put(f);
+		errno = r < 0 ? (int)-r : saved;
+		return r < 0 ? -1 : r;
+	}
+	write_fn next = NEXT(write_fn, write);
+	return next ? next(fd, buf, count) : raw_write(fd, buf, count);
 }

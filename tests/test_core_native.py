@@ -38,7 +38,7 @@ def test_stub_matches_the_built_module() -> None:
     module, classes = _stub_names()
     public = {n for n in dir(_core) if not n.startswith("_")} | {"__version__"}
     assert module == public
-    assert set(classes) == {"IoPagetable", "PeerGate", "Type1Dma"}
+    assert set(classes) == {"Domain", "IoPagetable", "PeerGate", "Type1Dma"}
     for name, methods in classes.items():
         assert methods == {n for n in dir(getattr(_core, name)) if not n.startswith("_")}, name
 

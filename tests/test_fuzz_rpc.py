@@ -40,6 +40,8 @@ def scalar(field) -> st.SearchStrategy:
         return st.binary(max_size=64)
     if t == F.TYPE_ENUM:
         return st.sampled_from([v.number for v in field.enum_type.values] + [77])
+    if t == F.TYPE_DOUBLE:
+        return st.one_of(st.sampled_from([0.0, -1.0, 1e300]), st.floats(allow_nan=True))
     raise AssertionError(f"unhandled field type {t}")
 
 

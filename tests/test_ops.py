@@ -34,7 +34,18 @@ def test_fd_rows_carry_their_fd_field() -> None:
 
 def test_only_host_changing_rows_need_an_admin() -> None:
     admin = {op.name for op in ROWS if op.admin}
-    assert admin == {"BindHostDriver", "UnbindHostDriver", "HotAddDevice", "HotRemoveDevice"}
+    assert admin == {"BindHostDriver", "UnbindHostDriver", "HotAddDevice", "HotRemoveDevice",
+                     "DebugAdvanceClock"}
+
+
+def test_debug_rows_name_a_config_switch() -> None:
+    from iommud.config import Config
+
+    for op in ROWS:
+        if op.debug:
+            assert getattr(Config(), op.debug) == 0, op.name     # off by default
+    assert {op.name for op in ROWS if op.debug == "debug_selftest"} == {
+        op.name for op in ROWS if op.name.startswith("Test")}
 
 
 def test_queries_and_streams_are_not_journaled() -> None:

@@ -419,7 +419,9 @@ def dma(obj: DeviceObj, pasid: int | None, iova: int, length: int, write: bool) 
     if hwpt is None:
         return DmaResult(False, fault="blocked")
     try:
-        return DmaResult(True, pa=hwpt.ioas.iopt.dma(iova, length, write))
+        # Through the HWPT's own page table; a write dirties its leaves there
+        # (and in the IOAS, which the type1 emulation reads).
+        return DmaResult(True, pa=hwpt.ioas.iopt.dma(iova, length, write, domain=hwpt.domain))
     except OSError as exc:
         reason = {E.ENOENT: "unmapped", E.EPERM: "permission"}.get(exc.errno or 0, "invalid")
         return DmaResult(False, fault=reason)

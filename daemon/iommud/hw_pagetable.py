@@ -14,6 +14,7 @@ import errno as E
 import itertools
 from typing import TYPE_CHECKING, Any, cast
 
+from iommud import _core
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.fault import FaultQueue
@@ -92,6 +93,9 @@ class HwptPaging(IommufdObject):
         self.aperture_last = self.geometry.aperture_last
         self.min_page_size = self.geometry.min_page_size
         self.resv_owner = new_resv_owner()
+        #: The domain's own IO page table: what was filled into it from the
+        #: IOAS, as leaves of its page sizes, with its dirty state per leaf.
+        self.domain = _core.Domain(self.pgsize_bitmap, self.aperture_start, self.aperture_last)
         self.added = False
         #: The fault queue this HWPT reports to (it holds a users ref on it).
         self.fault: IommufdObject | None = None
@@ -127,6 +131,8 @@ class HwptPaging(IommufdObject):
             if self.aperture_last < U64_MAX:
                 step("aperture reservation")
                 iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
+            step("domain fill")
+            iopt.add_domain(self.domain)  # iopt_fill_domain: EINVAL for an area without R/W
         except BaseException:
             self.ioas.domains.remove(self)
             iopt.remove_reserved(self.resv_owner)
@@ -139,6 +145,7 @@ class HwptPaging(IommufdObject):
         if not self.added:
             return
         iopt = self.ioas.iopt
+        iopt.remove_domain(self.domain)
         iopt.remove_reserved(self.resv_owner)
         self.ioas.domains.remove(self)
         self.ioas.users -= 1
@@ -265,7 +272,7 @@ def hwpt_set_dirty_tracking(call: Call, req: pb.HwptSetDirtyTrackingRequest
     if not hwpt.dirty_tracking:
         raise IommuError(E.EOPNOTSUPP, f"HWPT {req.hwpt_id} was not allocated with "
                          f"DIRTY_TRACKING.", hwpt_id=req.hwpt_id)
-    hwpt.ioas.iopt.set_dirty_tracking(bool(req.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE))
+    hwpt.domain.set_dirty_tracking(bool(req.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE))
     return pb.HwptSetDirtyTrackingResponse()
 
 
@@ -282,7 +289,7 @@ def hwpt_get_dirty_bitmap(call: Call, req: pb.HwptGetDirtyBitmapRequest
                          hwpt_id=req.hwpt_id)
     clear = not req.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR
     return pb.HwptGetDirtyBitmapResponse(data=hwpt.ioas.iopt.read_dirty_bitmap(
-        req.iova, req.length, req.page_size, clear))
+        req.iova, req.length, req.page_size, clear, domain=hwpt.domain))
 
 
 def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalidateResponse:

@@ -74,6 +74,8 @@ class Ioas(IommufdObject):
         except OSError:
             self.huge_pages = not enabled
             raise
+        # Fills from now on map one PAGE_SIZE at a time (batch_iommu_map_small).
+        self.iopt.set_large_pages(enabled)
 
     def notify_unmap(self, iova: int, length: int) -> None:
         """Before [iova, iova+length) is unmapped, every access with pins in

@@ -8,6 +8,7 @@ import hashlib
 import ipaddress
 import os
 import pathlib
+import resource
 import secrets
 import shutil
 import signal
@@ -122,6 +123,18 @@ def _private_dir(near: pathlib.Path) -> pathlib.Path:
     raise OSError(E.ENAMETOOLONG, "no directory short enough for the private socket")
 
 
+def _raise_fd_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: every connection
+    costs fds, and a default soft limit of 1024 runs out at a few hundred
+    clients. A sandbox that forbids setrlimit keeps what it gave."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:
+            log.info("rlimit.kept", soft=soft, hard=hard, error=str(exc))
+
+
 def _topology_digest(spec: str) -> str:
     """What the journal's fingerprint records of a topology: its file's bytes
     (a sysfs tree or the embedded default is named by its spec alone)."""
@@ -182,6 +195,7 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.config
+        _raise_fd_limit()
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0)]

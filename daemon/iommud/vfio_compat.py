@@ -129,7 +129,10 @@ class IommufdCompat:
         return resp
 
     def map_dma(self, ctx: IommufdContext, req: pb.VfioIommuMapDmaRequest) -> None:
-        """iommufd_vfio_map_dma: IOAS_MAP with FIXED_IOVA, its errno as-is."""
+        """iommufd_vfio_map_dma: iopt_map_user_pages with a fixed IOVA, its
+        errno as-is. Neither READ nor WRITE is accepted here (the EINVAL for
+        it lives in IOAS_MAP's handler); a domain then refuses to map such
+        an area (EINVAL from its map_range), now or when one is attached."""
         flags = req.flags
         if flags & ~(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE):
             raise IommuError(E.EINVAL, f"The compat MAP_DMA takes READ and WRITE only, not "
@@ -139,7 +142,7 @@ class IommufdCompat:
         ioas = compat_ioas(ctx)
         ctx.account.charge(req.size)
         step("area")
-        ioas.iopt.map(IOMMU_IOAS_MAP_FIXED_IOVA | prot, req.vaddr, req.size, req.iova)
+        ioas.iopt.map_user_pages(IOMMU_IOAS_MAP_FIXED_IOVA | prot, req.vaddr, req.size, req.iova)
 
     def unmap_dma(self, call: Call, ctx: IommufdContext,
                   req: pb.VfioIommuUnmapDmaRequest) -> tuple[int, bytes]:

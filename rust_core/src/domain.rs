@@ -424,6 +424,16 @@ impl Domain {
         Some(e)
     }
 
+    /// Give the entry starting at `iova` a new physical address, keeping its
+    /// IOVA range, permissions and dirty state (type1's UPDATE_VADDR: the
+    /// model names a page by its user address, so the new address is the
+    /// page's name from now on, in the IOAS and its domains alike).
+    pub(crate) fn repoint(&mut self, iova: u64, pa: u64) {
+        if let Some(e) = self.entries.get_mut(&iova) {
+            e.pa = pa;
+        }
+    }
+
     /// Unmap everything (iopt_unfill_domain, or unmap-all).
     pub(crate) fn unfill_all(&mut self) {
         self.entries.clear();

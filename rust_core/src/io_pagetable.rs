@@ -399,9 +399,9 @@ impl IoPagetable {
 
     /// Point the area starting exactly at `iova` at `user_va`: its range,
     /// prot and dirty bits stay, so a device never sees the IOVA unmapped
-    /// (type1's UPDATE_VADDR). The domains keep their entries and PAs: the
-    /// kernel keeps the pages it pinned and mapped until the range is
-    /// unmapped, so a device behind a domain still reaches the old memory. The new address obeys the map rules (no wrap
+    /// (type1's UPDATE_VADDR). The model names a page by its user address,
+    /// so the domains' entries take the new address too: a device and a
+    /// translation see one answer. The new address obeys the map rules (no wrap
     /// past 2^64, page offset aligned); a refusal changes nothing. Returns
     /// the area as it was.
     pub fn set_area_user_va(&mut self, iova: u64, user_va: u64) -> Result<Area> {
@@ -420,6 +420,9 @@ impl IoPagetable {
         self.check_user_offset(user_va)?;
         self.areas.remove(iova);
         self.areas.insert(Area { user_va, ..old });
+        for d in &self.domains {
+            crate::domain::write_domain(d).repoint(iova, user_va);
+        }
         Ok(old)
     }
 

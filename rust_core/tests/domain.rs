@@ -465,18 +465,27 @@ fn translate_and_check_map() {
 }
 
 #[test]
-fn set_area_user_va_keeps_the_domain_pa() {
-    // The kernel keeps the pages it pinned and mapped: a device behind the
-    // domain still reaches the old memory, the IOAS answers the new one.
+fn set_area_user_va_repoints_the_domain_too() {
+    // The model names a page by its user address: after UPDATE_VADDR the
+    // IOAS and its domains answer the new address alike, and the leaves'
+    // dirty state stays.
     let d = mock();
     let mut t = table_with(&d, true);
     t.map(FIXED | RW, UVA, 0x2000, BASE).unwrap();
     t.set_area_user_va(BASE, UVA + 0x10_0000).unwrap();
     assert_eq!(t.translate(BASE + 8), Some((UVA + 0x10_0008, RW)));
-    assert_eq!(read_domain(&d).translate(BASE + 8), Some((UVA + 8, RW)));
-    assert_eq!(t.dma_domain(&d, BASE + 8, 4, false).unwrap(), UVA + 8);
+    assert_eq!(
+        read_domain(&d).translate(BASE + 8),
+        Some((UVA + 0x10_0008, RW))
+    );
+    assert_eq!(
+        t.dma_domain(&d, BASE + 8, 4, false).unwrap(),
+        UVA + 0x10_0008
+    );
     assert_eq!(t.dma(BASE + 8, 4, false).unwrap(), UVA + 0x10_0008);
-    read_domain(&d).check_map(BASE, 0x2000, UVA).unwrap();
+    read_domain(&d)
+        .check_map(BASE, 0x2000, UVA + 0x10_0000)
+        .unwrap();
 }
 
 // -- dirty state ---------------------------------------------------------------

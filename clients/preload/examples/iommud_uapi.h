@@ -17,8 +17,13 @@
 /* /dev/iommu */
 #define UAPI_IOMMU_DESTROY UAPI_IOCTL(0x80)
 #define UAPI_IOMMU_IOAS_ALLOC UAPI_IOCTL(0x81)
+#define UAPI_IOMMU_IOAS_ALLOW_IOVAS UAPI_IOCTL(0x82)
+#define UAPI_IOMMU_IOAS_IOVA_RANGES UAPI_IOCTL(0x84)
 #define UAPI_IOMMU_IOAS_MAP UAPI_IOCTL(0x85)
 #define UAPI_IOMMU_IOAS_UNMAP UAPI_IOCTL(0x86)
+#define UAPI_IOMMU_HWPT_ALLOC UAPI_IOCTL(0x89)
+#define UAPI_IOMMU_HWPT_SET_DIRTY_TRACKING UAPI_IOCTL(0x8b)
+#define UAPI_IOMMU_HWPT_GET_DIRTY_BITMAP UAPI_IOCTL(0x8c)
 #define UAPI_IOMMU_FAULT_QUEUE_ALLOC UAPI_IOCTL(0x8e)
 
 struct uapi_destroy {
@@ -30,6 +35,24 @@ struct uapi_ioas_alloc {
 	uint32_t size;
 	uint32_t flags;
 	uint32_t out_ioas_id;
+};
+
+/* The ranges are struct { u64 start; u64 last; } (last inclusive). */
+struct uapi_allow_iovas {
+	uint32_t size;
+	uint32_t ioas_id;
+	uint32_t num_iovas;
+	uint32_t reserved;
+	uint64_t allowed_iovas; /* user pointer to num_iovas ranges */
+};
+
+struct uapi_iova_ranges {
+	uint32_t size;
+	uint32_t ioas_id;
+	uint32_t num_iovas; /* in: room in the array; out: how many there are */
+	uint32_t reserved;
+	uint64_t allowed_iovas; /* user pointer to the array */
+	uint64_t out_iova_alignment;
 };
 
 #define UAPI_MAP_FIXED_IOVA (1u << 0)
@@ -51,6 +74,43 @@ struct uapi_ioas_unmap {
 	uint32_t ioas_id;
 	uint64_t iova;
 	uint64_t length; /* in: the range; out: how much was unmapped */
+};
+
+#define UAPI_HWPT_ALLOC_DIRTY_TRACKING (1u << 1)
+
+struct uapi_hwpt_alloc {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t dev_id;
+	uint32_t pt_id;
+	uint32_t out_hwpt_id;
+	uint32_t reserved;
+	uint32_t data_type;
+	uint32_t data_len;
+	uint64_t data_uptr;
+	uint32_t fault_id;
+	uint32_t reserved2;
+};
+
+#define UAPI_DIRTY_TRACKING_ENABLE 1u
+
+struct uapi_set_dirty_tracking {
+	uint32_t size;
+	uint32_t flags;
+	uint32_t hwpt_id;
+	uint32_t reserved;
+};
+
+/* One bit per page_size page of [iova, iova + length), set where dirty. */
+struct uapi_get_dirty_bitmap {
+	uint32_t size;
+	uint32_t hwpt_id;
+	uint32_t flags;
+	uint32_t reserved;
+	uint64_t iova;
+	uint64_t length;
+	uint64_t page_size;
+	uint64_t data; /* user pointer to the bitmap */
 };
 
 struct uapi_fault_queue_alloc {

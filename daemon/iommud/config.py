@@ -29,6 +29,10 @@ class Config:
     socket: str = dataclasses.field(default_factory=lambda: str(default_socket_path()))
     #: Permission bits of the socket file.
     socket_mode: int = 0o660
+    #: The raw uAPI socket (SOCK_SEQPACKET, docs/uapi-transport.md), with the
+    #: same mode and access policy; a relative path is taken in the directory
+    #: of `socket`. An empty string disables it.
+    uapi_socket: str = "iommud.uapi.sock"
     #: Optional TCP listener "host:port"; only loopback hosts are accepted
     #: unless TLS is configured.
     tcp: str = ""

@@ -68,6 +68,10 @@ class Journal:
         #: Methods whose effects belong to the host, not to the session that
         #: made them: their rows outlive the session (the op table's admin rows).
         self.host_methods = host_methods
+        #: Tokens of sessions that are never journaled, because they cannot
+        #: outlive the daemon (the raw uAPI transport's, uapi_transport.py):
+        #: record() drops their rows, a partial unmap's included.
+        self.ephemeral: set[str] = set()
         # Autocommit mode: each record() is its own transaction, committed on return.
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         if path != ":memory:":
@@ -107,6 +111,8 @@ class Journal:
                 f"journal aside to start empty")
 
     def record(self, token: str, method: str, request: bytes, identity: str = "") -> None:
+        if token in self.ephemeral:
+            return
         self._db.execute("INSERT INTO ops (token, identity, method, request) VALUES (?, ?, ?, ?)",
                          (token, identity, method, request))
 

@@ -33,6 +33,7 @@ from iommud.logsetup import get_logger
 from iommud.ops import ROWS
 from iommud.service import GrpcService
 from iommud.session import SessionRegistry
+from iommud.uapi_transport import UapiServer, socket_path
 from iommud_wire import SERVICE_NAME
 
 if TYPE_CHECKING:
@@ -192,6 +193,8 @@ class Daemon:
         self.log_stream: TextIO | None = None
         self._socket_path: pathlib.Path | None = None
         self._private_dir: pathlib.Path | None = None
+        #: The raw uAPI socket (uapi_transport.py), once listening.
+        self.uapi: UapiServer | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -237,6 +240,10 @@ class Daemon:
         self.server = server
         if self._socket_path is not None:
             self.rt.gate = self._open_gate(self._socket_path, cfg.socket_mode)
+        uapi_path = socket_path(cfg)
+        if uapi_path is not None:
+            self.uapi = UapiServer(self.rt, uapi_path, cfg.socket_mode)
+            self.uapi.start()
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", endpoints=self.endpoints, pid=os.getpid())
@@ -285,6 +292,8 @@ class Daemon:
         ESHUTDOWN (UNAVAILABLE) while those in flight finish, within
         shutdown_grace; then the listeners close."""
         self._stopping.set()
+        if self.uapi is not None:  # its calls never span an await: none is in flight
+            self.uapi.stop()
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.NOT_SERVING)
         drained = await self.dispatcher.drain(self.config.shutdown_grace)
@@ -329,6 +338,8 @@ class Daemon:
                      "admin_uids", "admin_identities"):
             setattr(self.config, name, getattr(new, name))
         self.dispatcher.refresh_logging()
+        if self.uapi is not None:
+            self.uapi.dispatcher.refresh_logging()
         log.info("reload.done", log_level=new.log_level)
 
     async def run(self, on_ready: Callable[[list[str]], None] | None = None) -> None:

@@ -1,0 +1,942 @@
+"""The raw uAPI transport: a SOCK_SEQPACKET UNIX socket that speaks the
+kernel's ioctls (docs/uapi-transport.md), beside the gRPC socket.
+
+Each connection is one emulated file of a process: an open of /dev/iommu,
+/dev/vfio/vfio, /dev/vfio/N or /dev/vfio/devices/vfioN, or a file the daemon
+made (a device fd from a group, a fault queue fd). Its first record is OPEN;
+every later IOCTL record is decoded by kabi.py into the op table's request,
+dispatched through the same Dispatcher as gRPC (access policy, session, fd,
+fail-nth, handler, log), and answered with a REPLY carrying the kernel's
+return value and the bytes it writes back. EOF is the file's release.
+
+Sessions: one *raw session* per uid, opened through the op table when the
+uid's first file opens and closed when its last file closes; each open
+connection holds it alive (`streams`), so the lease reaper never takes it.
+Raw sessions are never journaled (a connection cannot outlive the daemon, so
+a restarted daemon has nothing to give back): their dispatcher's rows have
+journal=False and their tokens are the journal's `ephemeral` ones.
+
+Everything runs on the daemon's event loop: non-blocking sockets watched
+with loop.add_reader, no thread per connection. A request is served to its
+reply inside one reader callback unless it needs a NEED round trip, which
+suspends only that connection. Hang-ups are served before any request
+(`_drain_hangups`), so a process that closes a file and then asks about its
+effect sees it, as a kernel's synchronous close gives.
+"""
+from __future__ import annotations
+
+import array
+import asyncio
+import dataclasses
+import errno as E
+import fcntl
+import os
+import pathlib
+import secrets
+import select
+import socket
+import stat
+import struct
+from collections import deque
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from iommud import kabi
+from iommud.access import Caller
+from iommud.dispatch import Dispatcher
+from iommud.errors import IommuError
+from iommud.kabi import FileKind, GivenFd, Ioctl, Mem, Need, NewFile, ProtocolError, Reply
+from iommud.logsetup import get_logger
+from iommud.ops import TABLE
+from iommud_wire import pb
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from iommud.call import Runtime
+    from iommud.config import Config
+    from iommud.host import Host
+    from iommud.session import Session
+
+log = get_logger("iommud.uapi")
+
+# -- the wire format (docs/uapi-transport.md) ------------------------------------------------------
+
+#: struct iommud_msg {u32 magic, u16 kind, u16 flags, u32 pid, u32 tid, u64 seq,
+#: u64 cmd, u64 arg, u32 body_len, s32 result}: 48 bytes.
+HDR = struct.Struct("<IHHIIQQQIi")
+MAGIC = 0x31415549  # "IUA1"
+OPEN, IOCTL, NEED, GIVE, REPLY, DESCRIBE, EVENT = 1, 2, 3, 4, 5, 6, 7
+#: Header flags.
+BODY_MEMFD = 1 << 0
+TAIL_NONZERO = 1 << 1
+#: A body larger than this travels in a sealed memfd.
+INLINE_MAX = 64 << 10
+#: Item types: NEED/GIVE MEM, FD, WRITABLE; REPLY WRITE, COPY, NEWFD.
+ITEM_MEM, ITEM_FD, ITEM_WRITABLE = 1, 2, 3
+ITEM_WRITE, ITEM_COPY, ITEM_NEWFD = 1, 2, 3
+#: NEWFD flags: install O_CLOEXEC; the ioctl returns this fd's number.
+NEWFD_CLOEXEC, NEWFD_RESULT = 1 << 0, 1 << 1
+
+S_U32 = struct.Struct("<I")
+#: NEED MEM / WRITABLE {u32 type, u32 len, u64 addr}; NEED FD {u32 type, s32 fd}.
+S_NEED_RANGE = struct.Struct("<IIQ")
+S_NEED_FD = struct.Struct("<Ii")
+#: GIVE MEM {u32 type, s32 status, u32 len, bytes}; FD {u32 type, s32 status,
+#: u64 file_token}; WRITABLE {u32 type, s32 status}.
+S_GIVE_MEM = struct.Struct("<IiI")
+S_GIVE_FD = struct.Struct("<IiQ")
+S_GIVE_WRITABLE = struct.Struct("<Ii")
+#: REPLY WRITE {u32 type, u32 len, u64 addr, bytes}; NEWFD {u32 type, u32 flags,
+#: u64 addr, u64 file_token}.
+S_WRITE = struct.Struct("<IIQ")
+S_NEWFD = struct.Struct("<IIQQ")
+#: A reply with one WRITE: its count and the item's header in one pack.
+S_ONE_WRITE = struct.Struct("<IIIQ")
+S_DESCRIBE = struct.Struct("<IIQ")
+S_TOKEN = struct.Struct("<Q")
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+ANC_SPACE = socket.CMSG_SPACE(16 * 4)
+# Plain ints: the socket module's flag enums cost microseconds per operation.
+_MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
+_MSG_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
+_MSG_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+_CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
+              FileKind.CONTAINER: ("CloseContext", "iommufd"),
+              FileKind.GROUP: ("CloseGroup", "group_fd"),
+              FileKind.DEVICE: ("CloseDevice", "device_fd"),
+              FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd")}
+
+
+def socket_path(config: Config) -> pathlib.Path | None:
+    """Where the raw socket listens: `uapi_socket`, relative to the directory
+    of `socket` (the gRPC socket) unless absolute; None when disabled ("",
+    or a relative path without a UNIX gRPC socket)."""
+    spec = config.uapi_socket
+    if not spec:
+        return None
+    path = pathlib.Path(spec)
+    if path.is_absolute():
+        return path
+    if not config.socket:
+        return None
+    return pathlib.Path(config.socket).absolute().parent / path
+
+
+# -- vfioN -----------------------------------------------------------------------------------------
+
+
+class CdevNumbers:
+    """The N of /dev/vfio/devices/vfioN: a device has one while it is bound
+    to vfio-pci, as its VFIO cdev exists only then. At start the devices on
+    vfio-pci are numbered 0, 1, ... in PCI address order; a device that
+    binds to vfio-pci later (or is hot-added on it) takes the lowest free
+    number, in the order of the host's events, and a device leaving vfio-pci
+    frees its number, as the kernel's cdev minor allocation does."""
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+        self._by_name: dict[str, int] = {}
+        self._by_number: dict[int, str] = {}
+        self._events = host.subscribe()
+        for name in sorted(host.devices):
+            self._update(name)
+
+    def _update(self, name: str) -> None:
+        bound = self._host.bound_driver.get(name) == "vfio-pci"
+        number = self._by_name.get(name)
+        if bound and number is None:
+            number = 0
+            while number in self._by_number:
+                number += 1
+            self._by_name[name], self._by_number[number] = number, name
+        elif not bound and number is not None:
+            del self._by_name[name], self._by_number[number]
+
+    def refresh(self) -> None:
+        """Catch up with the host: its events in order, then every device
+        (events a slow queue dropped)."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            if event.device:
+                self._update(event.device)
+        for name in list(self._by_name):
+            self._update(name)
+        for name in sorted(self._host.devices):
+            self._update(name)
+
+    def device(self, number: int) -> str | None:
+        self.refresh()
+        return self._by_number.get(number)
+
+    def number(self, name: str) -> int | None:
+        self.refresh()
+        return self._by_name.get(name)
+
+    def close(self) -> None:
+        self._host.unsubscribe(self._events)
+
+
+# -- sessions, files, connections -----------------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class RawSession:
+    """The raw session of one uid: its files hold it open."""
+
+    uid: int
+    token: str
+    sess: Session
+    #: A file token given for an fd argument -> its fd number, when the file
+    #: is an fd of this session (kabi.Ioctl.resolve).
+    resolve: Callable[[int], int | None]
+    files: int = 0
+
+
+@dataclasses.dataclass(eq=False)
+class RawFile:
+    """An emulated file: one connection."""
+
+    kind: FileKind
+    #: Its fd number in the raw session (0 for a file that is no fd there).
+    fd: int
+    #: DESCRIBE's N: the group, the cdev number, the fault object's id.
+    n: int
+    token: int
+    raw: RawSession
+    #: Holds the raw session open (every file but a fault queue's).
+    counted: bool = True
+
+
+class Conn:
+    """One connection of the raw socket."""
+
+    __slots__ = ("caller", "closed", "fd", "file", "outq", "pending", "server", "sock", "token")
+
+    def __init__(self, server: UapiServer, sock: socket.socket, caller: Caller) -> None:
+        self.server = server
+        self.sock = sock
+        self.fd = sock.fileno()
+        #: The peer's credentials at accept (SO_PEERCRED), with the pid of
+        #: the last message.
+        self.caller = caller
+        self.file: RawFile | None = None
+        #: The raw session's token, once the file is open.
+        self.token = ""
+        #: An ioctl waiting for its GIVE: (seq, codec flow, what it needs).
+        self.pending: tuple[int, kabi.Flow, list[Need]] | None = None
+        #: Records the socket would not take yet, with their fds.
+        self.outq: deque[tuple[list[bytes], list[int]]] = deque()
+        self.closed = False
+
+    def call(self, name: str, request: Any) -> Any:
+        """Dispatch one operation for this file's caller: the raw transport's
+        rows are synchronous, so the dispatcher's coroutine completes on its
+        first step, inside this reader callback."""
+        server = self.server
+        coro = server.dispatcher.call(server.ops[name], request, self.caller, self.token)
+        try:
+            coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+        coro.close()
+        raise RuntimeError(f"{name} awaited: the raw transport serves synchronous operations")
+
+
+# -- the server ------------------------------------------------------------------------------------
+
+
+class UapiServer:
+    def __init__(self, rt: Runtime, path: pathlib.Path, mode: int) -> None:
+        self.rt = rt
+        self.path = path
+        self.mode = mode
+        # The op table without journaling: raw sessions are never journaled.
+        self.ops = {name: replace(op, journal=False) for name, op in TABLE.items()}
+        self.dispatcher = Dispatcher(rt, self.ops)
+        for name in _USED_OPS:
+            assert not self.ops[name].is_async, f"{name} must be synchronous for the raw transport"
+        self.limit = rt.config.max_message_bytes
+        self._listener: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._conns: dict[int, Conn] = {}
+        self._files: dict[int, RawFile] = {}
+        self._raw: dict[int, RawSession] = {}
+        self._hup = select.epoll()
+        self._draining = False
+        self._cdev = CdevNumbers(rt.host)
+        self._rbuf = bytearray(HDR.size + INLINE_MAX)
+        self._rview = memoryview(self._rbuf)
+        self._bufs = [self._rbuf]
+
+    # -- listening -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen (the socket's mode set before anyone can connect)."""
+        self._loop = asyncio.get_running_loop()
+        _prepare(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_NONBLOCK
+                                 | socket.SOCK_CLOEXEC)
+        try:
+            listener.bind(str(self.path))
+            os.chmod(self.path, self.mode)
+            listener.listen(512)
+        except BaseException:
+            listener.close()
+            raise
+        self._listener = listener
+        self._loop.add_reader(listener.fileno(), self._accept)
+        log.info("uapi.listening", path=str(self.path))
+
+    def stop(self) -> None:
+        """Close every connection (releasing its file, as process exit would)
+        and the listener; remove the socket file."""
+        if self._listener is not None and self._loop is not None:
+            self._loop.remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+            self.path.unlink(missing_ok=True)
+        for conn in list(self._conns.values()):
+            self._close(conn)
+        self._hup.close()
+        self._cdev.close()
+
+    def _accept(self) -> None:
+        assert self._listener is not None and self._loop is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the peer is refused, the daemon goes on
+                log.warning("uapi.accept_failed", error=str(exc))
+                return
+            sock.setblocking(False)
+            try:
+                pid, uid, gid = struct.unpack("<iII", sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            except OSError:
+                sock.close()
+                continue
+            caller = Caller(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
+            conn = Conn(self, sock, caller)
+            self._conns[conn.fd] = conn
+            self._loop.add_reader(conn.fd, self._readable, conn)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def _readable(self, conn: Conn) -> None:
+        """Serve one record of `conn` (the loop calls again while more wait:
+        one record per call spares the EAGAIN of a second read, and a serial
+        caller never has two)."""
+        if conn.closed or conn.outq:
+            return
+        rview = self._rview
+        try:
+            n, anc, mflags, _ = conn.sock.recvmsg_into(self._bufs, ANC_SPACE, _MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        fds = _received_fds(anc) if anc else []
+        try:
+            if n == 0:
+                self._close(conn)  # EOF: the last copy of the peer's fd is closed
+                return
+            if n < HDR.size or mflags & _MSG_TRUNCATED:
+                self._refuse(conn, f"a record of {n} bytes, flags {mflags:#x}")
+                return
+            magic, kind, flags, pid, _tid, seq, cmd, arg, body_len, _ = HDR.unpack_from(rview)
+            if magic != MAGIC:
+                self._refuse(conn, f"bad magic {magic:#x}")
+                return
+            if flags & BODY_MEMFD:
+                body = self._memfd_body(fds, body_len, n)
+                if body is None:
+                    self._refuse(conn, "a memfd body that cannot be read")
+                    return
+            elif n - HDR.size != body_len:
+                self._refuse(conn, f"body_len {body_len} in a record of {n} bytes")
+                return
+            else:
+                body = bytes(rview[HDR.size:n])
+            if pid and pid != conn.caller.pid:
+                conn.caller = replace(conn.caller, pid=pid)
+            if not self._draining:
+                self._drain_hangups(conn)
+            self._record(conn, kind, flags, seq, cmd, arg, body)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _memfd_body(self, fds: list[int], body_len: int, n: int) -> bytes | None:
+        """A body that came in a memfd: its first body_len bytes, read with
+        pread (a peer that shrinks it gets a short read, never a SIGBUS)."""
+        if n != HDR.size or not fds or body_len > self.limit:
+            return None
+        parts: list[bytes] = []
+        offset = 0
+        try:
+            while offset < body_len:
+                chunk = os.pread(fds[0], min(body_len - offset, 1 << 20), offset)
+                if not chunk:
+                    return None
+                parts.append(chunk)
+                offset += len(chunk)
+        except OSError:
+            return None
+        return b"".join(parts)
+
+    def _record(self, conn: Conn, kind: int, flags: int, seq: int, cmd: int, arg: int,
+                body: bytes) -> None:
+        if conn.file is None:
+            if kind == OPEN:
+                self._open(conn, seq, cmd, arg, body)
+            else:
+                self._send_reply(conn, seq, -E.EPROTO)
+                self._refuse(conn, f"a first record of kind {kind}, not OPEN")
+            return
+        if kind == IOCTL:
+            if conn.pending is not None:
+                self._abandon(conn)
+            self._ioctl(conn, seq, cmd, arg, body, bool(flags & TAIL_NONZERO))
+        elif kind == GIVE:
+            self._give(conn, seq, body)
+        elif kind == DESCRIBE:
+            f = conn.file
+            self._send_reply(conn, seq, 0, [S_DESCRIBE.pack(f.kind, f.n, f.token)])
+        else:  # a second OPEN, or a daemon's kind from the shim
+            self._send_reply(conn, seq, -E.EPROTO)
+
+    def _drain_hangups(self, serving: Conn) -> None:
+        """Release every file whose peer has hung up before serving a record:
+        close() is synchronous in the kernel, so its effect must be visible to
+        whatever the process does next, on any of its files."""
+        events = self._hup.poll(0)
+        if not events:
+            return
+        self._draining = True
+        try:
+            for fd, _ in events:
+                conn = self._conns.get(fd)
+                for _ in range(4096):  # the hung-up peer's records, then its EOF
+                    if conn is None or conn is serving or conn.closed or conn.outq:
+                        break
+                    self._readable(conn)
+        finally:
+            self._draining = False
+
+    # -- OPEN and DESCRIBE ------------------------------------------------------------------------
+
+    def _open(self, conn: Conn, seq: int, cmd: int, arg: int, body: bytes) -> None:
+        if len(body) != 4:
+            self._send_reply(conn, seq, -E.EPROTO)
+            self._refuse(conn, f"an OPEN body of {len(body)} bytes")
+            return
+        try:
+            self.rt.access.check_call(conn.caller, "OPEN", False)
+            raw = self._raw_session(conn)
+            try:
+                file = self._open_file(conn, raw, cmd, arg)
+            except BaseException:
+                if not raw.files:
+                    self._close_raw(conn, raw)
+                raise
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+            self._close(conn)
+            return
+        except Exception:
+            log.exception("uapi.bug", during="OPEN")
+            self._send_reply(conn, seq, -E.EIO)
+            self._close(conn)
+            return
+        self._adopt(conn, file)
+        self._send_reply(conn, seq, 0, [S_TOKEN.pack(file.token)])
+
+    def _raw_session(self, conn: Conn) -> RawSession:
+        uid = conn.caller.uid
+        assert uid is not None
+        raw = self._raw.get(uid)
+        if raw is None:
+            r = conn.call("OpenSession", pb.OpenSessionRequest(client_name=f"uapi:uid {uid}"))
+            if self.rt.journal is not None:
+                self.rt.journal.ephemeral.add(r.token)
+            sess = self.rt.sessions.get(r.token)
+            assert sess is not None
+            raw = self._raw[uid] = RawSession(uid, r.token, sess, self._resolver(sess))
+        conn.token = raw.token
+        return raw
+
+    def _open_file(self, conn: Conn, raw: RawSession, cmd: int, arg: int) -> RawFile:
+        """The open() of a path kind (docs/uapi-transport.md), through the op
+        table. A node that does not exist is ENOENT: /dev/vfio/N exists while
+        a member of group N is on vfio-pci, vfioN while its device is."""
+        host = self.rt.host
+        if cmd == FileKind.IOMMU:
+            fd = conn.call("OpenContext", pb.OpenContextRequest()).iommufd
+            return self._new_file(FileKind.IOMMU, fd, 0, raw)
+        if cmd == FileKind.CONTAINER:
+            fd = conn.call("OpenContainer", pb.OpenContainerRequest()).container_fd
+            return self._new_file(FileKind.CONTAINER, fd, 0, raw)
+        if cmd == FileKind.GROUP:
+            if arg not in host.groups or not any(
+                    host.bound_driver.get(d.name) == "vfio-pci" for d in host.members(arg)):
+                raise IommuError(E.ENOENT, f"/dev/vfio/{arg} does not exist.")
+            fd = conn.call("OpenGroup", pb.OpenGroupRequest(group=arg)).group_fd
+            return self._new_file(FileKind.GROUP, fd, arg, raw)
+        if cmd == FileKind.DEVICE:
+            name = self._cdev.device(arg)
+            if name is None:
+                raise IommuError(E.ENOENT, f"/dev/vfio/devices/vfio{arg} does not exist.")
+            fd = conn.call("OpenDevice", pb.OpenDeviceRequest(name=name)).device_fd
+            return self._new_file(FileKind.DEVICE, fd, arg, raw)
+        raise IommuError(E.EINVAL, f"OPEN of path kind {cmd}: no such kind.")
+
+    def _new_file(self, kind: FileKind, fd: int, n: int, raw: RawSession,
+                  counted: bool = True) -> RawFile:
+        token = 0
+        while not token or token in self._files:
+            token = secrets.randbits(64)
+        return RawFile(kind, fd, n, token, raw, counted)
+
+    def _adopt(self, conn: Conn, file: RawFile) -> None:
+        """The connection now is the file: it holds the raw session open and
+        its hang-up is watched."""
+        conn.file = file
+        conn.token = file.raw.token
+        self._files[file.token] = file
+        if file.counted:
+            file.raw.files += 1
+            file.raw.sess.streams += 1
+        self._hup.register(conn.fd, select.EPOLLRDHUP)
+        log.debug("uapi.open", kind=file.kind.name, fd=file.fd, n=file.n, uid=file.raw.uid,
+                  pid=conn.caller.pid)
+
+    # -- IOCTL, NEED and GIVE -----------------------------------------------------------------------
+
+    def _target(self, file: RawFile) -> Any:
+        if file.kind is FileKind.CONTAINER:
+            return file.raw.sess.context(file.fd)
+        if file.kind is FileKind.DEVICE:
+            return file.raw.sess.device_fd(file.fd)
+        return None
+
+    def _ioctl(self, conn: Conn, seq: int, cmd: int, arg: int, body: bytes,
+               tail_nonzero: bool) -> None:
+        file = conn.file
+        assert file is not None
+        try:
+            target = None if file.kind is FileKind.IOMMU else self._target(file)
+            spec = kabi.lookup(file.kind, target, cmd)
+            if isinstance(spec, int):
+                self._send_reply(conn, seq, -spec)
+                return
+            x = Ioctl(arg, body, file.fd, target, conn.call, self.limit, file.raw.resolve)
+            kabi.prepare(spec, x, tail_nonzero)
+            out = spec.codec(x)
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+            return
+        except ProtocolError as exc:
+            log.info("uapi.protocol", problem=str(exc), pid=conn.caller.pid)
+            self._send_reply(conn, seq, -E.EPROTO)
+            return
+        except Exception:
+            log.exception("uapi.bug", cmd=hex(cmd))
+            self._send_reply(conn, seq, -E.EIO)
+            return
+        if isinstance(out, Reply):
+            self._finish(conn, seq, out)
+        else:
+            self._advance(conn, seq, out, None)
+
+    def _resolver(self, sess: Session) -> Callable[[int], int | None]:
+        files = self._files
+
+        def resolve(token: int) -> int | None:
+            """A file token given for an fd argument: its fd number, when it
+            is an fd of the same raw session."""
+            file = files.get(token)
+            if file is None or file.raw.sess is not sess or not file.fd:
+                return None
+            return file.fd
+
+        return resolve
+
+    def _advance(self, conn: Conn, seq: int, flow: kabi.Flow, given: list[Any] | None) -> None:
+        """Run a codec flow to its next NEED, or to its reply."""
+        try:
+            needs = next(flow) if given is None else flow.send(given)
+        except StopIteration as stop:
+            self._finish(conn, seq, stop.value)
+            return
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+            return
+        except Exception:
+            log.exception("uapi.bug", during="NEED")
+            self._send_reply(conn, seq, -E.EIO)
+            return
+        conn.pending = (seq, flow, needs)
+        parts = [S_U32.pack(len(needs))]
+        for need in needs:
+            if isinstance(need, kabi.FdArg):
+                parts.append(S_NEED_FD.pack(ITEM_FD, need.fd))
+            else:
+                item = ITEM_MEM if isinstance(need, Mem) else ITEM_WRITABLE
+                parts.append(S_NEED_RANGE.pack(item, need.length, need.addr))
+        self._send(conn, NEED, seq, 0, b"".join(parts))
+
+    def _give(self, conn: Conn, seq: int, body: bytes) -> None:
+        pending = conn.pending
+        if pending is None:
+            self._send_reply(conn, seq, -E.EPROTO)  # a GIVE nobody asked for
+            return
+        conn.pending = None
+        pseq, flow, needs = pending
+        try:
+            if seq != pseq:
+                raise ProtocolError(f"GIVE for seq {seq}, NEED was {pseq}")
+            given = _parse_give(body, needs)
+        except ProtocolError as exc:
+            flow.close()
+            log.info("uapi.protocol", problem=str(exc), pid=conn.caller.pid)
+            self._send_reply(conn, pseq, -E.EPROTO)
+            return
+        self._advance(conn, pseq, flow, given)
+
+    def _abandon(self, conn: Conn) -> None:
+        """A new request while a NEED is unanswered: the waiting ioctl fails
+        with EPROTO (nothing of it was done: NEEDs come before the handler)."""
+        assert conn.pending is not None
+        seq, flow, _ = conn.pending
+        conn.pending = None
+        flow.close()
+        self._send_reply(conn, seq, -E.EPROTO)
+
+    def _finish(self, conn: Conn, seq: int, reply: Reply) -> None:
+        new = reply.newfile
+        if new is None:
+            writes = reply.writes
+            if writes is None:
+                self._send(conn, REPLY, seq, reply.result, b"")
+            elif len(writes) == 1:  # the common case: one struct written back
+                addr, data = writes[0]
+                self._send(conn, REPLY, seq, reply.result,
+                           S_ONE_WRITE.pack(1, ITEM_WRITE, len(data), addr) + data)
+            else:
+                self._send_reply(conn, seq, reply.result, _write_items(writes), len(writes))
+            return
+        self._finish_newfile(conn, seq, reply, new)
+
+    def _finish_newfile(self, conn: Conn, seq: int, reply: Reply, new: NewFile) -> None:
+        """A reply that hands over a daemon-made file: a new connection whose
+        other end travels with the reply (SCM_RIGHTS) for the shim to install."""
+        src = conn.file
+        assert src is not None and self._loop is not None
+        try:
+            # Two sockets, two open files: ours non-blocking, the shim's blocking.
+            ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                             socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            ours.setblocking(False)
+        except OSError as exc:
+            if new.fd:  # give back the fd the handler installed
+                self._release_fd(conn, new.kind, new.fd)
+            self._send_reply(conn, seq, -(exc.errno or E.EMFILE))
+            return
+        file = self._new_file(new.kind, new.fd, new.n, src.raw, counted=bool(new.fd))
+        child = Conn(self, ours, conn.caller)
+        self._conns[child.fd] = child
+        self._adopt(child, file)
+        self._loop.add_reader(child.fd, self._readable, child)
+        flags = NEWFD_CLOEXEC | (NEWFD_RESULT if new.result else 0)
+        writes = reply.writes or []
+        items = _write_items(writes)
+        items.append(S_NEWFD.pack(ITEM_NEWFD, flags, new.addr, file.token))
+        try:
+            self._send_reply(conn, seq, reply.result, items, len(writes) + 1, [theirs.fileno()])
+        finally:
+            theirs.close()
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def _send_reply(self, conn: Conn, seq: int, result: int, items: list[bytes] | None = None,
+                    count: int | None = None, fds: list[int] | None = None) -> None:
+        """A REPLY whose body is `count` items (a DESCRIBE's or OPEN's body
+        when count is None)."""
+        if items is None:
+            body = b""
+        elif count is None:
+            body = b"".join(items)
+        else:
+            body = S_U32.pack(count) + b"".join(items)
+        self._send(conn, REPLY, seq, result, body, fds)
+
+    def _send(self, conn: Conn, kind: int, seq: int, result: int, body: bytes,
+              fds: list[int] | None = None) -> None:
+        if conn.closed:
+            return
+        if not fds and not conn.outq and len(body) <= INLINE_MAX:  # the common case
+            try:
+                conn.sock.send(HDR.pack(MAGIC, kind, 0, 0, 0, seq, 0, 0, len(body), result) + body,
+                               _MSG_NOSIGNAL)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # EPIPE, ECONNRESET: the peer is gone
+                self._close(conn)
+                return
+        owned: list[int] = []
+        flags, size = 0, len(body)
+        if size > INLINE_MAX:
+            try:
+                owned.append(_sealed_memfd(body))
+            except OSError:
+                kind, result, body, size = REPLY, -E.ENOMEM, b"", 0
+            else:
+                flags, body = BODY_MEMFD, b""
+        header = HDR.pack(MAGIC, kind, flags, 0, 0, seq, 0, 0, size, result)
+        send_fds = owned + list(fds or ())
+        if not conn.outq:
+            try:
+                self._sendmsg(conn, [header, body], send_fds)
+                for fd in owned:
+                    os.close(fd)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # EPIPE, ECONNRESET: the peer is gone
+                for fd in owned:
+                    os.close(fd)
+                self._close(conn)
+                return
+        # The socket is full: keep the record (and dups of its fds) and stop
+        # reading from this peer until it drains.
+        kept = owned + [os.dup(fd) for fd in fds or ()]
+        conn.outq.append(([header, body], kept))
+        if len(conn.outq) == 1 and self._loop is not None:
+            self._loop.remove_reader(conn.fd)
+            self._loop.add_writer(conn.fd, self._writable, conn)
+
+    @staticmethod
+    def _sendmsg(conn: Conn, parts: list[bytes], fds: list[int]) -> None:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        conn.sock.sendmsg(parts, anc, _MSG_NOSIGNAL)
+
+    def _writable(self, conn: Conn) -> None:
+        assert self._loop is not None
+        while conn.outq and not conn.closed:
+            parts, fds = conn.outq[0]
+            try:
+                self._sendmsg(conn, parts, fds)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            conn.outq.popleft()
+            for fd in fds:
+                os.close(fd)
+        if not conn.closed:
+            self._loop.remove_writer(conn.fd)
+            self._loop.add_reader(conn.fd, self._readable, conn)
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def _refuse(self, conn: Conn, why: str) -> None:
+        """A peer that does not speak the protocol: its connection closes
+        (releasing its file, if it has one)."""
+        log.info("uapi.refused", problem=why, uid=conn.caller.uid, pid=conn.caller.pid)
+        self._close(conn)
+
+    def _close(self, conn: Conn) -> None:
+        if conn.closed:
+            return
+        conn.closed = True
+        self._conns.pop(conn.fd, None)
+        if self._loop is not None:
+            self._loop.remove_reader(conn.fd)
+            if conn.outq:
+                self._loop.remove_writer(conn.fd)
+        if conn.file is not None:
+            try:
+                self._hup.unregister(conn.fd)
+            except (OSError, ValueError):
+                pass
+        if conn.pending is not None:
+            conn.pending[1].close()
+            conn.pending = None
+        for _, fds in conn.outq:
+            for fd in fds:
+                os.close(fd)
+        conn.outq.clear()
+        conn.sock.close()
+        file = conn.file
+        if file is not None:
+            self._files.pop(file.token, None)
+            self._release(conn, file)
+
+    def _release(self, conn: Conn, file: RawFile) -> None:
+        """The file's last reference is gone: close its fd in the raw
+        session, and the session with its last file."""
+        raw = file.raw
+        if self._raw.get(raw.uid) is not raw:
+            return  # the session already ended (daemon stop)
+        if file.fd:
+            self._release_fd(conn, file.kind, file.fd)
+        log.debug("uapi.release", kind=file.kind.name, fd=file.fd, uid=raw.uid)
+        if file.counted:
+            raw.files -= 1
+            raw.sess.streams -= 1
+            if not raw.files:
+                self._close_raw(conn, raw)
+
+    def _release_fd(self, conn: Conn, kind: FileKind, fd: int) -> None:
+        name, field = _CLOSE_OPS[kind]
+        op = self.ops[name]
+        try:
+            conn.call(name, op.request(**{field: fd}))
+        except IommuError as err:
+            log.warning("uapi.release_failed", op=name, fd=fd, errno=err.name)
+
+    def _close_raw(self, conn: Conn, raw: RawSession) -> None:
+        del self._raw[raw.uid]
+        try:
+            conn.call("CloseSession", pb.CloseSessionRequest())
+        except IommuError as err:
+            log.warning("uapi.session_close_failed", errno=err.name)
+        if self.rt.journal is not None:
+            self.rt.journal.ephemeral.discard(raw.token)
+
+
+#: The operations the codec and the opens dispatch: each must be synchronous.
+_USED_OPS = ("OpenSession", "CloseSession", "OpenContext", "CloseContext", "OpenContainer",
+             "OpenGroup", "CloseGroup", "OpenDevice", "CloseDevice", "Destroy", "IoasAlloc",
+             "IoasAllowIovas", "IoasCopy", "IoasIovaRanges", "IoasMap", "IoasUnmap", "Option",
+             "IommuVfioIoas", "HwptAlloc", "GetHwInfo", "HwptSetDirtyTracking",
+             "HwptGetDirtyBitmap", "HwptInvalidate", "FaultQueueAlloc", "IoasChangeProcess",
+             "VfioGetApiVersion", "VfioCheckExtension", "VfioSetIommu", "VfioIommuGetInfo",
+             "VfioIommuMapDma", "VfioIommuUnmapDma", "VfioIommuDirtyPages",
+             "VfioGroupGetStatus", "VfioGroupSetContainer", "VfioGroupUnsetContainer",
+             "VfioGroupGetDeviceFd", "DeviceBindIommufd", "DeviceAttachIommufdPt",
+             "DeviceDetachIommufdPt", "DeviceGetInfo")
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _prepare(path: pathlib.Path) -> None:
+    """Create the socket's directory and clear a stale socket; refuse to
+    take over one another daemon serves."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        return
+    if not stat.S_ISSOCK(path.stat().st_mode):
+        raise OSError(E.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink()  # stale: nobody listens
+    except OSError as exc:
+        if exc.errno != E.EPROTOTYPE:
+            raise
+        path.unlink()  # a stream socket left behind, not ours
+    else:
+        raise OSError(E.EADDRINUSE, f"another daemon is serving {path}")
+    finally:
+        probe.close()
+
+
+def _peer_groups(sock: socket.socket) -> frozenset[int]:
+    """SO_PEERGROUPS: the peer's supplementary groups (empty where unknown)."""
+    size = 64
+    for _ in range(3):
+        try:
+            data = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size * 4)
+        except OSError as exc:
+            if exc.errno != E.ERANGE:
+                return frozenset()
+            size *= 16
+            continue
+        return frozenset(array.array("I", data[:len(data) // 4 * 4]))
+    return frozenset()
+
+
+def _received_fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(array.array("i", data[:len(data) // 4 * 4]))
+    return fds
+
+
+def _sealed_memfd(body: bytes) -> int:
+    fd = os.memfd_create("iommud-body", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_items(writes: list[tuple[int, bytes]]) -> list[bytes]:
+    items: list[bytes] = []
+    for addr, data in writes:
+        items.append(S_WRITE.pack(ITEM_WRITE, len(data), addr))
+        items.append(data)
+    return items
+
+
+def _parse_give(body: bytes, needs: list[Need]) -> list[Any]:
+    """A GIVE's items, checked against the NEED they answer: the same count,
+    types and lengths, in order, and nothing after them."""
+    if len(body) < 4 or S_U32.unpack_from(body)[0] != len(needs):
+        raise ProtocolError(f"a GIVE of {len(body)} bytes does not answer {len(needs)} items")
+    offset = 4
+    out: list[Any] = []
+    try:
+        for need in needs:
+            if isinstance(need, kabi.FdArg):
+                kind, status, token = S_GIVE_FD.unpack_from(body, offset)
+                offset += S_GIVE_FD.size
+                if kind != ITEM_FD:
+                    raise ProtocolError(f"item of type {kind} where FD was asked")
+                out.append(GivenFd(status, token, status == 0 and token == 0))
+            elif isinstance(need, Mem):
+                kind, status, length = S_GIVE_MEM.unpack_from(body, offset)
+                offset += S_GIVE_MEM.size
+                if kind != ITEM_MEM:
+                    raise ProtocolError(f"item of type {kind} where MEM was asked")
+                if status:
+                    if length:
+                        raise ProtocolError("a faulted MEM item with bytes")
+                    out.append(None)
+                    continue
+                if length != need.length or offset + length > len(body):
+                    raise ProtocolError(f"MEM of {length:#x} bytes where {need.length:#x} "
+                                        f"were asked")
+                out.append(body[offset:offset + length])
+                offset += length
+            else:
+                kind, status = S_GIVE_WRITABLE.unpack_from(body, offset)
+                offset += S_GIVE_WRITABLE.size
+                if kind != ITEM_WRITABLE:
+                    raise ProtocolError(f"item of type {kind} where WRITABLE was asked")
+                out.append(status == 0)
+    except struct.error as exc:
+        raise ProtocolError(f"a truncated GIVE: {exc}") from None
+    if offset != len(body):
+        raise ProtocolError(f"{len(body) - offset} bytes after the GIVE's items")
+    return out

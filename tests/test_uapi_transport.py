@@ -860,6 +860,18 @@ def test_broken_framing_closes_the_connection(proc, record) -> None:
     assert closed(f)
 
 
+def test_a_memfd_body_must_be_sealed(proc) -> None:
+    f = proc.connect()
+    memfd = os.memfd_create("body", os.MFD_CLOEXEC)
+    try:
+        os.write(memfd, U32.pack(2))
+        f.sock.sendmsg([HDR.pack(MAGIC, OPEN, 1, 1, 1, 1, PATH_IOMMU, 0, 4, 0)],
+                       [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("<i", memfd))])
+    finally:
+        os.close(memfd)
+    assert closed(f)
+
+
 @pytest.mark.parametrize(("kind", "cmd", "body"), [
     (IOCTL, IOMMU_IOAS_ALLOC, U32.pack(12) + bytes(12)),
     (DESCRIBE, 0, b""),

@@ -102,6 +102,14 @@ ANC_SPACE = socket.CMSG_SPACE(16 * 4)
 _MSG_CMSG_CLOEXEC = int(socket.MSG_CMSG_CLOEXEC)
 _MSG_TRUNCATED = int(socket.MSG_TRUNC | socket.MSG_CTRUNC)
 _MSG_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+#: A memfd body must be sealed against shrinking and writing: then it is
+#: shmem, whose reads never block or come up short, and its bytes cannot
+#: change while they are read.
+_BODY_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_WRITE
+#: A connection that has not opened a file by then is closed.
+OPEN_TIMEOUT = 30.0
+#: How long accepting pauses when the daemon is out of fds.
+ACCEPT_BACKOFF = 0.1
 _CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
               FileKind.CONTAINER: ("CloseContext", "iommufd"),
               FileKind.GROUP: ("CloseGroup", "group_fd"),
@@ -312,8 +320,13 @@ class UapiServer:
                 sock, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: the peer is refused, the daemon goes on
+            except OSError as exc:
+                # EMFILE and friends: the peer waits in the backlog, and the
+                # loop does not spin on a listener it cannot serve.
                 log.warning("uapi.accept_failed", error=str(exc))
+                fd = self._listener.fileno()
+                self._loop.remove_reader(fd)
+                self._loop.call_later(ACCEPT_BACKOFF, self._resume_accept)
                 return
             sock.setblocking(False)
             try:
@@ -326,6 +339,15 @@ class UapiServer:
             conn = Conn(self, sock, caller)
             self._conns[conn.fd] = conn
             self._loop.add_reader(conn.fd, self._readable, conn)
+            self._loop.call_later(OPEN_TIMEOUT, self._open_timeout, conn)
+
+    def _resume_accept(self) -> None:
+        if self._listener is not None and self._loop is not None:
+            self._loop.add_reader(self._listener.fileno(), self._accept)
+
+    def _open_timeout(self, conn: Conn) -> None:
+        if not conn.closed and conn.file is None:
+            self._refuse(conn, f"no OPEN within {OPEN_TIMEOUT:g} s")
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -370,6 +392,9 @@ class UapiServer:
             if not self._draining:
                 self._drain_hangups(conn)
             self._record(conn, kind, flags, seq, cmd, arg, body)
+        except Exception:  # a daemon bug: this connection goes, the daemon serves on
+            log.exception("uapi.bug", during="record", pid=conn.caller.pid)
+            self._close(conn)
         finally:
             for fd in fds:
                 os.close(fd)
@@ -382,6 +407,9 @@ class UapiServer:
         parts: list[bytes] = []
         offset = 0
         try:
+            if fcntl.fcntl(fds[0], fcntl.F_GET_SEALS) & _BODY_SEALS != _BODY_SEALS \
+                    or os.fstat(fds[0]).st_size < body_len:
+                return None
             while offset < body_len:
                 chunk = os.pread(fds[0], min(body_len - offset, 1 << 20), offset)
                 if not chunk:

@@ -31,7 +31,7 @@ from iommud_wire import pb
 def test_the_debug_clock_ages_leases_and_reaps_at_once(daemon_factory) -> None:
     d = daemon_factory("--debug-clock", "1", "--lease-seconds", "30")
     with d.client() as c:
-        s = c.open_session("short")
+        s = c.open_session("short", keepalive=False)
         kept = c.open_session("kept", lease_seconds=600)
         assert c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=20),
                       kept.token).reaped == 0
@@ -72,7 +72,7 @@ def test_sigstop_longer_than_a_lease_reaps_nobody(daemon_factory) -> None:
     hold that against its clients' leases."""
     d = daemon_factory("--lease-seconds", "1", "--reap-interval", "0.1")
     with d.client() as c:
-        s = c.open_session("vmm")
+        s = c.open_session("vmm", keepalive=False)
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
         os.kill(d.proc.pid, signal.SIGSTOP)

@@ -57,8 +57,8 @@ class Config:
     #: Bytes all of a session's IOASes may map (the pinned-page rlimit analogue): ENOMEM past it.
     max_mapped_bytes_per_session: int = Limits.max_mapped_bytes_per_session
     #: Most IOVAs one TranslateBatch may carry.
-    max_translate_batch: int = 1 << 24
-    max_message_bytes: int = 256 << 20
+    max_translate_batch: int = 1 << 20
+    max_message_bytes: int = 16 << 20
     #: Batches at least this large run off the event loop (the core drops the GIL).
     offload_batch: int = 4096
     #: auto (console on a terminal, JSON otherwise), console or json.

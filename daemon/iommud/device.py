@@ -14,6 +14,7 @@ identifiable (stage 3).
 """
 from __future__ import annotations
 
+import asyncio
 import errno as E
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ from iommud_wire.uapi import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Sequence
 
     from iommud.call import Call
     from iommud.context import IommufdContext
@@ -544,11 +545,11 @@ def iommufd_device_detach(call: Call, req: pb.IommufdDeviceDetachRequest
     return pb.IommufdDeviceDetachResponse()
 
 
-def iommufd_device_dma(call: Call, req: pb.IommufdDeviceDmaRequest
-                       ) -> pb.IommufdDeviceDmaResponse:
+async def iommufd_device_dma(call: Call, req: pb.IommufdDeviceDmaRequest
+                             ) -> pb.IommufdDeviceDmaResponse:
     obj = _device_by_id(call, req.dev_id)
-    results, faults = _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
-                                    req.accesses)
+    results, faults = await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
+                                          req.accesses)
     return pb.IommufdDeviceDmaResponse(results=results, faults=faults)
 
 
@@ -618,10 +619,18 @@ _FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAU
                   "permission": pb.DMA_FAULT_REASON_PERMISSION}
 
 
-def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Iterable[pb.DmaAccess]
-                  ) -> tuple[list[pb.DmaResult], list[pb.DmaFault]]:
+#: DMA accesses handled between two yields of the event loop.
+DMA_CHUNK = 512
+
+
+async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb.DmaAccess]
+                        ) -> tuple[list[pb.DmaResult], list[pb.DmaFault]]:
+    """Each access in turn, yielding to the event loop every DMA_CHUNK: a
+    device's accesses are independent, so others may run between them."""
     results, faults = [], []
-    for access in accesses:
+    for index, access in enumerate(accesses):
+        if index and not index % DMA_CHUNK:
+            await asyncio.sleep(0)
         result = dma(obj, pasid, access.iova, access.length, access.write)
         reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
         results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
@@ -634,12 +643,12 @@ def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Iterable[pb.DmaAc
     return results, faults
 
 
-def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
+async def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
     """DMA issued by the device: translated, permission checked and
     dirty-tracked; faults are results, not call errors."""
     obj = call.device.require_bound("Device DMA")
-    results, faults = _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
-                                    req.accesses)
+    results, faults = await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
+                                          req.accesses)
     return pb.DeviceDmaResponse(results=results, faults=faults)
 
 

@@ -89,19 +89,18 @@ class Dispatcher:
         self._idle.clear()
         try:
             call = self._begin(op, request, caller, token)
-            if fail_nth is None:
-                reply = await op.handler(call, request) if op.is_async else op.handler(call, request)
-            else:
-                nth = failnth.parse(fail_nth, bool(self.rt.config.debug_fail_nth))
-                with failnth.armed(nth):
-                    reply = (await op.handler(call, request) if op.is_async
-                             else op.handler(call, request))
-            journal = self.rt.journal
-            if op.journal and journal is not None:
-                sess = call.session
-                journal.record(sess.token if sess is not None else reply.token, op.name,
-                               request.SerializeToString(), caller.identity)
-            return reply
+            sess = call.session
+            if sess is not None and (op.is_async or sess.busy.locked()):
+                # An async handler may run work off the loop: it holds the
+                # session's lock across that, and a call of the same session
+                # arriving meanwhile waits its turn instead of interleaving.
+                async with sess.busy:
+                    sess.in_flight += 1
+                    try:
+                        return await self._execute(op, call, request, fail_nth)
+                    finally:
+                        sess.in_flight -= 1
+            return await self._execute(op, call, request, fail_nth)
         except IommuError as err:
             status = err.name
             raise
@@ -118,6 +117,23 @@ class Dispatcher:
                 self._idle.set()
             if status != "OK" or self._log_calls:
                 self._log(op, request, call, caller, status, started)
+
+    async def _execute(self, op: Op, call: Call, request: Any, fail_nth: str | None) -> Any:
+        """The handler, then the journal row of its success; a sync handler
+        runs without yielding, so nothing interleaves with it."""
+        if fail_nth is None:
+            reply = await op.handler(call, request) if op.is_async else op.handler(call, request)
+        else:
+            nth = failnth.parse(fail_nth, bool(self.rt.config.debug_fail_nth))
+            with failnth.armed(nth):
+                reply = (await op.handler(call, request) if op.is_async
+                         else op.handler(call, request))
+        journal = self.rt.journal
+        if op.journal and journal is not None:
+            sess = call.session
+            journal.record(sess.token if sess is not None else reply.token, op.name,
+                           request.SerializeToString(), call.caller.identity)
+        return reply
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait up to `timeout` for the ones in flight;

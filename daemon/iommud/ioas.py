@@ -241,11 +241,30 @@ async def translate_batch(call: Call, req: pb.TranslateBatchRequest) -> pb.Trans
     return pb.TranslateBatchResponse(pas=pas, prots=prots, mapped_count=count - prots.count(0))
 
 
+#: The most areas one ListAreas answers: a page, so that no call keeps the
+#: event loop busy for long (an IOAS may hold a million areas).
+LIST_AREAS_PAGE = 4096
+
+
 def list_areas(call: Call, req: pb.ListAreasRequest) -> pb.ListAreasResponse:
+    """One page of the IOAS's areas, from the one holding or following
+    `start_iova`; `more`/`next_iova` say where the next page starts."""
     iopt = call.ctx.get(req.ioas_id, Ioas, "IOAS").iopt
-    return pb.ListAreasResponse(areas=[
-        pb.Area(iova=iova, length=length, user_va=user_va, prot=prot)
-        for iova, length, user_va, prot in iopt.areas()])
+    limit = min(req.max_areas or LIST_AREAS_PAGE, LIST_AREAS_PAGE)
+    resp = pb.ListAreasResponse()
+    at = req.start_iova
+    while True:
+        area = iopt.area_from(at)
+        if area is None:
+            return resp
+        if len(resp.areas) == limit:
+            resp.more, resp.next_iova = True, area[0]
+            return resp
+        iova, length, user_va, prot = area
+        resp.areas.add(iova=iova, length=length, user_va=user_va, prot=prot)
+        if iova + length > (1 << 64) - 1:
+            return resp
+        at = iova + length
 
 
 def option(call: Call, req: pb.OptionRequest) -> pb.OptionResponse:

@@ -100,6 +100,10 @@ class Op:
     #: the selftest mock driver, "debug_clock"); without it the operation is
     #: ENOTTY, as IOMMU_TEST_CMD is without CONFIG_IOMMUFD_TEST.
     debug: str = ""
+    #: The largest request message, in bytes, the transport parses for this
+    #: operation (EMSGSIZE past it): parsing and walking a request run on the
+    #: event loop, so its size bounds how long one call can keep it busy.
+    max_request: int = 64 << 10
     #: A server stream (the handler is an async generator).
     stream: bool = False
     #: The handler is a coroutine function (it awaits work run off the loop).
@@ -108,14 +112,24 @@ class Op:
 
 def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
          admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION,
-         debug: str = "") -> Op:
+         debug: str = "", max_request: int = 64 << 10) -> Op:
     return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
               reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
-              limit=limit, needs=needs, debug=debug, stream=inspect.isasyncgenfunction(handler),
+              limit=limit, needs=needs, debug=debug, max_request=max_request,
+              stream=inspect.isasyncgenfunction(handler),
               is_async=inspect.iscoroutinefunction(handler))
 
 
 F, L = Fd, Limit
+#: Request sizes of the batch operations: a batch of MAP_BATCH_MAX maps
+#: (three packed u64 fields), TRANSLATE_BATCH_MAX IOVAs, DMA_ACCESSES_MAX
+#: accesses (each under 24 bytes on the wire).
+MAP_BATCH_MAX = 1 << 16
+TRANSLATE_BATCH_MAX = 1 << 20
+DMA_ACCESSES_MAX = 1 << 16
+_BATCH = 3 * 8 * MAP_BATCH_MAX + 4096
+_TRANSLATE = 8 * TRANSLATE_BATCH_MAX + 4096
+_DMA = 24 * DMA_ACCESSES_MAX + 4096
 ST = "debug_selftest"
 
 ROWS: tuple[Op, ...] = (
@@ -137,13 +151,14 @@ ROWS: tuple[Op, ...] = (
     _row("IoasIovaRanges", ioas.ioas_iova_ranges, F.IOMMUFD, journal=False),
     _row("IoasAllowIovas", ioas.ioas_allow_iovas, F.IOMMUFD),
     _row("IoasMap", ioas.ioas_map, F.IOMMUFD, limit=L.AREAS),
-    _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS),
+    _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS, max_request=_BATCH),
     _row("IoasCopy", ioas.ioas_copy, F.IOMMUFD, limit=L.AREAS),
     _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD),
     _row("Option", ioas.option, F.IOMMUFD),
     _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
     _row("Translate", ioas.translate, F.IOMMUFD, journal=False),
-    _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, journal=False),
+    _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, journal=False,
+         max_request=_TRANSLATE),
     _row("ListAreas", ioas.list_areas, F.IOMMUFD, journal=False),
     # -- host topology and DMA ownership (iommu.c, driver core) ----------------------------------
     _row("ListDevices", host.list_devices, journal=False),
@@ -161,13 +176,14 @@ ROWS: tuple[Op, ...] = (
     _row("IommufdBindDevice", device.iommufd_bind_device, F.IOMMUFD, limit=L.OBJECTS),
     _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS),
     _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
-    _row("DeviceDma", device.device_dma, F.DEVICE),  # marks dirty bits
+    _row("DeviceDma", device.device_dma, F.DEVICE, max_request=_DMA),  # marks dirty bits
     _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, journal=False),
     # -- the in-kernel API by dev_id (device.c) ---------------------------------------------------
     _row("IommufdDeviceAttach", device.iommufd_device_attach, F.IOMMUFD, limit=L.OBJECTS),
     _row("IommufdDeviceReplace", device.iommufd_device_replace, F.IOMMUFD, limit=L.OBJECTS),
     _row("IommufdDeviceDetach", device.iommufd_device_detach, F.IOMMUFD),
-    _row("IommufdDeviceDma", device.iommufd_device_dma, F.IOMMUFD),  # marks dirty bits
+    _row("IommufdDeviceDma", device.iommufd_device_dma, F.IOMMUFD,
+         max_request=_DMA),  # marks dirty bits
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
     _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
     _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD),

@@ -53,17 +53,23 @@ def _unknown_field_path(msg: Any, path: str = "") -> str | None:
 
 
 class Malformed:
-    """Stands in for a request whose bytes are not a valid protobuf."""
+    """Stands in for a request whose bytes are not a valid protobuf, or are
+    more than its operation parses (`too_big`)."""
 
     DESCRIPTOR = None
 
-    def __init__(self, type_name: str, error: Exception) -> None:
+    def __init__(self, type_name: str, error: Exception | None, too_big: int = 0,
+                 limit: int = 0) -> None:
         self.type_name = type_name
         self.error = error
+        self.too_big = too_big
+        self.limit = limit
 
 
-def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
+def _deserializer(message_type: Any, limit: int) -> Callable[[bytes], Any]:
     def parse(data: bytes) -> Any:
+        if len(data) > limit:  # never parse it: parsing runs on the event loop
+            return Malformed(message_type.DESCRIPTOR.full_name, None, len(data), limit)
         try:
             return message_type.FromString(data)
         except Exception as exc:  # DecodeError, or anything the parser raises
@@ -73,6 +79,10 @@ def _deserializer(message_type: Any) -> Callable[[bytes], Any]:
 
 def check_wellformed(request: Any) -> None:
     if isinstance(request, Malformed):
+        if request.too_big:
+            raise IommuError(E.EMSGSIZE, f"A {request.type_name} of {request.too_big:#x} bytes "
+                             f"is larger than the {request.limit:#x} this operation takes; "
+                             f"split it.", limit=request.limit)
         raise IommuError(E.EINVAL, f"The request bytes are not a valid {request.type_name} "
                          f"message ({str(request.error)[:200]}).")
     where = _unknown_field_path(request)
@@ -156,10 +166,12 @@ class GrpcService:
         for op in (table or self.dispatcher.table).values():
             if op.stream:
                 handlers[op.name] = grpc.unary_stream_rpc_method_handler(
-                    self._stream(op), request_deserializer=_deserializer(op.request),
+                    self._stream(op), request_deserializer=_deserializer(op.request,
+                                                                         op.max_request),
                     response_serializer=op.reply.SerializeToString)
             else:
                 handlers[op.name] = grpc.unary_unary_rpc_method_handler(
-                    self._unary(op), request_deserializer=_deserializer(op.request),
+                    self._unary(op), request_deserializer=_deserializer(op.request,
+                                                                        op.max_request),
                     response_serializer=op.reply.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

@@ -109,6 +109,13 @@ class Session:
         self.clock = clock or LeaseClock()
         self.last_seen = self.clock.now()
         self.streams = 0
+        #: Serialises this session's calls while one of them runs work off
+        #: the event loop (dispatch.py): calls of one session apply, and are
+        #: journaled, in order, as a process's syscalls on one fd table.
+        self.busy = asyncio.Lock()
+        #: Calls holding `busy` (an offloaded call in flight keeps the
+        #: session from being reaped under it).
+        self.in_flight = 0
         self.closed = False
         self._fds: dict[int, FdEntry] = {}
         self._fd_numbers = LowestFreeAllocator(FIRST_FD, FD_MAX)
@@ -121,7 +128,8 @@ class Session:
         self.last_seen = self.clock.now()
 
     def expired(self, now: float) -> bool:
-        return self.streams == 0 and now - self.last_seen > self.lease_seconds
+        return (self.streams == 0 and self.in_flight == 0
+                and now - self.last_seen > self.lease_seconds)
 
     def contexts(self) -> Iterator[tuple[int, IommufdContext]]:
         return iter([(fd, e) for fd, e in sorted(self._fds.items())

@@ -490,12 +490,16 @@ class ListObjectsResponse(_message.Message):
     def __init__(self, objects: _Optional[_Iterable[_Union[ObjectInfo, _Mapping]]] = ...) -> None: ...
 
 class ListAreasRequest(_message.Message):
-    __slots__ = ("iommufd", "ioas_id")
+    __slots__ = ("iommufd", "ioas_id", "start_iova", "max_areas")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    START_IOVA_FIELD_NUMBER: _ClassVar[int]
+    MAX_AREAS_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     ioas_id: int
-    def __init__(self, iommufd: _Optional[int] = ..., ioas_id: _Optional[int] = ...) -> None: ...
+    start_iova: int
+    max_areas: int
+    def __init__(self, iommufd: _Optional[int] = ..., ioas_id: _Optional[int] = ..., start_iova: _Optional[int] = ..., max_areas: _Optional[int] = ...) -> None: ...
 
 class Area(_message.Message):
     __slots__ = ("iova", "length", "user_va", "prot")
@@ -510,10 +514,14 @@ class Area(_message.Message):
     def __init__(self, iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ..., prot: _Optional[int] = ...) -> None: ...
 
 class ListAreasResponse(_message.Message):
-    __slots__ = ("areas",)
+    __slots__ = ("areas", "more", "next_iova")
     AREAS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_IOVA_FIELD_NUMBER: _ClassVar[int]
     areas: _containers.RepeatedCompositeFieldContainer[Area]
-    def __init__(self, areas: _Optional[_Iterable[_Union[Area, _Mapping]]] = ...) -> None: ...
+    more: bool
+    next_iova: int
+    def __init__(self, areas: _Optional[_Iterable[_Union[Area, _Mapping]]] = ..., more: _Optional[bool] = ..., next_iova: _Optional[int] = ...) -> None: ...
 
 class ReservedRegion(_message.Message):
     __slots__ = ("start", "last", "kind")

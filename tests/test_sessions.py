@@ -111,7 +111,7 @@ def short_lease(module_daemon_factory):
 
 def test_expired_session_is_reaped_and_leaves_nothing(short_lease) -> None:
     with short_lease.client() as c:
-        s = c.open_session("forgetful")
+        s = c.open_session("forgetful", keepalive=False)   # the lease is left to run out
         assert s.lease_seconds == 1
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
@@ -126,7 +126,7 @@ def test_expired_session_is_reaped_and_leaves_nothing(short_lease) -> None:
 
 def test_watch_stream_keeps_session_alive_then_lease_runs(short_lease) -> None:
     with short_lease.client() as c:
-        s = c.open_session("watcher")
+        s = c.open_session("watcher", keepalive=False)     # only this stream holds it
         s.open_context().ioas_alloc()
         stream = s.watch(interval_ms=400)
         beats = []
@@ -143,7 +143,7 @@ def test_watch_stream_keeps_session_alive_then_lease_runs(short_lease) -> None:
 
 def test_calls_renew_the_lease(short_lease) -> None:
     with short_lease.client() as c:
-        s = c.open_session()
+        s = c.open_session(keepalive=False)    # only the calls below renew it
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:   # keep calling for > 2 leases
             assert s.keepalive() == 1

@@ -6,7 +6,10 @@
         iova = ctx.ioas_map(ioas, user_va=0x7f0000000000, length=0x200000)
         print(hex(ctx.translate(ioas, iova).pa))
 
-Every failure raises IommudError with `.errno` and `.errno_name`.
+Sessions keep themselves alive while they are held (a background
+WatchSession stream, `iommud_client.lease`); open_session(keepalive=False)
+leaves the lease to the caller. Every failure raises IommudError with
+`.errno` and `.errno_name`.
 """
 from iommud_client.client import (
     IOMMU_IOAS_MAP_FIXED_IOVA,
@@ -29,6 +32,7 @@ from iommud_client.client import (
     Translation,
 )
 from iommud_client.errors import ERROR_DOMAIN, IommudError
+from iommud_client.lease import KeepalivePolicy, KeepaliveStatus, LeaseKeeper, StopReason
 from iommud_wire.endpoint import default_endpoint, default_socket_path, normalize_endpoint
 
 __version__ = "0.1.0"
@@ -52,7 +56,11 @@ __all__ = [
     "Group",
     "IommudError",
     "IovaRange",
+    "KeepalivePolicy",
+    "KeepaliveStatus",
+    "LeaseKeeper",
     "Session",
+    "StopReason",
     "Translation",
     "default_endpoint",
     "default_socket_path",

@@ -5,12 +5,19 @@ process (it owns an fd table and a secret token), a Context is one open
 /dev/iommu fd. Every method is one RPC, named after the ioctl it models, and
 raises IommudError carrying the errno on failure.
 
+A session opened or attached by the client keeps itself alive for as long as
+it is held: a daemon thread holds a WatchSession stream open and reopens it
+after transient failures (see `iommud_client.lease`). Pass keepalive=False
+to leave the lease to the caller.
+
 Each operation's request and reply handling is defined once, in `_ops`, and
 bound here as a method, so that another flavour of client can bind the same
 definitions.
 """
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import grpc
@@ -28,6 +35,7 @@ from iommud_client._ops import (
     sync_method as _m,
 )
 from iommud_client.errors import IommudError
+from iommud_client.lease import KeepalivePolicy, KeepaliveStatus, LeaseKeeper, StopReason
 from iommud_wire import metadata, pb, pb_grpc
 from iommud_wire.endpoint import default_endpoint, normalize_endpoint
 
@@ -59,10 +67,15 @@ if TYPE_CHECKING:
 #: Request metadata key that carries the session token.
 SESSION_METADATA_KEY = metadata.SESSION
 
-#: Channel options every client sets before the caller's own (which win).
+#: Channel options every client sets before the caller's own (which win):
+#: large messages for batches, and reconnection attempts at most 1 s apart
+#: (gRPC's default backoff grows to 120 s, longer than any lease, so a
+#: restarted daemon would be found only after it had reaped the session).
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_receive_message_length", 256 << 20),
     ("grpc.max_send_message_length", 256 << 20),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 _T = TypeVar("_T")
@@ -99,13 +112,17 @@ class Client:
             it the channel uses TLS (TCP endpoints only).
         tls_cert, tls_key: PEM client certificate and key for mutual TLS; the
             certificate's subject CN is the caller's identity.
+        keepalive: whether sessions opened or attached through this client
+            keep themselves alive (default); each call may override it.
     """
 
     def __init__(self, endpoint: str | None = None, *, timeout: float | None = 30.0,
                  options: Sequence[tuple[str, Any]] = (), tls_ca: str | None = None,
-                 tls_cert: str | None = None, tls_key: str | None = None) -> None:
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 keepalive: bool = True) -> None:
         self.endpoint = normalize_endpoint(endpoint) if endpoint else default_endpoint()
         self.timeout = timeout
+        self.keepalive = keepalive
         opts = [*CHANNEL_OPTIONS, *options]
         if tls_ca or tls_cert or tls_key:
             creds = grpc.ssl_channel_credentials(read_file(tls_ca), read_file(tls_key),
@@ -116,9 +133,20 @@ class Client:
         self.stub = pb_grpc.IommuServiceStub(self.channel)  # type: ignore[no-untyped-call]
         #: Extra metadata sent with every call, e.g. tracing headers, or
         #: ("iommud-fail-nth", "3") against a daemon run with debug_fail_nth.
+        #: Keepalive streams never carry it.
         self.metadata: list[tuple[str, str]] = []
+        self._keepers: weakref.WeakSet[LeaseKeeper] = weakref.WeakSet()
+        self._keepers_lock = threading.Lock()
 
     def close(self) -> None:
+        """Stop every session's keepalive (their leases run from now), then
+        close the channel."""
+        with self._keepers_lock:
+            keepers = list(self._keepers)
+        for keeper in keepers:
+            keeper.stop(StopReason.CLIENT_CLOSED, timeout=0)
+        for keeper in keepers:
+            keeper.stop(StopReason.CLIENT_CLOSED)
         self.channel.close()
 
     def __enter__(self) -> Self:
@@ -158,28 +186,50 @@ class Client:
         """Round-trip `payload` through the daemon (token checked if given)."""
         return self.call("Echo", pb.EchoRequest(payload=payload), token).payload
 
-    def open_session(self, client_name: str = "", lease_seconds: int = 0) -> Session:
-        """Start a session (a process); close it, or use it as a context manager."""
+    def open_session(self, client_name: str = "", lease_seconds: int = 0, *,
+                     keepalive: bool | None = None) -> Session:
+        """Start a session (a process); close it, or use it as a context manager.
+
+        With keepalive (the client's default) the session lives until it is
+        closed, the client is closed, or nobody holds it; without, it is
+        reaped `lease_seconds` after its last call."""
         resp = self.call("OpenSession", pb.OpenSessionRequest(client_name=client_name,
                                                               lease_seconds=lease_seconds))
-        return Session(self, resp.token, resp.session_id, resp.lease_seconds)
+        return Session(self, resp.token, resp.session_id, resp.lease_seconds,
+                       keepalive=self.keepalive if keepalive is None else keepalive)
 
-    def attach_session(self, token: str) -> Session:
-        """Use an existing session by its token (for example from another process)."""
+    def attach_session(self, token: str, *, keepalive: bool | None = None) -> Session:
+        """Use an existing session by its token (for example from another
+        process); it is kept alive from here as open_session's are."""
         resp = self.call("KeepAlive", pb.KeepAliveRequest(), token)
         info = self.info(token)
-        return Session(self, token, info.session_id, resp.lease_seconds)
+        return Session(self, token, info.session_id, resp.lease_seconds,
+                       keepalive=self.keepalive if keepalive is None else keepalive)
+
+    def _adopt(self, keeper: LeaseKeeper) -> None:
+        with self._keepers_lock:
+            self._keepers.add(keeper)
 
 
 @name_bound_ops
 class Session:
-    """A session: the analogue of a process, owning an fd table."""
+    """A session: the analogue of a process, owning an fd table.
 
-    def __init__(self, client: Client, token: str, session_id: str, lease_seconds: int) -> None:
+    With keepalive=True a LeaseKeeper (`lease_keeper`) holds its lease for as
+    long as this object is alive and not closed.
+    """
+
+    def __init__(self, client: Client, token: str, session_id: str, lease_seconds: int, *,
+                 keepalive: bool = False) -> None:
         self.client = client
         self.token = token
         self.session_id = session_id
         self.lease_seconds = lease_seconds
+        #: The keeper holding the lease, or None (keepalive=False).
+        self.lease_keeper: LeaseKeeper | None = None
+        self._keeper_finalizer: weakref.finalize[Any, Any] | None = None
+        if keepalive:
+            self.start_keepalive()
 
     def call(self, method: str, request: Any) -> Any:
         return self.client.call(method, request, self.token)
@@ -196,9 +246,51 @@ class Session:
         except IommudError:
             pass  # already reaped or closed
 
+    # -- lifetime ------------------------------------------------------------------------------
+
     def close(self) -> int:
-        """Close every fd of the session; returns how many were closed."""
+        """Stop the keepalive, then close every fd of the session; returns
+        how many were closed."""
+        self.stop_keepalive(StopReason.CLOSED)
         return self._run(_ops.close_session(self))
+
+    def start_keepalive(self, policy: KeepalivePolicy | None = None) -> LeaseKeeper:
+        """Keep the lease alive in the background (a no-op while it is)."""
+        keeper = self.lease_keeper
+        if keeper is not None and keeper.alive:
+            return keeper
+        if self._keeper_finalizer is not None:
+            self._keeper_finalizer.detach()
+        keeper = LeaseKeeper(self.client.stub, self.token, self.lease_seconds,
+                             session_id=self.session_id, policy=policy)
+        self.lease_keeper = keeper
+        self.client._adopt(keeper)
+        # Nobody holds the session any more: let its lease run out.
+        self._keeper_finalizer = weakref.finalize(self, keeper._release)
+        self._keeper_finalizer.atexit = False      # lease.py's own exit hook stops it
+        return keeper.start()
+
+    def stop_keepalive(self, reason: StopReason = StopReason.CLOSED,
+                       timeout: float | None = 5.0) -> None:
+        """Stop keeping the lease alive: it runs out `lease_seconds` after
+        the last call."""
+        if self.lease_keeper is not None:
+            self.lease_keeper.stop(reason, timeout)
+
+    @property
+    def keepalive_alive(self) -> bool:
+        """The session's lease is being kept alive in the background."""
+        return self.lease_keeper is not None and self.lease_keeper.alive
+
+    @property
+    def keepalive_error(self) -> IommudError | None:
+        """The keepalive's most recent failure (ESRCH when it stopped because
+        the session is gone), or None."""
+        return self.lease_keeper.last_error if self.lease_keeper is not None else None
+
+    def keepalive_status(self) -> KeepaliveStatus | None:
+        """A snapshot of the keepalive, or None without one."""
+        return self.lease_keeper.status() if self.lease_keeper is not None else None
 
     keepalive = _m(_ops.keepalive)
 

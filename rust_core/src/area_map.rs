@@ -22,14 +22,16 @@
 //!   array shift when a leaf is created or dropped (once per `LEAF/2`
 //!   inserts at worst).
 //!
-//! - `gaps[i]` is leaf i's largest hole, so IOVA allocation steps over
-//!   leaves that cannot fit (find_hole); a radix directory over the keys,
+//! - `fits[j][i]` says how much leaf i's best hole offers an allocation
+//!   aligned to `PAGE_SIZE << j`, so IOVA allocation steps over leaves that
+//!   cannot fit it, whatever its length, alignment and page offset
+//!   (find_hole, FitClass); a radix directory over the keys,
 //!   built once enough translations ran since the last change and dropped
 //!   by any change, shortens the key search (Radix).
 //!
 //! Invariants: leaves are non-empty and sorted, `keys[i]` is the start of
 //! leaf i's first area, every start in leaf i is below `keys[i + 1]`,
-//! `gaps[i]` is exactly leaf i's largest hole up to the next key, a built
+//! `fits[j][i]` is STALE or exactly leaf i's summary (hole_fits), a built
 //! radix directory describes the current keys, and `len` is the number of
 //! areas. Areas never overlap (the caller's rule). `check()` asserts all of
 //! these and the tests call it throughout.
@@ -37,7 +39,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 
-use crate::io_pagetable::Area;
+use crate::io_pagetable::{Area, PAGE_SIZE};
 use crate::slab_pool::{Node, SlabPool};
 
 /// Most areas in one leaf.
@@ -74,6 +76,14 @@ struct Tail {
     user_va: u64,
     prot: u32,
 }
+
+/// Allocation alignments the hole summaries answer for: `PAGE_SIZE << j`
+/// for j below this, 4 KiB to 2 MiB, the allocator's whole range.
+pub const ALIGN_CLASSES: usize = 10;
+
+/// A summary not computed since its leaf (or the next key) changed. It
+/// passes every test, and the first allocation that reaches it computes it.
+const STALE: u64 = u64::MAX;
 
 /// A start no area has (an area's iova is below 2^64-1), filling unused slots.
 const EMPTY: u64 = u64::MAX;
@@ -213,11 +223,22 @@ pub struct AreaMap {
     leaves: Vec<Node<Leaf>>,
     /// Where the leaves live (slab_pool.rs: huge-page slabs for large maps).
     pool: SlabPool<Leaf>,
-    /// For each leaf, the largest hole (free addresses) between its areas or
-    /// after its last one up to the next leaf (or the top of the space). IOVA
-    /// allocation skips leaves whose holes are all too small, reading 8
-    /// contiguous bytes per leaf instead of walking every area.
-    gaps: Vec<u64>,
+    /// For each alignment class j and leaf i: over the holes of leaf i
+    /// (between its areas, and after its last one up to the next key or the
+    /// top of the space), the most bytes a hole holds from its first
+    /// `PAGE_SIZE << j`-aligned address on (hole_fits). An allocation of
+    /// `length` bytes at that alignment and page offset `offset` fits some
+    /// hole of the leaf exactly when the summary is at least
+    /// `offset + length`, so allocation skips leaves that cannot fit it,
+    /// reading 8 contiguous bytes per leaf instead of walking every area;
+    /// a summary that only counted hole lengths would let every leaf whose
+    /// holes are long enough but misaligned through (sub-page maps leave a
+    /// sub-page hole in each page), making allocation quadratic. Changes
+    /// only mark a summary STALE (ten stores); the allocation that reaches
+    /// it computes it once (one pass over the leaf), so maps and unmaps
+    /// with FIXED_IOVA never pay for it. Class-major, so a scan reads one
+    /// contiguous array.
+    fits: [Vec<u64>; ALIGN_CLASSES],
     /// A radix directory over `keys`, built once enough translations ran
     /// since the last change (radix_for) and dropped by any insert or
     /// remove (see Radix).
@@ -701,8 +722,7 @@ impl AreaMap {
         if self.leaves.is_empty() {
             self.keys.push(area.iova);
             self.leaves.push(self.pool.alloc(Leaf::with(area)));
-            self.gaps.push(0);
-            self.refresh_gap(0);
+            self.fits_insert(0);
             return;
         }
         // Below every key, the area goes to the front of the first leaf.
@@ -736,9 +756,8 @@ impl AreaMap {
                 self.keys.insert(li + 1, area.iova);
                 let leaf = self.pool.alloc(Leaf::with(area));
                 self.leaves.insert(li + 1, leaf);
-                self.gaps.insert(li + 1, 0);
+                self.fits_insert(li + 1);
                 self.refresh_gap(li);
-                self.refresh_gap(li + 1);
                 return;
             }
             self.split(li);
@@ -759,28 +778,72 @@ impl AreaMap {
         }
     }
 
-    /// Recompute leaf i's largest hole. It depends on the leaf's areas and on
-    /// the next leaf's key only, so a change inside a leaf refreshes that
-    /// leaf, and a changed key also its predecessor (refresh_key_change).
+    /// Leaf i's holes changed: its summaries are STALE until an allocation
+    /// needs them. They depend on the leaf's areas and on the next leaf's
+    /// key only, so a change inside a leaf refreshes that leaf, and a
+    /// changed key also its predecessor (refresh_key_change).
     fn refresh_gap(&mut self, i: usize) {
-        self.gaps[i] = self.gap_of(i);
+        for class in &mut self.fits {
+            class[i] = STALE;
+        }
     }
 
-    /// Leaf i's largest hole, between its areas or after its last one up
-    /// to the next key (or the top of the space).
-    fn gap_of(&self, i: usize) -> u64 {
+    /// A new leaf at index i, its summaries STALE.
+    fn fits_insert(&mut self, i: usize) {
+        for class in &mut self.fits {
+            class.insert(i, STALE);
+        }
+    }
+
+    fn fits_remove(&mut self, i: usize) {
+        for class in &mut self.fits {
+            class.remove(i);
+        }
+    }
+
+    /// Leaf i's summaries (see `fits`): per alignment class, the most bytes
+    /// a hole holds from its first aligned address on. One pass over the
+    /// leaf's holes.
+    fn hole_fits(&self, i: usize) -> [u64; ALIGN_CLASSES] {
+        let mut best = [0u64; ALIGN_CLASSES];
+        let mut hole = |start: u64, len: u64| {
+            if len == 0 {
+                return;
+            }
+            // Bytes from `start` up to the next multiple of the alignment
+            // (or past 2^64, where len is smaller: the hole cannot fit).
+            let up = start.wrapping_neg();
+            for (j, b) in best.iter_mut().enumerate() {
+                let skip = up & ((PAGE_SIZE << j) - 1);
+                *b = (*b).max(len.saturating_sub(skip));
+            }
+        };
         let leaf = &self.leaves[i];
         let n = leaf.len;
-        let mut best = 0;
         for k in 1..n {
-            best = best.max(leaf.starts[k] - leaf.tails[k - 1].last - 1);
+            let after = leaf.tails[k - 1].last + 1;
+            hole(after, leaf.starts[k] - after);
         }
-        let last = leaf.tails[n - 1].last;
-        let trailing = match self.keys.get(i + 1) {
-            Some(&next) => next - last - 1,
-            None => u64::MAX - last,
-        };
-        best.max(trailing)
+        if let Some(after) = leaf.tails[n - 1].last.checked_add(1) {
+            // Up to the next key, or to 2^64-1 inclusive (after >= 1, so
+            // the length fits).
+            let len = match self.keys.get(i + 1) {
+                Some(&next) => next - after,
+                None => u64::MAX - after + 1,
+            };
+            hole(after, len);
+        }
+        best
+    }
+
+    /// Compute leaf i's summaries if they are STALE.
+    fn summarize_holes(&mut self, i: usize) {
+        if self.fits[0][i] == STALE {
+            let fits = self.hole_fits(i);
+            for (class, f) in self.fits.iter_mut().zip(fits) {
+                class[i] = f;
+            }
+        }
     }
 
     fn refresh_key_change(&mut self, li: usize) {
@@ -791,16 +854,33 @@ impl AreaMap {
 
     /// Offer `visit`, in ascending order, every hole (start, last) of at
     /// least `need` addresses that ends at or above `from` (the first one
-    /// clipped to start at `from`), stepping over leaves whose holes are all
-    /// shorter; `visit` returns Some to stop with that value. One pass, no
-    /// search per hole: the cost is the leaves skipped (8 bytes each) and
-    /// the areas of the leaves entered.
+    /// clipped to start at `from`), stepping over leaves none of whose holes
+    /// can hold `need` bytes at page offset `offset` from an `align`-aligned
+    /// address (a power of two from PAGE_SIZE to PAGE_SIZE << 9); `visit`
+    /// returns Some to stop with that value. One pass, no search per hole:
+    /// the cost is the leaves skipped (8 bytes each, plus one pass over
+    /// each leaf changed since an allocation last reached it) and the areas
+    /// of the leaves entered. A leaf is entered only if one of its holes
+    /// fits, so a scan enters at most the leaf holding `from`, the leaves
+    /// whose fitting holes `visit` refuses (reserved ranges, the window's
+    /// end) and the leaf where it stops.
     pub fn find_hole<T>(
-        &self,
+        &mut self,
         from: u64,
         need: u64,
+        align: u64,
+        offset: u64,
         mut visit: impl FnMut(u64, u64) -> Option<T>,
     ) -> Option<T> {
+        assert!(
+            align.is_power_of_two()
+                && (PAGE_SIZE..=PAGE_SIZE << (ALIGN_CLASSES - 1)).contains(&align)
+                && offset < PAGE_SIZE,
+            "find_hole: alignment {align:#x} or offset {offset:#x} out of range"
+        );
+        let class = (align / PAGE_SIZE).trailing_zeros() as usize;
+        // need < 2^64 - PAGE_SIZE whenever a hole could hold it.
+        let want = need.saturating_add(offset);
         let long_enough = |start: u64, last: u64| start <= last && last - start >= need.max(1) - 1;
         let Some(&first) = self.keys.first() else {
             return visit(from, u64::MAX);
@@ -816,7 +896,16 @@ impl AreaMap {
             self.floor_slot_near(from)?
         };
         while li < self.leaves.len() {
-            if self.gaps[li] < need {
+            if self.fits[class][li] < want {
+                // The fast path: a run of leaves that cannot fit, 8 bytes each.
+                li += 1;
+                k = 0;
+                let skip = self.fits[class][li..].iter().position(|&f| f >= want);
+                li += skip.unwrap_or(self.leaves.len() - li);
+                continue;
+            }
+            self.summarize_holes(li);
+            if self.fits[class][li] < want {
                 li += 1;
                 k = 0;
                 continue;
@@ -848,9 +937,8 @@ impl AreaMap {
         self.leaves[li].move_to(LEAF / 2, &mut right);
         self.keys.insert(li + 1, right.starts[0]);
         self.leaves.insert(li + 1, right);
-        self.gaps.insert(li + 1, 0);
+        self.fits_insert(li + 1);
         self.refresh_gap(li);
-        self.refresh_gap(li + 1);
     }
 
     /// Remove the area starting exactly at `start`.
@@ -868,7 +956,7 @@ impl AreaMap {
             self.keys.remove(li);
             let gone = self.leaves.remove(li);
             self.release(gone);
-            self.gaps.remove(li);
+            self.fits_remove(li);
             self.refresh_key_change(li);
             return Some(area);
         }
@@ -895,7 +983,7 @@ impl AreaMap {
         };
         let mut absorbed = self.leaves.remove(from);
         self.keys.remove(from);
-        self.gaps.remove(from);
+        self.fits_remove(from);
         absorbed.move_to(0, &mut self.leaves[into]);
         self.release(absorbed);
         self.refresh_gap(into);
@@ -923,11 +1011,11 @@ impl AreaMap {
         self.leaves.len()
     }
 
-    /// Heap bytes held, for the memory benchmark: keys, gaps, leaf handles,
+    /// Heap bytes held, for the memory benchmark: keys, hole summaries, leaf handles,
     /// every slab of the pool (slack included) and the radix directory.
     pub fn heap_bytes(&self) -> usize {
         self.keys.capacity() * 8
-            + self.gaps.capacity() * 8
+            + self.fits.iter().map(|c| c.capacity() * 8).sum::<usize>()
             + self.leaves.capacity() * std::mem::size_of::<Node<Leaf>>()
             + self.pool.slab_bytes()
             + self.radix.get().map_or(0, |r| r.below.capacity() * 4)
@@ -977,9 +1065,15 @@ impl AreaMap {
                 );
             }
         }
-        assert_eq!(self.gaps.len(), self.leaves.len());
-        for i in 0..self.leaves.len() {
-            assert_eq!(self.gaps[i], self.gap_of(i), "stale gap of leaf {i}");
+        for (j, class) in self.fits.iter().enumerate() {
+            assert_eq!(class.len(), self.leaves.len());
+            for (i, &f) in class.iter().enumerate() {
+                let stale = self.fits[0][i] == STALE;
+                assert_eq!(f == STALE, stale, "leaf {i}: classes stale apart");
+                if !stale {
+                    assert_eq!(f, self.hole_fits(i)[j], "wrong summary {j} of leaf {i}");
+                }
+            }
         }
     }
 }

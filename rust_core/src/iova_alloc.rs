@@ -3,6 +3,7 @@
 //! allowed list (or the whole space), avoiding reserved ranges and areas,
 //! never returning IOVA 0, and keeping the user address's page offset.
 
+use crate::area_map::AreaMap;
 use crate::errno::{err, Errno::*, Result};
 use crate::io_pagetable::{IoPagetable, Reserved, HPAGE_SIZE, PAGE_SIZE, ULONG_MAX};
 
@@ -20,7 +21,9 @@ pub fn alloc_alignment(length: u64, user_va: u64) -> u64 {
 }
 
 impl IoPagetable {
-    pub(crate) fn alloc_iova(&self, length: u64, user_va: u64) -> Result<u64> {
+    /// `&mut` because the walk computes the hole summaries of leaves
+    /// changed since the last allocation (area_map.rs, `fits`).
+    pub(crate) fn alloc_iova(&mut self, length: u64, user_va: u64) -> Result<u64> {
         if length >= ULONG_MAX / 2 {
             return err(
                 EOVERFLOW,
@@ -53,7 +56,15 @@ impl IoPagetable {
                 continue;
             }
             let (start, last) = (s.max(lo), l.min(hi));
-            if let Some(iova) = self.first_fit(start, last, length, align, page_offset) {
+            let fit = first_fit(
+                &mut self.areas,
+                &self.reserved,
+                (start, last),
+                length,
+                align,
+                page_offset,
+            );
+            if let Some(iova) = fit {
                 return Ok(iova);
             }
         }
@@ -62,64 +73,72 @@ impl IoPagetable {
             format!("No free IOVA hole fits {length:#x} bytes at alignment {align:#x}."),
         )
     }
+}
 
-    /// The lowest aligned candidate in the holes of `[lo, hi]`, holes being
-    /// the gaps between areas (from the area map, which steps over leaves
-    /// without a long enough hole) minus the reserved ranges. Cost: the
-    /// leaves of the window (8 bytes each), the areas of the leaves entered,
-    /// and the reserved ranges; never the bytes.
-    fn first_fit(
-        &self,
-        lo: u64,
-        hi: u64,
-        length: u64,
-        align: u64,
-        page_offset: u64,
-    ) -> Option<u64> {
-        // At least page granularity, so the IOVA keeps the user address's
-        // page offset even when the hole starts mid-page.
-        let fit = |p: u64, last: u64| {
-            let c = align_up(p, align.max(PAGE_SIZE))? | page_offset;
-            (c >= p && c <= last && last - c >= length - 1).then_some(c)
-        };
-        // Some(Some(iova)): found; Some(None): nothing more in the window.
-        let found = self
-            .areas
-            .find_hole(lo, length, |start, last| -> Option<Option<u64>> {
-                if start > hi {
-                    return Some(None);
+/// The lowest aligned candidate in the holes of `[lo, hi]`, holes being
+/// the gaps between areas (from the area map, which steps over leaves
+/// without a hole that fits at this alignment and page offset) minus
+/// the reserved ranges. Cost: the leaves of the window (8 bytes each),
+/// the areas of the leaves entered (those with a hole that fits, so
+/// about one unless reserved ranges or the window's end refuse it), and
+/// the reserved ranges; never the bytes. Sub-page lengths and page
+/// offsets cost the same as whole pages.
+fn first_fit(
+    areas: &mut AreaMap,
+    reserved: &[Reserved],
+    (lo, hi): (u64, u64),
+    length: u64,
+    align: u64,
+    page_offset: u64,
+) -> Option<u64> {
+    // At least page granularity, so the IOVA keeps the user address's
+    // page offset even when the hole starts mid-page.
+    let align = align.max(PAGE_SIZE);
+    let fit = |p: u64, last: u64| {
+        let c = align_up(p, align)? | page_offset;
+        (c >= p && c <= last && last - c >= length - 1).then_some(c)
+    };
+    // Some(Some(iova)): found; Some(None): nothing more in the window.
+    let found = areas.find_hole(
+        lo,
+        length,
+        align,
+        page_offset,
+        |start, last| -> Option<Option<u64>> {
+            if start > hi {
+                return Some(None);
+            }
+            let last = last.min(hi);
+            let mut p = start;
+            for &Reserved {
+                start: rs,
+                last: rl,
+                ..
+            } in reserved
+            {
+                if rl < p {
+                    continue;
                 }
-                let last = last.min(hi);
-                let mut p = start;
-                for &Reserved {
-                    start: rs,
-                    last: rl,
-                    ..
-                } in &self.reserved
-                {
-                    if rl < p {
-                        continue;
-                    }
-                    if rs > last {
-                        break;
-                    }
-                    if rs > p {
-                        if let Some(c) = fit(p, rs - 1) {
-                            return Some(Some(c));
-                        }
-                    }
-                    match rl.checked_add(1) {
-                        Some(next) => p = next,
-                        None => return Some(None),
-                    }
-                    if p > last {
-                        return None;
+                if rs > last {
+                    break;
+                }
+                if rs > p {
+                    if let Some(c) = fit(p, rs - 1) {
+                        return Some(Some(c));
                     }
                 }
-                fit(p, last).map(Some)
-            });
-        found.flatten()
-    }
+                match rl.checked_add(1) {
+                    Some(next) => p = next,
+                    None => return Some(None),
+                }
+                if p > last {
+                    return None;
+                }
+            }
+            fit(p, last).map(Some)
+        },
+    );
+    found.flatten()
 }
 
 fn align_up(value: u64, align: u64) -> Option<u64> {

@@ -569,3 +569,46 @@ fn set_area_user_va_moves_only_the_backing_address() {
     assert_eq!(t.mapped_bytes(), 0x2000);
     assert!(t.dirty_tracking());
 }
+
+/// 2^17 automatic maps of one shape: each lands `stride` bytes after the
+/// one before, first fit, lowest address. Each map leaves a hole behind it
+/// that is long enough for the next request but cannot hold it at page
+/// granularity and page offset; before the allocator summarised holes per
+/// alignment every map walked every one of them, and this took minutes
+/// (see benches/alloc.rs for the timings). Asserts correctness only.
+fn many_misfit_maps(align: u64, user_va: u64, stride: u64, length: impl Fn(u64) -> u64) {
+    const N: u64 = 1 << 17;
+    let mut t = IoPagetable::new();
+    t.set_iova_alignment(align).unwrap();
+    let first = 0x1000 + user_va % 0x1000;
+    for i in 0..N {
+        let iova = t.map(RW, user_va, length(i), 0).unwrap();
+        assert_eq!(iova, first + stride * i, "map {i:#x}");
+    }
+    assert_eq!(t.num_areas() as u64, N);
+    // A freed place is found again, below the end.
+    let mid = first + stride * (N / 2);
+    t.unmap(mid, length(N / 2)).unwrap();
+    assert_eq!(t.map(RW, user_va, length(N / 2), 0).unwrap(), mid);
+    assert_eq!(
+        t.map(RW, user_va, length(N), 0).unwrap(),
+        first + stride * N
+    );
+}
+
+#[test]
+fn sub_page_allocations_at_alignment_0x800_are_not_quadratic() {
+    many_misfit_maps(0x800, 0, 0x1000, |_| 0x800);
+}
+
+#[test]
+fn sub_page_allocations_of_every_length_are_not_quadratic() {
+    many_misfit_maps(1, 0, 0x1000, |i| 1 + i % 0xfff);
+}
+
+#[test]
+fn page_allocations_at_a_page_offset_are_not_quadratic() {
+    // 0x1800..=0x27ff, then 0x3800: the hole at 0x2800 holds a page, but
+    // not one at page offset 0x800.
+    many_misfit_maps(1, 0x1800, 0x2000, |_| 0x1000);
+}

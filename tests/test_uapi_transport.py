@@ -744,6 +744,29 @@ def test_the_raw_session_lives_while_files_are_open(proc, d) -> None:
     assert info(d).daemon.sessions == before + 1   # the witness's own session
 
 
+def test_raw_sessions_leave_nothing_in_the_journal(daemon_factory, tmp_path) -> None:
+    """A raw session is never journaled, not even a partial unmap's effect
+    (Call.record); a daemon killed with raw files open restarts cleanly."""
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), name="j1")
+    p = Process(uapi_path(d))
+    f = p.open(PATH_IOMMU)
+    ioas = alloc_ioas(f)
+    ok(ioas_map(f, ioas, 0x100000, 0x1000)[0])
+    ok(ioas_map(f, ioas, 0x102000, 0x2000)[0])
+    # The range's end cuts the second area: ENOENT after the first one went.
+    check(ioas_unmap(f, ioas, 0x100000, 0x3000)[0], "ENOENT")
+    dev = p.open(PATH_DEVICE, 0)
+    bind(dev, f)
+    attach(dev, ioas)
+    d.proc.kill()
+    d.proc.wait(30)
+    p.close()
+    d2 = daemon_factory("--journal", str(db), name="j2")
+    assert info(d2).daemon.sessions == 0
+    assert groups(d2)[NVME_GROUP].owner == pb.GROUP_OWNER_NONE
+
+
 CHILD = r"""
 import os, sys, struct, time
 sys.path.insert(0, sys.argv[2])

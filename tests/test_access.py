@@ -39,7 +39,7 @@ def probe(endpoint: str, **child: object) -> str:
 def test_unix_callers_are_known_by_their_kernel_credentials(daemon) -> None:
     with daemon.client() as c:
         s = c.open_session("whoami")
-        event = [e for e in daemon.events("session.open") if e["session"] == s.session_id][0]
+        event = next(e for e in daemon.events("session.open") if e["session"] == s.session_id)
         s.close()
     # The gate read this very process's credentials at accept.
     assert event["identity"] == f"uid:{os.getuid()}"

@@ -1,11 +1,14 @@
 """Configuration precedence: flags > environment > file > defaults."""
 from __future__ import annotations
 
-import pathlib
+from typing import TYPE_CHECKING
 
 import pytest
 
 from iommud import config
+
+if TYPE_CHECKING:
+    import pathlib
 
 
 def _write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:

@@ -164,9 +164,9 @@ def test_systemd_unit_shape() -> None:
                    "NoNewPrivileges=yes", "EnvironmentFile=-/etc/default/iommud",
                    "StateDirectory=iommud", "--journal ${STATE_DIRECTORY}/journal.db"):
         assert option in unit
-    env_lines = [l for l in (DEPLOY / "systemd" / "iommud.env").read_text().splitlines()
-                 if l and not l.startswith("#")]
-    assert all(l.startswith("IOMMUD_") for l in env_lines)
+    env_lines = [line for line in (DEPLOY / "systemd" / "iommud.env").read_text().splitlines()
+                 if line and not line.startswith("#")]
+    assert all(line.startswith("IOMMUD_") for line in env_lines)
 
 
 @container      # systemd-analyze comes from the systemd package, apt-get installed if missing
@@ -300,8 +300,8 @@ def test_container_serves_on_the_mounted_socket_and_stops_gracefully(image, tmp_
         podman("stop", "-t", "20", name)                    # SIGTERM
         state = json.loads(podman("inspect", name).stdout)[0]["State"]
         assert state["ExitCode"] == 0
-        events = [json.loads(l)["event"] for l in podman("logs", name).stdout.splitlines()
-                  + podman("logs", name).stderr.splitlines() if l.startswith("{")]
+        events = [json.loads(line)["event"] for line in podman("logs", name).stdout.splitlines()
+                  + podman("logs", name).stderr.splitlines() if line.startswith("{")]
         assert "shutdown.requested" in events and events[-1] == "stopped"
         assert not sock.exists()
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from support import raises_errno
@@ -15,6 +15,9 @@ from support import raises_errno
 from iommud_client import Client, DmaAccess, IommudError
 from iommud_wire import pb
 from iommud_wire.uapi import IOMMU_HWPT_ALLOC_PASID
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MSI_START, MSI_LAST = 0xFEE00000, 0xFEEFFFFF
 RW = 4 | 2
@@ -58,9 +61,9 @@ class Topo:
 
     def safe_multi_group(self, reliable: bool | None = None) -> list:
         for members in self.groups.values():
-            if len(members) > 1 and all(m.driver == "vfio-pci" for m in members):
-                if reliable is None or all(m.reliable_source_id for m in members) == reliable:
-                    return sorted(members, key=lambda d: d.name)
+            if (len(members) > 1 and all(m.driver == "vfio-pci" for m in members)
+                    and (reliable is None or all(m.reliable_source_id for m in members) == reliable)):
+                return sorted(members, key=lambda d: d.name)
         raise AssertionError("no multi-device vfio-pci group in the topology")
 
     def unsafe_sibling_group(self) -> tuple:
@@ -168,7 +171,7 @@ def test_second_open_of_a_bound_device_cannot_bind(cl, s, topo) -> None:
 
 
 def test_bind_refused_while_sibling_on_kernel_driver(s, topo) -> None:   # rule 57
-    vfio, unsafe = topo.unsafe_sibling_group()
+    vfio, _unsafe = topo.unsafe_sibling_group()
     ctx = s.open_context()
     with s.open_device(vfio.name) as dev:
         before = snapshot(s)
@@ -359,7 +362,7 @@ def test_group_siblings_must_share_hwpt_in_stage_2(s, topo) -> None:    # rule 6
 
 def test_pasid_rules(s, topo) -> None:
     pasid_dev = topo.singleton_vfio(max_pasid_log2=20)[0]
-    plain = [d for d in topo.singleton_vfio() if d.max_pasid_log2 == 0][0]
+    plain = next(d for d in topo.singleton_vfio() if d.max_pasid_log2 == 0)
     ctx = s.open_context()
     with s.open_device(pasid_dev.name) as dp, s.open_device(plain.name) as dn:
         dp_id = dp.bind(ctx)
@@ -422,7 +425,7 @@ def test_hwpt_alloc_refused_when_map_outside_aperture(bound, topo) -> None:  # r
 
 
 def test_get_hw_info(bound) -> None:                                      # rule 46
-    ctx, dev, dev_id = bound
+    ctx, _dev, dev_id = bound
     raises_errno(lambda: ctx.get_hw_info(dev_id, flags=2), "EOPNOTSUPP")
     raises_errno(lambda: ctx.get_hw_info(999), "ENOENT")
     info = ctx.get_hw_info(dev_id, data_len=0)
@@ -543,7 +546,7 @@ def test_demo_script_replays_thread_flow(dmn) -> None:
 
 def test_hwpt_dirty_tracking(s, topo) -> None:
     name = topo.singleton_vfio(dirty_tracking=True)[0].name
-    plain = [d for d in topo.singleton_vfio() if not d.dirty_tracking][0].name
+    plain = next(d for d in topo.singleton_vfio() if not d.dirty_tracking).name
     ctx = s.open_context()
     with s.open_device(name) as dev, s.open_device(plain) as other:
         dev_id = dev.bind(ctx)

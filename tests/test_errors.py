@@ -44,7 +44,7 @@ def test_to_status_carries_error_info_with_hex_addresses() -> None:
     err = IommuError(E.EEXIST, "The range overlaps an area.", iova=0x1000, length=0x2000)
     status = to_status(err, {"ioas_id": "1"})
     assert status.code is grpc.StatusCode.ALREADY_EXISTS
-    (key, blob), = [(k, v) for k, v in status.trailing_metadata if k == "grpc-status-details-bin"]
+    (_key, blob), = [(k, v) for k, v in status.trailing_metadata if k == "grpc-status-details-bin"]
     proto = status_pb2.Status.FromString(blob)
     info = error_details_pb2.ErrorInfo()
     assert proto.details[0].Unpack(info)

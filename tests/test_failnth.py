@@ -5,14 +5,16 @@ with the state before the call. At the end, closing the sessions must leave
 no object, ownership claim, mapping or byte of accounting."""
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from support import raises_errno
 
 from iommud_client import Client, IommudError
 from iommud_wire import pb
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NVME, NVME_GROUP = "0000:03:00.0", 12
 BRIDGE_A, BRIDGE_B, BRIDGE_GROUP = "0000:05:00.0", "0000:05:00.1", 20

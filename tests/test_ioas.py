@@ -296,7 +296,7 @@ def test_map_batch_places_areas_as_single_maps_would(ctx) -> None:
     vas = [0x1000, 0x20_3000, 0x40_0000, 0x50_0000]
     lens = [0x1000, 0x2000, 0x20_0000, 0x3000]
     got = ctx.ioas_map_batch(batched, vas, lens)
-    want = [ctx.ioas_map(single, va, ln) for va, ln in zip(vas, lens)]
+    want = [ctx.ioas_map(single, va, ln) for va, ln in zip(vas, lens, strict=False)]
     assert list(got) == want
     assert ctx.list_areas(batched) == ctx.list_areas(single)
     fixed = ctx.ioas_map_batch(batched, np.array([0x9000, 0xA000], dtype=np.uint64),
@@ -321,21 +321,21 @@ def test_map_batch_failure_maps_nothing_and_names_the_entry(ctx, ioas) -> None:
 
 
 @pytest.mark.parametrize("kwargs, errno_name", [
-    (dict(user_vas=b"\0" * 9, lengths=b"\0" * 8), "EINVAL"),                 # ragged
-    (dict(user_vas=b"\0" * 16, lengths=b"\0" * 8), "EINVAL"),                # unequal counts
-    (dict(flags=R | W | FIXED, lengths=(0x1000).to_bytes(8, "little")), "EINVAL"),  # no iovas
-    (dict(reserved=1), "EOPNOTSUPP"),
-    (dict(flags=R | W | 0x80), "EOPNOTSUPP"),
-    (dict(flags=0), "EINVAL"),                                                # neither R nor W
-    (dict(lengths=U64_MAX.to_bytes(8, "little")), "EOVERFLOW"),
-    (dict(flags=R | FIXED, iovas=U64_MAX.to_bytes(8, "little")), "EOVERFLOW"),
-    (dict(ioas_id=99), "ENOENT"),
+    ({"user_vas": b"\0" * 9, "lengths": b"\0" * 8}, "EINVAL"),                 # ragged
+    ({"user_vas": b"\0" * 16, "lengths": b"\0" * 8}, "EINVAL"),                # unequal counts
+    ({"flags": R | W | FIXED, "lengths": (0x1000).to_bytes(8, "little")}, "EINVAL"),  # no iovas
+    ({"reserved": 1}, "EOPNOTSUPP"),
+    ({"flags": R | W | 0x80}, "EOPNOTSUPP"),
+    ({"flags": 0}, "EINVAL"),                                                # neither R nor W
+    ({"lengths": U64_MAX.to_bytes(8, "little")}, "EOVERFLOW"),
+    ({"flags": R | FIXED, "iovas": U64_MAX.to_bytes(8, "little")}, "EOVERFLOW"),
+    ({"ioas_id": 99}, "ENOENT"),
 ])
 def test_map_batch_rejects_bad_requests_and_changes_nothing(ctx, ioas, kwargs, errno_name) -> None:
     ctx.ioas_map(ioas, 0x5000, 0x1000, 0x30_0000)
     before = state(ctx, ioas)
-    fields = dict(iommufd=ctx.iommufd, ioas_id=ioas, flags=R | W, user_vas=b"\0" * 8,
-                  lengths=(0x1000).to_bytes(8, "little"), iovas=b"")
+    fields = {"iommufd": ctx.iommufd, "ioas_id": ioas, "flags": R | W, "user_vas": b"\0" * 8,
+                  "lengths": (0x1000).to_bytes(8, "little"), "iovas": b""}
     fields.update(kwargs)
     raises_errno(lambda: ctx._call("IoasMapBatch", pb.IoasMapBatchRequest(**fields)), errno_name)
     assert state(ctx, ioas) == before

@@ -4,11 +4,11 @@ attachments, mappings, group claims, containers and host driver changes."""
 from __future__ import annotations
 
 import os
-import pathlib
 import signal
 import sqlite3
 import threading
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from support import DaemonFactory, raises_errno
@@ -17,6 +17,9 @@ from iommud.journal import Journal, JournalMismatch
 from iommud_client import Client, IommudError
 from iommud_client.client import Container, DeviceFd, Group, VFIO_TYPE1v2_IOMMU
 from iommud_wire import pb
+
+if TYPE_CHECKING:
+    import pathlib
 
 NVME, BRIDGE_A, BRIDGE_B, GPU = "0000:03:00.0", "0000:05:00.0", "0000:05:00.1", "0000:0a:00.0"
 G_NVME2 = 13

@@ -15,6 +15,7 @@ another fd holds the device, and those are the only failures a worker accepts.
 """
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from collections import Counter
@@ -155,7 +156,7 @@ def test_64_sessions_under_load_keep_every_invariant(dmn) -> None:
             got = [(a.iova, a.length, a.user_va, a.prot) for a in areas]
             want = sorted((iova, ln, va, RW) for iova, (ln, va) in w.areas.items())
             assert got == want, w.index
-            for (iova, ln, _, _), nxt in zip(got, got[1:]):
+            for (iova, ln, _, _), nxt in itertools.pairwise(got):
                 assert iova + ln <= nxt[0], "overlapping areas"
             if w.areas:
                 iovas = sorted(w.areas)

@@ -25,7 +25,6 @@ from iommud.topology import Topology
 from iommud_client import IommudError
 from iommud_wire import pb
 
-
 # -- leases ---------------------------------------------------------------------------------
 
 def test_the_debug_clock_ages_leases_and_reaps_at_once(daemon_factory) -> None:
@@ -162,7 +161,7 @@ def test_sigterm_stops_cleanly(daemon_factory) -> None:
 # -- trust boundaries -----------------------------------------------------------------------
 
 def test_allow_lists_with_tls_but_no_client_ca_are_refused(tmp_path) -> None:
-    from test_tls import _issue, _write              # the TLS tests' throwaway PKI
+    from test_tls import _issue, _write  # the TLS tests' throwaway PKI
 
     ca_key, ca_cert = _issue("test CA", None, None, ca=True)
     cert, key = _write(tmp_path / "server", *_issue("iommud", ca_key, ca_cert.subject))

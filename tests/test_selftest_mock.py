@@ -19,6 +19,7 @@ from iommud_wire.uapi import (
     IOMMU_HWPT_ALLOC_PASID,
     IOMMU_HWPT_DATA_SELFTEST,
     IOMMU_HWPT_FAULT_ID_VALID,
+    MOCK_ACCESS_RW_WRITE,
     MOCK_APERTURE_LAST,
     MOCK_APERTURE_START,
     MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
@@ -28,7 +29,6 @@ from iommud_wire.uapi import (
     MOCK_HUGE_APERTURE_LAST,
     MOCK_IOMMUPT_HUGE,
     MOCK_PAGE_SIZE,
-    MOCK_ACCESS_RW_WRITE,
 )
 
 RW = 4 | 2
@@ -125,7 +125,7 @@ def test_closing_the_iommufd_unplugs_its_mock_devices(mock_daemon) -> None:
     with mock_daemon.client() as c, c.open_session() as s:
         ctx = s.open_context()
         md = ctx.mock_domain(ctx.ioas_alloc())
-        name = [o.device for o in ctx.list_objects() if o.id == md.stdev_id][0]
+        name = next(o.device for o in ctx.list_objects() if o.id == md.stdev_id)
         assert name in {d.name for d in s.list_devices()}
         assert ctx.close() == 4
         assert name not in {d.name for d in s.list_devices()}
@@ -258,7 +258,7 @@ def test_accesses(ctx) -> None:
     raises_errno(lambda: ctx.create_access(ioas, 1 << 3), "EOPNOTSUPP")
     raises_errno(lambda: ctx.create_access(999), "ENOENT")
     acc = ctx.create_access(ioas, MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES)
-    access_obj = [o.id for o in ctx.list_objects() if o.type == pb.OBJECT_TYPE_ACCESS][0]
+    access_obj = next(o.id for o in ctx.list_objects() if o.type == pb.OBJECT_TYPE_ACCESS)
     raises_errno(lambda: ctx.destroy(access_obj), "EBUSY")
     raises_errno(lambda: ctx.destroy(ioas), "EBUSY")
     # ACCESS_PAGES: the length cap first, flags, permissions, holes, identity.

@@ -3,10 +3,10 @@ background start. Every daemon here is a real subprocess."""
 from __future__ import annotations
 
 import os
-import pathlib
 import select
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -17,6 +17,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from support import run_daemon
 
 from iommud_client import Client
+
+if TYPE_CHECKING:
+    import pathlib
 
 
 def test_health_serving_for_server_and_service(daemon) -> None:

@@ -3,17 +3,19 @@ and session teardown, lease reaping, WatchSession keeping a session alive,
 and the per-RPC log event."""
 from __future__ import annotations
 
-import os
-
 import json
+import os
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from support import raises_errno
 
 from iommud_wire import pb
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def poll(fn: Callable[[], bool], timeout: float = 20.0) -> bool:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import pathlib
 import subprocess
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography import x509
@@ -19,6 +19,9 @@ from support import raises_errno, run_daemon
 from iommud_client import Client
 from iommud_wire import pb
 
+if TYPE_CHECKING:
+    import pathlib
+
 
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -26,8 +29,9 @@ def _name(cn: str) -> x509.Name:
 
 def _issue(subject: str, issuer_key, issuer_name, *, ca: bool = False, san=None):
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(issuer_name or _name(subject))
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (x509.CertificateBuilder().subject_name(_name(subject))
+               .issuer_name(issuer_name or _name(subject))
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(minutes=5))
                .not_valid_after(now + datetime.timedelta(days=1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
+from typing import TYPE_CHECKING
 
 import pytest
 from support import run_daemon
@@ -18,6 +18,9 @@ from iommud.topology_load import (
     to_json,
     write_fake_sysfs,
 )
+
+if TYPE_CHECKING:
+    import pathlib
 
 
 def test_default_host_shape() -> None:
@@ -75,7 +78,8 @@ def test_file_round_trip(tmp_path: pathlib.Path, suffix: str) -> None:
     ({"name": "0000:03:00.0", "group": 1, "colour": "red"}, "unknown key"),
     ({"name": "0000:03:00.0", "group": 1, "driver": "mystery"}, "unknown driver"),
     ({"name": "0000:03:00.0", "group": 1, "reserved_regions": [{"start": 2, "last": 1}]}, "ends before"),
-    ({"name": "0000:03:00.0", "group": 1, "reserved_regions": [{"start": 1, "last": 2, "kind": "odd"}]}, "kind"),
+    ({"name": "0000:03:00.0", "group": 1,
+      "reserved_regions": [{"start": 1, "last": 2, "kind": "odd"}]}, "kind"),
     ({"name": "0000:03:00.0", "group": 1, "pgsize_bitmap": 0}, "pgsize_bitmap"),
     ({"name": "0000:03:00.0", "group": 1, "page_sizes": ["3K"]}, "power of two"),
     ({"name": "0000:03:00.0", "group": 1, "max_pasid_log2": 21}, "max_pasid_log2"),

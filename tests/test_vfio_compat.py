@@ -155,7 +155,7 @@ def test_qemu_iommufd_cdev_flow(s) -> None:
 
 def test_mixed_host_container_and_iommufd_on_different_groups(type1_daemon) -> None:
     with type1_daemon.client() as c, c.open_session("vm-a") as a, c.open_session("vm-b") as b:
-        cont, grp, compat_ioas = ready_container(a, G_NVME)
+        cont, grp, _compat_ioas = ready_container(a, G_NVME)
         a_dev = grp.get_device_fd(NVME)
         ctx = b.open_context()
         b_dev = b.open_device(NVME2)

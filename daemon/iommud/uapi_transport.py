@@ -389,7 +389,7 @@ class UapiServer:
                 body = bytes(rview[HDR.size:n])
             if pid and pid != conn.caller.pid:
                 conn.caller = replace(conn.caller, pid=pid)
-            if not self._draining:
+            if not self._draining and len(self._conns) > 1:
                 self._drain_hangups(conn)
             self._record(conn, kind, flags, seq, cmd, arg, body)
         except Exception:  # a daemon bug: this connection goes, the daemon serves on

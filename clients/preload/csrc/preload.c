@@ -58,7 +58,7 @@ int __openat64_2(int dirfd, const char *path, int flags);
 
 enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7 };
 enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1 };
-enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4 };
+enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6 };
 enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
 enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
 enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
@@ -605,6 +605,8 @@ static int same_file(const char *a, const char *b)
 	return !stat(a, &sa) && !stat(b, &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+static int unnamed_peer_is_daemon(int fd);
+
 /* An fd inherited over exec: a SEQPACKET socket whose peer is the daemon's
  * uAPI socket. (Nothing is ever sent to a socket that is not.) */
 static int peer_is_daemon(int fd)
@@ -618,8 +620,10 @@ static int peer_is_daemon(int fd)
 	memset(&a, 0, sizeof(a));
 	if (getpeername(fd, (struct sockaddr *)&a, &al) || a.sun_family != AF_UNIX)
 		return 0;
-	if (al <= offsetof(struct sockaddr_un, sun_path) || !a.sun_path[0])
-		return 0; /* unnamed or abstract */
+	if (al <= offsetof(struct sockaddr_un, sun_path))
+		return unnamed_peer_is_daemon(fd);
+	if (!a.sun_path[0])
+		return 0; /* abstract */
 	char path[sizeof(a.sun_path) + 1];
 	size_t len = al - offsetof(struct sockaddr_un, sun_path);
 	if (len > sizeof(a.sun_path))
@@ -630,6 +634,42 @@ static int peer_is_daemon(int fd)
 		if (same_file(path, paths[i]))
 			return 1;
 	return 0;
+}
+
+/* The daemon's pid, from SO_PEERCRED of a connection to its socket (one
+ * made and closed here, without an OPEN), or -1. */
+static pid_t daemon_pid(void)
+{
+	for (int i = 0; i < npaths; i++) {
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		size_t len = strlen(paths[i]);
+		if (len >= sizeof(a.sun_path))
+			continue;
+		memcpy(a.sun_path, paths[i], len + 1);
+		int s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (s < 0)
+			return -1;
+		struct ucred cred;
+		socklen_t cl = sizeof(cred);
+		int ok = !connect(s, (struct sockaddr *)&a, sizeof(a)) &&
+			 !getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &cl);
+		close(s);
+		if (ok)
+			return cred.pid;
+	}
+	return -1;
+}
+
+/* A daemon-made file inherited over exec (a device fd from a group): an
+ * unnamed SEQPACKET socket has no peer address, but its peer credentials
+ * are those of the process that made the pair, the daemon. */
+static int unnamed_peer_is_daemon(int fd)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) || cred.pid <= 0)
+		return 0;
+	return cred.pid == daemon_pid();
 }
 
 /* The entry of an emulated fd, referenced (file_put it), or NULL when the fd
@@ -1065,6 +1105,12 @@ static int describe_locked(int fd, struct file *f)
 		f->kind = get32(m.body);
 		f->n = get32(m.body + 4);
 		f->token = get64(m.body + 8);
+		if (f->kind == PK_FAULT) {
+			f->event = EV_FAULT;
+			pthread_mutex_lock(&table_lock);
+			table_changed_locked();
+			pthread_mutex_unlock(&table_lock);
+		}
 		__atomic_store_n(&f->described, 1, __ATOMIC_RELEASE);
 	}
 	msg_release(&m);
@@ -1474,8 +1520,10 @@ static long apply_reply(struct msg *m, unsigned nr)
 				result = -EIO;
 				break;
 			}
-			if (copy_to_user((uintptr_t)addr, p + 16, len))
-				result = -EFAULT;
+			if (copy_to_user((uintptr_t)addr, p + 16, len)) {
+				result = -EFAULT; /* the kernel stops at its first failed copy */
+				break;
+			}
 			p += 16 + (size_t)len;
 		} else if (type == REP_COPY) {
 			if (end - p < 24) {
@@ -1483,8 +1531,10 @@ static long apply_reply(struct msg *m, unsigned nr)
 				break;
 			}
 			uint32_t len = get32(p + 4);
-			if (user_move((uintptr_t)get64(p + 8), (uintptr_t)get64(p + 16), len))
+			if (user_move((uintptr_t)get64(p + 8), (uintptr_t)get64(p + 16), len)) {
 				result = -EFAULT;
+				break;
+			}
 			p += 24;
 		} else if (type == REP_NEWFD) {
 			if (end - p < 24) {
@@ -1508,8 +1558,10 @@ static long apply_reply(struct msg *m, unsigned nr)
 				result = rc;
 			if (addr) {
 				int32_t v = fd;
-				if (copy_to_user((uintptr_t)addr, &v, sizeof(v)))
+				if (copy_to_user((uintptr_t)addr, &v, sizeof(v))) {
 					result = -EFAULT;
+					break;
+				}
 			}
 			if ((fl & NEWFD_RESULT) && result >= 0)
 				result = fd; /* GROUP_GET_DEVICE_FD: the fd is the result */

@@ -37,6 +37,7 @@ WILD_GROUP = 13
 FORK_GROUP = 15
 DUP_GROUP = 16
 FDARG_GROUP = 20
+EXEC_GROUP, EXEC_DEVICE = 22, "0000:07:01.0"
 DIRTY_DEVICE = "0000:03:00.0"   # dirty_tracking = true
 INTERPOSED = {"open", "open64", "__open_2", "__open64_2", "openat", "openat64", "__openat_2",
               "__openat64_2", "ioctl", "read", "write"}
@@ -317,6 +318,17 @@ def test_exec_closes_a_cloexec_fd(launcher: str, programs: dict[str, pathlib.Pat
     assert out["alloc_before_exec"] == (1, OK)
     assert out["fd_flags_after_exec"] == failed("EBADF")
     assert out["alloc_after_exec"] == failed("EBADF")
+
+
+def test_exec_keeps_a_device_fd_the_daemon_made(launcher: str, programs: dict[str, pathlib.Path],
+                                                uapi_daemon: DaemonProcess) -> None:
+    out = probe(launcher, uapi_daemon, programs, "exec-device", EXEC_GROUP, EXEC_DEVICE)
+    assert out["device_fd_flags"] == (1, OK)                 # GET_DEVICE_FD's fd is O_CLOEXEC
+    assert out["device_info_before_exec"] == (9, OK)         # vfio-pci's 9 regions
+    # No peer address (a socketpair the daemon made), but the daemon as its
+    # peer process: recognised, then DESCRIBE says it is a group's device fd.
+    assert out["device_info_after_exec"] == (9, OK)
+    assert out["iommufd_ioctl_on_device_after_exec"] == failed("ENOTTY")
 
 
 def test_threads_share_a_connection(launcher: str, programs: dict[str, pathlib.Path],

@@ -237,6 +237,41 @@ static int after_exec(const char *num)
 	return 0;
 }
 
+static long device_info(int fd)
+{
+	struct uapi_device_info info = { .argsz = sizeof(info) };
+	long rc = ioctl(fd, UAPI_VFIO_DEVICE_GET_INFO, &info);
+	return rc < 0 ? rc : (long)info.num_regions;
+}
+
+/* A device fd made by GROUP_GET_DEVICE_FD, kept over exec: its socket has no
+ * peer address, so the new image knows it by its peer, the daemon. */
+static int exec_device(const char *self, const char *group, const char *name)
+{
+	int c = must("open_container", open("/dev/vfio/vfio", O_RDWR));
+	int g = must("open_group", open(group_path(group), O_RDWR));
+	must("set_container", ioctl(g, UAPI_VFIO_GROUP_SET_CONTAINER, &c));
+	must("set_iommu", ioctl(c, UAPI_VFIO_SET_IOMMU, UAPI_VFIO_TYPE1v2_IOMMU));
+	int d = must("get_device_fd", ioctl(g, UAPI_VFIO_GROUP_GET_DEVICE_FD, name));
+	step("device_fd_flags", fcntl(d, F_GETFD));
+	step("device_info_before_exec", device_info(d));
+	must("keep_over_exec", fcntl(d, F_SETFD, 0));
+	char num[16];
+	snprintf(num, sizeof(num), "%d", d);
+	execl(self, self, "after-exec-device", num, (char *)NULL);
+	must("execl", -1);
+	return 1;
+}
+
+static int after_exec_device(const char *num)
+{
+	int d = atoi(num);
+	step("device_info_after_exec", device_info(d));
+	struct uapi_ioas_alloc a = { .size = sizeof(a) };
+	step("iommufd_ioctl_on_device_after_exec", ioctl(d, UAPI_IOMMU_IOAS_ALLOC, &a));
+	return 0;
+}
+
 /* The daemon goes away (or stops answering) between two ioctls. */
 static int outage(void)
 {
@@ -508,6 +543,10 @@ int main(int argc, char **argv)
 		return do_exec(argv[0], a2);
 	if (!strcmp(s, "after-exec") && a2)
 		return after_exec(a2);
+	if (!strcmp(s, "exec-device") && a2 && argc > 3)
+		return exec_device(argv[0], a2, argv[3]);
+	if (!strcmp(s, "after-exec-device") && a2)
+		return after_exec_device(a2);
 	if (!strcmp(s, "outage"))
 		return outage();
 	if (!strcmp(s, "nodaemon"))
@@ -526,7 +565,7 @@ int main(int argc, char **argv)
 		return dirty(a2);
 	if (!strcmp(s, "fdargs") && a2)
 		return fdargs(a2);
-	fprintf(stderr, "usage: %s wild [GROUP] | unknown | fork GROUP | dup GROUP | exec keep|cloexec | "
+	fprintf(stderr, "usage: %s wild [GROUP] | unknown | fork GROUP | dup GROUP | exec keep|cloexec | exec-device GROUP NAME | "
 			"outage | nodaemon | passthrough FILE | threads | signals | fault | bigbody | dirty N | fdargs GROUP\n", argv[0]);
 	return 2;
 }

@@ -2,6 +2,14 @@
 
 Every method raises OSError(errno, message) with the kernel's errno on
 failure; addresses and lengths are unsigned 64-bit integers.
+
+Methods that can take long (marked "Releases the GIL") do their work, locks
+included, with the GIL released, so the daemon may run them on worker
+threads (asyncio.to_thread) while its loop serves other calls; each holds
+its object's lock for the whole operation, so every other caller sees it
+whole or not at all. The others never wait for a lock while holding the GIL.
+Lock order: Type1Dma, then tables (two: lower address first), then their
+domains.
 """
 from collections.abc import Callable
 from typing import Any, final
@@ -20,6 +28,13 @@ __all__ = [
     "check_copy_args",
     "check_map_args",
     "copy",
+    "domain_from_state",
+    "domain_state",
+    "iopt_attach_filled",
+    "iopt_from_state",
+    "iopt_state",
+    "type1_from_state",
+    "type1_state",
 ]
 
 __version__: str
@@ -46,15 +61,18 @@ class IoPagetable:
         domain fill with EINVAL."""
     def unmap(self, iova: int, length: int) -> int:
         """IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
-        The areas leave every domain with their dirty state."""
-    def unmap_all(self) -> int: ...
+        The areas leave every domain with their dirty state. Releases the GIL."""
+    def unmap_all(self) -> int:
+        """Drop every area; returns the bytes they covered. Releases the GIL."""
     def map_batch(self, flags: int, user_vas: Any, lengths: Any, iovas: Any) -> bytes:
         """Many IOAS_MAPs, all or nothing: u64 buffers of user_vas, lengths and
         iovas (used with FIXED_IOVA only); returns the IOVAs packed as u64.
-        On failure nothing stays mapped; the OSError names the request."""
+        On failure nothing stays mapped; the OSError names the request.
+        Releases the GIL."""
     def unmap_batch(self, iovas: Any, lengths: Any) -> int:
         """Many IOAS_UNMAPs in order; returns the bytes unmapped. Not atomic,
-        as the kernel's unmap: earlier requests stay done on a failure."""
+        as the kernel's unmap: earlier requests stay done on a failure.
+        Releases the GIL."""
     def translate(self, iova: int) -> tuple[int, int]:
         """(pa, prot) of one IOVA; OSError(ENOENT) when unmapped."""
     def translate_batch(self, iovas: Any, *, threads: int | None = None) -> tuple[bytes, bytes]:
@@ -71,19 +89,28 @@ class IoPagetable:
     def iova_ranges(self) -> list[tuple[int, int]]: ...
     @property
     def area_heap_bytes(self) -> int:
-        """Heap bytes held by the area map (about 32 per area in full leaves)."""
+        """Heap bytes held by the area map (about 35 per area in full leaves)."""
+    @property
+    def memory_bytes(self) -> int:
+        """Heap bytes of the whole table, for a memory budget: the area map,
+        the dirty state, the reserved and allowed lists, and every attached
+        domain's memory_bytes (so an attached domain is counted here too)."""
     def set_max_areas(self, max: int | None) -> None:
         """Most areas the table may hold (None: unlimited); ENOSPC past it."""
     @property
     def iova_alignment(self) -> int: ...
-    def set_iova_alignment(self, align: int) -> None: ...
+    def set_iova_alignment(self, align: int) -> None:
+        """EADDRINUSE if an area is not aligned. Releases the GIL."""
     def add_reserved(self, start: int, last: int, owner: int) -> None: ...
     def remove_reserved(self, owner: int) -> None: ...
     def reserved(self) -> list[tuple[int, int, int]]: ...
-    def allow_iovas(self, ranges: list[tuple[int, int]]) -> None: ...
+    def allow_iovas(self, ranges: list[tuple[int, int]]) -> None:
+        """IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically.
+        Releases the GIL."""
     def allowed_iovas(self) -> list[tuple[int, int]]: ...
     def areas(self) -> list[tuple[int, int, int, int]]:
-        """[(iova, length, user_va, prot)] in IOVA order."""
+        """[(iova, length, user_va, prot)] in IOVA order (collected with the
+        GIL released)."""
     def area_from(self, iova: int) -> tuple[int, int, int, int] | None:
         """The area containing iova, else the first above it: (iova, length, user_va, prot)."""
     @property
@@ -91,7 +118,8 @@ class IoPagetable:
     @property
     def mapped_bytes(self) -> int: ...
     def set_dirty_tracking(self, enable: bool) -> None:
-        """The table's own dirty pages (type1's): on from a clean state, off drops them."""
+        """The table's own dirty pages (type1's): on from a clean state, off
+        drops them. Releases the GIL."""
     @property
     def dirty_tracking(self) -> bool: ...
     def dma(self, iova: int, length: int, write: bool, domain: Domain | None = None) -> int:
@@ -99,7 +127,8 @@ class IoPagetable:
         EPERM (not permitted), EINVAL (length 0), EOVERFLOW (past 2^64).
         With `domain` (attached here, else EINVAL) the access translates
         through it and a write dirties its leaves while it tracks; the
-        table's own dirty pages are marked either way, under one lock."""
+        table's own dirty pages are marked either way, under one lock.
+        Accesses of 64 KiB or more release the GIL."""
     def read_dirty_bitmap(self, iova: int, length: int, page_size: int, clear: bool,
                           domain: Domain | None = None) -> bytes:
         """Packed native-endian u64 words, one bit per page_size unit; `clear`
@@ -111,17 +140,19 @@ class IoPagetable:
         tracking not checked. A dirty leaf sets bits (leaf_start - iova) >> s
         to (leaf_last - iova) >> s, s = lowest set bit of page_size, clipped
         to the bitmap; a leaf starting below iova sets none; the walk stops at
-        the first hole in the areas (the kernel drops that error)."""
+        the first hole in the areas (the kernel drops that error). Releases
+        the GIL."""
     def add_domain(self, domain: Domain) -> None:
         """iopt_table_add_domain's fill step: fill every area into `domain`,
         all or nothing; later maps and copies fill it too. EINVAL for an area
         neither readable nor writeable, ENXIO for one not aligned to the
         domain's smallest page, EEXIST if attached here, EBUSY if attached
         elsewhere. The alignment and aperture reservations are the caller's.
-        Lock order: a table's lock, then its domains'."""
+        Lock order: a table's lock, then its domains'. Releases the GIL."""
     def remove_domain(self, domain: Domain) -> None:
         """iopt_table_remove_domain: unmap everything from `domain` (its dirty
-        state goes) and release it; ENOENT if not attached here."""
+        state goes) and release it; ENOENT if not attached here. Releases
+        the GIL."""
     @property
     def num_domains(self) -> int: ...
     @property
@@ -137,7 +168,7 @@ class IoPagetable:
         (which keep their leaves). p in no area, or at an area's first or last
         IOVA: nothing. EINVAL when p + 1 is not aligned to iova_alignment or
         the area is filled into a domain while large pages are enabled. Not
-        atomic: cuts before a failing one stay done."""
+        atomic: cuts before a failing one stay done. Releases the GIL."""
 
 @final
 class Domain:
@@ -164,12 +195,18 @@ class Domain:
     @property
     def mapped_bytes(self) -> int: ...
     @property
+    def memory_bytes(self) -> int:
+        """Heap bytes of the domain (an upper estimate, for memory budgets):
+        its entries and dirty ranges. An attached domain is also counted in
+        its table's memory_bytes."""
+    @property
     def dirty_tracking(self) -> bool: ...
     @property
     def attached(self) -> bool:
         """Whether an IoPagetable holds this domain."""
     def entries(self) -> list[tuple[int, int, int, int, int]]:
-        """[(iova, length, pa, prot, leaf_cap)] in IOVA order; leaf_cap 0: none."""
+        """[(iova, length, pa, prot, leaf_cap)] in IOVA order; leaf_cap 0: none.
+        Collected with the GIL released."""
     def leaf_at(self, iova: int) -> tuple[int, int]:
         """The leaf (IOPTE) holding iova as (start, size); ENOENT when unmapped."""
     def translate(self, iova: int) -> tuple[int, int]:
@@ -178,10 +215,10 @@ class Domain:
         """IOMMU_TEST_OP_MD_CHECK_MAP (iommufd_test_md_check_pa): step =
         min_page_size; EINVAL when iova, length or user_va is not a multiple
         of it, user_va + length overflows, or any step is a hole or does not
-        translate to user_va + offset. Length 0 succeeds."""
+        translate to user_va + offset. Length 0 succeeds. Releases the GIL."""
     def set_dirty_tracking(self, enable: bool) -> None:
         """Enabling clears every D bit first (iopt_set_dirty_tracking's clean
-        snapshot, also when already on); disabling keeps them."""
+        snapshot, also when already on); disabling keeps them. Releases the GIL."""
     def mark_dirty(self, iova: int, length: int, page_size: int, bitmap: bytes) -> int:
         """IOMMU_TEST_OP_DIRTY (iommufd_test_dirty) after the HWPT lookup: for
         each set bit i (bit i % 8 of byte i // 8) among length // page_size,
@@ -189,12 +226,14 @@ class Domain:
         returns the number of set bits. EINVAL: page_size or length 0, iova or
         length not a multiple of page_size, empty bitmap; EOVERFLOW: more than
         2^27 bits; EINVAL: tracking off; EFAULT: bitmap shorter than
-        ceil(bits / 8) bytes."""
+        ceil(bits / 8) bytes. Releases the GIL."""
 
 def check_map_args(flags: int, iova: int, length: int) -> None: ...
 def check_copy_args(flags: int, src_iova: int, length: int, dst_iova: int) -> None: ...
 def copy(dst: IoPagetable, src: IoPagetable, flags: int, src_iova: int, length: int,
-         dst_iova: int) -> int: ...
+         dst_iova: int) -> int:
+    """IOMMU_IOAS_COPY after the lookups; returns the destination IOVA.
+    Releases the GIL; two tables are locked lower address first."""
 
 @final
 class PeerGate:
@@ -233,20 +272,34 @@ class Type1Dma:
         rules; EINVAL for a type other than 1 (TYPE1) or 3 (TYPE1v2)."""
     def reset(self, iopt: IoPagetable | None) -> None:
         """The last group left the container: stop dirty tracking on iopt,
-        unmap everything, type back to 0, dma_avail = limit, no invalid vaddrs."""
+        unmap everything, type back to 0, dma_avail = limit, no invalid vaddrs.
+        Releases the GIL."""
     def map_dma(self, iopt: IoPagetable | None, argsz: int, flags: int, vaddr: int, iova: int,
                 size: int, charge: Callable[[int], object]) -> None:
         """VFIO_IOMMU_MAP_DMA in type1's order. `charge(size)` is called right
         before the new mapping is made (not for a VADDR update), with no lock
-        held; an exception from it propagates unchanged and nothing changes."""
+        held; an exception from it propagates unchanged and nothing changes.
+        The checks and the mapping run with the GIL released."""
     def unmap_dma(self, iopt: IoPagetable | None, argsz: int, flags: int, iova: int, size: int,
                   bitmap_pgsize: int, bitmap_size: int) -> tuple[int, bytes]:
         """VFIO_IOMMU_UNMAP_DMA: (bytes unmapped, or invalidated with VADDR;
-        the dirty bitmap as packed native-endian u64 words, or b"")."""
+        the dirty bitmap as packed native-endian u64 words, or b"").
+        Releases the GIL."""
     def dirty_pages(self, iopt: IoPagetable | None, argsz: int, flags: int, iova: int, size: int,
                     bitmap_pgsize: int, bitmap_size: int) -> bytes:
         """VFIO_IOMMU_DIRTY_PAGES START/STOP/GET_BITMAP in type1's order (ready
         EINVAL, not v2 EACCES, then argsz, ...): b"" for START and STOP, the
-        bitmap (packed native-endian u64 words) for GET_BITMAP."""
+        bitmap (packed native-endian u64 words) for GET_BITMAP. Releases the GIL."""
     def check_extension_update_vaddr(self) -> int:
         """1 once an IOMMU type is set, else 0."""
+
+# Snapshot records (rust_core/src/state.rs), the pickle reductions of the
+# three stateful classes (snapshot.py). A record loads only into the version
+# that wrote it; anything else is OSError(EINVAL).
+def iopt_state(table: IoPagetable) -> bytes: ...
+def iopt_from_state(state: bytes) -> IoPagetable: ...
+def domain_state(domain: Domain) -> bytes: ...
+def domain_from_state(state: bytes) -> Domain: ...
+def type1_state(dma: Type1Dma) -> bytes: ...
+def type1_from_state(state: bytes) -> Type1Dma: ...
+def iopt_attach_filled(table: IoPagetable, domain: Domain) -> None: ...

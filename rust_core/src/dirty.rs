@@ -19,10 +19,10 @@ pub const MAX_BITMAP_BITS: u64 = 1 << 29;
 
 /// The written pages of one area: bit i is page `first_page + i`.
 #[derive(Debug)]
-struct AreaBits {
-    first_page: u64,
-    pages: u64,
-    words: Vec<u64>,
+pub(crate) struct AreaBits {
+    pub(crate) first_page: u64,
+    pub(crate) pages: u64,
+    pub(crate) words: Vec<u64>,
 }
 
 impl AreaBits {
@@ -33,11 +33,11 @@ impl AreaBits {
 
 #[derive(Default, Debug)]
 pub struct DirtyTracker {
-    enabled: bool,
+    pub(crate) enabled: bool,
     /// Keyed by the area's start IOVA; areas are disjoint, so the entries'
     /// page ranges are sorted by key too (adjacent unaligned areas may
     /// share a page, each with its own bit).
-    areas: BTreeMap<u64, AreaBits>,
+    pub(crate) areas: BTreeMap<u64, AreaBits>,
 }
 
 impl DirtyTracker {
@@ -116,6 +116,15 @@ impl DirtyTracker {
     /// Bytes of dirty state held (the one-bit-per-page bound, tested).
     pub fn state_bytes(&self) -> usize {
         self.areas.values().map(|b| b.words.capacity() * 8).sum()
+    }
+
+    /// Heap bytes held: the bits and the map's nodes (an upper estimate).
+    pub fn heap_bytes(&self) -> usize {
+        self.state_bytes()
+            + crate::domain::btree_heap_bytes(
+                self.areas.len(),
+                std::mem::size_of::<(u64, AreaBits)>(),
+            )
     }
 
     /// Call `each(page)` for every dirty page from `first` to `last` (page

@@ -57,13 +57,27 @@ pub fn write_domain(d: &SharedDomain) -> RwLockWriteGuard<'_, Domain> {
     d.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Heap bytes of a std BTreeMap of `len` entries of `entry` bytes each, an
+/// upper estimate for memory budgets: its nodes hold up to 11 entries (with
+/// a 16-byte header, internal nodes 12 child pointers more) and every node
+/// but the root holds at least 5, so there are at most len / 5 leaves and
+/// a fifth as many internal nodes.
+pub fn btree_heap_bytes(len: usize, entry: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    let leaf = 16 + 11 * entry;
+    let leaves = len.div_ceil(5);
+    leaves * leaf + leaves.div_ceil(5) * (leaf + 12 * 8)
+}
+
 /// Most bits one IOMMU_TEST_OP_DIRTY bitmap may hold (iommufd_test_dirty:
 /// 16 MiB of bitmap); more is EOVERFLOW.
 pub const TEST_DIRTY_MAX_BITS: u64 = (16 << 20) * 8;
 
 /// Disjoint, non-adjacent inclusive ranges keyed by their start.
 #[derive(Clone, Debug, Default)]
-struct RangeSet(BTreeMap<u64, u64>);
+pub(crate) struct RangeSet(pub(crate) BTreeMap<u64, u64>);
 
 impl RangeSet {
     /// Add [start, last], merging with the ranges it overlaps or abuts.
@@ -119,6 +133,10 @@ impl RangeSet {
     fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.0.iter().map(|(&s, &l)| (s, l))
     }
+
+    fn heap_bytes(&self) -> usize {
+        btree_heap_bytes(self.0.len(), 16)
+    }
 }
 
 /// What one area filled into a domain became.
@@ -152,14 +170,14 @@ impl DomainEntry {
 
 #[derive(Debug)]
 pub struct Domain {
-    pgsize_bitmap: u64,
-    aperture_start: u64,
-    aperture_last: u64,
-    entries: BTreeMap<u64, DomainEntry>,
-    mapped_bytes: u64,
-    tracking: bool,
-    dirty: RangeSet,
-    attached: bool,
+    pub(crate) pgsize_bitmap: u64,
+    pub(crate) aperture_start: u64,
+    pub(crate) aperture_last: u64,
+    pub(crate) entries: BTreeMap<u64, DomainEntry>,
+    pub(crate) mapped_bytes: u64,
+    pub(crate) tracking: bool,
+    pub(crate) dirty: RangeSet,
+    pub(crate) attached: bool,
 }
 
 /// The bits of `words` from `lo` to `hi`, inclusive, set.
@@ -232,6 +250,17 @@ impl Domain {
 
     pub fn mapped_bytes(&self) -> u64 {
         self.mapped_bytes
+    }
+
+    /// Heap bytes held (an upper estimate, for memory budgets): the
+    /// domain itself, its entries and its dirty ranges.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Domain>()
+            + btree_heap_bytes(
+                self.entries.len(),
+                std::mem::size_of::<(u64, DomainEntry)>(),
+            )
+            + self.dirty.heap_bytes()
     }
 
     pub fn dirty_tracking(&self) -> bool {

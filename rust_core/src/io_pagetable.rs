@@ -144,6 +144,23 @@ impl IoPagetable {
         self.areas.heap_bytes()
     }
 
+    /// Heap bytes this table holds, for a per-session memory budget: the
+    /// area map, the dirty state, the reserved and allowed lists, and every
+    /// attached domain (`Domain::memory_bytes`: its entries and dirty
+    /// ranges). Takes each domain's lock inside, after the table's.
+    pub fn memory_bytes(&self) -> usize {
+        self.areas.heap_bytes()
+            + self.dirty.heap_bytes()
+            + self.reserved.capacity() * std::mem::size_of::<Reserved>()
+            + self.allowed.capacity() * 16
+            + self.domains.capacity() * std::mem::size_of::<SharedDomain>()
+            + self
+                .domains
+                .iter()
+                .map(|d| crate::domain::read_domain(d).memory_bytes())
+                .sum::<usize>()
+    }
+
     pub fn reserved(&self) -> &[Reserved] {
         &self.reserved
     }

@@ -1049,3 +1049,36 @@ fn leaf_at_matches_the_greedy_fill() {
         }
     }
 }
+
+#[test]
+fn memory_bytes_counts_areas_dirty_state_and_domain_entries() {
+    let d = mock();
+    let mut t = table_with(&d, true);
+    let empty_table = t.memory_bytes();
+    let empty_domain = read_domain(&d).memory_bytes();
+    assert!(empty_table >= empty_domain, "the table counts its domain");
+    for i in 0..1000u64 {
+        t.map(RW | FIXED, UVA + i * 0x2000, 0x1000, BASE + i * 0x2000)
+            .unwrap();
+    }
+    let domain = read_domain(&d).memory_bytes();
+    // At least the entries themselves, and not wildly more.
+    assert!(domain >= empty_domain + 1000 * 56, "{domain}");
+    assert!(domain <= empty_domain + 1000 * 300, "{domain}");
+    let table = t.memory_bytes();
+    assert!(
+        table >= empty_table + (domain - empty_domain) + 1000 * 32,
+        "{table}"
+    );
+    // Dirty state: one bitmap per written area, counted.
+    t.set_dirty_tracking(true);
+    for i in 0..100u64 {
+        t.dma(BASE + i * 0x2000, 8, true).unwrap();
+    }
+    assert!(t.memory_bytes() > table, "dirty bitmaps are counted");
+    // A detached domain is empty again; the table is back near empty.
+    t.remove_domain(&d).unwrap();
+    assert_eq!(read_domain(&d).memory_bytes(), empty_domain);
+    t.unmap_all();
+    assert!(t.memory_bytes() < table / 4, "{}", t.memory_bytes());
+}

@@ -4,11 +4,16 @@
 //! Lock order: a table's lock, then its domains' (IoPagetable's methods
 //! that fill, unfill or read a domain hold the table's lock while they take
 //! the domain's). The methods here take the domain's lock alone, never a
-//! table's, so they cannot close a cycle.
+//! table's, so they cannot close a cycle. Those that can take long
+//! (mark_dirty, check_map, entries, set_dirty_tracking) release the GIL and
+//! then take the lock; the others take it without blocking while they hold
+//! the GIL (python/mod.rs).
+
+use std::sync::RwLockReadGuard;
 
 use pyo3::prelude::*;
 
-use super::to_py;
+use super::{read_gil, to_py};
 use crate::domain::{read_domain, write_domain, Domain as Core, SharedDomain};
 use crate::errno::{CoreError, Errno};
 
@@ -17,6 +22,12 @@ use crate::errno::{CoreError, Errno};
 #[pyclass(module = "iommud._core", frozen)]
 pub struct Domain {
     pub(super) inner: SharedDomain,
+}
+
+impl Domain {
+    fn read_py(&self, py: Python<'_>) -> RwLockReadGuard<'_, Core> {
+        read_gil(py, &self.inner)
+    }
 }
 
 fn not_mapped(iova: u64) -> PyErr {
@@ -37,87 +48,106 @@ impl Domain {
     }
 
     #[getter]
-    fn pgsize_bitmap(&self) -> u64 {
-        read_domain(&self.inner).pgsize_bitmap()
+    fn pgsize_bitmap(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).pgsize_bitmap()
     }
 
     #[getter]
-    fn aperture_start(&self) -> u64 {
-        read_domain(&self.inner).aperture_start()
+    fn aperture_start(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).aperture_start()
     }
 
     #[getter]
-    fn aperture_last(&self) -> u64 {
-        read_domain(&self.inner).aperture_last()
+    fn aperture_last(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).aperture_last()
     }
 
     /// The lowest page size of pgsize_bitmap.
     #[getter]
-    fn min_page_size(&self) -> u64 {
-        read_domain(&self.inner).min_page_size()
+    fn min_page_size(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).min_page_size()
     }
 
     #[getter]
-    fn num_entries(&self) -> usize {
-        read_domain(&self.inner).num_entries()
+    fn num_entries(&self, py: Python<'_>) -> usize {
+        self.read_py(py).num_entries()
     }
 
     #[getter]
-    fn mapped_bytes(&self) -> u64 {
-        read_domain(&self.inner).mapped_bytes()
+    fn mapped_bytes(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).mapped_bytes()
     }
 
     #[getter]
-    fn dirty_tracking(&self) -> bool {
-        read_domain(&self.inner).dirty_tracking()
+    fn dirty_tracking(&self, py: Python<'_>) -> bool {
+        self.read_py(py).dirty_tracking()
     }
 
     /// Whether an IoPagetable holds this domain.
     #[getter]
-    fn attached(&self) -> bool {
-        read_domain(&self.inner).attached()
+    fn attached(&self, py: Python<'_>) -> bool {
+        self.read_py(py).attached()
     }
 
     /// [(iova, length, pa, prot, leaf_cap)] in IOVA order; leaf_cap 0: none.
-    fn entries(&self) -> Vec<(u64, u64, u64, u32, u64)> {
-        read_domain(&self.inner)
-            .entries()
-            .map(|e| (e.iova, e.length(), e.pa, e.prot, e.leaf_cap))
-            .collect()
+    /// Collected with the GIL released.
+    fn entries(&self, py: Python<'_>) -> Vec<(u64, u64, u64, u32, u64)> {
+        py.detach(|| {
+            read_domain(&self.inner)
+                .entries()
+                .map(|e| (e.iova, e.length(), e.pa, e.prot, e.leaf_cap))
+                .collect()
+        })
     }
 
     /// The leaf (IOPTE) holding `iova` as (start, size); ENOENT when unmapped.
-    fn leaf_at(&self, iova: u64) -> PyResult<(u64, u64)> {
-        read_domain(&self.inner)
+    fn leaf_at(&self, py: Python<'_>, iova: u64) -> PyResult<(u64, u64)> {
+        self.read_py(py)
             .leaf_at(iova)
             .ok_or_else(|| not_mapped(iova))
     }
 
     /// (pa, prot) of `iova` through the domain; ENOENT when unmapped.
-    fn translate(&self, iova: u64) -> PyResult<(u64, u32)> {
-        read_domain(&self.inner)
+    fn translate(&self, py: Python<'_>, iova: u64) -> PyResult<(u64, u32)> {
+        self.read_py(py)
             .translate(iova)
             .ok_or_else(|| not_mapped(iova))
     }
 
     /// IOMMU_TEST_OP_MD_CHECK_MAP (iommufd_test_md_check_pa); EINVAL on
-    /// misalignment, overflow, a hole or a mismatch.
-    fn check_map(&self, iova: u64, length: u64, user_va: u64) -> PyResult<()> {
-        read_domain(&self.inner)
-            .check_map(iova, length, user_va)
+    /// misalignment, overflow, a hole or a mismatch. Releases the GIL: it
+    /// walks the range one smallest page at a time.
+    fn check_map(&self, py: Python<'_>, iova: u64, length: u64, user_va: u64) -> PyResult<()> {
+        py.detach(|| read_domain(&self.inner).check_map(iova, length, user_va))
             .map_err(to_py)
     }
 
     /// Enabling starts from a clean snapshot; disabling keeps the D bits.
-    fn set_dirty_tracking(&self, enable: bool) {
-        write_domain(&self.inner).set_dirty_tracking(enable)
+    /// Releases the GIL (the snapshot drops every dirty range).
+    fn set_dirty_tracking(&self, py: Python<'_>, enable: bool) {
+        py.detach(|| write_domain(&self.inner).set_dirty_tracking(enable))
     }
 
     /// IOMMU_TEST_OP_DIRTY (iommufd_test_dirty): dirty the leaf holding
     /// iova + i * page_size for each set bit i; returns the set bits counted.
-    fn mark_dirty(&self, iova: u64, length: u64, page_size: u64, bitmap: &[u8]) -> PyResult<u64> {
-        write_domain(&self.inner)
-            .mark_dirty(iova, length, page_size, bitmap)
+    /// Releases the GIL (the bitmap may hold 2^27 bits).
+    fn mark_dirty(
+        &self,
+        py: Python<'_>,
+        iova: u64,
+        length: u64,
+        page_size: u64,
+        bitmap: &[u8],
+    ) -> PyResult<u64> {
+        py.detach(|| write_domain(&self.inner).mark_dirty(iova, length, page_size, bitmap))
             .map_err(to_py)
+    }
+
+    /// Heap bytes of the domain (an upper estimate, for memory budgets):
+    /// its entries and dirty ranges. An attached domain is counted in its
+    /// table's memory_bytes too.
+    #[getter]
+    fn memory_bytes(&self, py: Python<'_>) -> usize {
+        self.read_py(py).memory_bytes()
     }
 }

@@ -1,11 +1,15 @@
 //! `IoPagetable`: one IOAS's table behind a RwLock, so that translate
-//! batches run on worker threads with the GIL released while the daemon's
-//! loop maps and unmaps. Readers see a map or unmap whole or not at all.
+//! batches, maps, unmaps, copies and dirty reads run on worker threads with
+//! the GIL released while the daemon's loop serves other calls. Readers see
+//! a map or unmap whole or not at all.
 //!
-//! Lock order: a copy between two tables takes the locks in address order,
-//! so two opposite copies cannot deadlock. A table's lock comes before its
-//! domains' (`Domain`): the core takes a domain's lock only inside a table
-//! call, and `Domain`'s own methods never take a table's.
+//! Lock order (python/mod.rs has the whole of it, with the GIL): a copy
+//! between two tables takes the locks in address order, so two opposite
+//! copies cannot deadlock. A table's lock comes before its domains'
+//! (`Domain`): the core takes a domain's lock only inside a table call,
+//! and `Domain`'s own methods never take a table's. Methods that can take
+//! long release the GIL and then take the lock; the others take it with
+//! `read_gil`/`write_gil`, never blocking on it with the GIL held.
 
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -15,12 +19,16 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::domain::Domain;
-use super::to_py;
+use super::{read_gil, to_py, write_gil};
 use crate::errno::{CoreError, Errno};
 use crate::io_pagetable::IoPagetable as Core;
 
-/// Batches at least this long run with the GIL released.
+/// Translate batches at least this long run with the GIL released.
 pub const BATCH_RELEASE_GIL: usize = 4096;
+
+/// A DMA access at least this long releases the GIL (it walks every area
+/// it touches and marks their dirty pages).
+pub const DMA_RELEASE_GIL: u64 = 64 << 10;
 
 /// A Python buffer held as plain bytes (PyBUF_SIMPLE): any exporter works,
 /// whatever its item format — bytes, bytearray, memoryview, array('Q'),
@@ -101,7 +109,7 @@ unsafe impl Sync for RawBuffer {}
 
 #[pyclass(module = "iommud._core", frozen)]
 pub struct IoPagetable {
-    inner: RwLock<Core>,
+    pub(super) inner: RwLock<Core>,
 }
 
 impl IoPagetable {
@@ -114,6 +122,21 @@ impl IoPagetable {
     pub(super) fn write(&self) -> RwLockWriteGuard<'_, Core> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The read lock from a thread holding the GIL (python/mod.rs).
+    pub(super) fn read_py(&self, py: Python<'_>) -> RwLockReadGuard<'_, Core> {
+        read_gil(py, &self.inner)
+    }
+
+    /// The write lock from a thread holding the GIL (python/mod.rs).
+    pub(super) fn write_py(&self, py: Python<'_>) -> RwLockWriteGuard<'_, Core> {
+        write_gil(py, &self.inner)
+    }
+}
+
+fn packed_u64s<'py>(py: Python<'py>, words: &[u64]) -> Bound<'py, PyBytes> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    PyBytes::new(py, &bytes)
 }
 
 fn unpack_u64(raw: &[u8], out: &mut Vec<u64>) {
@@ -164,7 +187,7 @@ impl IoPagetable {
         threads: usize,
     ) -> usize {
         let n = raw.len() / 8;
-        let work = |pa_out: &mut [u8], prot_out: &mut [u8]| -> usize {
+        let work = |table: &Core, pa_out: &mut [u8], prot_out: &mut [u8]| -> usize {
             // SAFETY: every bit pattern is a valid u64.
             let (head, aligned, tail) = unsafe { raw.align_to::<u64>() };
             let copied: Vec<u64>;
@@ -179,13 +202,10 @@ impl IoPagetable {
             // SAFETY: as above.
             let (head, out64, tail) = unsafe { pa_out.align_to_mut::<u64>() };
             if head.is_empty() && tail.is_empty() {
-                self.read()
-                    .translate_batch_on(addrs, out64, prot_out, threads)
+                table.translate_batch_on(addrs, out64, prot_out, threads)
             } else {
                 let mut pas = vec![0u64; n];
-                let mapped = self
-                    .read()
-                    .translate_batch_on(addrs, &mut pas, prot_out, threads);
+                let mapped = table.translate_batch_on(addrs, &mut pas, prot_out, threads);
                 for (dst, pa) in pa_out.chunks_exact_mut(8).zip(pas) {
                     dst.copy_from_slice(&pa.to_ne_bytes());
                 }
@@ -193,9 +213,9 @@ impl IoPagetable {
             }
         };
         if n >= BATCH_RELEASE_GIL {
-            py.detach(|| work(pa_out, prot_out))
+            py.detach(|| work(&self.read(), pa_out, prot_out))
         } else {
-            work(pa_out, prot_out)
+            work(&self.read_py(py), pa_out, prot_out)
         }
     }
 }
@@ -210,8 +230,15 @@ impl IoPagetable {
     }
 
     /// IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA.
-    fn map(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
-        self.write()
+    fn map(
+        &self,
+        py: Python<'_>,
+        flags: u32,
+        user_va: u64,
+        length: u64,
+        iova: u64,
+    ) -> PyResult<u64> {
+        self.write_py(py)
             .map(flags, user_va, length, iova)
             .map_err(to_py)
     }
@@ -219,25 +246,34 @@ impl IoPagetable {
     /// iopt_map_user_pages (compat MAP_DMA): IOAS_MAP without the ioctl's
     /// READABLE/WRITEABLE requirement; such an area fails any domain fill
     /// with EINVAL.
-    fn map_user_pages(&self, flags: u32, user_va: u64, length: u64, iova: u64) -> PyResult<u64> {
-        self.write()
+    fn map_user_pages(
+        &self,
+        py: Python<'_>,
+        flags: u32,
+        user_va: u64,
+        length: u64,
+        iova: u64,
+    ) -> PyResult<u64> {
+        self.write_py(py)
             .map_user_pages(flags, user_va, length, iova)
             .map_err(to_py)
     }
 
     /// IOMMU_IOAS_UNMAP after the IOAS lookup; returns the bytes unmapped.
-    fn unmap(&self, iova: u64, length: u64) -> PyResult<u64> {
-        self.write().unmap(iova, length).map_err(to_py)
+    /// Releases the GIL: a range may hold any number of areas.
+    fn unmap(&self, py: Python<'_>, iova: u64, length: u64) -> PyResult<u64> {
+        py.detach(|| self.write().unmap(iova, length))
+            .map_err(to_py)
     }
 
-    /// Drop every area; returns the bytes they covered.
-    fn unmap_all(&self) -> u64 {
-        self.write().unmap_all()
+    /// Drop every area; returns the bytes they covered. Releases the GIL.
+    fn unmap_all(&self, py: Python<'_>) -> u64 {
+        py.detach(|| self.write().unmap_all())
     }
 
     /// (pa, prot) of one IOVA; OSError(ENOENT) when unmapped.
-    fn translate(&self, iova: u64) -> PyResult<(u64, u32)> {
-        self.read().translate(iova).ok_or_else(|| {
+    fn translate(&self, py: Python<'_>, iova: u64) -> PyResult<(u64, u32)> {
+        self.read_py(py).translate(iova).ok_or_else(|| {
             to_py(CoreError::new(
                 Errno::ENOENT,
                 format!("No area maps IOVA {iova:#x}."),
@@ -359,15 +395,21 @@ impl IoPagetable {
             .zip(&ios)
             .map(|((&v, &l), &i)| (v, l, i))
             .collect();
-        let out = self.write().map_batch(flags, &reqs).map_err(to_py)?;
-        let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        Ok(PyBytes::new(py, &bytes))
+        let out = py
+            .detach(|| self.write().map_batch(flags, &reqs))
+            .map_err(to_py)?;
+        Ok(packed_u64s(py, &out))
     }
 
     /// Many IOAS_UNMAPs of whole areas, in order; returns the bytes unmapped.
     /// Not atomic, as the kernel's unmap: the OSError names the failing
     /// request and the ones before it stay done.
-    fn unmap_batch(&self, iovas: &Bound<'_, PyAny>, lengths: &Bound<'_, PyAny>) -> PyResult<u64> {
+    fn unmap_batch(
+        &self,
+        py: Python<'_>,
+        iovas: &Bound<'_, PyAny>,
+        lengths: &Bound<'_, PyAny>,
+    ) -> PyResult<u64> {
         let (ios, lens) = (u64s(iovas, "iovas")?, u64s(lengths, "lengths")?);
         if ios.len() != lens.len() {
             return Err(PyValueError::new_err(format!(
@@ -377,44 +419,48 @@ impl IoPagetable {
             )));
         }
         let reqs: Vec<(u64, u64)> = ios.into_iter().zip(lens).collect();
-        self.write().unmap_batch(&reqs).map_err(to_py)
+        py.detach(|| self.write().unmap_batch(&reqs)).map_err(to_py)
     }
 
     /// IOMMU_IOAS_IOVA_RANGES: [(start, last)] usable ranges, last inclusive.
-    fn iova_ranges(&self) -> Vec<(u64, u64)> {
-        self.read().iova_ranges()
+    fn iova_ranges(&self, py: Python<'_>) -> Vec<(u64, u64)> {
+        self.read_py(py).iova_ranges()
     }
 
     #[getter]
-    fn iova_alignment(&self) -> u64 {
-        self.read().iova_alignment()
+    fn iova_alignment(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).iova_alignment()
     }
 
     /// Raise or lower the IOVA alignment; EADDRINUSE if areas conflict.
-    fn set_iova_alignment(&self, align: u64) -> PyResult<()> {
-        self.write().set_iova_alignment(align).map_err(to_py)
+    /// Releases the GIL: it checks every area.
+    fn set_iova_alignment(&self, py: Python<'_>, align: u64) -> PyResult<()> {
+        py.detach(|| self.write().set_iova_alignment(align))
+            .map_err(to_py)
     }
 
     /// Most areas the table may hold (None: unlimited); maps and copies
     /// past it fail with ENOSPC and change nothing.
     #[pyo3(signature = (max))]
-    fn set_max_areas(&self, max: Option<usize>) {
-        self.write().set_max_areas(max);
+    fn set_max_areas(&self, py: Python<'_>, max: Option<usize>) {
+        self.write_py(py).set_max_areas(max);
     }
 
     /// Reserve [start, last] for `owner`; EADDRINUSE on conflict.
-    fn add_reserved(&self, start: u64, last: u64, owner: u64) -> PyResult<()> {
-        self.write().add_reserved(start, last, owner).map_err(to_py)
+    fn add_reserved(&self, py: Python<'_>, start: u64, last: u64, owner: u64) -> PyResult<()> {
+        self.write_py(py)
+            .add_reserved(start, last, owner)
+            .map_err(to_py)
     }
 
     /// Remove every range reserved by `owner`.
-    fn remove_reserved(&self, owner: u64) {
-        self.write().remove_reserved(owner)
+    fn remove_reserved(&self, py: Python<'_>, owner: u64) {
+        self.write_py(py).remove_reserved(owner)
     }
 
     /// [(start, last, owner)] reserved ranges.
-    fn reserved(&self) -> Vec<(u64, u64, u64)> {
-        self.read()
+    fn reserved(&self, py: Python<'_>) -> Vec<(u64, u64, u64)> {
+        self.read_py(py)
             .reserved()
             .iter()
             .map(|r| (r.start, r.last, r.owner))
@@ -422,66 +468,92 @@ impl IoPagetable {
     }
 
     /// IOMMU_IOAS_ALLOW_IOVAS: replace the allowed list atomically.
-    fn allow_iovas(&self, ranges: Vec<(u64, u64)>) -> PyResult<()> {
-        self.write().allow_iovas(&ranges).map_err(to_py)
+    /// Releases the GIL (the list is sorted and checked).
+    fn allow_iovas(&self, py: Python<'_>, ranges: Vec<(u64, u64)>) -> PyResult<()> {
+        py.detach(|| self.write().allow_iovas(&ranges))
+            .map_err(to_py)
     }
 
-    fn allowed_iovas(&self) -> Vec<(u64, u64)> {
-        self.read().allowed().to_vec()
+    fn allowed_iovas(&self, py: Python<'_>) -> Vec<(u64, u64)> {
+        self.read_py(py).allowed().to_vec()
     }
 
-    /// [(iova, length, user_va, prot)] in IOVA order.
-    fn areas(&self) -> Vec<(u64, u64, u64, u32)> {
-        self.read()
-            .areas()
-            .map(|a| (a.iova, a.length(), a.user_va, a.prot))
-            .collect()
+    /// [(iova, length, user_va, prot)] in IOVA order, collected with the
+    /// GIL released.
+    fn areas(&self, py: Python<'_>) -> Vec<(u64, u64, u64, u32)> {
+        py.detach(|| {
+            self.read()
+                .areas()
+                .map(|a| (a.iova, a.length(), a.user_va, a.prot))
+                .collect()
+        })
     }
 
     /// The area containing `iova`, else the first one above it, as
     /// (iova, length, user_va, prot); None when there is none.
-    fn area_from(&self, iova: u64) -> Option<(u64, u64, u64, u32)> {
-        self.read()
+    fn area_from(&self, py: Python<'_>, iova: u64) -> Option<(u64, u64, u64, u32)> {
+        self.read_py(py)
             .area_from(iova)
             .map(|a| (a.iova, a.length(), a.user_va, a.prot))
     }
 
     #[getter]
-    fn num_areas(&self) -> usize {
-        self.read().num_areas()
+    fn num_areas(&self, py: Python<'_>) -> usize {
+        self.read_py(py).num_areas()
     }
 
     /// Heap bytes held by the area map (the memory benchmark reads this).
     #[getter]
-    fn area_heap_bytes(&self) -> usize {
-        self.read().area_heap_bytes()
+    fn area_heap_bytes(&self, py: Python<'_>) -> usize {
+        self.read_py(py).area_heap_bytes()
+    }
+
+    /// Heap bytes of the whole table, for a memory budget: areas, dirty
+    /// state, reserved and allowed lists, and the attached domains' entries
+    /// and dirty ranges (each domain's memory_bytes).
+    #[getter]
+    fn memory_bytes(&self, py: Python<'_>) -> usize {
+        self.read_py(py).memory_bytes()
     }
 
     #[getter]
-    fn mapped_bytes(&self) -> u64 {
-        self.read().mapped_bytes()
+    fn mapped_bytes(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).mapped_bytes()
     }
 
     /// Turn dirty tracking on (from a clean state) or off (state dropped).
-    fn set_dirty_tracking(&self, enable: bool) {
-        self.write().set_dirty_tracking(enable)
+    /// Releases the GIL: dropping the state frees per-area bitmaps.
+    fn set_dirty_tracking(&self, py: Python<'_>, enable: bool) {
+        py.detach(|| self.write().set_dirty_tracking(enable))
     }
 
     #[getter]
-    fn dirty_tracking(&self) -> bool {
-        self.read().dirty_tracking()
+    fn dirty_tracking(&self, py: Python<'_>) -> bool {
+        self.read_py(py).dirty_tracking()
     }
 
     /// A device DMA access; returns the PA of the first byte. ENOENT when
     /// unmapped, EPERM when the mapping forbids it. With `domain` the access
     /// goes through that attached domain and a write dirties its leaves
     /// while it tracks; the table's own dirty pages are marked either way.
+    /// Accesses of DMA_RELEASE_GIL bytes or more release the GIL.
     #[pyo3(signature = (iova, length, write, domain=None))]
-    fn dma(&self, iova: u64, length: u64, write: bool, domain: Option<&Domain>) -> PyResult<u64> {
-        let mut t = self.write();
-        match domain {
+    fn dma(
+        &self,
+        py: Python<'_>,
+        iova: u64,
+        length: u64,
+        write: bool,
+        domain: Option<&Domain>,
+    ) -> PyResult<u64> {
+        let access = |t: &mut Core| match domain {
             Some(d) => t.dma_domain(&d.inner, iova, length, write),
             None => t.dma(iova, length, write),
+        };
+        if length >= DMA_RELEASE_GIL {
+            py.detach(|| access(&mut self.write()))
+        } else {
+            access(&mut self.write_py(py))
         }
         .map_err(to_py)
     }
@@ -490,6 +562,7 @@ impl IoPagetable {
     /// packed native-endian u64 words; `clear` makes the reported pages clean.
     /// With `domain`, IOMMU_HWPT_GET_DIRTY_BITMAP of that attached domain
     /// (iopt_read_and_clear_dirty_data: whole leaves, tracking not checked).
+    /// Releases the GIL.
     #[pyo3(signature = (iova, length, page_size, clear, domain=None))]
     fn read_dirty_bitmap<'py>(
         &self,
@@ -500,55 +573,58 @@ impl IoPagetable {
         clear: bool,
         domain: Option<&Domain>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let words = match domain {
-            Some(d) => self
-                .read()
-                .read_domain_dirty_bitmap(&d.inner, iova, length, page_size, clear),
-            None => self
-                .write()
-                .read_dirty_bitmap(iova, length, page_size, clear),
-        }
-        .map_err(to_py)?;
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        Ok(PyBytes::new(py, &bytes))
+        let words = py
+            .detach(|| match domain {
+                Some(d) => self
+                    .read()
+                    .read_domain_dirty_bitmap(&d.inner, iova, length, page_size, clear),
+                None => self
+                    .write()
+                    .read_dirty_bitmap(iova, length, page_size, clear),
+            })
+            .map_err(to_py)?;
+        Ok(packed_u64s(py, &words))
     }
 
     /// iopt_table_add_domain's fill step: fill every area into `domain`,
     /// all or nothing; later maps and copies fill it too. EINVAL for an area
     /// neither readable nor writeable, EEXIST if attached here already,
-    /// EBUSY if attached to another table.
-    fn add_domain(&self, domain: &Domain) -> PyResult<()> {
-        self.write().add_domain(&domain.inner).map_err(to_py)
+    /// EBUSY if attached to another table. Releases the GIL.
+    fn add_domain(&self, py: Python<'_>, domain: &Domain) -> PyResult<()> {
+        py.detach(|| self.write().add_domain(&domain.inner))
+            .map_err(to_py)
     }
 
     /// iopt_table_remove_domain: empty `domain` and let it go; ENOENT if
-    /// this table does not hold it.
-    fn remove_domain(&self, domain: &Domain) -> PyResult<()> {
-        self.write().remove_domain(&domain.inner).map_err(to_py)
+    /// this table does not hold it. Releases the GIL.
+    fn remove_domain(&self, py: Python<'_>, domain: &Domain) -> PyResult<()> {
+        py.detach(|| self.write().remove_domain(&domain.inner))
+            .map_err(to_py)
     }
 
     #[getter]
-    fn num_domains(&self) -> usize {
-        self.read().num_domains()
+    fn num_domains(&self, py: Python<'_>) -> usize {
+        self.read_py(py).num_domains()
     }
 
     /// Whether fills may use large leaves (IOMMU_OPTION HUGE_PAGES).
     #[getter]
-    fn large_pages(&self) -> bool {
-        self.read().large_pages()
+    fn large_pages(&self, py: Python<'_>) -> bool {
+        self.read_py(py).large_pages()
     }
 
     /// Allow or forbid large leaves in fills made from now on (existing
     /// entries keep theirs); the kernel's conditions are the caller's.
-    fn set_large_pages(&self, enabled: bool) {
-        self.write().set_large_pages(enabled)
+    fn set_large_pages(&self, py: Python<'_>, enabled: bool) {
+        self.write_py(py).set_large_pages(enabled)
     }
 
     /// iopt_cut_iova: split the area holding each IOVA p into [start, p]
     /// and [p + 1, last]; not atomic. EINVAL for a misaligned p + 1 or an
-    /// area filled into a domain while large pages are enabled.
-    fn cut(&self, iovas: Vec<u64>) -> PyResult<()> {
-        self.write().cut(&iovas).map_err(to_py)
+    /// area filled into a domain while large pages are enabled. Releases
+    /// the GIL.
+    fn cut(&self, py: Python<'_>, iovas: Vec<u64>) -> PyResult<()> {
+        py.detach(|| self.write().cut(&iovas)).map_err(to_py)
     }
 }
 
@@ -565,8 +641,10 @@ pub fn check_copy_args(flags: u32, src_iova: u64, length: u64, dst_iova: u64) ->
 }
 
 /// IOMMU_IOAS_COPY after the lookups; returns the destination IOVA.
+/// Releases the GIL: the source range may hold any number of areas.
 #[pyfunction]
 pub fn copy(
+    py: Python<'_>,
     dst: &IoPagetable,
     src: &IoPagetable,
     flags: u32,
@@ -574,19 +652,22 @@ pub fn copy(
     length: u64,
     dst_iova: u64,
 ) -> PyResult<u64> {
-    if std::ptr::eq(dst, src) {
-        let mut t = dst.write();
-        return crate::copy::copy_within(&mut t, flags, src_iova, length, dst_iova).map_err(to_py);
-    }
-    // Lock order: lower address first.
-    let dst_first = (dst as *const IoPagetable as usize) < (src as *const IoPagetable as usize);
-    let (mut d, s);
-    if dst_first {
-        d = dst.write();
-        s = src.read();
-    } else {
-        s = src.read();
-        d = dst.write();
-    }
-    crate::copy::copy(&mut d, &s, flags, src_iova, length, dst_iova).map_err(to_py)
+    py.detach(|| {
+        if std::ptr::eq(dst, src) {
+            let mut t = dst.write();
+            return crate::copy::copy_within(&mut t, flags, src_iova, length, dst_iova);
+        }
+        // Lock order: lower address first.
+        let dst_first = (dst as *const IoPagetable as usize) < (src as *const IoPagetable as usize);
+        let (mut d, s);
+        if dst_first {
+            d = dst.write();
+            s = src.read();
+        } else {
+            s = src.read();
+            d = dst.write();
+        }
+        crate::copy::copy(&mut d, &s, flags, src_iova, length, dst_iova)
+    })
+    .map_err(to_py)
 }

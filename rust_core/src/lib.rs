@@ -14,6 +14,7 @@ pub mod io_pagetable;
 pub mod iova_alloc;
 pub mod peer_gate;
 pub mod slab_pool;
+pub mod state;
 pub mod type1;
 
 #[cfg(feature = "python")]

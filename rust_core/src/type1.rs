@@ -66,11 +66,11 @@ const UNMAP_FLAGS: u32 =
 /// call (None when the container has no compat IOAS).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Type1Dma {
-    dma_entry_limit: u64,
-    dma_avail: u64,
-    iommu_type: u32,
-    dirty_started: bool,
-    invalid_vaddr: BTreeSet<u64>,
+    pub(crate) dma_entry_limit: u64,
+    pub(crate) dma_avail: u64,
+    pub(crate) iommu_type: u32,
+    pub(crate) dirty_started: bool,
+    pub(crate) invalid_vaddr: BTreeSet<u64>,
 }
 
 /// A MAP_DMA that passed every check and waits for its charge; see

@@ -162,7 +162,7 @@ def test_systemd_unit_shape() -> None:
     unit = (DEPLOY / "systemd" / "iommud.service").read_text()
     for option in ("DynamicUser=yes", "RuntimeDirectory=iommud", "ProtectSystem=strict",
                    "NoNewPrivileges=yes", "EnvironmentFile=-/etc/default/iommud",
-                   "StateDirectory=iommud", "--journal ${STATE_DIRECTORY}/journal.db"):
+                   "StateDirectory=iommud", "--journal ${STATE_DIRECTORY}/journal"):
         assert option in unit
     env_lines = [line for line in (DEPLOY / "systemd" / "iommud.env").read_text().splitlines()
                  if line and not line.startswith("#")]

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import threading
 from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import pytest
-from support import DaemonFactory, raises_errno
+from support import DaemonFactory, raises_errno, run_daemon
 
 from iommud.journal import Journal, JournalMismatch
 from iommud_client import Client, IommudError
@@ -61,6 +60,9 @@ def test_kill9_brings_back_every_acknowledged_object(tmp_path: pathlib.Path,
     d = daemon_factory("--journal", str(db), name="a")
     v = _populate(d)
     v.c.close()
+    # 10,000 map rows outweigh the state they left: the daemon compacted them
+    # into a snapshot while serving, so recovery reads a snapshot and a tail.
+    assert d.events("journal.snapshot")
     kill9(d)
     _check_recovered(daemon_factory, db, v)
 
@@ -114,7 +116,7 @@ def _check_recovered(daemon_factory: DaemonFactory, db: pathlib.Path,
         again = c2.attach_session(s.token)
         again2 = c2.attach_session(s2.token)
         assert _both(again, again2, ctx, dev, bridge, v.cont, v.grp) == v.before
-        assert recovered_rows(d2) > MAPPINGS
+        assert d2.events("journal.recovered")[0]["snapshot_sessions"] >= 1
         ctx2 = again.context(ctx.iommufd)
         assert ctx2.translate(ioas, 0x1_0000_0000 + 17 * 0x2000 + 5).pa == \
             0x7F00_0000_0000 + 17 * 0x2000 + 5
@@ -142,17 +144,22 @@ def _check_recovered(daemon_factory: DaemonFactory, db: pathlib.Path,
         raises_errno(lambda: c3.attach_session("no-such-token").info(), "ESRCH")
 
 
-def test_closed_sessions_leave_only_host_rows(tmp_path: pathlib.Path, daemon_factory) -> None:
+def test_closed_sessions_leave_only_host_state(tmp_path: pathlib.Path, daemon_factory) -> None:
     db = tmp_path / "journal.db"
     d = daemon_factory("--journal", str(db), name="a")
     with d.client() as c, c.open_session("vm") as s:
         ctx = s.open_context()
         ctx.ioas_map(ctx.ioas_alloc(), 0x1000, 0x1000, iova=0x1000)
         s.unbind_host_driver(GPU)
+        token = s.token
     assert d.stop() == 0
-    rows = sqlite3.connect(db).execute("SELECT method FROM ops ORDER BY seq").fetchall()
-    assert rows == [("UnbindHostDriver",)]
-    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    d2 = daemon_factory("--journal", str(db), name="b")
+    with d2.client() as c:
+        raises_errno(lambda: c.attach_session(token).info(), "ESRCH")
+        assert c.info().daemon.sessions == 0
+        with c.open_session("probe") as s:
+            [gpu] = [dev for dev in s.list_devices() if dev.name == GPU]
+            assert gpu.driver == ""                   # the host change stayed
 
 
 def test_graceful_restart_keeps_sessions(tmp_path: pathlib.Path, daemon_factory) -> None:
@@ -173,16 +180,25 @@ def test_graceful_restart_keeps_sessions(tmp_path: pathlib.Path, daemon_factory)
 
 
 def test_a_journal_from_another_topology_is_refused(tmp_path: pathlib.Path) -> None:
-    j = Journal(str(tmp_path / "j.db"))
+    path = str(tmp_path / "j.db")
+    j = Journal(path)
     j.bind(Journal.fingerprint(topology="default"))
     j.record("tok", "OpenSession", b"")
-    with pytest.raises(JournalMismatch):
-        j.bind(Journal.fingerprint(topology="other"))
-    j.bind(Journal.fingerprint(topology="default"))
-    j.forget_session("tok")
-    assert len(j) == 0
-    j.bind(Journal.fingerprint(topology="other"))   # an empty journal takes any
     j.close()
+    j = Journal(path)
+    with pytest.raises(JournalMismatch, match="another topology or configuration"):
+        j.bind(Journal.fingerprint(topology="other"))
+    j.close()
+    j = Journal(path)
+    j.bind(Journal.fingerprint(topology="default"))
+    assert [r.method for r in j.records()] == ["OpenSession"]
+    j.close()
+    fresh = Journal(str(tmp_path / "fresh.db"))
+    fresh.bind(Journal.fingerprint(topology="default"))
+    fresh.close()
+    fresh = Journal(str(tmp_path / "fresh.db"))
+    fresh.bind(Journal.fingerprint(topology="other"))   # an empty journal takes any
+    fresh.close()
 
 
 def test_kill9_mid_flight_leaves_each_operation_whole_or_absent(tmp_path: pathlib.Path,
@@ -291,3 +307,222 @@ def test_a_partial_compat_unmap_dma_is_recovered_as_it_was_left(tmp_path: pathli
     with d2.client() as c:
         back = Container(c.attach_session(s.token), cont.container_fd)
         assert [(a.iova, a.length) for a in back.list_areas(ioas)] == left
+
+
+# -- the journal's own guarantees ------------------------------------------------------------
+
+def _journal_files(db: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in (db, db.with_name(db.name + ".snap"), db.with_name(db.name + ".lock"))
+            if p.exists()]
+
+
+def test_journal_files_are_private(tmp_path: pathlib.Path, daemon_factory) -> None:
+    """The journal holds session tokens: owner-only, however umask is set."""
+    db = tmp_path / "journal.db"
+    workdir = tmp_path / "a"
+    workdir.mkdir(mode=0o700)
+    old_umask = os.umask(0)                           # the daemon inherits it
+    try:
+        d = daemon_factory("--journal", str(db), name="a", workdir=workdir)
+    finally:
+        os.umask(old_umask)
+    with d.client() as c:
+        c.open_session("vm", lease_seconds=60).open_context()
+    assert d.stop() == 0                              # writes a snapshot too
+    files = _journal_files(db)
+    assert len(files) == 3
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == \
+        {p.name: "0o600" for p in files}
+
+
+def test_a_second_daemon_on_the_same_journal_is_refused(tmp_path: pathlib.Path,
+                                                        daemon_factory) -> None:
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), name="a")
+    other = run_daemon("--socket", str(tmp_path / "other.sock"), "--journal", str(db))
+    assert other.returncode == 1
+    lines = other.stderr.strip().splitlines()
+    assert lines == [f"iommud: the journal {db} is in use by another daemon (pid {d.proc.pid})"]
+    with d.client() as c:                             # the first one is untouched
+        assert c.echo(b"x") == b"x"
+
+
+def _journal_end(db: pathlib.Path) -> int:
+    """Where the log's next row goes: the log is preallocated with zeros."""
+    return len(db.read_bytes().rstrip(b"\0"))
+
+
+def _fill_until_refused(ctx, ioas: int, start: int) -> tuple[list[int], int]:
+    """Map 4 KiB areas until the journal refuses one; the acknowledged IOVAs
+    and the refused one."""
+    done = []
+    for k in range(200_000):
+        iova = start + k * 0x2000
+        try:
+            ctx.ioas_map(ioas, 0x7F00_0000_0000 + iova, 0x1000, iova=iova)
+        except IommudError as exc:
+            assert exc.errno_name == "ENOSPC", exc
+            assert done, "the journal had no room from the start"
+            return done, iova
+        done.append(iova)
+    raise AssertionError("the journal never ran out of room")
+
+
+def test_a_full_journal_refuses_calls_with_enospc_and_no_effect(tmp_path: pathlib.Path,
+                                                                daemon_factory) -> None:
+    """Out of room (here: RLIMIT_FSIZE at the journal's current size, the
+    kernel answering EFBIG as a full disk answers ENOSPC) a state-changing call
+    is refused with ENOSPC and changes nothing; reads, keepalives and the
+    reaper go on; writes resume once room is made; nothing acknowledged is
+    lost across a kill -9."""
+    import resource
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), "--debug-clock", "1", name="a")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=600)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        ctx.ioas_map(ioas, 0x7000_0000, 0x1000, iova=0x1000)
+        short = c.open_session("short-lease", lease_seconds=60, keepalive=False)
+        limit = _journal_end(db) + 0x800      # room for a few rows, then none
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        done, refused = _fill_until_refused(ctx, ioas, 0x10_0000)
+        areas = [a.iova for a in ctx.list_areas(ioas)]
+        assert refused not in areas                   # no effect
+        assert areas == [0x1000, *done]
+        raises_errno(lambda: ctx.ioas_alloc(), "ENOSPC")
+        assert [o.type for o in ctx.list_objects()] == [pb.OBJECT_TYPE_IOAS]
+        assert ctx.translate(ioas, 0x1008).pa == 0x7000_0008         # reads go on
+        s.keepalive()
+        # The reaper still ends a session whose client is gone (its FORGET row
+        # has no room; it comes back on restart and is reaped again).
+        s.keepalive()
+        assert c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=100),
+                      s.token).reaped == 1
+        raises_errno(lambda: short.keepalive(), "ESRCH")
+        # Room again: the refused call now succeeds.
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        ctx.ioas_map(ioas, 0x7F00_0000_0000 + refused, 0x1000, iova=refused)
+        want = [a.iova for a in ctx.list_areas(ioas)]
+    kill9(d)
+    d2 = daemon_factory("--journal", str(db), name="b")
+    with d2.client() as c:
+        back = c.attach_session(s.token).context(ctx.iommufd)
+        assert [a.iova for a in back.list_areas(ioas)] == want == [0x1000, *done, refused]
+
+
+def test_a_full_journal_still_lets_the_daemon_stop_cleanly(tmp_path: pathlib.Path,
+                                                           daemon_factory) -> None:
+    import resource
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), name="a")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (_journal_end(db) + 0x800,) * 2)
+        done, _ = _fill_until_refused(ctx, ioas, 0x10_0000)
+    assert d.stop() == 0                    # the snapshot fails for room; the log holds all
+    assert d.events("journal.snapshot_failed")
+    d2 = daemon_factory("--journal", str(db), name="b")
+    with d2.client() as c:
+        back = c.attach_session(s.token).context(ctx.iommufd)
+        assert [a.iova for a in back.list_areas(ioas)] == done
+
+
+@pytest.mark.parametrize("where", ["row", "header", "snapshot"])
+def test_a_damaged_journal_is_refused_naming_what_is_wrong(tmp_path: pathlib.Path,
+                                                           daemon_factory, where: str) -> None:
+    db = tmp_path / "journal.db"
+    snap = db.with_name(db.name + ".snap")
+    d = daemon_factory("--journal", str(db), name="a")
+    with d.client() as c:
+        ctx = c.open_session("vm", lease_seconds=60).open_context()
+        ioas = ctx.ioas_alloc()
+        if where == "snapshot":
+            d.stop()                        # the state goes into the snapshot
+        else:
+            for i in range(4):
+                ctx.ioas_map(ioas, 0x7000_0000, 0x1000, iova=0x1000 * (i + 1))
+            kill9(d)
+    target = snap if where == "snapshot" else db
+    data = bytearray(target.read_bytes())
+    at = {"row": 128 + 40, "header": 20, "snapshot": len(data) - 3}[where]
+    data[at] ^= 0x01
+    target.write_bytes(bytes(data))
+    out = run_daemon("--socket", str(tmp_path / "b.sock"), "--journal", str(db))
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    want = {"row": "row 1 at offset 0x80 fails its checksum",
+            "header": "the header's checksum does not match",
+            "snapshot": "the state fails its checksum"}[where]
+    assert want in line and str(target) in line, line
+
+
+def test_a_missing_snapshot_or_log_is_detected(tmp_path: pathlib.Path, daemon_factory) -> None:
+    db = tmp_path / "journal.db"
+    snap = db.with_name(db.name + ".snap")
+    d = daemon_factory("--journal", str(db), name="a")
+    with d.client() as c:
+        c.open_session("vm", lease_seconds=60).open_context()
+    d.stop()
+    kept = snap.read_bytes()
+    snap.unlink()
+    out = run_daemon("--socket", str(tmp_path / "b.sock"), "--journal", str(db))
+    assert out.returncode == 1 and f"but {snap} is missing" in out.stderr
+    snap.write_bytes(kept)
+    snap.chmod(0o600)
+    db.unlink()
+    out = run_daemon("--socket", str(tmp_path / "b.sock"), "--journal", str(db))
+    assert out.returncode == 1 and f"the log {db} is missing" in out.stderr
+
+
+def test_a_lowered_limit_keeps_existing_objects_and_bounds_new_ones(
+        tmp_path: pathlib.Path, daemon_factory) -> None:
+    """As a shrunken rlimit in the kernel: what exists stays, new requests
+    meet the new limit (docs/operations.md, Limits and the journal)."""
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), "--max-areas-per-ioas", "16", name="a")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        for i in range(10):
+            ctx.ioas_map(ioas, 0x7000_0000, 0x1000, iova=0x1000 * (2 * i + 1))
+    kill9(d)
+    d2 = daemon_factory("--journal", str(db), "--max-areas-per-ioas", "4", name="b")
+    with d2.client() as c:
+        back = c.attach_session(s.token).context(ctx.iommufd)
+        assert len(back.list_areas(ioas)) == 10
+        raises_errno(lambda: back.ioas_map(ioas, 0x7000_0000, 0x1000, iova=0x10_0000),
+                     "ENOSPC")
+        back.ioas_unmap(ioas, 0x1000, 0x1000)
+        assert len(back.list_areas(ioas)) == 9
+
+
+def test_churn_is_compacted_so_restart_follows_the_live_state(tmp_path: pathlib.Path,
+                                                               daemon_factory) -> None:
+    """Thousands of map/unmap rows behind a 10-area state: the daemon writes a
+    snapshot while serving, and a restart replays only what came after it."""
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), name="a")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=60)
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        for i in range(10):
+            ctx.ioas_map(ioas, 0x7000_0000, 0x1000, iova=0x1000 * (2 * i + 1))
+        for _ in range(3_000):
+            ctx.ioas_map(ioas, 0x7100_0000, 0x1000, iova=0x100_0000)
+            ctx.ioas_unmap(ioas, 0x100_0000, 0x1000)
+        want = [(a.iova, a.user_va) for a in ctx.list_areas(ioas)]
+    assert d.events("journal.snapshot")
+    size = db.stat().st_size
+    kill9(d)
+    assert size < 4 << 20                             # the log restarted after the snapshot
+    d2 = daemon_factory("--journal", str(db), name="b")
+    assert recovered_rows(d2) < 4_096
+    with d2.client() as c:
+        back = c.attach_session(s.token).context(ctx.iommufd)
+        assert [(a.iova, a.user_va) for a in back.list_areas(ioas)] == want

@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from iommud import config as config_mod, logsetup
+from iommud.journal import JournalError
 from iommud.server import Daemon, check_private_dir
 
 if TYPE_CHECKING:
@@ -34,8 +35,11 @@ def _run(cfg: config_mod.Config, args: argparse.Namespace, ready_fd: int | None 
         if log_stream is not None:
             daemon.reopen_log = _reopen_log
         asyncio.run(daemon.run(on_ready))
-    except (OSError, ValueError) as exc:
-        logsetup.get_logger().error("startup.failed", error=str(exc))
+    except (OSError, ValueError, JournalError) as exc:
+        # One line for whoever started the daemon; the log file (when the
+        # log is not stderr itself) gets the event as well.
+        if log_stream is not None:
+            logsetup.get_logger().error("startup.failed", error=str(exc))
         print(f"iommud: {exc}", file=sys.stderr)
         return 1
     return 0

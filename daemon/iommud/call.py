@@ -56,8 +56,12 @@ class Call:
     target: Any
     #: The operation's name (the RPC method, e.g. "IoasMap").
     method: str
-    #: The journal row being replayed, or None for a live call.
-    replay_token: str | None = None
+    #: The token OpenSession must give its session: chosen by the dispatcher
+    #: before the call (so the write-ahead journal row holds it), or the
+    #: journaled one during replay.
+    token: str | None = None
+    #: True while the journal is replayed.
+    replaying: bool = False
 
     @property
     def sess(self) -> Session:
@@ -79,13 +83,3 @@ class Call:
     def group(self) -> GroupFd:
         """The VFIO group fd the call acts on."""
         return self.target  # type: ignore[no-any-return]
-
-    def record(self, request: Any) -> None:
-        """Journal `request` as this call's durable effect, in place of the
-        request the client sent: for a call that failed after changing
-        state (a non-atomic unmap), whose partial effect must survive. A
-        no-op without a journal or during replay."""
-        journal = self.rt.journal
-        if journal is not None and self.replay_token is None and self.session is not None:
-            journal.record(self.session.token, self.method, request.SerializeToString(),
-                           self.caller.identity)

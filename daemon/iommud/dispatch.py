@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import errno as E
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from iommud import failnth
+from iommud import failnth, limits
 from iommud.access import Caller
 from iommud.call import Call, Runtime
 from iommud.errors import IommuError, request_details
@@ -29,6 +30,9 @@ from iommud.ops import TABLE, Fd, Needs, Op
 from iommud.session import Session
 
 log = get_logger("iommud.rpc")
+
+#: How many journaled calls pass between two looks at whether a snapshot is due.
+SNAPSHOT_CHECK_ROWS = 1024
 
 Resolver = Callable[[Session, Any], Any]
 
@@ -57,6 +61,11 @@ class Dispatcher:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Journaled calls since the last look at whether a snapshot is due.
+        self.rows_since_check = 0
+        #: Called with no call in flight once rows_since_check passes
+        #: SNAPSHOT_CHECK_ROWS (server.Daemon.maybe_snapshot).
+        self.on_rows: Callable[[], None] | None = None
 
     def refresh_logging(self) -> None:
         """Per-call events are debug-level: computed only when they are kept."""
@@ -115,25 +124,42 @@ class Dispatcher:
             self.in_flight -= 1
             if not self.in_flight:
                 self._idle.set()
+                if self.rows_since_check >= SNAPSHOT_CHECK_ROWS and self.on_rows is not None:
+                    self.rows_since_check = 0
+                    self.on_rows()               # nothing in flight: a consistent point
             if status != "OK" or self._log_calls:
                 self._log(op, request, call, caller, status, started)
 
     async def _execute(self, op: Op, call: Call, request: Any, fail_nth: str | None) -> Any:
-        """The handler, then the journal row of its success; a sync handler
+        """The journal row, durable, then the handler (write-ahead: a call
+        whose row cannot be written is refused with nothing changed); a
+        failure with no effect is marked so replay skips it. A sync handler
         runs without yielding, so nothing interleaves with it."""
-        if fail_nth is None:
-            reply = await op.handler(call, request) if op.is_async else op.handler(call, request)
-        else:
-            nth = failnth.parse(fail_nth, bool(self.rt.config.debug_fail_nth))
-            with failnth.armed(nth):
-                reply = (await op.handler(call, request) if op.is_async
-                         else op.handler(call, request))
+        nth = failnth.parse(fail_nth, bool(self.rt.config.debug_fail_nth)) \
+            if fail_nth is not None else None
         journal = self.rt.journal
+        seq = 0
         if op.journal and journal is not None:
             sess = call.session
-            journal.record(sess.token if sess is not None else reply.token, op.name,
-                           request.SerializeToString(), call.caller.identity)
-        return reply
+            if sess is None:
+                call.token = secrets.token_urlsafe(32)   # OpenSession's, in its row
+            seq = journal.begin(sess.token if sess is not None else call.token or "", op.name,
+                                request.SerializeToString(), call.caller.identity, nth or 0)
+        try:
+            if nth is None:
+                return await op.handler(call, request) if op.is_async \
+                    else op.handler(call, request)
+            with failnth.armed(nth):
+                return (await op.handler(call, request) if op.is_async
+                        else op.handler(call, request))
+        except (IommuError, OSError) as exc:
+            if seq and not op.partial:
+                assert journal is not None
+                journal.failed(seq, exc.errno or E.EIO)
+            raise
+        finally:
+            if seq:
+                self.rows_since_check += 1
 
     async def drain(self, timeout: float) -> bool:
         """Refuse new calls and wait up to `timeout` for the ones in flight;
@@ -165,37 +191,67 @@ class Dispatcher:
             yield item
 
     async def replay(self) -> int:
-        """Rebuild the state the journal acknowledged; returns the rows replayed.
+        """Rebuild the state the journal acknowledged, on top of its snapshot;
+        returns the rows replayed.
 
-        Runs before the server listens. Each row goes through its op's
-        handler with the session it was recorded under, without access
-        checks or journaling; a row that fails means the journal and this
-        daemon disagree, and starting anyway would serve a state no client
-        was promised, so it raises."""
+        Runs before the server listens, with limits suspended (a restart
+        with lowered limits keeps what was acknowledged and applies them to
+        new requests only). Each row goes through its op's handler with the
+        session it was recorded under, without access checks or journaling.
+        A row may fail only where the live call could have: a partial op
+        (it fails the same way again), or a session's last row, written
+        ahead of a call that was still in flight when the daemon died. Any
+        other failure means the journal and this daemon disagree, and
+        starting anyway would serve a state no client was promised."""
         journal = self.rt.journal
         if journal is None:
             return 0
+        records = list(journal.records())
+        last_of: dict[str, int] = {}
+        for rec in records:
+            if rec.method:
+                last_of[rec.token] = rec.seq
         count = 0
-        for rec in journal.records():
-            op = self.table.get(rec.method)
-            if op is None:
-                raise RuntimeError(f"journal row {rec.seq} names an unknown method {rec.method!r}")
-            request = op.request.FromString(rec.request)
-            sess = self.rt.sessions.get(rec.token)
-            try:
-                if op.debug and not getattr(self.rt.config, op.debug):
-                    raise IommuError(E.ENOTTY, f"{op.name} needs {op.debug}")
-                if sess is None and op.needs is not Needs.OPENS and not op.admin:
-                    raise IommuError(E.ESRCH, "its session is not open")
-                resolve = self._resolvers[op.name]
-                target = resolve(sess, request) if resolve is not None and sess else None
-                call = Call(self.rt, Caller(replayed=rec.identity), sess, target, op.name,
-                            replay_token=rec.token)
+        journal.replaying = True
+        try:
+            with limits.suspended():
+                for rec in records:
+                    if not rec.method:                   # FORGET: the session closed for good
+                        sess = self.rt.sessions.get(rec.token)
+                        if sess is not None:
+                            self.rt.sessions.close(sess)
+                        count += 1
+                        continue
+                    await self._replay_row(rec, last_of.get(rec.token) == rec.seq)
+                    count += 1
+        finally:
+            journal.replaying = False
+        self.rt.sessions.apply_limits()
+        return count
+
+    async def _replay_row(self, rec: Any, in_flight: bool) -> None:
+        op = self.table.get(rec.method)
+        if op is None:
+            raise RuntimeError(f"journal row {rec.seq} names an unknown method {rec.method!r}")
+        request = op.request.FromString(rec.request)
+        sess = self.rt.sessions.get(rec.token)
+        try:
+            if op.debug and not getattr(self.rt.config, op.debug):
+                raise IommuError(E.ENOTTY, f"{op.name} needs {op.debug}")
+            if sess is None and op.needs is not Needs.OPENS and not op.admin:
+                raise IommuError(E.ESRCH, "its session is not open")
+            resolve = self._resolvers[op.name]
+            target = resolve(sess, request) if resolve is not None and sess else None
+            call = Call(self.rt, Caller(replayed=rec.identity), sess, target, op.name,
+                        token=rec.token, replaying=True)
+            with failnth.armed(rec.fail_nth or None):
                 result = op.handler(call, request)
                 if op.is_async:
                     await result
-            except (IommuError, OSError) as exc:
-                raise RuntimeError(f"journal row {rec.seq} ({rec.method}) no longer applies: "
-                                   f"{exc}") from exc
-            count += 1
-        return count
+        except (IommuError, OSError) as exc:
+            if op.partial or in_flight:
+                log.info("journal.row_failed_again", seq=rec.seq, method=rec.method,
+                         errno=getattr(exc, "name", None) or exc.errno)
+                return
+            raise RuntimeError(f"journal row {rec.seq} ({rec.method}) no longer applies: "
+                               f"{exc}") from exc

@@ -71,6 +71,17 @@ class Host:
         for dev in topology.devices.values():
             self._add(dev)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For a snapshot: the host's state, not its watchers (streams of
+        this daemon's loop)."""
+        state = self.__dict__.copy()
+        state.pop("_subscribers", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._subscribers = set()
+
     # -- queries --------------------------------------------------------
 
     def device(self, name: str) -> Device:

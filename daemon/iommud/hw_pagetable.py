@@ -53,6 +53,20 @@ def new_resv_owner() -> int:
     return next(_resv_owner)
 
 
+def resv_owner_next() -> int:
+    """The next owner number, for a snapshot (without using it up)."""
+    global _resv_owner
+    value = next(_resv_owner)
+    _resv_owner = itertools.count(value)
+    return value
+
+
+def resv_owner_continue(value: int) -> None:
+    """Go on from a snapshot's numbering: owners must stay unique per IOAS."""
+    global _resv_owner
+    _resv_owner = itertools.count(max(value, resv_owner_next()))
+
+
 @dataclasses.dataclass(frozen=True)
 class Geometry:
     """What a domain's driver decides at allocation: its page sizes and

@@ -10,15 +10,39 @@ them; iommud never pins, so it charges the bytes an area maps, at map time).
 """
 from __future__ import annotations
 
+import contextlib
 import errno as E
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from iommud.errors import IommuError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from iommud.ioas import Ioas
+
+
+#: Journal replay applies what was acknowledged under the limits of its day:
+#: a restart with lowered limits keeps every object (as a kernel rlimit
+#: lowered under a running process does) and applies them to new requests.
+_suspended = 0
+
+
+def enforced() -> bool:
+    return not _suspended
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Limits are not checked inside (journal replay only)."""
+    global _suspended
+    _suspended += 1
+    try:
+        yield
+    finally:
+        _suspended -= 1
 
 
 @dataclass(frozen=True)
@@ -39,8 +63,20 @@ class Accounting:
         self.max_mapped_bytes = max_mapped_bytes
         self._ioas: weakref.WeakSet[Ioas] = weakref.WeakSet()
 
+    def __getstate__(self) -> dict[str, object]:
+        """For a snapshot: the IOASes themselves (a WeakSet does not pickle)."""
+        return {"max_mapped_bytes": self.max_mapped_bytes, "ioas": list(self._ioas)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.max_mapped_bytes = state["max_mapped_bytes"]
+        self._ioas = weakref.WeakSet(state["ioas"])
+
     def track(self, ioas: Ioas) -> None:
         self._ioas.add(ioas)
+
+    @property
+    def num_areas(self) -> int:
+        return sum(ioas.num_areas for ioas in self._ioas)
 
     @property
     def mapped_bytes(self) -> int:
@@ -49,6 +85,8 @@ class Accounting:
     def charge(self, length: int) -> None:
         """ENOMEM if mapping `length` more bytes would pass the limit.
         Checked before the area is made, so a refusal changes nothing."""
+        if not enforced():
+            return
         now = self.mapped_bytes
         if now + length > self.max_mapped_bytes:
             raise IommuError(E.ENOMEM, f"The session maps {now:#x} bytes; {length:#x} more would "

@@ -100,6 +100,9 @@ class Op:
     #: the selftest mock driver, "debug_clock"); without it the operation is
     #: ENOTTY, as IOMMU_TEST_CMD is without CONFIG_IOMMUFD_TEST.
     debug: str = ""
+    #: A failure may leave an effect (a non-atomic unmap): the journal reruns
+    #: the call on replay instead of skipping it, and it fails the same way.
+    partial: bool = False
     #: The largest request message, in bytes, the transport parses for this
     #: operation (EMSGSIZE past it): parsing and walking a request run on the
     #: event loop, so its size bounds how long one call can keep it busy.
@@ -112,10 +115,10 @@ class Op:
 
 def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
          admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION,
-         debug: str = "", max_request: int = 64 << 10) -> Op:
+         debug: str = "", max_request: int = 64 << 10, partial: bool = False) -> Op:
     return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
               reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
-              limit=limit, needs=needs, debug=debug, max_request=max_request,
+              limit=limit, needs=needs, debug=debug, max_request=max_request, partial=partial,
               stream=inspect.isasyncgenfunction(handler),
               is_async=inspect.iscoroutinefunction(handler))
 
@@ -153,7 +156,7 @@ ROWS: tuple[Op, ...] = (
     _row("IoasMap", ioas.ioas_map, F.IOMMUFD, limit=L.AREAS),
     _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS, max_request=_BATCH),
     _row("IoasCopy", ioas.ioas_copy, F.IOMMUFD, limit=L.AREAS),
-    _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD),
+    _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD, partial=True),
     _row("Option", ioas.option, F.IOMMUFD),
     _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
     _row("Translate", ioas.translate, F.IOMMUFD, journal=False),
@@ -197,7 +200,7 @@ ROWS: tuple[Op, ...] = (
     _row("VfioSetIommu", vfio_compat.vfio_set_iommu, F.CONTAINER),
     _row("VfioIommuGetInfo", vfio_compat.vfio_iommu_get_info, F.CONTAINER, journal=False),
     _row("VfioIommuMapDma", vfio_compat.vfio_iommu_map_dma, F.CONTAINER, limit=L.AREAS),
-    _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER),
+    _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER, partial=True),
     _row("VfioIommuDirtyPages", vfio_compat.vfio_iommu_dirty_pages, F.CONTAINER),
     _row("OpenGroup", vfio_compat.open_group, limit=L.FDS),
     _row("CloseGroup", vfio_compat.close_group, F.GROUP),

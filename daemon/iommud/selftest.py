@@ -61,6 +61,18 @@ ACCESS_MAX_LENGTH = 16 << 20
 _mock_names = itertools.count()
 
 
+def mock_name_next() -> int:
+    global _mock_names
+    value = next(_mock_names)
+    _mock_names = itertools.count(value)
+    return value
+
+
+def mock_name_continue(value: int) -> None:
+    global _mock_names
+    _mock_names = itertools.count(max(value, mock_name_next()))
+
+
 # -- mock devices -------------------------------------------------------------------------
 
 class MockDevice(IommufdObject):

@@ -22,13 +22,13 @@ import errno as E
 import hashlib
 import secrets
 import time
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from iommud.context import IommufdContext
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.ids import LowestFreeAllocator
-from iommud.limits import Accounting, Limits
+from iommud.limits import Accounting, Limits, enforced
 from iommud.logsetup import get_logger
 from iommud_wire import pb
 
@@ -127,6 +127,22 @@ class Session:
     def touch(self) -> None:
         self.last_seen = self.clock.now()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For a snapshot: what the session owns, not what ties it to this
+        daemon's loop (its lock, clock and streams)."""
+        state = self.__dict__.copy()
+        for name in ("busy", "clock", "last_seen", "streams", "in_flight"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.busy = asyncio.Lock()
+        self.clock = LeaseClock()
+        self.last_seen = self.clock.now()
+        self.streams = 0
+        self.in_flight = 0
+
     def expired(self, now: float) -> bool:
         return (self.streams == 0 and self.in_flight == 0
                 and now - self.last_seen > self.lease_seconds)
@@ -138,11 +154,24 @@ class Session:
     def fds(self) -> Iterator[tuple[int, FdEntry]]:
         return iter(sorted(self._fds.items()))
 
+    def reachable_contexts(self) -> list[IommufdContext]:
+        """Every context this session's fds keep alive: its iommufds, and
+        those held by its bound device fds and legacy group fds."""
+        seen: dict[int, IommufdContext] = {}
+        for _fd, entry in self.fds():
+            ctx = entry if isinstance(entry, IommufdContext) else getattr(entry, "ctx", None)
+            bound = getattr(entry, "bound", None)
+            if ctx is None and bound is not None and not isinstance(bound, dict):
+                ctx = bound.ctx
+            if isinstance(ctx, IommufdContext):
+                seen[id(ctx)] = ctx
+        return list(seen.values())
+
     def check_fd_room(self) -> None:
         """EMFILE when the session holds its limit of fds. Every open checks
         this before it has any effect, as the kernel reserves the fd number
         before the file's open runs."""
-        if len(self._fds) >= self.limits.max_fds_per_session:
+        if len(self._fds) >= self.limits.max_fds_per_session and enforced():
             raise IommuError(E.EMFILE, f"The session already has {len(self._fds):#x} open fds, "
                              f"its limit.", limit=self.limits.max_fds_per_session)
         step("fd")
@@ -158,7 +187,7 @@ class Session:
         """open("/dev/iommu"): the new context's fd number (lowest free from 3)."""
         self.check_fd_room()
         count = sum(1 for _ in self.contexts())
-        if count >= self.limits.max_contexts_per_session:
+        if count >= self.limits.max_contexts_per_session and enforced():
             raise IommuError(E.EMFILE, f"The session already has {count:#x} open contexts, its "
                              f"limit.", limit=self.limits.max_contexts_per_session)
         return self._install(IommufdContext(self.limits, self.host, self.account))
@@ -253,7 +282,7 @@ class SessionRegistry:
     def open(self, client_name: str, lease_seconds: int, identity: str = "",
              token: str | None = None) -> Session:
         """A new session; `token` is given only when the journal replays one."""
-        if len(self._by_token) >= self.max_sessions:
+        if len(self._by_token) >= self.max_sessions and enforced():
             raise IommuError(E.ENOSPC, f"The daemon already serves {len(self._by_token)} "
                              f"sessions, its limit.", limit=self.max_sessions)
         step("session")
@@ -296,6 +325,29 @@ class SessionRegistry:
             self.close(session)
         return expired
 
+    def adopt(self, session: Session) -> None:
+        """A session from a snapshot: this registry's clock (its lease starts
+        now, as after a replay) and this daemon's limits for new requests."""
+        session.clock = self.clock
+        session.touch()
+        session.limits = self.limits
+        session.account.max_mapped_bytes = self.limits.max_mapped_bytes_per_session
+        for ctx in session.reachable_contexts():
+            ctx.limits = self.limits
+            ctx.set_max_objects(self.limits.max_objects_per_context)
+        self._by_token[session.token] = session
+
+    def apply_limits(self) -> None:
+        """After journal replay, which ran with limits suspended: every IOAS
+        takes the configured areas limit again. Objects already over a limit
+        stay; new requests meet it."""
+        for sess in self._by_token.values():
+            for ctx in sess.reachable_contexts():
+                for obj in ctx.objects():
+                    iopt = getattr(obj, "iopt", None)
+                    if iopt is not None:
+                        iopt.set_max_areas(getattr(obj, "max_areas", None))
+
     def close_all(self) -> None:
         """Daemon stop: every session ends, none is forgotten by the journal."""
         for session in list(self._by_token.values()):
@@ -308,8 +360,8 @@ def open_session(call: Call, req: pb.OpenSessionRequest) -> pb.OpenSessionRespon
     """A new session for the caller's identity (on replay: the journaled one,
     with its journaled token)."""
     sess = call.rt.sessions.open(req.client_name, req.lease_seconds, call.caller.identity,
-                                 token=call.replay_token)
-    if call.replay_token is None:
+                                 token=call.token)
+    if not call.replaying:
         log.info("session.open", session=sess.session_id, client_name=sess.client_name,
                  lease_seconds=sess.lease_seconds, identity=call.caller.identity or None,
                  pid=call.caller.pid)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from iommud import device as dev_mod, vfio_type1
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
-from iommud.io_pagetable import partial_unmap_journaled, with_fields
 from iommud.ioas import Ioas, new_ioas
 from iommud.vfio_group import (
     COOKIE_BASE,
@@ -164,10 +163,8 @@ class IommufdCompat:
         near = ioas.iopt.area_from(iova)
         if size and iova + size - 1 <= U64_MAX and (near is None or near[0] > iova + size - 1):
             return 0, b""  # iopt_unmap_iova_range: an empty range succeeds with size 0
-        with partial_unmap_journaled(call, ioas.iopt, iova, size,
-                                     lambda n: with_fields(req, size=n)):
-            ioas.notify_unmap(iova, size)
-            return ioas.iopt.unmap(iova, size), b""
+        ioas.notify_unmap(iova, size)
+        return ioas.iopt.unmap(iova, size), b""  # partial on ENOENT, as IOAS_UNMAP
 
     def dirty_pages(self, ctx: IommufdContext, req: pb.VfioIommuDirtyPagesRequest) -> bytes:
         raise IommuError(E.ENOTTY, "The iommufd compat container has no VFIO_IOMMU_DIRTY_PAGES; "
@@ -355,14 +352,26 @@ def vfio_group_get_device_fd(call: Call, req: pb.VfioGroupGetDeviceFdRequest
         per_device = True
     gfd.device_fds.append(devfd)
 
-    def closed(fd: dev_mod.DeviceFd) -> None:
-        gfd.device_fds.remove(fd)
-        if per_device and not any(f.host_dev.name == name for f in gfd.device_fds):
-            dev_mod.unbind_obj(gfd.bound.pop(name))
-        finish_group(gfd)
-
-    devfd.on_close.append(closed)
+    devfd.on_close.append(_GroupDeviceClosed(gfd, name, per_device))
     return pb.VfioGroupGetDeviceFdResponse(device_fd=sess.install(devfd))
+
+
+class _GroupDeviceClosed:
+    """A group-obtained device fd closed: the group counts its device fds
+    (they hold it open); the compat layer unbinds the device with its last
+    fd. An object, not a closure, so that a snapshot can hold it."""
+
+    def __init__(self, gfd: GroupFd, name: str, per_device: bool) -> None:
+        self.gfd = gfd
+        self.name = name
+        self.per_device = per_device
+
+    def __call__(self, fd: dev_mod.DeviceFd) -> None:
+        gfd = self.gfd
+        gfd.device_fds.remove(fd)
+        if self.per_device and not any(f.host_dev.name == self.name for f in gfd.device_fds):
+            dev_mod.unbind_obj(gfd.bound.pop(self.name))
+        finish_group(gfd)
 
 
 def _compat_bind(ctx: IommufdContext, gfd: GroupFd, member: HostDevice, stage: int) -> DeviceObj:

@@ -11,8 +11,8 @@ after transient failures (see `iommud_client.lease`). Pass keepalive=False
 to leave the lease to the caller.
 
 Each operation's request and reply handling is defined once, in `_ops`, and
-bound here as a method, so that another flavour of client can bind the same
-definitions.
+bound here as a method; `iommud_client.aio` binds the same definitions as
+coroutines.
 """
 from __future__ import annotations
 
@@ -177,14 +177,17 @@ class Client:
             resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout)
         except grpc.RpcError as exc:
             raise IommudError.from_rpc_error(exc) from None
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+        return name
 
     def info(self, token: str | None = None) -> pb.GetInfoResponse:
-        return self.call("GetInfo", pb.GetInfoRequest(), token)
+        resp: pb.GetInfoResponse = self.call("GetInfo", pb.GetInfoRequest(), token)
+        return resp
 
     def echo(self, payload: bytes = b"", token: str | None = None) -> bytes:
         """Round-trip `payload` through the daemon (token checked if given)."""
-        return self.call("Echo", pb.EchoRequest(payload=payload), token).payload
+        resp: pb.EchoResponse = self.call("Echo", pb.EchoRequest(payload=payload), token)
+        return resp.payload
 
     def open_session(self, client_name: str = "", lease_seconds: int = 0, *,
                      keepalive: bool | None = None) -> Session:

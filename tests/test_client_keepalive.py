@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -313,6 +314,44 @@ def test_a_stalled_stream_is_cancelled_and_reopened(daemon_factory) -> None:
         assert s.keepalive() == LEASE
         assert s.session_id not in reaped_ids(d)
         s.close()
+
+
+def test_calls_on_many_threads_while_the_keeper_reopens_its_stream(short) -> None:
+    """The keeper shares only the channel (thread-safe) with the session's
+    callers: four threads map, translate and unmap on one session while its
+    stream is cut three times (as a broken connection would) and reopened."""
+    with short.client() as c, c.open_session("busy") as s:
+        keeper = keeper_of(s)
+        wait_connected(s)
+        errors: list[BaseException] = []
+
+        def worker(n: int) -> None:
+            try:
+                ctx = s.open_context()
+                ioas = ctx.ioas_alloc()
+                for i in range(100):
+                    iova = ctx.ioas_map(ioas, user_va=(n << 32) + (i << 12), length=0x1000)
+                    assert ctx.translate(ioas, iova).pa == (n << 32) + (i << 12)
+                    assert ctx.ioas_unmap(ioas, iova, 0x1000) == 0x1000
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for cut in range(3):
+            streams = keeper.status().streams
+            with keeper._cond:                   # the open stream, as the keeper holds it
+                call = keeper._call
+            if call is not None:
+                call.cancel()
+            assert keeper.wait(lambda st, n=streams: st.streams > n and st.connected, WAIT), cut
+        for t in threads:
+            t.join(WAIT * 4)
+        assert errors == [] and not any(t.is_alive() for t in threads)
+        status = keeper.status()
+        assert status.running and status.streams >= 4
+        assert status.last_error is not None and status.last_error.code is grpc.StatusCode.CANCELLED
 
 
 # -- the keeper's decisions, without a daemon --------------------------------------------------

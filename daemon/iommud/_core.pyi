@@ -239,15 +239,31 @@ def copy(dst: IoPagetable, src: IoPagetable, flags: int, src_iova: int, length: 
 class PeerGate:
     """The UNIX socket's peer gate: accepts on `listen_fd` (ownership passes
     to the gate), records each connection's SO_PEERCRED/SO_PEERGROUPS, and
-    relays it to `upstream` from the abstract address `<tag>/<n>`."""
+    relays it to `upstream` from the abstract address `<tag>/<id>`, `id`
+    being 128 random bits (32 hex digits) per connection, so that no other
+    user can predict or squat it. One thread relays every connection
+    (epoll), with at most 256 KiB buffered per connection and direction.
 
-    def __new__(cls, listen_fd: int, upstream: str, tag: str) -> PeerGate: ...
+    At most `max_connections` connections are relayed at once (None: what
+    the soft RLIMIT_NOFILE leaves after 256 descriptors, at 3 per
+    connection, at least 16) and at most `max_per_uid` per peer uid (None:
+    max_connections); a connection over either is accepted and closed at
+    once, and counted as refused. A connection without a byte either way
+    for `idle_timeout` seconds is closed (0: never). Out of descriptors,
+    the gate leaves clients in the listen backlog until a connection closes
+    or 100 ms pass. OSError for a bad fd or a tag not 1..74 bytes long;
+    ValueError for a limit of 0 or a negative or non-finite idle_timeout."""
+
+    def __new__(cls, listen_fd: int, upstream: str, tag: str, *,
+                max_connections: int | None = None, max_per_uid: int | None = None,
+                idle_timeout: float = 0.0) -> PeerGate: ...
     def peer(self, peer: str) -> tuple[int, int, int, list[int]] | None:
         """(pid, uid, gid, groups) behind gRPC peer string `peer`, or None."""
-    def stats(self) -> tuple[int, int, int]:
-        """(accepted, failed to relay, live connections)."""
+    def stats(self) -> tuple[int, int, int, int, int]:
+        """(accepted, failed to relay, live connections, refused over a
+        limit, closed idle). Accepted counts refused ones too."""
     def stop(self) -> None:
-        """Stop accepting and end every relay. Idempotent."""
+        """Stop accepting and close every connection. Idempotent."""
 
 @final
 class Type1Dma:

@@ -526,3 +526,41 @@ def test_churn_is_compacted_so_restart_follows_the_live_state(tmp_path: pathlib.
     with d2.client() as c:
         back = c.attach_session(s.token).context(ctx.iommufd)
         assert [(a.iova, a.user_va) for a in back.list_areas(ioas)] == want
+
+
+def test_rows_written_while_a_snapshot_is_written_move_to_its_log(tmp_path: pathlib.Path) -> None:
+    """The daemon writes a snapshot's files off the loop while calls go on:
+    rows journaled meanwhile belong after the snapshot, in its fresh log,
+    and an interrupted snapshot leaves the journal as it was."""
+    path = str(tmp_path / "j")
+    fp = Journal.fingerprint(topology="default")
+    j = Journal(path)
+    j.bind(fp)
+    for i in range(3):
+        j.record("tok", "IoasMap", bytes([i]))
+    pending = j.begin_snapshot(b"state-as-of-row-3")
+    j.record("tok", "IoasMap", b"during-1")
+    pending.write()
+    j.record("tok", "IoasMap", b"during-2")
+    j.finish_snapshot(pending)
+    j.record("tok", "IoasMap", b"after")
+    assert len(j) == 3
+    j.close()
+    j = Journal(path)
+    j.bind(fp)
+    assert j.load_snapshot() == b"state-as-of-row-3"
+    assert [r.request for r in j.records()] == [b"during-1", b"during-2", b"after"]
+    assert [r.seq for r in j.records()] == [4, 5, 6]
+    # Interrupted (the daemon died, or the disk filled) before it took over:
+    # the old snapshot and log still hold everything.
+    pending = j.begin_snapshot(b"never-finished")
+    pending.write()
+    j.record("tok", "IoasMap", b"later")
+    pending.abandon()
+    j.close()
+    j = Journal(path)
+    j.bind(fp)
+    assert j.load_snapshot() == b"state-as-of-row-3"
+    assert [r.request for r in j.records()] == [b"during-1", b"during-2", b"after", b"later"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["j", "j.lock", "j.snap"]
+    j.close()

@@ -106,6 +106,71 @@ def _open_private(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
+def _fsync_dir(path: str) -> None:
+    dirfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dirfd)
+    finally:
+        os.close(dirfd)
+
+
+class PendingSnapshot:
+    """A snapshot being written: its state, the row it was taken at, and its
+    two files (the snapshot and the fresh log after it), not yet in place.
+    `write` touches only these files, so it may run off the event loop."""
+
+    def __init__(self, journal: Journal, state: bytes) -> None:
+        self.journal = journal
+        self.state = state
+        self.seq = journal.last_seq
+        self.end = journal._end                   # where the rows after `seq` start
+        self.snap_id = int.from_bytes(os.urandom(8), "little") or 1
+        self.snap_tmp = journal.path + ".snap.tmp"
+        self.log_tmp = journal.path + ".tmp"
+        self.log_fd = -1
+        self.copied = 0                             # bytes of rows already in the fresh log
+
+    def write(self) -> None:
+        """Write and sync the snapshot file and the fresh log's header."""
+        if self.journal.memory:
+            return
+        for tmp in (self.snap_tmp, self.log_tmp):
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+        body = struct.pack("<8sQQQI", SNAP_MAGIC, self.snap_id, self.seq, len(self.state),
+                           zlib.crc32(self.state)).ljust(40, b"\0")
+        fd = _open_private(self.snap_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            for chunk in (body, self.state):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.log_fd = _open_private(self.log_tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        os.pwrite(self.log_fd, self.journal._header(self.snap_id, self.seq, self.seq + 1), 0)
+        # The rows appended since the snapshot was taken, as far as they go
+        # now (the loop appends whole rows before it moves the end; finish
+        # copies the few that come after this).
+        self.copied = self.journal._copy_rows(self.end, self.journal._end, self.log_fd,
+                                              HEADER_SIZE)
+        os.fsync(self.log_fd)
+
+    def abandon(self) -> None:
+        """Forget this snapshot; the journal stays as it was."""
+        if self.journal._pending is self:
+            self.journal._pending = None
+        if self.log_fd >= 0:
+            os.close(self.log_fd)
+            self.log_fd = -1
+        for tmp in (self.snap_tmp, self.log_tmp):
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+
 class Journal:
     def __init__(self, path: str, sync: str = "normal",
                  host_methods: frozenset[str] = frozenset()) -> None:
@@ -133,6 +198,7 @@ class Journal:
         self._snap_seq = 0
         self._first_seq = 1
         self._header_fp = self._fingerprint
+        self._pending: PendingSnapshot | None = None
         if self.memory:
             self._mem: list[tuple[int, bytes]] = []
             return
@@ -221,10 +287,13 @@ class Journal:
         self._snap_id, self._snap_seq, self._first_seq, self._header_fp = snap_id, snap_seq, \
             first, fp
 
-    def _rewrite_header(self, snap_id: int, snap_seq: int, first: int) -> None:
+    def _header(self, snap_id: int, snap_seq: int, first: int) -> bytes:
         body = _HEADER.pack(LOG_MAGIC, SCHEMA, snap_id, snap_seq, first, self._fingerprint, 0)
         body = body[:-4] + struct.pack("<I", zlib.crc32(body[:-4]))
-        os.pwrite(self._fd, body.ljust(HEADER_SIZE, b"\0"), 0)
+        return body.ljust(HEADER_SIZE, b"\0")
+
+    def _rewrite_header(self, snap_id: int, snap_seq: int, first: int) -> None:
+        os.pwrite(self._fd, self._header(snap_id, snap_seq, first), 0)
         os.fsync(self._fd)
         self._snap_id, self._snap_seq, self._first_seq = snap_id, snap_seq, first
         self._header_fp = self._fingerprint
@@ -399,51 +468,73 @@ class Journal:
         return body
 
     def write_snapshot(self, state: bytes) -> None:
-        """Make `state` (the whole state as of the last row) the snapshot, and
-        start a fresh log after it. Each step is durable before the next, and
-        a crash anywhere leaves a snapshot and a log that reach each other."""
-        if self.memory:
-            self._mem.clear()
-            self._rows = 0
-            return
-        snap_id = int.from_bytes(os.urandom(8), "little") or 1
-        seq = self._seq
-        body = struct.pack("<8sQQQI", SNAP_MAGIC, snap_id, seq, len(state),
-                           zlib.crc32(state)).ljust(40, b"\0") + state
-        tmp = self.path + ".snap.tmp"
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        fd = _open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        """Make `state` (the whole state as of the last row) the snapshot,
+        and start a fresh log after it, all at once (a clean stop)."""
+        pending = self.begin_snapshot(state)
         try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log_tmp = self.path + ".tmp"
-        if os.path.lexists(log_tmp):
-            os.unlink(log_tmp)
-        new_fd = _open_private(log_tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL)
-        old_fd, self._fd = self._fd, new_fd
-        try:
-            self._rewrite_header(snap_id, seq, seq + 1)
-            os.rename(tmp, self.path + ".snap")     # the old log still reaches the new snapshot
-        except OSError:
-            # Nothing changed on disk that the next start would read: keep
-            # appending to the old log (its header is as it was).
-            self._fd = old_fd
-            os.close(new_fd)
-            self._read_header()
+            pending.write()
+        except BaseException:
+            pending.abandon()
             raise
-        os.rename(log_tmp, self.path)
-        dirfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
+        self.finish_snapshot(pending)
+
+    def begin_snapshot(self, state: bytes) -> PendingSnapshot:
+        """A snapshot of `state`, taken as of the last row. Its files are
+        written by `PendingSnapshot.write`, which may run in another thread
+        while rows go on being appended here; `finish_snapshot` then makes
+        it the journal's. One at a time."""
+        if self._pending is not None:
+            raise JournalError("a snapshot is already being written")
+        pending = PendingSnapshot(self, state)
+        self._pending = pending
+        return pending
+
+    def finish_snapshot(self, pending: PendingSnapshot) -> None:
+        """Make a written snapshot the journal's: the rows appended since it
+        was taken move to its fresh log, then the files change places. Each
+        step is durable before the next, and a crash anywhere leaves a
+        snapshot and a log that reach each other (see bind)."""
+        assert pending is self._pending
+        self._pending = None
+        if self.memory:
+            self._mem = [(k, row) for k, row in self._mem
+                         if _ROW.unpack_from(row)[5] > pending.seq]
+            self._rows = len(self._mem)
+            return
+        # On the loop: only the rows appended while the files were written,
+        # and two renames. The rows need no sync beyond what they had in the
+        # old log (`normal`: none; `full`: one here); the snapshot and the
+        # header were synced by write.
         try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
-        os.close(old_fd)
-        self._end, self._allocated, self._rows = HEADER_SIZE, 0, 0
+            start = pending.end + pending.copied
+            tail = self._copy_rows(start, self._end, pending.log_fd, HEADER_SIZE + pending.copied)
+            if self.sync == "full":
+                os.fsync(pending.log_fd)
+            os.rename(pending.snap_tmp, self.path + ".snap")  # the old log still reaches it
+        except OSError:
+            pending.abandon()
+            raise
+        os.rename(pending.log_tmp, self.path)
+        if self.sync == "full":
+            _fsync_dir(self.path)
+        os.close(self._fd)
+        self._fd = pending.log_fd
+        self._snap_id, self._snap_seq, self._first_seq = pending.snap_id, pending.seq, \
+            pending.seq + 1
+        self._header_fp = self._fingerprint
+        self._end = HEADER_SIZE + pending.copied + tail
+        self._allocated = os.fstat(self._fd).st_size
+        self._rows = sum(1 for _ in self._rows_from(HEADER_SIZE, self._end))
+
+    def _copy_rows(self, start: int, end: int, dst_fd: int, at: int) -> int:
+        """Copy the log's bytes [start, end) (whole rows) to dst_fd at `at`;
+        returns how many."""
+        data = os.pread(self._fd, end - start, start) if end > start else b""
+        view = memoryview(data)
+        while view:
+            done = os.pwrite(dst_fd, view, at)
+            view, at = view[done:], at + done
+        return len(data)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -465,9 +465,14 @@ def list_objects(h: HasIommufd) -> Op[list[pb.ObjectInfo]]:
                lambda r: list(r.objects))
 
 
-def list_areas(h: HasIommufd, ioas_id: int) -> Op[list[pb.Area]]:
-    return _op(pb.ListAreasResponse, pb.ListAreasRequest(iommufd=h.iommufd, ioas_id=ioas_id),
-               lambda r: list(r.areas))
+def list_areas_page(h: HasIommufd, ioas_id: int, start_iova: int = 0,
+                    max_areas: int = 0) -> Op[pb.ListAreasResponse]:
+    """One page of an IOAS's areas, from the one containing or following
+    `start_iova`; `more` and `next_iova` say where the next page starts."""
+    return _op(pb.ListAreasResponse,
+               pb.ListAreasRequest(iommufd=h.iommufd, ioas_id=ioas_id, start_iova=start_iova,
+                                   max_areas=max_areas),
+               lambda r: r)
 
 
 # -- the kAPI by dev_id ---------------------------------------------------------------------------

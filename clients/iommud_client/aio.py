@@ -499,7 +499,18 @@ class AsyncContext(_AsyncFdHandle):
     get_hw_info = _am(_ops.get_hw_info)
     capabilities = _am(_ops.capabilities)
     list_objects = _am(_ops.list_objects)
-    list_areas = _am(_ops.list_areas)
+    list_areas_page = _am(_ops.list_areas_page)
+
+    async def list_areas(self, ioas_id: int) -> list[pb.Area]:
+        """Every area of the IOAS, page by page (see Context.list_areas)."""
+        areas: list[pb.Area] = []
+        start = 0
+        while True:
+            page = await self.list_areas_page(ioas_id, start)
+            areas.extend(page.areas)
+            if not page.more:
+                return areas
+            start = page.next_iova
 
     # -- the kAPI by dev_id ----------------------------------------------------------------------
     device_attach = _am(_ops.device_attach)

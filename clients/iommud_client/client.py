@@ -405,7 +405,20 @@ class Context(_FdHandle):
     get_hw_info = _m(_ops.get_hw_info)
     capabilities = _m(_ops.capabilities)
     list_objects = _m(_ops.list_objects)
-    list_areas = _m(_ops.list_areas)
+    list_areas_page = _m(_ops.list_areas_page)
+
+    def list_areas(self, ioas_id: int) -> list[pb.Area]:
+        """Every area of the IOAS, in IOVA order, fetched page by page (the
+        daemon answers at most 4096 per call). Each page is consistent; an
+        IOAS changed by another caller meanwhile may show a mix of both."""
+        areas: list[pb.Area] = []
+        start = 0
+        while True:
+            page = self.list_areas_page(ioas_id, start)
+            areas.extend(page.areas)
+            if not page.more:
+                return areas
+            start = page.next_iova
 
     # -- the kAPI by dev_id ----------------------------------------------------------------------
     device_attach = _m(_ops.device_attach)

@@ -25,13 +25,16 @@
 //! - `fits[j][i]` says how much leaf i's best hole offers an allocation
 //!   aligned to `PAGE_SIZE << j`, so IOVA allocation steps over leaves that
 //!   cannot fit it, whatever its length, alignment and page offset
-//!   (find_hole, FitClass); a radix directory over the keys,
+//!   (find_hole), and `blocks` does the same for runs of 64 leaves; a radix
+//!   directory over the keys,
 //!   built once enough translations ran since the last change and dropped
 //!   by any change, shortens the key search (Radix).
 //!
 //! Invariants: leaves are non-empty and sorted, `keys[i]` is the start of
 //! leaf i's first area, every start in leaf i is below `keys[i + 1]`,
-//! `fits[j][i]` is STALE or exactly leaf i's summary (hole_fits), a built
+//! `fits[j][i]` is STALE or exactly leaf i's summary (hole_fits), a
+//! `blocks[j][b]` is STALE or exactly the largest summary of block b's
+//! leaves (all then computed), a built
 //! radix directory describes the current keys, and `len` is the number of
 //! areas. Areas never overlap (the caller's rule). `check()` asserts all of
 //! these and the tests call it throughout.
@@ -84,6 +87,9 @@ pub const ALIGN_CLASSES: usize = 10;
 /// A summary not computed since its leaf (or the next key) changed. It
 /// passes every test, and the first allocation that reaches it computes it.
 const STALE: u64 = u64::MAX;
+
+/// Leaves per block of hole summaries (`blocks`).
+const FIT_BLOCK: usize = 64;
 
 /// A start no area has (an area's iova is below 2^64-1), filling unused slots.
 const EMPTY: u64 = u64::MAX;
@@ -239,6 +245,16 @@ pub struct AreaMap {
     /// with FIXED_IOVA never pay for it. Class-major, so a scan reads one
     /// contiguous array.
     fits: [Vec<u64>; ALIGN_CLASSES],
+    /// For each alignment class j and block b of FIT_BLOCK leaves (b * 64
+    /// on): the largest of their `fits[j]`, or STALE. A scan steps over a
+    /// block that cannot fit with one read, so it reads about n / 4096
+    /// blocks and at most two blocks' leaves, not n / 64 leaves. A leaf's
+    /// change marks its block STALE; a leaf added or dropped shifts the
+    /// leaves after it, so it marks every block from its own on STALE (a
+    /// store per block, once per LEAF / 4 maps or unmaps at most), and the
+    /// next allocation recomputes the blocks it reaches (64 contiguous
+    /// reads each).
+    blocks: [Vec<u64>; ALIGN_CLASSES],
     /// A radix directory over `keys`, built once enough translations ran
     /// since the last change (radix_for) and dropped by any insert or
     /// remove (see Radix).
@@ -786,6 +802,9 @@ impl AreaMap {
         for class in &mut self.fits {
             class[i] = STALE;
         }
+        for class in &mut self.blocks {
+            class[i / FIT_BLOCK] = STALE;
+        }
     }
 
     /// A new leaf at index i, its summaries STALE.
@@ -793,12 +812,39 @@ impl AreaMap {
         for class in &mut self.fits {
             class.insert(i, STALE);
         }
+        self.blocks_shifted(i);
     }
 
     fn fits_remove(&mut self, i: usize) {
         for class in &mut self.fits {
             class.remove(i);
         }
+        self.blocks_shifted(i);
+    }
+
+    /// Leaves from index i on moved: their blocks are STALE, and there is
+    /// one block per FIT_BLOCK leaves.
+    fn blocks_shifted(&mut self, i: usize) {
+        let n = self.fits[0].len().div_ceil(FIT_BLOCK);
+        for class in &mut self.blocks {
+            class.resize(n, STALE);
+            for b in class.iter_mut().skip(i / FIT_BLOCK) {
+                *b = STALE;
+            }
+        }
+    }
+
+    /// Block b's largest summary of class j, computed (with its leaves'
+    /// summaries) if STALE.
+    fn block_fit(&mut self, class: usize, b: usize) -> u64 {
+        if self.blocks[class][b] == STALE {
+            let leaves = b * FIT_BLOCK..((b + 1) * FIT_BLOCK).min(self.leaves.len());
+            for li in leaves.clone() {
+                self.summarize_holes(li);
+            }
+            self.blocks[class][b] = self.fits[class][leaves].iter().copied().max().unwrap_or(0);
+        }
+        self.blocks[class][b]
     }
 
     /// Leaf i's summaries (see `fits`): per alignment class, the most bytes
@@ -858,9 +904,11 @@ impl AreaMap {
     /// can hold `need` bytes at page offset `offset` from an `align`-aligned
     /// address (a power of two from PAGE_SIZE to PAGE_SIZE << 9); `visit`
     /// returns Some to stop with that value. One pass, no search per hole:
-    /// the cost is the leaves skipped (8 bytes each, plus one pass over
-    /// each leaf changed since an allocation last reached it) and the areas
-    /// of the leaves entered. A leaf is entered only if one of its holes
+    /// the cost is the blocks of 64 leaves skipped (8 bytes each), the
+    /// leaves of the blocks entered (8 bytes each), the summaries STALE
+    /// since an allocation last reached them (a pass over each changed
+    /// leaf, 64 reads per shifted block), and the areas of the leaves
+    /// entered. A block or leaf is entered only if one of its holes
     /// fits, so a scan enters at most the leaf holding `from`, the leaves
     /// whose fitting holes `visit` refuses (reserved ranges, the window's
     /// end) and the leaf where it stops.
@@ -896,12 +944,15 @@ impl AreaMap {
             self.floor_slot_near(from)?
         };
         while li < self.leaves.len() {
+            if li.is_multiple_of(FIT_BLOCK) && self.block_fit(class, li / FIT_BLOCK) < want {
+                // The fast path: 64 leaves that cannot fit, in one read.
+                li += FIT_BLOCK;
+                k = 0;
+                continue;
+            }
             if self.fits[class][li] < want {
-                // The fast path: a run of leaves that cannot fit, 8 bytes each.
                 li += 1;
                 k = 0;
-                let skip = self.fits[class][li..].iter().position(|&f| f >= want);
-                li += skip.unwrap_or(self.leaves.len() - li);
                 continue;
             }
             self.summarize_holes(li);
@@ -1016,6 +1067,7 @@ impl AreaMap {
     pub fn heap_bytes(&self) -> usize {
         self.keys.capacity() * 8
             + self.fits.iter().map(|c| c.capacity() * 8).sum::<usize>()
+            + self.blocks.iter().map(|c| c.capacity() * 8).sum::<usize>()
             + self.leaves.capacity() * std::mem::size_of::<Node<Leaf>>()
             + self.pool.slab_bytes()
             + self.radix.get().map_or(0, |r| r.below.capacity() * 4)
@@ -1072,6 +1124,18 @@ impl AreaMap {
                 assert_eq!(f == STALE, stale, "leaf {i}: classes stale apart");
                 if !stale {
                     assert_eq!(f, self.hole_fits(i)[j], "wrong summary {j} of leaf {i}");
+                }
+            }
+            let blocks = &self.blocks[j];
+            assert_eq!(blocks.len(), class.len().div_ceil(FIT_BLOCK));
+            for (b, &f) in blocks.iter().enumerate() {
+                if f != STALE {
+                    let leaves = &class[b * FIT_BLOCK..((b + 1) * FIT_BLOCK).min(class.len())];
+                    assert!(
+                        leaves.iter().all(|&l| l != STALE),
+                        "block {b} over stale leaves"
+                    );
+                    assert_eq!(f, leaves.iter().copied().max().unwrap(), "block {b}");
                 }
             }
         }

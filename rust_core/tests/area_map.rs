@@ -336,8 +336,9 @@ fn find_hole_steps_over_misaligned_holes_and_matches_brute_force() {
     let mut rng = Rng(0x5eed_f175);
     let mut map = AreaMap::new();
     let mut starts: Vec<u64> = Vec::new();
-    for step in 0..6_000u64 {
-        let page = rng.below(1 << 14);
+    // Up to ~15,000 areas: a few hundred leaves, several blocks of 64.
+    for step in 0..24_000u64 {
+        let page = rng.below(1 << 16);
         let start = (page << 12) + [0, 0x800, rng.below(0x1000)][rng.below(3) as usize];
         let len = [1 + rng.below(0xfff), 0x800, 0x1000, 0x3000][rng.below(4) as usize];
         let last = start + len - 1;
@@ -354,14 +355,17 @@ fn find_hole_steps_over_misaligned_holes_and_matches_brute_force() {
             let s = starts.swap_remove(rng.below(starts.len() as u64) as usize);
             map.remove(s).expect("present");
         }
-        if step % 97 == 0 {
+        if step % 997 == 0 {
             map.check();
+        }
+        if step % 8 != 0 {
+            continue;
         }
         for _ in 0..2 {
             let need = [1 + rng.below(0xfff), 0x800, 0x1000, 0x2000, 0x5000][rng.below(5) as usize];
             let align = 0x1000u64 << rng.below(10);
             let offset = [0, 0x800, rng.below(0x1000)][rng.below(3) as usize];
-            let from = rng.below(1 << 26);
+            let from = rng.below(1 << 28);
             let got = map.find_hole(from, need, align, offset, |s, l| {
                 let c = s.checked_add(align - 1)? & !(align - 1);
                 let c = c | offset;
@@ -376,4 +380,9 @@ fn find_hole_steps_over_misaligned_holes_and_matches_brute_force() {
     }
     // Every summary the scans computed is exact.
     map.check();
+    assert!(
+        map.leaf_count() > 2 * 64,
+        "{} leaves: too few blocks to test",
+        map.leaf_count()
+    );
 }

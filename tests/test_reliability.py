@@ -208,3 +208,56 @@ def test_shutdown_errno_is_documented() -> None:
     text = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "errors.md").read_text()
     assert "| ESHUTDOWN | 108 | UNAVAILABLE |" in text
     assert IommudError(E.ESHUTDOWN, "x").errno_name == "ESHUTDOWN"
+
+
+# -- the loop never stalls ----------------------------------------------------------------------
+
+def _fill(ctx, ioas: int, areas: int) -> None:
+    import array
+    step = 32768
+    for base in range(0, areas, step):
+        n = min(step, areas - base)
+        ctx.ioas_map_batch(ioas, array.array("Q", (0x7F00_0000_0000 + (base + k) * 0x1000
+                                                   for k in range(n))),
+                           array.array("Q", [0x1000] * n))
+
+
+def test_a_long_copy_runs_off_the_loop_and_holds_only_its_own_session(daemon_factory) -> None:
+    """IoasCopy of a million areas runs in a worker thread: while it runs,
+    another session's calls are answered (the loop is free), and a call of
+    the copying session itself waits for it instead of interleaving."""
+    import threading
+    d = daemon_factory()
+    with d.client() as c, d.client() as other_c:
+        s = c.open_session("copier")
+        ctx = s.open_context()
+        src, dst = ctx.ioas_alloc(), ctx.ioas_alloc()
+        areas = (1 << 20) - 16                 # the most an IOAS holds, less room for one more
+        _fill(ctx, src, areas)
+        first = min(a.iova for a in ctx.list_areas_page(src, 0, 1).areas)
+        other = other_c.open_session("other").open_context()
+        other_ioas = other.ioas_alloc()
+        events: list[str] = []
+        copying = threading.Event()
+
+        def copy() -> None:
+            copying.set()
+            ctx.ioas_copy(dst, src, first, areas * 0x1000)
+            events.append("copy done")
+
+        t = threading.Thread(target=copy)
+        t.start()
+        copying.wait()
+        answered = 0
+        while t.is_alive() and answered < 5:
+            other.ioas_map(other_ioas, 0x1000 * (answered + 1), 0x1000,
+                           iova=0x1000 * (answered + 1))
+            answered += 1
+            events.append("other session answered")
+        same = ctx.ioas_map(src, 0x10_0000_0000, 0x1000)   # queued behind the copy
+        events.append("same session answered")
+        t.join()
+        assert events.index("copy done") < events.index("same session answered")
+        assert "other session answered" in events[:events.index("copy done")], events
+        assert ctx.translate(src, same).pa == 0x10_0000_0000
+        assert [o.areas for o in ctx.list_objects() if o.id == dst] == [areas]

@@ -50,9 +50,14 @@ def _resolver(op: Op) -> Resolver | None:
 
 
 class Dispatcher:
-    def __init__(self, rt: Runtime, table: Mapping[str, Op] = TABLE) -> None:
+    def __init__(self, rt: Runtime, table: Mapping[str, Op] = TABLE, *,
+                 offload: bool = True) -> None:
         self.rt = rt
         self.table = table
+        #: Run `offload` ops in a worker thread (the gRPC path); the raw
+        #: transport drives each call to its end without the loop, so it
+        #: runs them inline.
+        self.offload = offload
         self._resolvers = {name: _resolver(op) for name, op in table.items()}
         self.refresh_logging()
         #: Set at shutdown: new calls are refused (ESHUTDOWN, UNAVAILABLE)
@@ -99,7 +104,8 @@ class Dispatcher:
         try:
             call = self._begin(op, request, caller, token)
             sess = call.session
-            if sess is not None and (op.is_async or sess.busy.locked()):
+            if sess is not None and (op.is_async or (op.offload and self.offload)
+                                     or sess.busy.locked()):
                 # An async handler may run work off the loop: it holds the
                 # session's lock across that, and a call of the same session
                 # arriving meanwhile waits its turn instead of interleaving.
@@ -147,6 +153,8 @@ class Dispatcher:
                                 request.SerializeToString(), call.caller.identity, nth or 0)
         try:
             if nth is None:
+                if op.offload and self.offload and call.session is not None:
+                    return await asyncio.to_thread(op.handler, call, request)
                 return await op.handler(call, request) if op.is_async \
                     else op.handler(call, request)
             with failnth.armed(nth):

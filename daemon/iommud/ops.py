@@ -107,6 +107,14 @@ class Op:
     #: operation (EMSGSIZE past it): parsing and walking a request run on the
     #: event loop, so its size bounds how long one call can keep it busy.
     max_request: int = 64 << 10
+    #: Its work grows with the request or with the session's state (a map
+    #: batch, a copy or unmap of many areas, a dirty bitmap): on the gRPC
+    #: path the (synchronous) handler runs in a worker thread, holding the
+    #: session's lock, so the event loop keeps serving everyone else; the
+    #: core releases the GIL for the long part. Only for handlers that touch
+    #: nothing beyond their own session (no host state), which the lock
+    #: serializes. The raw transport and replay run it inline.
+    offload: bool = False
     #: A server stream (the handler is an async generator).
     stream: bool = False
     #: The handler is a coroutine function (it awaits work run off the loop).
@@ -115,10 +123,12 @@ class Op:
 
 def _row(name: str, handler: Handler, fd: Fd = Fd.NONE, *, journal: bool = True,
          admin: bool = False, limit: Limit = Limit.NONE, needs: Needs = Needs.SESSION,
-         debug: str = "", max_request: int = 64 << 10, partial: bool = False) -> Op:
+         debug: str = "", max_request: int = 64 << 10, partial: bool = False,
+         offload: bool = False) -> Op:
     return Op(name=name, handler=handler, request=getattr(pb, f"{name}Request"),
               reply=getattr(pb, f"{name}Response"), fd=fd, journal=journal, admin=admin,
               limit=limit, needs=needs, debug=debug, max_request=max_request, partial=partial,
+              offload=offload,
               stream=inspect.isasyncgenfunction(handler),
               is_async=inspect.iscoroutinefunction(handler))
 
@@ -152,11 +162,12 @@ ROWS: tuple[Op, ...] = (
     # -- IOAS (ioas.c, io_pagetable.c) --------------------------------------------------------
     _row("IoasAlloc", ioas.ioas_alloc, F.IOMMUFD, limit=L.OBJECTS),
     _row("IoasIovaRanges", ioas.ioas_iova_ranges, F.IOMMUFD, journal=False),
-    _row("IoasAllowIovas", ioas.ioas_allow_iovas, F.IOMMUFD),
+    _row("IoasAllowIovas", ioas.ioas_allow_iovas, F.IOMMUFD, offload=True),
     _row("IoasMap", ioas.ioas_map, F.IOMMUFD, limit=L.AREAS),
-    _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS, max_request=_BATCH),
-    _row("IoasCopy", ioas.ioas_copy, F.IOMMUFD, limit=L.AREAS),
-    _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD, partial=True),
+    _row("IoasMapBatch", ioas.ioas_map_batch, F.IOMMUFD, limit=L.AREAS, max_request=_BATCH,
+         offload=True),
+    _row("IoasCopy", ioas.ioas_copy, F.IOMMUFD, limit=L.AREAS, offload=True),
+    _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD, partial=True, offload=True),
     _row("Option", ioas.option, F.IOMMUFD),
     _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
     _row("Translate", ioas.translate, F.IOMMUFD, journal=False),
@@ -189,8 +200,9 @@ ROWS: tuple[Op, ...] = (
          max_request=_DMA),  # marks dirty bits
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
     _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
-    _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD),
-    _row("HwptGetDirtyBitmap", hw_pagetable.hwpt_get_dirty_bitmap, F.IOMMUFD),  # clears bits
+    _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD, offload=True),
+    _row("HwptGetDirtyBitmap", hw_pagetable.hwpt_get_dirty_bitmap, F.IOMMUFD,  # clears bits
+         offload=True),
     _row("HwptInvalidate", hw_pagetable.hwpt_invalidate, F.IOMMUFD),
     _row("FaultQueueAlloc", fault.fault_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
     # -- the legacy VFIO container/group API (vfio_compat.c, container.c, group.c) ----------------
@@ -200,8 +212,9 @@ ROWS: tuple[Op, ...] = (
     _row("VfioSetIommu", vfio_compat.vfio_set_iommu, F.CONTAINER),
     _row("VfioIommuGetInfo", vfio_compat.vfio_iommu_get_info, F.CONTAINER, journal=False),
     _row("VfioIommuMapDma", vfio_compat.vfio_iommu_map_dma, F.CONTAINER, limit=L.AREAS),
-    _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER, partial=True),
-    _row("VfioIommuDirtyPages", vfio_compat.vfio_iommu_dirty_pages, F.CONTAINER),
+    _row("VfioIommuUnmapDma", vfio_compat.vfio_iommu_unmap_dma, F.CONTAINER, partial=True,
+         offload=True),
+    _row("VfioIommuDirtyPages", vfio_compat.vfio_iommu_dirty_pages, F.CONTAINER, offload=True),
     _row("OpenGroup", vfio_compat.open_group, limit=L.FDS),
     _row("CloseGroup", vfio_compat.close_group, F.GROUP),
     _row("VfioGroupGetStatus", vfio_compat.vfio_group_get_status, F.GROUP, journal=False),

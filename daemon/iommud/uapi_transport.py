@@ -265,7 +265,7 @@ class UapiServer:
         self.mode = mode
         # The op table without journaling: raw sessions are never journaled.
         self.ops = {name: replace(op, journal=False) for name, op in TABLE.items()}
-        self.dispatcher = Dispatcher(rt, self.ops)
+        self.dispatcher = Dispatcher(rt, self.ops, offload=False)
         for name in _USED_OPS:
             assert not self.ops[name].is_async, f"{name} must be synchronous for the raw transport"
         self.limit = rt.config.max_message_bytes

@@ -548,9 +548,9 @@ def iommufd_device_detach(call: Call, req: pb.IommufdDeviceDetachRequest
 async def iommufd_device_dma(call: Call, req: pb.IommufdDeviceDmaRequest
                              ) -> pb.IommufdDeviceDmaResponse:
     obj = _device_by_id(call, req.dev_id)
-    results, faults = await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
-                                          req.accesses)
-    return pb.IommufdDeviceDmaResponse(results=results, faults=faults)
+    resp = pb.IommufdDeviceDmaResponse()
+    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp)
+    return resp
 
 
 # -- handlers (device_cdev.c, device.c) ------------------------------------------------------
@@ -623,33 +623,32 @@ _FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAU
 DMA_CHUNK = 512
 
 
-async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb.DmaAccess]
-                        ) -> tuple[list[pb.DmaResult], list[pb.DmaFault]]:
-    """Each access in turn, yielding to the event loop every DMA_CHUNK: a
-    device's accesses are independent, so others may run between them."""
-    results, faults = [], []
+async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb.DmaAccess],
+                        resp: pb.DeviceDmaResponse | pb.IommufdDeviceDmaResponse) -> None:
+    """Each access in turn, its result added to `resp` as it comes, yielding
+    to the event loop every DMA_CHUNK: a device's accesses are independent,
+    so others may run between them, and no step builds more than a chunk of
+    the reply."""
     for index, access in enumerate(accesses):
         if index and not index % DMA_CHUNK:
             await asyncio.sleep(0)
         result = dma(obj, pasid, access.iova, access.length, access.write)
         reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
-        results.append(pb.DmaResult(ok=result.ok, pa=result.pa, fault=reason))
+        resp.results.add(ok=result.ok, pa=result.pa, fault=reason)
         if not result.ok:
-            fault = pb.DmaFault(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
-                                write=access.write, reason=reason)
+            fault = resp.faults.add(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
+                                    write=access.write, reason=reason)
             if pasid is not None:
                 fault.pasid = pasid
-            faults.append(fault)
-    return results, faults
 
 
 async def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
     """DMA issued by the device: translated, permission checked and
     dirty-tracked; faults are results, not call errors."""
     obj = call.device.require_bound("Device DMA")
-    results, faults = await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None,
-                                          req.accesses)
-    return pb.DeviceDmaResponse(results=results, faults=faults)
+    resp = pb.DeviceDmaResponse()
+    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp)
+    return resp
 
 
 def get_hw_info(call: Call, req: pb.GetHwInfoRequest) -> pb.GetHwInfoResponse:

@@ -38,6 +38,10 @@ pub struct DirtyTracker {
     /// page ranges are sorted by key too (adjacent unaligned areas may
     /// share a page, each with its own bit).
     pub(crate) areas: BTreeMap<u64, AreaBits>,
+    /// The words held by `areas`, kept as they change, so that a memory
+    /// budget checked on every map costs nothing however many areas are
+    /// tracked.
+    pub(crate) words: usize,
 }
 
 impl DirtyTracker {
@@ -47,7 +51,7 @@ impl DirtyTracker {
 
     /// Enabling starts from a clean snapshot; disabling frees the state.
     pub fn set(&mut self, on: bool) {
-        self.areas.clear();
+        self.clear();
         self.enabled = on;
     }
 
@@ -56,9 +60,11 @@ impl DirtyTracker {
         if !self.enabled {
             return;
         }
+        let words = &mut self.words;
         let bits = self.areas.entry(area.iova).or_insert_with(|| {
             let (first, last_page) = (area.iova / PAGE_SIZE, area.last / PAGE_SIZE);
             let pages = last_page - first + 1;
+            *words += pages.div_ceil(64) as usize;
             AreaBits {
                 first_page: first,
                 pages,
@@ -73,7 +79,9 @@ impl DirtyTracker {
 
     /// Drop the state of an unmapped area.
     pub fn forget(&mut self, area_iova: u64) {
-        self.areas.remove(&area_iova);
+        if let Some(old) = self.areas.remove(&area_iova) {
+            self.words -= old.words.len();
+        }
     }
 
     /// `area` became [area.iova, p] and [p + 1, area.last] (a cut): each
@@ -83,6 +91,7 @@ impl DirtyTracker {
         let Some(old) = self.areas.remove(&area.iova) else {
             return;
         };
+        self.words -= old.words.len();
         let part = |first_page: u64, last_page: u64| {
             let pages = last_page - first_page + 1;
             let mut words = vec![0u64; pages.div_ceil(64) as usize];
@@ -103,19 +112,23 @@ impl DirtyTracker {
                 words,
             }
         };
-        self.areas
-            .insert(area.iova, part(area.iova / PAGE_SIZE, p / PAGE_SIZE));
-        self.areas
-            .insert(p + 1, part((p + 1) / PAGE_SIZE, area.last / PAGE_SIZE));
+        let (low, high) = (
+            part(area.iova / PAGE_SIZE, p / PAGE_SIZE),
+            part((p + 1) / PAGE_SIZE, area.last / PAGE_SIZE),
+        );
+        self.words += low.words.len() + high.words.len();
+        self.areas.insert(area.iova, low);
+        self.areas.insert(p + 1, high);
     }
 
     pub fn clear(&mut self) {
         self.areas.clear();
+        self.words = 0;
     }
 
-    /// Bytes of dirty state held (the one-bit-per-page bound, tested).
+    /// Bytes of dirty state held (the one-bit-per-page bound, tested); O(1).
     pub fn state_bytes(&self) -> usize {
-        self.areas.values().map(|b| b.words.capacity() * 8).sum()
+        self.words * 8
     }
 
     /// Heap bytes held: the bits and the map's nodes (an upper estimate).

@@ -260,6 +260,7 @@ impl IoPagetable {
             for _ in 0..nwords {
                 words.push(r.u64()?);
             }
+            t.dirty.words += words.len();
             t.dirty.areas.insert(
                 iova,
                 AreaBits {

@@ -165,3 +165,25 @@ fn damaged_records_are_einval_and_never_half_loaded() {
     assert_eq!(errno(Domain::from_state(&record)), Errno::EINVAL);
     assert_eq!(errno(Type1Dma::from_state(&record)), Errno::EINVAL);
 }
+
+#[test]
+fn dirty_state_bytes_follow_marks_cuts_unmaps_and_snapshots() {
+    let mut t = IoPagetable::new();
+    t.map(RW | FIXED, UVA, 0x200_000, 0x100_0000).unwrap(); // 512 pages: 8 words
+    t.map(RW | FIXED, UVA, 0x41_000, 0x200_0000).unwrap(); // 65 pages: 2 words
+    t.set_dirty_tracking(true);
+    assert_eq!(t.dirty_state_bytes(), 0);
+    t.dma(0x100_0000, 8, true).unwrap();
+    assert_eq!(t.dirty_state_bytes(), 8 * 8);
+    t.dma(0x200_0000, 8, true).unwrap();
+    assert_eq!(t.dirty_state_bytes(), 10 * 8);
+    let back = IoPagetable::from_state(&t.to_state()).unwrap();
+    assert_eq!(back.dirty_state_bytes(), 10 * 8);
+    // A cut splits an area's bits: 0x80 pages (2 words) and 0x180 (6 words).
+    t.cut(&[0x107_ffff]).unwrap();
+    assert_eq!(t.dirty_state_bytes(), (2 + 6 + 2) * 8);
+    t.unmap(0x200_0000, 0x41_000).unwrap();
+    assert_eq!(t.dirty_state_bytes(), (2 + 6) * 8);
+    t.set_dirty_tracking(false);
+    assert_eq!(t.dirty_state_bytes(), 0);
+}

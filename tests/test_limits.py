@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 from support import raises_errno
 
+from iommud_client import IommudError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -119,3 +121,54 @@ def test_type1_map_dma_is_charged_too(cl) -> None:
         cont.map_dma(0x20_0000, 0x4000, VA)
         assert s.info().session.mapped_bytes == 0x10000
         grp.unset_container()
+
+
+def test_a_session_past_its_memory_budget_is_enomem_and_unchanged(daemon_factory) -> None:
+    """The memory budget bounds what a session's state holds in the daemon
+    (areas, domains, dirty bits, objects, fds), whatever the other limits
+    allow: past it a map or a new object is ENOMEM and nothing changes; freed
+    state makes room again. A second session has its own budget."""
+    import array
+    d = daemon_factory("--max-memory-bytes-per-session", str(4 << 20))
+    with d.client() as c, c.open_session("vm") as s, c.open_session("other") as s2:
+        ctx = s.open_context()
+        ioas = ctx.ioas_alloc()
+        n = 4096
+        batches = 0
+        while True:
+            base = batches * n
+            vas = array.array("Q", (VA + (base + k) * 0x1000 for k in range(n)))
+            try:
+                ctx.ioas_map_batch(ioas, vas, array.array("Q", [0x1000] * n))
+            except IommudError as exc:
+                err = exc
+                break
+            batches += 1
+            assert batches < 1000, "the budget never bound"
+        assert err.errno_name == "ENOMEM"
+        assert "memory" in str(err) and err.metadata["limit"] == str(4 << 20)
+        assert batches > 0
+        [obj] = [o for o in ctx.list_objects() if o.id == ioas]
+        assert obj.areas == batches * n                  # the refused batch made nothing
+        # Smaller and smaller batches fill what is left, until not even one
+        # area fits; then no object fits either.
+        extra, size, at = 0, n, (batches + 1) * n
+        while size:
+            vas = array.array("Q", (VA + (at + k) * 0x1000 for k in range(size)))
+            try:
+                ctx.ioas_map_batch(ioas, vas, array.array("Q", [0x1000] * size))
+                extra, at = extra + size, at + size
+            except IommudError as exc:
+                assert exc.errno_name == "ENOMEM"
+                size //= 2
+        raises_errno(lambda: ctx.ioas_map(ioas, VA, 0x1000), "ENOMEM")
+        raises_errno(lambda: ctx.ioas_alloc(), "ENOMEM")
+        assert [o.areas for o in ctx.list_objects()] == [batches * n + extra]
+        # Another session is not charged for this one.
+        ctx2 = s2.open_context()
+        ctx2.ioas_map(ctx2.ioas_alloc(), VA, 0x1000, iova=0x1000)
+        # Freeing state makes room again.
+        ctx.ioas_unmap_all(ioas)
+        ctx.ioas_map_batch(ioas, array.array("Q", (VA + k * 0x1000 for k in range(n))),
+                           array.array("Q", [0x1000] * n))
+        assert ctx.ioas_alloc() > ioas

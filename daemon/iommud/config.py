@@ -56,6 +56,9 @@ class Config:
     max_areas_per_ioas: int = Limits.max_areas_per_ioas
     #: Bytes all of a session's IOASes may map (the pinned-page rlimit analogue): ENOMEM past it.
     max_mapped_bytes_per_session: int = Limits.max_mapped_bytes_per_session
+    #: Daemon memory one session's state may hold (areas, domains, dirty bits, objects, fds):
+    #: ENOMEM past it.
+    max_memory_bytes_per_session: int = Limits.max_memory_bytes_per_session
     #: Most IOVAs one TranslateBatch may carry.
     max_translate_batch: int = 1 << 20
     max_message_bytes: int = 16 << 20
@@ -108,7 +111,8 @@ class Config:
                       max_fds_per_session=self.max_fds_per_session,
                       max_objects_per_context=self.max_objects_per_context,
                       max_areas_per_ioas=self.max_areas_per_ioas,
-                      max_mapped_bytes_per_session=self.max_mapped_bytes_per_session)
+                      max_mapped_bytes_per_session=self.max_mapped_bytes_per_session,
+                      max_memory_bytes_per_session=self.max_memory_bytes_per_session)
 
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.ids import LowestFreeAllocator
-from iommud.limits import Accounting, Limits, enforced
+from iommud.limits import OBJECT_BYTES, Accounting, Limits, enforced
 from iommud.objects import IommufdObject, ObjType
 from iommud_wire import pb
 from iommud_wire.uapi import INT_MAX
@@ -69,6 +69,7 @@ class IommufdContext:
         if len(self._objects) >= self._max_objects and enforced():
             raise IommuError(E.ENOSPC, f"The context already holds {len(self._objects)} objects, "
                              f"its limit.", limit=self._max_objects)
+        self.account.charge_memory(OBJECT_BYTES, "one more object")
         step("object id")
         obj_id = self._ids.alloc()
         if obj_id is None:

@@ -183,7 +183,7 @@ def ioas_map_batch(call: Call, req: pb.IoasMapBatchRequest) -> pb.IoasMapBatchRe
                          user_vas=len(vas), lengths=len(lens), iovas=len(ios))
     _core.check_map_args(req.flags, max(ios, default=0) if fixed else 0, max(lens, default=0))
     ioas = ctx.get(req.ioas_id, Ioas, "IOAS")
-    ctx.account.charge(sum(lens))
+    ctx.account.charge(sum(lens), areas=len(lens))
     step("area")
     return pb.IoasMapBatchResponse(iovas=pack_u64s(ioas.iopt.map_batch(req.flags, vas, lens, ios)))
 
@@ -194,7 +194,8 @@ def ioas_copy(call: Call, req: pb.IoasCopyRequest) -> pb.IoasCopyResponse:
     _core.check_copy_args(req.flags, req.src_iova, req.length, req.dst_iova)
     src = ctx.get(req.src_ioas_id, Ioas, "source IOAS")
     dst = ctx.get(req.dst_ioas_id, Ioas, "destination IOAS")
-    ctx.account.charge(req.length)
+    # The areas the range holds, at most: the budget charges them ahead.
+    ctx.account.charge(req.length, areas=min(src.num_areas, req.length))
     step("area")
     return pb.IoasCopyResponse(dst_iova=_core.copy(dst.iopt, src.iopt, req.flags, req.src_iova,
                                                    req.length, req.dst_iova))

@@ -28,7 +28,7 @@ from iommud.context import IommufdContext
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.ids import LowestFreeAllocator
-from iommud.limits import Accounting, Limits, enforced
+from iommud.limits import FD_BYTES, OBJECT_BYTES, Accounting, Limits, enforced
 from iommud.logsetup import get_logger
 from iommud_wire import pb
 
@@ -121,8 +121,15 @@ class Session:
         self._fd_numbers = LowestFreeAllocator(FIRST_FD, FD_MAX)
         self.limits = limits
         #: Bytes mapped across all of this session's IOASes, against its limit.
-        self.account = Accounting(limits.max_mapped_bytes_per_session)
+        self.account = Accounting(limits.max_mapped_bytes_per_session,
+                                  limits.max_memory_bytes_per_session)
+        self.account.extra = self._objects_bytes
         self.host = host
+
+    def _objects_bytes(self) -> int:
+        """The memory budget's estimate for the session's objects and fds."""
+        objects = sum(len(e) for e in self._fds.values() if isinstance(e, IommufdContext))
+        return objects * OBJECT_BYTES + len(self._fds) * FD_BYTES
 
     def touch(self) -> None:
         self.last_seen = self.clock.now()
@@ -137,6 +144,7 @@ class Session:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.account.extra = self._objects_bytes
         self.busy = asyncio.Lock()
         self.clock = LeaseClock()
         self.last_seen = self.clock.now()
@@ -332,6 +340,7 @@ class SessionRegistry:
         session.touch()
         session.limits = self.limits
         session.account.max_mapped_bytes = self.limits.max_mapped_bytes_per_session
+        session.account.max_memory = self.limits.max_memory_bytes_per_session
         for ctx in session.reachable_contexts():
             ctx.limits = self.limits
             ctx.set_max_objects(self.limits.max_objects_per_context)

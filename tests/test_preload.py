@@ -210,6 +210,7 @@ def test_wild_pointers_give_efault(launcher: str, programs: dict[str, pathlib.Pa
                  "get_device_fd_prot_none", "get_device_fd_unterminated", "set_container_wild"):
         assert out[step] == failed("EFAULT"), step
     assert out["get_device_fd_too_long"] == failed("EINVAL")
+    assert out["alloc_across_pages"] == out["alloc_size_across_pages"] == (1, OK)
     assert out["alloc_after"] == (1, OK)
 
 

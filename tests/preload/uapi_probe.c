@@ -119,6 +119,19 @@ static int wild(const char *group)
 	memcpy(ro + pg, &a, sizeof(a));
 	must("mprotect", mprotect(ro + pg, pg, PROT_READ));
 	step("alloc_read_only", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, ro + pg));
+	/* Both pages good: a struct across the boundary (the shim reads what
+	 * lies in the first page, then the rest), and a size word across it. */
+	uint8_t *rw = two_pages(PROT_READ | PROT_WRITE);
+	for (int back = 6; back >= 2; back -= 4) {
+		struct uapi_ioas_alloc a = { .size = sizeof(a) };
+		memcpy(rw + pg - back, &a, sizeof(a));
+		long rc = ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, rw + pg - back);
+		memcpy(&a, rw + pg - back, sizeof(a));
+		step(back == 6 ? "alloc_across_pages" : "alloc_size_across_pages",
+		     rc < 0 ? rc : (long)a.out_ioas_id);
+		if (rc == 0)
+			destroy(fd, a.out_ioas_id);
+	}
 
 	if (group) {
 		int g = must("open_group", open(group_path(group), O_RDWR));

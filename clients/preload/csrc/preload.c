@@ -340,9 +340,19 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The thread id, cached per thread: a syscall saved on every exchange. The
+ * cache is keyed by the pid, so that a forked child's thread (my_pid re-read
+ * in at_fork_child) asks again. */
+static __thread pid_t tid_pid __attribute__((tls_model("initial-exec")));
+static __thread uint32_t tid_cached __attribute__((tls_model("initial-exec")));
+
 static uint32_t my_tid(void)
 {
-	return (uint32_t)syscall(SYS_gettid);
+	if (tid_pid != my_pid || !tid_cached) {
+		tid_cached = (uint32_t)syscall(SYS_gettid);
+		tid_pid = my_pid;
+	}
+	return tid_cached;
 }
 
 /* ---- The caller's memory: copy_from_user / copy_to_user ------------------------- */
@@ -852,6 +862,13 @@ static int recv_record(int s, struct msg *m, int64_t deadline)
 	struct iovec iov = { m->raw, IUA_HDR_LEN + IUA_INLINE_MAX };
 	struct msghdr mh;
 	ssize_t n;
+	/* An answer is almost never there the moment its request went out:
+	 * wait first, and save a recvmsg that would say EAGAIN. */
+	int rc = wait_io(s, POLLIN, deadline);
+	if (rc) {
+		msg_release(m);
+		return rc;
+	}
 	for (;;) {
 		memset(&mh, 0, sizeof(mh));
 		mh.msg_iov = &iov;
@@ -865,7 +882,7 @@ static int recv_record(int s, struct msg *m, int64_t deadline)
 		if (e == EINTR)
 			continue;
 		if (e == EAGAIN || e == EWOULDBLOCK) {
-			int rc = wait_io(s, POLLIN, deadline);
+			rc = wait_io(s, POLLIN, deadline);
 			if (rc) {
 				msg_release(m);
 				return rc;
@@ -1426,17 +1443,26 @@ static int first_copy(unsigned long req, uintptr_t arg, struct buf *body, uint16
 		return -EINVAL; /* longer than a page, as strndup_user says */
 	}
 	default: {
-		uint8_t sz[4];
-		if (copy_from_user(sz, arg, 4))
+		/* One read for the size and the struct: as much of the first copy
+		 * as lies in arg's 4 KiB page (no fault there that the size word's
+		 * read would not meet), and a second read only for the rest. */
+		uint8_t head[IUA_FIRST_MAX];
+		size_t in_page = 4096 - (arg & 4095);
+		size_t got = in_page < sizeof(head) ? in_page : sizeof(head);
+		if (got < 4)
+			got = 4;
+		if (copy_from_user(head, arg, got))
 			return -EFAULT;
 		uint32_t size;
-		memcpy(&size, sz, 4); /* the caller's struct: native order */
+		memcpy(&size, head, 4); /* the caller's struct: native order */
 		size_t first = size < IUA_FIRST_MAX ? size : IUA_FIRST_MAX;
 		uint8_t *p = buf_grow(body, 4 + first);
 		if (!p)
 			return body->err;
 		put32(p, size);
-		if (copy_from_user(p + 4, arg, first))
+		if (first <= got)
+			memcpy(p + 4, head, first);
+		else if (copy_from_user(p + 4, arg, first))
 			return -EFAULT;
 		/* The daemon's write-back must not fault after it acted. */
 		if (copy_to_user(arg, p + 4, first))

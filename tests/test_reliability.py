@@ -261,3 +261,85 @@ def test_a_long_copy_runs_off_the_loop_and_holds_only_its_own_session(daemon_fac
         assert "other session answered" in events[:events.index("copy done")], events
         assert ctx.translate(src, same).pa == 0x10_0000_0000
         assert [o.areas for o in ctx.list_objects() if o.id == dst] == [areas]
+
+
+def test_a_client_that_stops_reading_is_refused_enobufs_before_anything_runs() -> None:
+    """GrpcService counts each reply as unread until gRPC is done with its
+    call (the client took it). Past a quarter of the session memory budget,
+    that client's next calls are refused with ENOBUFS before their handler
+    runs, so they change nothing and queue nothing; once it reads, it is
+    served again. Other clients are not affected."""
+    from iommud.service import GrpcService
+
+    ran: list[bytes] = []
+
+    def echo(call, req):
+        ran.append(req.payload)
+        return pb.EchoResponse(payload=req.payload)
+
+    echo_op = Op(name="Echo", handler=echo, request=pb.EchoRequest, reply=pb.EchoResponse,
+                 fd=Fd.NONE, journal=False, admin=False, limit=Limit.NONE,
+                 needs=Needs.OPTIONAL)
+    cfg = Config(max_memory_bytes_per_session=4 << 20)    # 1 MiB of unread replies allowed
+    rt = Runtime(config=cfg, host=Host(Topology()),
+                 sessions=SessionRegistry(30, 60, 4, cfg.limits()), access=AccessPolicy())
+    svc = GrpcService(rt, Dispatcher(rt, {"Echo": echo_op}))
+    handle = svc._unary(echo_op)
+
+    class Aborted(Exception):
+        pass
+
+    class FakeContext:
+        """A call whose reply the client has not read until `read()`."""
+
+        def __init__(self, peer: str) -> None:
+            self._peer, self.callbacks, self.aborted = peer, [], None
+
+        def peer(self) -> str:
+            return self._peer
+
+        def invocation_metadata(self):
+            return ()
+
+        def auth_context(self):
+            return {}
+
+        def add_done_callback(self, cb) -> None:
+            self.callbacks.append(cb)
+
+        async def abort(self, code, details, trailing_metadata=()):
+            self.aborted = (code, dict(trailing_metadata))
+            raise Aborted
+
+        def read(self) -> None:
+            for cb in self.callbacks:
+                cb(self)
+
+    async def scenario() -> None:
+        slow = []
+        big = b"x" * (256 << 10)
+        for _ in range(4):                                # just over 1 MiB unread
+            ctx = FakeContext("unix:slow")
+            assert (await handle(pb.EchoRequest(payload=big), ctx)).payload == big
+            slow.append(ctx)
+        assert svc.unread["unix:slow"] > 1 << 20
+        refused = FakeContext("unix:slow")
+        with pytest.raises(Aborted):
+            await handle(pb.EchoRequest(payload=b"refused"), refused)
+        code, trailers = refused.aborted
+        from google.rpc import error_details_pb2, status_pb2
+        [detail] = status_pb2.Status.FromString(trailers["grpc-status-details-bin"]).details
+        info = error_details_pb2.ErrorInfo()
+        detail.Unpack(info)
+        assert info.reason == "ENOBUFS" and code is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert b"refused" not in ran                       # refused before it ran
+        # Another client is served meanwhile.
+        assert (await handle(pb.EchoRequest(payload=b"other"), FakeContext("unix:fast"))
+                ).payload == b"other"
+        for ctx in slow:                                  # the slow client reads at last
+            ctx.read()
+        assert "unix:slow" not in svc.unread
+        assert (await handle(pb.EchoRequest(payload=b"again"), FakeContext("unix:slow"))
+                ).payload == b"again"
+
+    asyncio.run(scenario())

@@ -34,6 +34,7 @@ ERRNO_STATUS: dict[int, grpc.StatusCode] = {
     E.E2BIG: grpc.StatusCode.INVALID_ARGUMENT,
     E.EBADF: grpc.StatusCode.NOT_FOUND,
     E.ENOMEM: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    E.ENOBUFS: grpc.StatusCode.RESOURCE_EXHAUSTED,
     E.EACCES: grpc.StatusCode.PERMISSION_DENIED,
     E.EFAULT: grpc.StatusCode.INVALID_ARGUMENT,
     E.EBUSY: grpc.StatusCode.FAILED_PRECONDITION,

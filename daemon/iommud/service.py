@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno as E
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from google.protobuf import unknown_fields
@@ -98,6 +98,13 @@ class GrpcService:
         self.rt = rt
         self.dispatcher = dispatcher
         self._tls = bool(rt.config.tls_cert)
+        #: Bytes of replies answered but not yet taken by the client, by
+        #: session token (by peer for calls without one). A client that stops
+        #: reading leaves them queued in the daemon; past a quarter of the
+        #: session memory budget its new calls are refused (ENOBUFS) before
+        #: they run, so what it costs stays bounded by the budget plus one
+        #: reply, and nothing it asked for is done without its answer.
+        self.unread: dict[str, int] = {}
 
     def caller(self, context: Context) -> Caller:
         """Who is calling: the mTLS identity, else the UNIX peer's credentials."""
@@ -134,7 +141,11 @@ class GrpcService:
             try:
                 check_wellformed(request)
                 token, nth = self._metadata(context)
-                return await dispatcher.call(op, request, self.caller(context), token, nth)
+                key = token or context.peer()
+                self._check_unread(key)
+                reply = await dispatcher.call(op, request, self.caller(context), token, nth)
+                self._queue(key, reply.ByteSize(), context)
+                return reply
             except IommuError as err:
                 await self._abort(context, err, request)
             except Exception as exc:
@@ -143,6 +154,28 @@ class GrpcService:
                 await context.abort(grpc.StatusCode.INTERNAL, f"iommud bug: {exc!r}"[:1000])
 
         return handle
+
+    def _check_unread(self, key: str) -> None:
+        queued = self.unread.get(key, 0)
+        allowed = self.rt.config.max_memory_bytes_per_session // 4
+        if queued > allowed:
+            raise IommuError(E.ENOBUFS, f"{queued:#x} bytes of earlier replies are still waiting "
+                             f"for this client to read them (at most {allowed:#x}); read them "
+                             f"before sending more calls.", queued=queued, limit=allowed)
+
+    def _queue(self, key: str, size: int, context: Context) -> None:
+        """Count a reply as unread until gRPC is done with its call."""
+        self.unread[key] = self.unread.get(key, 0) + size
+
+        def done(_: Context) -> None:
+            left = self.unread.get(key, 0) - size
+            if left > 0:
+                self.unread[key] = left
+            else:
+                self.unread.pop(key, None)
+
+        # grpc-stubs names the callback type as a class; any callable works.
+        context.add_done_callback(cast("Any", done))
 
     def _stream(self, op: Op) -> Callable[..., AsyncIterator[Any]]:
         dispatcher = self.dispatcher

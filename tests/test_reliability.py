@@ -343,3 +343,64 @@ def test_a_client_that_stops_reading_is_refused_enobufs_before_anything_runs() -
                 ).payload == b"again"
 
     asyncio.run(scenario())
+
+
+# -- connections ----------------------------------------------------------------------------------
+
+def _quiet_stream_with_client_pings(endpoint: str, token: str, seconds: float) -> str:
+    """A WatchSession stream with no heartbeat due for a minute, on a channel
+    whose client pings every second, held until its deadline: the status it
+    ended with (DEADLINE_EXCEEDED: it lived that long)."""
+    from iommud_wire import metadata, pb_grpc
+    opts = [("grpc.keepalive_time_ms", 1000), ("grpc.keepalive_timeout_ms", 5000),
+            ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.use_local_subchannel_pool", 1)]
+    with grpc.insecure_channel(endpoint, options=opts) as channel:
+        stream = pb_grpc.IommuServiceStub(channel).WatchSession(
+            pb.WatchSessionRequest(interval_ms=60_000), metadata=[(metadata.SESSION, token)],
+            timeout=seconds)
+        try:
+            for _ in stream:
+                pass
+        except grpc.RpcError as exc:
+            return f"{exc.code().name}: {exc.details()}"
+    return "ended"
+
+
+@pytest.mark.parametrize(("min_ping", "want"), [("0.5", "DEADLINE_EXCEEDED"),
+                                                ("30", "UNAVAILABLE")])
+def test_client_keepalive_pings_are_taken_as_often_as_the_policy_allows(daemon_factory,
+                                                                        min_ping, want) -> None:
+    """A client that pings every second keeps a quiet stream open until its
+    own deadline when the daemon allows pings that often; a daemon that
+    allows one every 30 s ends it with GOAWAY (too_many_pings) after a few
+    strikes, as gRPC servers do. The default (5 s) takes the common client
+    settings (10 s and up)."""
+    d = daemon_factory("--keepalive-min-client-ping-seconds", min_ping)
+    with d.client() as c, c.open_session("watch", keepalive=False) as s:
+        got = _quiet_stream_with_client_pings(d.endpoint, s.token, seconds=6)
+    assert got.split(":")[0] == want, got
+
+
+def test_connections_past_the_per_uid_limit_are_closed_and_others_served(daemon_factory) -> None:
+    d = daemon_factory("--max-connections-per-uid", "3")
+    own = [("grpc.use_local_subchannel_pool", 1)]         # one connection per channel
+    channels = [grpc.insecure_channel(d.endpoint, options=own) for _ in range(4)]
+    from iommud_wire import pb_grpc
+    try:
+        outcomes = []
+        for ch in channels:
+            try:
+                pb_grpc.IommuServiceStub(ch).Echo(pb.EchoRequest(payload=b"x"), timeout=5)
+                outcomes.append("ok")
+            except grpc.RpcError as exc:
+                outcomes.append(exc.code().name)
+        assert outcomes == ["ok", "ok", "ok", "UNAVAILABLE"]
+        channels[0].close()                                  # room again
+        again = grpc.insecure_channel(d.endpoint, options=own)
+        channels[0] = again
+        assert pb_grpc.IommuServiceStub(again).Echo(pb.EchoRequest(payload=b"y"),
+                                                    timeout=10, wait_for_ready=True).payload == b"y"
+    finally:
+        for ch in channels:
+            ch.close()

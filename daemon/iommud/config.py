@@ -48,6 +48,22 @@ class Config:
     #: How often the reaper looks for expired sessions, in seconds.
     reap_interval: float = 1.0
     max_sessions: int = 1024
+    #: Connections on the UNIX socket at once (0: as many as the fd limit
+    #: allows, a third of it), and per peer uid; past either a new connection
+    #: is closed at once.
+    max_connections: int = 0
+    max_connections_per_uid: int = 256
+    #: A UNIX-socket connection with no bytes either way for this long is
+    #: closed (0: never). The daemon pings every live connection more often
+    #: (keepalive_seconds), so only dead peers and silent non-gRPC clients
+    #: reach it.
+    connection_idle_seconds: float = 3600.0
+    #: gRPC keepalive: the daemon pings an idle connection this often, and
+    #: accepts client pings this often at most (clients pinging faster get
+    #: GOAWAY too_many_pings; set your client's keepalive_time_ms at least
+    #: this high).
+    keepalive_seconds: float = 300.0
+    keepalive_min_client_ping_seconds: float = 5.0
     max_contexts_per_session: int = Limits.max_contexts_per_session
     #: Every fd of a session (contexts, device, group, container fds): EMFILE past it.
     max_fds_per_session: int = Limits.max_fds_per_session

@@ -209,7 +209,20 @@ class Daemon:
         _raise_fd_limit()
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 0),
+                   # Keepalive enforcement: ping idle peers, so a dead one is
+                   # dropped and a live one never looks idle to the gate; take
+                   # client pings (with or without calls) as often as the
+                   # setting allows, GOAWAY past it.
+                   ("grpc.keepalive_time_ms", int(cfg.keepalive_seconds * 1000)),
+                   ("grpc.keepalive_timeout_ms", 20_000),
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.min_ping_interval_without_data_ms",
+                    int(cfg.keepalive_min_client_ping_seconds * 1000)),
+                   ("grpc.http2.max_pings_without_data", 0),
+                   # One connection's calls in flight (each holds a request
+                   # and a reply): bounded, as its unread replies are.
+                   ("grpc.max_concurrent_streams", 256)]
         if self.journal is not None:
             started = time.perf_counter()
             state = self.journal.load_snapshot()
@@ -274,8 +287,12 @@ class Daemon:
             listener.close()
             raise
         assert self._private_dir is not None
+        cfg = self.config
         return PeerGate(listener.detach(), str(self._private_dir / "grpc.sock"),
-                        f"iommud-gate-{secrets.token_hex(8)}")
+                        f"iommud-gate-{secrets.token_hex(8)}",
+                        max_connections=cfg.max_connections or None,
+                        max_per_uid=cfg.max_connections_per_uid or None,
+                        idle_timeout=cfg.connection_idle_seconds)
 
     async def _set_health(self, service: str, status: int) -> None:
         result = self.health.set(service, status)

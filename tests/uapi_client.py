@@ -222,6 +222,12 @@ class File:
                 if not self.proc.mem.write(addr, body[off:off + length]):
                     return -E.EFAULT
                 off += length
+            elif item == 2:   # COPY: a memmove inside the caller's memory
+                _, length, dst, src = struct.unpack_from("<IIQQ", body, off)
+                off += 24
+                data = self.proc.mem.read(src, length)
+                if data is None or not self.proc.mem.write(dst, data):
+                    return -E.EFAULT
             elif item == 3:
                 _, flags, addr, token = struct.unpack_from("<IIQQ", body, off)
                 off += 24

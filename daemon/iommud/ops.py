@@ -246,6 +246,8 @@ ROWS: tuple[Op, ...] = (
     _row("TestPasidDetach", selftest.test_pasid_detach, F.IOMMUFD, debug=ST),
     _row("TestPasidCheckHwpt", selftest.test_pasid_check_hwpt, F.IOMMUFD, journal=False,
          debug=ST),
+    _row("TestDevCheckCache", selftest.test_dev_check_cache, F.IOMMUFD, journal=False,
+         debug=ST),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}

@@ -38,9 +38,12 @@ from iommud_wire import pb
 from iommud_wire.uapi import (
     IOMMU_IOAS_MAP_READABLE,
     IOMMU_IOAS_MAP_WRITEABLE,
+    IOMMU_TEST_DEV_CACHE_DEFAULT,
     MOCK_ACCESS_RW_SLOW_PATH,
     MOCK_ACCESS_RW_WRITE,
+    MOCK_DEV_CACHE_ID_MAX,
     MOCK_FLAGS_ACCESS_CREATE_NEEDS_PIN_PAGES,
+    MOCK_FLAGS_ACCESS_SYZ,
     MOCK_FLAGS_ACCESS_WRITE,
     MOCK_FLAGS_DEVICE_NO_DIRTY,
     MOCK_FLAGS_DEVICE_PASID,
@@ -196,6 +199,24 @@ def test_pasid_check_hwpt(call: Call, req: pb.TestPasidCheckHwptRequest
         raise IommuError(E.EINVAL, f"PASID {req.pasid:#x} is not attached to HWPT "
                          f"{req.hwpt_id}.", pasid=req.pasid, hwpt_id=req.hwpt_id)
     return pb.TestPasidCheckHwptResponse()
+
+
+def test_dev_check_cache(call: Call, req: pb.TestDevCheckCacheRequest
+                        ) -> pb.TestDevCheckCacheResponse:
+    """IOMMU_TEST_OP_DEV_CHECK_CACHE (iommufd_test_dev_check_cache): the DEVICE
+    lookup (ENOENT), then slot `cache_id` must exist and hold `cache` (EINVAL).
+    mock_dev_create fills every slot with IOMMU_TEST_DEV_CACHE_DEFAULT and only
+    a vIOMMU cache invalidation changes one; iommud has no vIOMMU, so every
+    slot keeps the default. A DEVICE that is no mock device is EINVAL here
+    (the kernel reads its cache without looking)."""
+    idev = call.ctx.get(req.dev_id, DeviceObj, "device")
+    if idev.host_dev.iommu != "mock":
+        raise IommuError(E.EINVAL, f"Device {req.dev_id} is not a mock device.",
+                         dev_id=req.dev_id)
+    if req.cache_id > MOCK_DEV_CACHE_ID_MAX or req.cache != IOMMU_TEST_DEV_CACHE_DEFAULT:
+        raise IommuError(E.EINVAL, f"Cache slot {req.cache_id} of device {req.dev_id} does "
+                         f"not hold {req.cache:#x}.", dev_id=req.dev_id, cache_id=req.cache_id)
+    return pb.TestDevCheckCacheResponse()
 
 
 # -- IOAS and domain checks ---------------------------------------------------------------
@@ -447,25 +468,39 @@ def _walk(access: Access, iova: int, length: int, write: bool, read: bool
     return pieces
 
 
+def _syz_iova(access: Access, flags: int, iova: int) -> int:
+    """With MOCK_FLAGS_ACCESS_SYZ the IOVA is {u32 nth_area, u32 offset}: the
+    offset from the start of the access's IOAS's nth area, or 0 when there is
+    no such area or no IOAS (iommufd_test_syz_conv_iova)."""
+    if not flags & MOCK_FLAGS_ACCESS_SYZ:
+        return iova
+    if access.ioas is None:
+        return 0
+    nth, offset = iova & 0xFFFF_FFFF, iova >> 32
+    areas = access.ioas.iopt.areas()
+    return areas[nth][0] + offset if nth < len(areas) else 0
+
+
 def test_access_pages(call: Call, req: pb.TestAccessPagesRequest) -> pb.TestAccessPagesResponse:
     """IOMMU_TEST_OP_ACCESS_PAGES (iommufd_test_access_pages)."""
     if req.length > ACCESS_MAX_LENGTH:
         raise IommuError(E.ENOMEM, f"An access of {req.length:#x} bytes is above the test's "
                          f"{ACCESS_MAX_LENGTH:#x}.")
-    if req.flags & ~MOCK_FLAGS_ACCESS_WRITE:
+    if req.flags & ~(MOCK_FLAGS_ACCESS_WRITE | MOCK_FLAGS_ACCESS_SYZ):
         raise IommuError(E.EOPNOTSUPP, f"Unknown ACCESS_PAGES flags {req.flags:#x}.",
                          flags=req.flags)
     access = _access(call, req.access_fd)
     if not access.needs_pin:
         raise IommuError(E.EOPNOTSUPP, "This access was created without pin operations.")
+    start = _syz_iova(access, req.flags, req.iova)
     write = bool(req.flags & MOCK_FLAGS_ACCESS_WRITE)
-    pieces = _walk(access, req.iova, req.length, write=write, read=not write)
+    pieces = _walk(access, start, req.length, write=write, read=not write)
     if req.user_va:
         for iova, user_va, _n in pieces:
-            if user_va != req.user_va + (iova - req.iova):
+            if user_va != req.user_va + (iova - start):
                 raise IommuError(E.EBADE, f"The pages at {iova:#x} are not the user pages at "
-                                 f"{req.user_va + (iova - req.iova):#x}.", iova=iova)
-    item = access.add_item(req.iova, req.iova + req.length - 1)
+                                 f"{req.user_va + (iova - start):#x}.", iova=iova)
+    item = access.add_item(start, start + req.length - 1)
     return pb.TestAccessPagesResponse(out_access_pages_id=item)
 
 
@@ -485,14 +520,15 @@ def test_access_rw(call: Call, req: pb.TestAccessRwRequest) -> pb.TestAccessRwRe
     if req.length > ACCESS_MAX_LENGTH:
         raise IommuError(E.ENOMEM, f"An access of {req.length:#x} bytes is above the test's "
                          f"{ACCESS_MAX_LENGTH:#x}.")
-    if req.flags & ~(MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH):
+    if req.flags & ~(MOCK_ACCESS_RW_WRITE | MOCK_ACCESS_RW_SLOW_PATH | MOCK_FLAGS_ACCESS_SYZ):
         raise IommuError(E.EOPNOTSUPP, f"Unknown ACCESS_RW flags {req.flags:#x}.",
                          flags=req.flags)
     access = _access(call, req.access_fd)
+    start = _syz_iova(access, req.flags, req.iova)
     write = bool(req.flags & MOCK_ACCESS_RW_WRITE)
-    pieces = _walk(access, req.iova, req.length, write=write, read=not write)
+    pieces = _walk(access, start, req.length, write=write, read=not write)
     return pb.TestAccessRwResponse(write=write, segments=[
-        pb.CopySegment(user_va=user_va, length=n, buffer_offset=iova - req.iova)
+        pb.CopySegment(user_va=user_va, length=n, buffer_offset=iova - start)
         for iova, user_va, n in pieces])
 
 

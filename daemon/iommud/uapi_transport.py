@@ -3,7 +3,7 @@ kernel's ioctls (docs/uapi-transport.md), beside the gRPC socket.
 
 Each connection is one emulated file of a process: an open of /dev/iommu,
 /dev/vfio/vfio, /dev/vfio/N or /dev/vfio/devices/vfioN, or a file the daemon
-made (a device fd from a group, a fault queue fd). Its first record is OPEN;
+made (a device fd from a group, a fault queue fd, a selftest access fd). Its first record is OPEN;
 every later IOCTL record is decoded by kabi.py into the op table's request,
 dispatched through the same Dispatcher as gRPC (access policy, session, fd,
 fail-nth, handler, log), and answered with a REPLY carrying the kernel's
@@ -91,6 +91,8 @@ S_GIVE_WRITABLE = struct.Struct("<Ii")
 #: u64 addr, u64 file_token}.
 S_WRITE = struct.Struct("<IIQ")
 S_NEWFD = struct.Struct("<IIQQ")
+#: REPLY COPY {u32 type, u32 len, u64 dst, u64 src}.
+S_COPY = struct.Struct("<IIQQ")
 #: A reply with one WRITE: its count and the item's header in one pack.
 S_ONE_WRITE = struct.Struct("<IIIQ")
 S_DESCRIBE = struct.Struct("<IIQ")
@@ -114,7 +116,8 @@ _CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
               FileKind.CONTAINER: ("CloseContext", "iommufd"),
               FileKind.GROUP: ("CloseGroup", "group_fd"),
               FileKind.DEVICE: ("CloseDevice", "device_fd"),
-              FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd")}
+              FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd"),
+              FileKind.ACCESS: ("CloseFd", "fd")}
 
 
 def socket_path(config: Config) -> pathlib.Path | None:
@@ -561,7 +564,7 @@ class UapiServer:
         assert file is not None
         try:
             target = None if file.kind is FileKind.IOMMU else self._target(file)
-            spec = kabi.lookup(file.kind, target, cmd)
+            spec = kabi.lookup(file.kind, target, cmd, bool(self.rt.config.debug_selftest))
             if isinstance(spec, int):
                 self._send_reply(conn, seq, -spec)
                 return
@@ -650,6 +653,12 @@ class UapiServer:
 
     def _finish(self, conn: Conn, seq: int, reply: Reply) -> None:
         new = reply.newfile
+        if reply.copies:
+            items = _write_items(reply.writes or [])
+            items += [S_COPY.pack(ITEM_COPY, n, dst, src) for dst, src, n in reply.copies]
+            self._send_reply(conn, seq, reply.result, items,
+                             len(reply.writes or ()) + len(reply.copies))
+            return
         if new is None:
             writes = reply.writes
             if writes is None:
@@ -853,7 +862,12 @@ _USED_OPS = ("OpenSession", "CloseSession", "OpenContext", "CloseContext", "Open
              "VfioIommuMapDma", "VfioIommuUnmapDma", "VfioIommuDirtyPages",
              "VfioGroupGetStatus", "VfioGroupSetContainer", "VfioGroupUnsetContainer",
              "VfioGroupGetDeviceFd", "DeviceBindIommufd", "DeviceAttachIommufdPt",
-             "DeviceDetachIommufdPt", "DeviceGetInfo")
+             "DeviceDetachIommufdPt", "DeviceGetInfo", "CloseFd", "TestAddReserved",
+             "TestMockDomain", "TestMockDomainReplace", "TestMdCheckMap", "TestMdCheckRefs",
+             "TestCreateAccess", "TestDestroyAccessPages", "TestAccessPages", "TestAccessRw",
+             "TestSetTempMemoryLimit", "TestAccessReplaceIoas", "TestDirty",
+             "TestDevCheckCache", "TestPasidAttach", "TestPasidReplace", "TestPasidDetach",
+             "TestPasidCheckHwpt")
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -1615,3 +1615,19 @@ class TestPasidCheckHwptRequest(_message.Message):
 class TestPasidCheckHwptResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TestDevCheckCacheRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "cache_id", "cache")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    cache_id: int
+    cache: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., cache_id: _Optional[int] = ..., cache: _Optional[int] = ...) -> None: ...
+
+class TestDevCheckCacheResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

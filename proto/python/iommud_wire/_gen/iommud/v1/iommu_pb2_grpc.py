@@ -441,6 +441,11 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.FromString,
                 _registered_method=True)
+        self.TestDevCheckCache = channel.unary_unary(
+                '/iommud.v1.IommuService/TestDevCheckCache',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.FromString,
+                _registered_method=True)
 
 
 class IommuServiceServicer:
@@ -1057,6 +1062,14 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestDevCheckCache(self, request, context):
+        """TestDevCheckCache is IOMMU_TEST_OP_DEV_CHECK_CACHE: does slot `cache_id`
+        of the mock device bound as `dev_id` hold `cache`?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IommuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1464,6 +1477,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.TestPasidCheckHwpt,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.SerializeToString,
+            ),
+            'TestDevCheckCache': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestDevCheckCache,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -3655,6 +3673,33 @@ class IommuService:
             '/iommud.v1.IommuService/TestPasidCheckHwpt',
             iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.TestPasidCheckHwptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestDevCheckCache(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestDevCheckCache',
+            iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.FromString,
             options,
             channel_credentials,
             insecure,

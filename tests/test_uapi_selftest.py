@@ -336,6 +336,23 @@ def hwpt_alloc(f: File, dev_id: int, pt_id: int, flags: int = 0, data: bytes | N
     return ret, mem.unpack(HWPT_ALLOC, a)[4]
 
 
+def test_hwpt_alloc_driver_data_reaches_the_mock_iommu(proc) -> None:
+    """kabi's HWPT_ALLOC read the driver data and dropped it, so the mock
+    IOMMU found none (EFAULT for every IOMMU_HWPT_DATA_SELFTEST allocation):
+    mock_domain_alloc_paging_flags reads iotlb and pagetable_type from it."""
+    f = proc.open(PATH_IOMMU)
+    ioas = alloc_ioas(f)
+    _, _, idev = mock_domain(f, ioas)
+    ret, hwpt = hwpt_alloc(f, idev, ioas, ALLOC_DIRTY_TRACKING, S("<II").pack(0, 0))
+    ok(ret)
+    ret, huge = hwpt_alloc(f, idev, ioas, 0, S("<II").pack(0, 1))    # MOCK_IOMMUPT_HUGE
+    ok(ret)
+    assert hwpt and huge and hwpt != huge
+    check(hwpt_alloc(f, idev, ioas, 0, S("<II").pack(0, 2))[0], "EOPNOTSUPP")
+    check(hwpt_alloc(f, idev, ioas, 0, b"\0" * 3)[0], "EINVAL")
+    ok(hwpt_alloc(f, idev, ioas, 0, b"\0" * 4)[0])      # iotlb alone: pagetable_type 0
+
+
 def test_dirty_reads_the_bitmap_and_writes_back_the_count(proc) -> None:
     f = proc.open(PATH_IOMMU)
     ioas = alloc_ioas(f)

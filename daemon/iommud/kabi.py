@@ -615,18 +615,21 @@ def _vfio_ioas(x: Ioctl) -> Reply:
 def _hwpt_alloc(x: Ioctl) -> Flow:
     """IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc). Driver data (data_type not NONE,
     data_len not 0) is read from data_uptr before the handler: a NULL or
-    faulting pointer is EFAULT, as the driver's copy gives (no modelled
-    driver consumes the bytes)."""
+    faulting pointer is EFAULT, as the driver's copy gives. The bytes go to
+    the handler: the mock IOMMU reads its page table type from them
+    (mock_domain_alloc_paging_flags)."""
     (size, flags, dev_id, pt_id, _, reserved, data_type, data_len, data_uptr, fault_id,
      reserved2) = S_HWPT_ALLOC.unpack(x.image)
+    data = b""
     if data_type and data_len:
         x.need_bytes(data_len, "IOMMU_HWPT_ALLOC data")
-        (data,) = yield [Mem(data_uptr, data_len)]
-        if data is None:
+        (given,) = yield [Mem(data_uptr, data_len)]
+        if given is None:
             raise efault("data_uptr")
+        data = given
     r = x.call("HwptAlloc", pb.HwptAllocRequest(
         iommufd=x.fd, flags=flags, dev_id=dev_id, pt_id=pt_id, reserved=reserved,
-        data_type=data_type, data_len=data_len, fault_id=fault_id))
+        data_type=data_type, data_len=data_len, fault_id=fault_id, data=data))
     return x.respond(S_HWPT_ALLOC.pack(size, flags, dev_id, pt_id, r.out_hwpt_id, reserved,
                                        data_type, data_len, data_uptr, fault_id, reserved2))
 

@@ -22,8 +22,8 @@ def poll(fn: Callable[[], bool], timeout: float = 20.0) -> bool:
     """Re-evaluate `fn` until it holds or `timeout` passes (a bounded poll on
     daemon state, not a sleep standing in for synchronisation).
 
-    Only the lease tests use it, to see the reaper act once a lease has run
-    out in real time; a controllable clock in the daemon would replace it."""
+    The watch test uses it to see the daemon take a stream's cancel, which it
+    does on its own time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if fn():
@@ -108,19 +108,39 @@ def test_closing_a_session_closes_its_contexts(client) -> None:
 
 @pytest.fixture(scope="module")
 def short_lease(module_daemon_factory):
-    return module_daemon_factory("--lease-seconds", "1", "--reap-interval", "0.1", name="lease")
+    """Leases of 30 s that the debug clock ages at will (DebugAdvanceClock):
+    the reaper's decisions without waiting for them."""
+    return module_daemon_factory("--lease-seconds", "30", "--debug-clock", "1", name="lease")
+
+
+def advance(c, seconds: float) -> int:
+    """Age every lease by `seconds` and reap at once; how many were reaped.
+    The caller's own session is opened for the call and left open."""
+    admin = c.open_session("clock", lease_seconds=3600, keepalive=False)
+    reaped = 0
+    try:
+        while seconds > 0:                # steps shorter than the caller's own lease
+            step = min(seconds, 1800)
+            reaped += c.call("DebugAdvanceClock", pb.DebugAdvanceClockRequest(seconds=step),
+                             admin.token).reaped
+            seconds -= step
+    finally:
+        admin.close()
+    return reaped
 
 
 def test_expired_session_is_reaped_and_leaves_nothing(short_lease) -> None:
     with short_lease.client() as c:
         s = c.open_session("forgetful", keepalive=False)   # the lease is left to run out
-        assert s.lease_seconds == 1
+        assert s.lease_seconds == 30
         ctx = s.open_context()
         ioas = ctx.ioas_alloc()
         ctx.ioas_map(ioas, 0, 0x1000, 0x1000)
-        assert poll(lambda: c.info().daemon.sessions == 0)
+        assert advance(c, 29) == 0
+        assert c.info().daemon.sessions == 1            # asked without its token: no renewal
+        assert advance(c, 2) == 1                       # 31 s without a call
         d = c.info().daemon
-        assert (d.contexts, d.objects, d.areas) == (0, 0, 0)
+        assert (d.sessions, d.contexts, d.objects, d.areas) == (0, 0, 0, 0)
         raises_errno(s.keepalive, "ESRCH")
         reaped = short_lease.events("session.reaped")
         assert reaped and reaped[-1]["session"] == s.session_id
@@ -130,26 +150,22 @@ def test_watch_stream_keeps_session_alive_then_lease_runs(short_lease) -> None:
     with short_lease.client() as c:
         s = c.open_session("watcher", keepalive=False)     # only this stream holds it
         s.open_context().ioas_alloc()
-        stream = s.watch(interval_ms=400)
-        beats = []
-        for beat in stream:
-            beats.append(beat.sequence)
-            if len(beats) == 4:      # > 1.2 s of heartbeats: past the 1 s lease
-                break
-        assert beats == [1, 2, 3, 4]
-        assert s.info().session.objects == 1   # still alive
+        stream = s.watch(interval_ms=100)
+        assert next(stream).sequence == 1                   # the stream is open
+        assert advance(c, 3600) == 0                        # hours of lease, held by it
+        assert s.info().session.objects == 1
         stream.cancel()
-        assert poll(lambda: c.info().daemon.sessions == 0)
+        # The daemon sees the cancel on its own time: age leases until it has.
+        assert poll(lambda: advance(c, 31) == 1)
         raises_errno(s.keepalive, "ESRCH")
 
 
 def test_calls_renew_the_lease(short_lease) -> None:
     with short_lease.client() as c:
         s = c.open_session(keepalive=False)    # only the calls below renew it
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:   # keep calling for > 2 leases
-            assert s.keepalive() == 1
-            time.sleep(0.2)
+        for _ in range(5):                     # 100 s in all: more than three leases
+            assert advance(c, 20) == 0
+            assert s.keepalive() == 30
         assert s.open_context().iommufd == 3
         s.close()
 

@@ -111,8 +111,9 @@ class Op:
     #: batch, a copy or unmap of many areas, a dirty bitmap): on the gRPC
     #: path the (synchronous) handler runs in a worker thread, holding the
     #: session's lock, so the event loop keeps serving everyone else; the
-    #: core releases the GIL for the long part. Only for handlers that touch
-    #: nothing beyond their own session (no host state), which the lock
+    #: core releases the GIL for the long part. Only for handlers that change
+    #: nothing beyond their own session (attach reads the host's groups, but
+    #: their ownership is this session's, claimed at bind), which the lock
     #: serializes. The raw transport and replay run it inline.
     offload: bool = False
     #: A server stream (the handler is an async generator).
@@ -188,18 +189,21 @@ ROWS: tuple[Op, ...] = (
     _row("DeviceGetInfo", device.device_get_info, F.DEVICE, journal=False),
     _row("DeviceBindIommufd", device.device_bind_iommufd, F.DEVICE, limit=L.OBJECTS),
     _row("IommufdBindDevice", device.iommufd_bind_device, F.IOMMUFD, limit=L.OBJECTS),
-    _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS),
+    _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS,
+         offload=True),                     # fills a domain with every area of the IOAS
     _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
     _row("DeviceDma", device.device_dma, F.DEVICE, max_request=_DMA),  # marks dirty bits
     _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, journal=False),
     # -- the in-kernel API by dev_id (device.c) ---------------------------------------------------
-    _row("IommufdDeviceAttach", device.iommufd_device_attach, F.IOMMUFD, limit=L.OBJECTS),
-    _row("IommufdDeviceReplace", device.iommufd_device_replace, F.IOMMUFD, limit=L.OBJECTS),
+    _row("IommufdDeviceAttach", device.iommufd_device_attach, F.IOMMUFD, limit=L.OBJECTS,
+         offload=True),
+    _row("IommufdDeviceReplace", device.iommufd_device_replace, F.IOMMUFD, limit=L.OBJECTS,
+         offload=True),
     _row("IommufdDeviceDetach", device.iommufd_device_detach, F.IOMMUFD),
     _row("IommufdDeviceDma", device.iommufd_device_dma, F.IOMMUFD,
          max_request=_DMA),  # marks dirty bits
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------
-    _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("HwptAlloc", hw_pagetable.hwpt_alloc, F.IOMMUFD, limit=L.OBJECTS, offload=True),
     _row("HwptSetDirtyTracking", hw_pagetable.hwpt_set_dirty_tracking, F.IOMMUFD, offload=True),
     _row("HwptGetDirtyBitmap", hw_pagetable.hwpt_get_dirty_bitmap, F.IOMMUFD,  # clears bits
          offload=True),

@@ -65,6 +65,14 @@ def test_hwpt_invalidate(ctx) -> None:                                         #
                        "EINVAL")
     assert err.metadata["entry_num"] == "0"
     raises_errno(lambda: ctx.hwpt_invalidate(ioas, reserved=1), "EOPNOTSUPP")
+    # Bounded before the lookup (iommufd_hwpt_invalidate): an entry longer
+    # than a page, or more than 2^19 entries, is EINVAL even for a foreign id.
+    raises_errno(lambda: ctx.hwpt_invalidate(99, b"x" * 16, entry_len=4097, entry_num=1),
+                 "EINVAL")
+    raises_errno(lambda: ctx.hwpt_invalidate(99, b"x" * 16, entry_len=16,
+                                             entry_num=(1 << 19) + 1), "EINVAL")
+    raises_errno(lambda: ctx.hwpt_invalidate(99, b"x" * 16, entry_len=4096, entry_num=1 << 19),
+                 "ENOENT")
     raises_errno(lambda: ctx.hwpt_invalidate(99), "ENOENT")
     err = raises_errno(lambda: ctx.hwpt_invalidate(ioas), "EINVAL")      # not nested / vIOMMU
     assert err.metadata["entry_num"] == "0"

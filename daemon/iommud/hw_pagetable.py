@@ -306,6 +306,10 @@ def hwpt_get_dirty_bitmap(call: Call, req: pb.HwptGetDirtyBitmapRequest
         req.iova, req.length, req.page_size, clear, domain=hwpt.domain))
 
 
+#: IOMMU_HWPT_INVALIDATE_ENTRY_NUM_MAX (hw_pagetable.c).
+INVALIDATE_ENTRY_NUM_MAX = 1 << 19
+
+
 def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalidateResponse:
     """IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate). Only nested HWPTs and
     vIOMMUs take cache invalidations, and none exist in this model, so a
@@ -315,9 +319,12 @@ def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalid
     if req.reserved:
         raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not "
                          f"{req.reserved:#x}.", **handled)
-    if req.entry_num and (not req.data or not req.entry_len):
-        raise IommuError(E.EINVAL, f"{req.entry_num} entries need data and a non-zero "
-                         f"entry_len.", **handled)
+    # Bounded so that one call cannot pin the CPU (the kernel's own reason).
+    if req.entry_num and (not req.data or not req.entry_len or req.entry_len > PAGE_SIZE
+                          or req.entry_num > INVALIDATE_ENTRY_NUM_MAX):
+        raise IommuError(E.EINVAL, f"{req.entry_num:#x} entries of {req.entry_len:#x} bytes: "
+                         f"entries need data, and a length from 1 to {PAGE_SIZE:#x}, at most "
+                         f"{INVALIDATE_ENTRY_NUM_MAX:#x} of them.", **handled)
     if call.ctx.lookup(req.hwpt_id) is None:
         raise IommuError(E.ENOENT, f"No object with id {req.hwpt_id} exists in this context.",
                          hwpt_id=req.hwpt_id, **handled)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iommud import vfio_type1
 from iommud.errors import IommuError
+from iommud.hw_pagetable import INVALIDATE_ENTRY_NUM_MAX
 from iommud.selftest import ACCESS_MAX_LENGTH
 from iommud.session import FD_MAX
 from iommud_wire import pb
@@ -39,6 +40,7 @@ from iommud_wire.uapi import (
     MOCK_ACCESS_RW_WRITE,
     MOCK_FLAGS_ACCESS_SYZ,
     MOCK_FLAGS_ACCESS_WRITE,
+    PAGE_SIZE,
     U32_MAX,
 )
 
@@ -699,7 +701,10 @@ def _hwpt_invalidate(x: Ioctl) -> Flow:
     result, done = 0, 0
     data = b""
     try:
-        if entry_num and entry_len and data_uptr:
+        # The kernel checks the bounds before it reads any entry: out of
+        # them, nothing is read and the handler answers the errno.
+        if (entry_num and entry_len and data_uptr and not reserved
+                and entry_len <= PAGE_SIZE and entry_num <= INVALIDATE_ENTRY_NUM_MAX):
             x.need_bytes(entry_num * entry_len, "IOMMU_HWPT_INVALIDATE entries")
             (got,) = yield [Mem(data_uptr, entry_num * entry_len)]
             if got is None:

@@ -369,6 +369,10 @@ def test_compat_get_info_dma_avail_and_no_migration(cs) -> None:          # rule
     cont, _, _ = ready_container(cs)
     info = cont.iommu_get_info()
     assert info.dma_avail == 4294967295 and not info.HasField("migration")
+    # argsz comes back as the size of everything, however large the caller's
+    # (iommufd_vfio_iommu_get_info), unlike type1, which leaves a large one.
+    total = 24 + 16 + 16 + 16 * len(info.iova_ranges)
+    assert info.argsz == cont.iommu_get_info(argsz=0x1000).argsz == total
 
 
 def test_compat_claims_at_get_device_fd(cs) -> None:

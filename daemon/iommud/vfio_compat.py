@@ -122,7 +122,9 @@ class IommufdCompat:
         if argsz and argsz < full:
             resp.argsz, resp.cap_offset = full, 0  # only the fixed part fits
             return resp
-        resp.argsz, resp.cap_offset = argsz or full, INFO_SIZE
+        # argsz comes back as the size of everything, whatever was passed
+        # (iommufd_vfio_iommu_get_info: info.argsz = total_cap_size).
+        resp.argsz, resp.cap_offset = full, INFO_SIZE
         resp.iova_ranges.extend(pb.IovaRange(start=s, last=last) for s, last in ranges)
         resp.dma_avail = U32_MAX
         return resp

@@ -32,10 +32,10 @@ def test_fd_rows_carry_their_fd_field() -> None:
             assert op.needs is Needs.SESSION, op.name
 
 
-def test_only_host_changing_rows_need_an_admin() -> None:
+def test_only_host_changing_rows_and_the_admin_view_need_an_admin() -> None:
     admin = {op.name for op in ROWS if op.admin}
     assert admin == {"BindHostDriver", "UnbindHostDriver", "HotAddDevice", "HotRemoveDevice",
-                     "DebugAdvanceClock"}
+                     "DebugAdvanceClock", "AdminListSessions"}
 
 
 def test_debug_rows_name_a_config_switch() -> None:

@@ -670,6 +670,9 @@ def compat_group_get_device_fd(app: App, group_fd: int, name: str) -> None:
     app.emit({"device_fd": dev.device_fd}, lambda: click.echo(dev.device_fd))
 
 
+from iommuctl import admin as _admin  # noqa: E402, F401  (registers `iommuctl admin ...`)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="iommuctl", standalone_mode=True)

@@ -279,6 +279,16 @@ def debug_advance_clock(s: object, seconds: float) -> Op[int]:
                lambda r: r.reaped)
 
 
+# -- the daemon (the first argument is the client: these need no session) ---------------------
+
+def admin_sessions(c: object) -> Op[list[pb.AdminSession]]:
+    """The admin view (AdminListSessions): every live session of the daemon
+    with its opener, contexts, groups, devices, memory and lease, never a
+    token. Admin only (EPERM otherwise); needs no session."""
+    return _op(pb.AdminListSessionsResponse, pb.AdminListSessionsRequest(),
+               lambda r: list(r.sessions))
+
+
 # -- iommufd contexts -------------------------------------------------------------------------
 
 def close_context(h: HasIommufd) -> Op[int]:

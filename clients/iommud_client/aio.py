@@ -225,6 +225,7 @@ class AsyncLeaseKeeper:
             return IommudError.from_rpc_error(exc)
 
 
+@name_bound_ops
 class AsyncClient:
     """A connection to one iommud daemon, for asyncio (see Client for the
     arguments). Create and use it inside the one event loop it serves."""
@@ -269,6 +270,12 @@ class AsyncClient:
             return await fn(request, metadata=md, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise IommudError.from_rpc_error(exc) from None
+
+    async def _run(self, op: Op[_R]) -> _R:
+        """An operation that needs no session, sent without a token."""
+        return op.read(await self.call(op.method, op.request))
+
+    admin_sessions = _am(_ops.admin_sessions)
 
     async def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name of `service` (default: the server)."""

@@ -99,6 +99,7 @@ def read_file(path: str | None) -> bytes | None:
         return f.read()
 
 
+@name_bound_ops
 class Client:
     """A connection to one iommud daemon.
 
@@ -167,6 +168,12 @@ class Client:
             return fn(request, metadata=md, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise IommudError.from_rpc_error(exc) from None
+
+    def _run(self, op: Op[_R]) -> _R:
+        """An operation that needs no session, sent without a token."""
+        return op.read(self.call(op.method, op.request))
+
+    admin_sessions = _m(_ops.admin_sessions)
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name of `service` (default: the server)."""

@@ -64,6 +64,11 @@ class IommufdContext:
     def objects(self) -> Iterator[IommufdObject]:
         return iter(sorted(self._objects.values(), key=lambda o: o.id))
 
+    def object_list(self) -> list[IommufdObject]:
+        """The objects in no particular order: a copy, cheap to take, for a
+        walk that may yield the event loop half way (counting)."""
+        return list(self._objects.values())
+
     def new_id(self) -> int:
         """Reserve the lowest free id for an object about to be inserted."""
         if len(self._objects) >= self._max_objects and enforced():

@@ -229,6 +229,8 @@ ROWS: tuple[Op, ...] = (
     # -- introspection ------------------------------------------------------------------------
     _row("Echo", info.echo, needs=Needs.OPTIONAL, journal=False),
     _row("GetInfo", info.get_info, needs=Needs.OPTIONAL, journal=False),
+    _row("AdminListSessions", info.admin_list_sessions, needs=Needs.OPTIONAL, journal=False,
+         admin=True),
     # -- the selftest mock driver, debug only (selftest.c IOMMU_TEST_CMD) ------------------------
     _row("TestMockDomain", selftest.test_mock_domain, F.IOMMUFD, limit=L.OBJECTS, debug=ST),
     _row("TestMockDomainReplace", selftest.test_mock_domain_replace, F.IOMMUFD,

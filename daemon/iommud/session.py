@@ -95,6 +95,11 @@ FD_MAX = (1 << 31) - 1
 
 
 class Session:
+    #: The uid and pid of the process that opened the session (a UNIX
+    #: caller); None over TCP and for sessions replayed from the journal.
+    opener_uid: int | None = None
+    opener_pid: int | None = None
+
     def __init__(self, token: str, client_name: str, lease_seconds: int,
                  limits: Limits, host: Host | None = None, identity: str = "",
                  clock: LeaseClock | None = None) -> None:
@@ -371,6 +376,7 @@ def open_session(call: Call, req: pb.OpenSessionRequest) -> pb.OpenSessionRespon
     sess = call.rt.sessions.open(req.client_name, req.lease_seconds, call.caller.identity,
                                  token=call.token)
     if not call.replaying:
+        sess.opener_uid, sess.opener_pid = call.caller.uid, call.caller.pid
         log.info("session.open", session=sess.session_id, client_name=sess.client_name,
                  lease_seconds=sess.lease_seconds, identity=call.caller.identity or None,
                  pid=call.caller.pid)

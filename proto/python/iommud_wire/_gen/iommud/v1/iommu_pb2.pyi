@@ -386,7 +386,7 @@ class EchoResponse(_message.Message):
     def __init__(self, payload: _Optional[bytes] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_contexts_per_session", "max_objects_per_context", "max_translate_batch", "max_message_bytes", "lease_seconds_default", "lease_seconds_max", "max_fds_per_session", "max_areas_per_ioas", "max_mapped_bytes_per_session", "max_sessions", "dma_entry_limit")
+    __slots__ = ("max_contexts_per_session", "max_objects_per_context", "max_translate_batch", "max_message_bytes", "lease_seconds_default", "lease_seconds_max", "max_fds_per_session", "max_areas_per_ioas", "max_mapped_bytes_per_session", "max_sessions", "dma_entry_limit", "max_memory_bytes_per_session")
     MAX_CONTEXTS_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     MAX_OBJECTS_PER_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     MAX_TRANSLATE_BATCH_FIELD_NUMBER: _ClassVar[int]
@@ -398,6 +398,7 @@ class Limits(_message.Message):
     MAX_MAPPED_BYTES_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     MAX_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     DMA_ENTRY_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_MEMORY_BYTES_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
     max_contexts_per_session: int
     max_objects_per_context: int
     max_translate_batch: int
@@ -409,10 +410,11 @@ class Limits(_message.Message):
     max_mapped_bytes_per_session: int
     max_sessions: int
     dma_entry_limit: int
-    def __init__(self, max_contexts_per_session: _Optional[int] = ..., max_objects_per_context: _Optional[int] = ..., max_translate_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., lease_seconds_default: _Optional[int] = ..., lease_seconds_max: _Optional[int] = ..., max_fds_per_session: _Optional[int] = ..., max_areas_per_ioas: _Optional[int] = ..., max_mapped_bytes_per_session: _Optional[int] = ..., max_sessions: _Optional[int] = ..., dma_entry_limit: _Optional[int] = ...) -> None: ...
+    max_memory_bytes_per_session: int
+    def __init__(self, max_contexts_per_session: _Optional[int] = ..., max_objects_per_context: _Optional[int] = ..., max_translate_batch: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., lease_seconds_default: _Optional[int] = ..., lease_seconds_max: _Optional[int] = ..., max_fds_per_session: _Optional[int] = ..., max_areas_per_ioas: _Optional[int] = ..., max_mapped_bytes_per_session: _Optional[int] = ..., max_sessions: _Optional[int] = ..., dma_entry_limit: _Optional[int] = ..., max_memory_bytes_per_session: _Optional[int] = ...) -> None: ...
 
 class ObjectCounts(_message.Message):
-    __slots__ = ("sessions", "contexts", "objects", "ioas", "areas", "mapped_bytes", "hwpts", "devices", "device_fds")
+    __slots__ = ("sessions", "contexts", "objects", "ioas", "areas", "mapped_bytes", "hwpts", "devices", "device_fds", "memory_bytes")
     SESSIONS_FIELD_NUMBER: _ClassVar[int]
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     OBJECTS_FIELD_NUMBER: _ClassVar[int]
@@ -422,6 +424,7 @@ class ObjectCounts(_message.Message):
     HWPTS_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FDS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     sessions: int
     contexts: int
     objects: int
@@ -431,10 +434,11 @@ class ObjectCounts(_message.Message):
     hwpts: int
     devices: int
     device_fds: int
-    def __init__(self, sessions: _Optional[int] = ..., contexts: _Optional[int] = ..., objects: _Optional[int] = ..., ioas: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., hwpts: _Optional[int] = ..., devices: _Optional[int] = ..., device_fds: _Optional[int] = ...) -> None: ...
+    memory_bytes: int
+    def __init__(self, sessions: _Optional[int] = ..., contexts: _Optional[int] = ..., objects: _Optional[int] = ..., ioas: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., hwpts: _Optional[int] = ..., devices: _Optional[int] = ..., device_fds: _Optional[int] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("version", "core_version", "page_size", "limits", "daemon", "session", "session_id", "group_stage", "topology_source")
+    __slots__ = ("version", "core_version", "page_size", "limits", "daemon", "session", "session_id", "group_stage", "topology_source", "rss_bytes")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CORE_VERSION_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -444,6 +448,7 @@ class GetInfoResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_STAGE_FIELD_NUMBER: _ClassVar[int]
     TOPOLOGY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    RSS_BYTES_FIELD_NUMBER: _ClassVar[int]
     version: str
     core_version: str
     page_size: int
@@ -453,7 +458,62 @@ class GetInfoResponse(_message.Message):
     session_id: str
     group_stage: int
     topology_source: str
-    def __init__(self, version: _Optional[str] = ..., core_version: _Optional[str] = ..., page_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., daemon: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session_id: _Optional[str] = ..., group_stage: _Optional[int] = ..., topology_source: _Optional[str] = ...) -> None: ...
+    rss_bytes: int
+    def __init__(self, version: _Optional[str] = ..., core_version: _Optional[str] = ..., page_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., daemon: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session: _Optional[_Union[ObjectCounts, _Mapping]] = ..., session_id: _Optional[str] = ..., group_stage: _Optional[int] = ..., topology_source: _Optional[str] = ..., rss_bytes: _Optional[int] = ...) -> None: ...
+
+class AdminListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class AdminListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[AdminSession]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[AdminSession, _Mapping]]] = ...) -> None: ...
+
+class AdminSession(_message.Message):
+    __slots__ = ("session_id", "client_name", "identity", "uid", "pid", "contexts", "groups", "devices", "mapped_bytes", "memory_bytes", "lease_seconds", "lease_remaining_seconds", "watch_streams", "fds")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LEASE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_REMAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    FDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    client_name: str
+    identity: str
+    uid: int
+    pid: int
+    contexts: _containers.RepeatedCompositeFieldContainer[AdminContext]
+    groups: _containers.RepeatedScalarFieldContainer[int]
+    devices: _containers.RepeatedScalarFieldContainer[str]
+    mapped_bytes: int
+    memory_bytes: int
+    lease_seconds: int
+    lease_remaining_seconds: float
+    watch_streams: int
+    fds: int
+    def __init__(self, session_id: _Optional[str] = ..., client_name: _Optional[str] = ..., identity: _Optional[str] = ..., uid: _Optional[int] = ..., pid: _Optional[int] = ..., contexts: _Optional[_Iterable[_Union[AdminContext, _Mapping]]] = ..., groups: _Optional[_Iterable[int]] = ..., devices: _Optional[_Iterable[str]] = ..., mapped_bytes: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., lease_seconds: _Optional[int] = ..., lease_remaining_seconds: _Optional[float] = ..., watch_streams: _Optional[int] = ..., fds: _Optional[int] = ...) -> None: ...
+
+class AdminContext(_message.Message):
+    __slots__ = ("iommufd", "objects", "areas", "mapped_bytes")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    AREAS_FIELD_NUMBER: _ClassVar[int]
+    MAPPED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    objects: int
+    areas: int
+    mapped_bytes: int
+    def __init__(self, iommufd: _Optional[int] = ..., objects: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ...) -> None: ...
 
 class ListObjectsRequest(_message.Message):
     __slots__ = ("iommufd",)

@@ -341,6 +341,11 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.FromString,
                 _registered_method=True)
+        self.AdminListSessions = channel.unary_unary(
+                '/iommud.v1.IommuService/AdminListSessions',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.AdminListSessionsRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.AdminListSessionsResponse.FromString,
+                _registered_method=True)
         self.IommufdDeviceAttach = channel.unary_unary(
                 '/iommud.v1.IommuService/IommufdDeviceAttach',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdDeviceAttachRequest.SerializeToString,
@@ -900,6 +905,15 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdminListSessions(self, request, context):
+        """AdminListSessions is the admin view of who holds what: every live
+        session with its opener, contexts, groups, devices, memory and lease
+        (admin only, else EPERM; never a token). Needs no session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def IommufdDeviceAttach(self, request, context):
         """-- the kernel's in-kernel API, addressed by dev_id ----------------------
         The iommufd kAPI (iommufd_device_attach/replace/detach) that VFIO and the
@@ -1377,6 +1391,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.DebugAdvanceClock,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.SerializeToString,
+            ),
+            'AdminListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdminListSessions,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.AdminListSessionsRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.AdminListSessionsResponse.SerializeToString,
             ),
             'IommufdDeviceAttach': grpc.unary_unary_rpc_method_handler(
                     servicer.IommufdDeviceAttach,
@@ -3133,6 +3152,33 @@ class IommuService:
             '/iommud.v1.IommuService/DebugAdvanceClock',
             iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.DebugAdvanceClockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdminListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/AdminListSessions',
+            iommud_dot_v1_dot_iommu__pb2.AdminListSessionsRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.AdminListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -459,8 +459,6 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^iommufd_viommu\.", "vIOMMUs (VIOMMU_ALLOC, VDEVICE_ALLOC, vEVENTQs, HW queues) are not "
      "modelled"),
     (r"\.fork_gone$", "mm lifetime: pinning the pages of a process that exited is not EFAULT"),
-    (r"^iommufd_mock_domain\..*\.basic$", "IOAS_MAP of unmapped user memory into an IOAS "
-     "with a domain is not EFAULT"),
     (r"^basic_fail_nth\.", "fault injection (debugfs fail*, /proc/self/task/N/fail-nth) is "
      "not emulated"),
 )

@@ -453,3 +453,50 @@ def test_foreign_paths_and_fds_pass_through(launcher: str, programs: dict[str, p
     assert out["fopen_dev_null"] == (0, OK)
     assert out["fionread_pipe"] == (0, OK)
     assert out["fionread_value"] == (2, OK)
+
+
+# -- what the upstream selftest needs (tests/preload/selftest_probe.c) ---------------------
+
+@pytest.fixture(scope="module")
+def selftest_probe(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("selftest-bin") / "selftest_probe"
+    _gcc("-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-I", EXAMPLES,
+         PROBE_SRC.parent / "selftest_probe.c", "-o", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def selftest_daemon(module_daemon_factory: DaemonFactory) -> DaemonProcess:
+    return module_daemon_factory("--debug-selftest", "1", name="preload-selftest")
+
+
+def test_selftest_access_fd_and_access_rw_through_the_shim(
+        launcher: str, selftest_probe: pathlib.Path, selftest_daemon: DaemonProcess) -> None:
+    """CREATE_ACCESS's fd is a real O_CLOEXEC socket the shim installed;
+    ACCESS_RW's COPY items move bytes inside the process; an access op on any
+    other fd is EBADFD (iommufd_access_get); close() releases the access."""
+    out = steps(run(launcher, uapi_socket(selftest_daemon), selftest_probe, "access").stdout)
+    for ok_step in ("create_access", "access_fd_is_socket", "access_fd_cloexec",
+                    "access_fd_not_the_iommufd", "rw_read", "rw_read_bytes", "rw_write",
+                    "rw_write_bytes", "close_access"):
+        assert out[ok_step] == (0, OK), ok_step
+    assert out["rw_bad_buffer"] == failed("EFAULT")
+    assert out["rw_hole"] == failed("ENOENT")
+    assert out["rw_iommufd_as_access"] == failed("EBADFD")
+    assert out["rw_real_fd"] == failed("EBADFD")
+    assert out["access_fd_ioctl"] == failed("ENOTTY")
+    assert out["rw_closed_fd"] == failed("EBADFD")
+
+
+def test_map_of_a_user_range_with_a_hole_is_efault_with_a_domain(
+        launcher: str, selftest_probe: pathlib.Path, selftest_daemon: DaemonProcess) -> None:
+    """iopt_map_user_pages pins at once for an IOAS with a domain: the shim
+    finds the hole (msync), the daemon answers EFAULT after the IOVA checks,
+    and a map into an IOAS without a domain pins nothing and succeeds."""
+    out = steps(run(launcher, uapi_socket(selftest_daemon), selftest_probe, "map_hole").stdout)
+    assert out["map_whole"] == (0, OK)
+    assert out["map_tail_hole"] == failed("EFAULT")
+    assert out["map_head_ok"] == (0, OK)          # the failed map left nothing at its IOVA
+    assert out["map_all_hole"] == failed("EFAULT")
+    assert out["map_no_domain"] == (0, OK)
+    assert out["map_hole_overlap"] == failed("EEXIST")

@@ -12,7 +12,7 @@ import errno as E
 import struct
 
 import pytest
-from uapi_client import PATH_DEVICE, PATH_IOMMU, U32, File, Process, io
+from uapi_client import IOCTL, PATH_DEVICE, PATH_IOMMU, U32, File, Process, io
 
 S = struct.Struct
 IOMMU_DESTROY, IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP, IOMMU_IOAS_UNMAP = (
@@ -35,6 +35,7 @@ DEV_CACHE_DEFAULT = 0xBADDAD
 ACCESS_RW_WRITE, ACCESS_SYZ = 1 << 0, 1 << 16
 NEEDS_PIN_PAGES = 1
 DATA_SELFTEST, ALLOC_DIRTY_TRACKING = 0xDEAD, 1 << 1
+USER_HOLE = 1 << 2           # header flag: the user range has a hole
 
 
 def name_of(ret: int) -> str:
@@ -373,3 +374,24 @@ def test_dirty_reads_the_bitmap_and_writes_back_the_count(proc) -> None:
     check(tcmd(f, DIRTY, hwpt, dirty.pack(0, APERTURE + 1, 8 * PAGE, PAGE, bitmap, 0))[0],
           "EINVAL")
     check(tcmd(f, DIRTY, 99, dirty.pack(0, APERTURE, 8 * PAGE, PAGE, bitmap, 0))[0], "ENOENT")
+
+
+def test_a_user_hole_fails_a_map_that_pins(proc) -> None:
+    """Header flag USER_HOLE (the shim found unmapped pages in the user
+    range): iopt_map_user_pages pins for every domain right after placing
+    the area, so the map is EFAULT, after the IOVA checks and leaving
+    nothing; without a domain nothing is pinned and it maps."""
+    f = proc.open(PATH_IOMMU)
+    ioas, plain = alloc_ioas(f), alloc_ioas(f)
+    mock_domain(f, ioas)
+
+    def map_with_hole(ioas_id: int, iova: int) -> int:
+        arg = proc.mem.struct(IOAS_MAP, 40, FIXED_RW, ioas_id, 0, 0x7000_0000, PAGE, iova)
+        first = f.first_copy(IOMMU_IOAS_MAP, arg)
+        assert not isinstance(first, int)
+        return f.exchange(f.send(IOCTL, IOMMU_IOAS_MAP, arg, first[0], flags=USER_HOLE))
+
+    check(map_with_hole(ioas, APERTURE), "EFAULT")
+    ok(ioas_map(f, ioas, proc.mem.alloc(PAGE), PAGE, APERTURE))   # nothing stayed there
+    check(map_with_hole(ioas, APERTURE), "EEXIST")                # placement comes first
+    ok(map_with_hole(plain, APERTURE))

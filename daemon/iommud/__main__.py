@@ -103,7 +103,12 @@ def _background(cfg: config_mod.Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg, args = config_mod.parse(argv)
+    try:
+        cfg, args = config_mod.parse(argv)
+    except config_mod.ConfigError as exc:
+        # A bad setting: one line naming it, its value and what is accepted.
+        print(f"iommud: {exc}", file=sys.stderr)
+        return config_mod.EXIT_USAGE
     if args.print_config:
         print(config_mod.to_toml(cfg), end="")
         return 0

@@ -162,7 +162,16 @@ def ioas_map(call: Call, req: pb.IoasMapRequest) -> pb.IoasMapResponse:
     ioas = ctx.get(req.ioas_id, Ioas, "IOAS")
     ctx.account.charge(req.length)
     step("area")
-    return pb.IoasMapResponse(iova=ioas.iopt.map(req.flags, req.user_va, req.length, req.iova))
+    iova = ioas.iopt.map(req.flags, req.user_va, req.length, req.iova)
+    if req.user_pages_missing and ioas.domains:
+        # iopt_map_user_pages places the area, then pins its pages for every
+        # domain (iopt_fill_domains_pages, through GUP): pages that are not
+        # there fault, and the area goes again.
+        ioas.iopt.unmap(iova, req.length)
+        raise IommuError(E.EFAULT, f"The user memory at {req.user_va:#x} (+{req.length:#x}) is "
+                         f"not all mapped; the IOAS's domains pin it at once.",
+                         user_va=req.user_va, length=req.length)
+    return pb.IoasMapResponse(iova=iova)
 
 
 def ioas_map_batch(call: Call, req: pb.IoasMapBatchRequest) -> pb.IoasMapBatchResponse:

@@ -412,7 +412,7 @@ class Ioctl:
     """One ioctl as a codec sees it (filled by the transport)."""
 
     __slots__ = ("arg", "body", "call", "fd", "image", "limit", "resolve", "size", "target",
-                 "wb")
+                 "user_hole", "wb")
 
     def __init__(self, arg: int, body: bytes, fd: int, target: Any,
                  call: Callable[[str, Any], Any], limit: int,
@@ -440,6 +440,8 @@ class Ioctl:
         self.image = b""
         #: How much of the struct the kernel writes back: min(size, its size).
         self.wb = 0
+        #: The shim found a hole in IOAS_MAP's user range (header USER_HOLE).
+        self.user_hole = False
 
     def respond(self, data: bytes) -> Reply:
         """iommufd_ucmd_respond: copy back min(size, kernel size) bytes."""
@@ -579,11 +581,13 @@ def _ioas_iova_ranges(x: Ioctl) -> Reply:
 
 
 def _ioas_map(x: Ioctl) -> Reply:
-    """IOMMU_IOAS_MAP (iommufd_ioas_map): the IOVA comes back."""
+    """IOMMU_IOAS_MAP (iommufd_ioas_map): the IOVA comes back. A hole the shim
+    found in the user range goes with the request: a map that pins (into an
+    IOAS with a domain) is then EFAULT."""
     size, flags, ioas_id, reserved, user_va, length, iova = S_IOAS_MAP.unpack(x.image)
     r = x.call("IoasMap", pb.IoasMapRequest(
         iommufd=x.fd, flags=flags, ioas_id=ioas_id, reserved=reserved, user_va=user_va,
-        length=length, iova=iova))
+        length=length, iova=iova, user_pages_missing=x.user_hole))
     return x.respond(S_IOAS_MAP.pack(size, flags, ioas_id, reserved, user_va, length, r.iova))
 
 

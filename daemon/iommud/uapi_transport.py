@@ -70,6 +70,8 @@ OPEN, IOCTL, NEED, GIVE, REPLY, DESCRIBE, EVENT = 1, 2, 3, 4, 5, 6, 7
 #: Header flags.
 BODY_MEMFD = 1 << 0
 TAIL_NONZERO = 1 << 1
+#: IOAS_MAP: the caller's user range has a hole (a pin would fault).
+USER_HOLE = 1 << 2
 #: A body larger than this travels in a sealed memfd.
 INLINE_MAX = 64 << 10
 #: Item types: NEED/GIVE MEM, FD, WRITABLE; REPLY WRITE, COPY, NEWFD.
@@ -435,7 +437,7 @@ class UapiServer:
         if kind == IOCTL:
             if conn.pending is not None:
                 self._abandon(conn)
-            self._ioctl(conn, seq, cmd, arg, body, bool(flags & TAIL_NONZERO))
+            self._ioctl(conn, seq, cmd, arg, body, flags)
         elif kind == GIVE:
             self._give(conn, seq, body)
         elif kind == DESCRIBE:
@@ -559,7 +561,7 @@ class UapiServer:
         return None
 
     def _ioctl(self, conn: Conn, seq: int, cmd: int, arg: int, body: bytes,
-               tail_nonzero: bool) -> None:
+               flags: int) -> None:
         file = conn.file
         assert file is not None
         try:
@@ -569,7 +571,8 @@ class UapiServer:
                 self._send_reply(conn, seq, -spec)
                 return
             x = Ioctl(arg, body, file.fd, target, conn.call, self.limit, file.raw.resolve)
-            kabi.prepare(spec, x, tail_nonzero)
+            x.user_hole = bool(flags & USER_HOLE)
+            kabi.prepare(spec, x, bool(flags & TAIL_NONZERO))
             out = spec.codec(x)
         except IommuError as err:
             self._send_reply(conn, seq, -err.errno)

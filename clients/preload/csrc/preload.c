@@ -57,7 +57,7 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
 
 enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7 };
-enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1 };
+enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2 };
 enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6 };
 enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
 enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
@@ -75,6 +75,7 @@ enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
 #define NR_DEVICE_BIND_IOMMUFD 118
 #define NR_IOMMUFD_FIRST 0x80
 #define NR_IOMMUFD_LAST 0xa0
+#define NR_IOAS_MAP 0x85
 #define NR_FAULT_QUEUE_ALLOC 0x8e
 #define NR_VEVENTQ_ALLOC 0x93
 
@@ -1604,6 +1605,28 @@ static long apply_reply(struct msg *m, unsigned nr)
 	return result;
 }
 
+/* IOAS_MAP's user range [user_va, user_va + length) has a hole: the pages a
+ * pin would meet are not all mapped (the kernel's GUP then fails EFAULT).
+ * msync with MS_ASYNC writes nothing and fails ENOMEM where part of the range
+ * is unmapped, in one call whatever the length; by syscall(), which is no
+ * cancellation point. Whether the map pins is the daemon's to decide. */
+static int ioas_map_has_hole(const struct buf *body)
+{
+	uint64_t va, len;
+	if (body->len < 4 + 32)
+		return 0;
+	memcpy(&va, body->p + 4 + 16, 8); /* iommu_ioas_map: user_va at 16, length at 24 */
+	memcpy(&len, body->p + 4 + 24, 8);
+	if (!len || va + len < va)
+		return 0;
+	uint64_t start = va & ~((uint64_t)getpagesize() - 1);
+	int saved = errno;
+	int hole = syscall(SYS_msync, (uintptr_t)start, (size_t)(va + len - start), MS_ASYNC) < 0 &&
+		   errno == ENOMEM;
+	errno = saved;
+	return hole;
+}
+
 static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 {
 	struct buf body = { 0 };
@@ -1613,6 +1636,8 @@ static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 		buf_free(&body);
 		return rc;
 	}
+	if (_IOC_NR(req) == NR_IOAS_MAP && ioas_map_has_hole(&body))
+		flags |= FL_USER_HOLE;
 	struct msg m;
 	/* poll() is a cancellation point: a thread cancelled mid-exchange
 	 * would leave the connection locked and half-read. */

@@ -206,7 +206,7 @@ class IoasAllowIovasResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class IoasMapRequest(_message.Message):
-    __slots__ = ("iommufd", "flags", "ioas_id", "reserved", "user_va", "length", "iova")
+    __slots__ = ("iommufd", "flags", "ioas_id", "reserved", "user_va", "length", "iova", "user_pages_missing")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     IOAS_ID_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +214,7 @@ class IoasMapRequest(_message.Message):
     USER_VA_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     IOVA_FIELD_NUMBER: _ClassVar[int]
+    USER_PAGES_MISSING_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     flags: int
     ioas_id: int
@@ -221,7 +222,8 @@ class IoasMapRequest(_message.Message):
     user_va: int
     length: int
     iova: int
-    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., ioas_id: _Optional[int] = ..., reserved: _Optional[int] = ..., user_va: _Optional[int] = ..., length: _Optional[int] = ..., iova: _Optional[int] = ...) -> None: ...
+    user_pages_missing: bool
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., ioas_id: _Optional[int] = ..., reserved: _Optional[int] = ..., user_va: _Optional[int] = ..., length: _Optional[int] = ..., iova: _Optional[int] = ..., user_pages_missing: _Optional[bool] = ...) -> None: ...
 
 class IoasMapResponse(_message.Message):
     __slots__ = ("iova",)

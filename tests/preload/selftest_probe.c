@@ -1,0 +1,185 @@
+/* SPDX-License-Identifier: Apache-2.0
+ *
+ * selftest_probe: what the upstream iommufd selftest asks of the preload shim
+ * beyond plain ioctls, in small scenarios for tests/test_preload.py, run under
+ * iommud-preload against a daemon with debug_selftest. Each step prints one
+ * line, "STEP RESULT ERRNO" (ERRNO the errno's name when RESULT is -1, else
+ * "-"). `selftest_probe SCENARIO`; see main().
+ *
+ * struct iommu_test_cmd is written here from its facts (size 72, the op's
+ * union at offset 16, `last` at 64); nothing of the kernel's header is used.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "iommud_uapi.h"
+
+#define TEST_CMD UAPI_IOCTL(0xa0)
+enum { OP_MOCK_DOMAIN = 2, OP_CREATE_ACCESS = 5, OP_ACCESS_RW = 8 };
+#define ACCESS_RW_WRITE 1u
+#define APERTURE (1ull << 24) /* MOCK_APERTURE_START */
+
+struct test_cmd {
+	uint32_t size, op, id, reserved;
+	union {
+		struct {
+			uint32_t out_stdev_id, out_hwpt_id, out_idev_id;
+		} mock_domain;
+		struct {
+			uint32_t out_access_fd, flags;
+		} create_access;
+		struct {
+			uint64_t iova, length, uptr;
+			uint32_t flags;
+		} access_rw;
+		uint8_t raw[48];
+	};
+	uint32_t last;
+	uint32_t pad;
+};
+_Static_assert(sizeof(struct test_cmd) == 72, "iommu_test_cmd is 72 bytes");
+
+static long step(const char *name, long rc)
+{
+	int e = errno;
+	const char *en = strerrorname_np(e);
+	printf("%s %ld %s\n", name, rc, rc == -1 ? (en ? en : "?") : "-");
+	fflush(stdout);
+	errno = e;
+	return rc;
+}
+
+static long must(const char *what, long rc)
+{
+	if (rc < 0) {
+		step(what, rc);
+		printf("ABORT %s\n", what);
+		exit(3);
+	}
+	return rc;
+}
+
+static uint32_t ioas_alloc(int fd)
+{
+	struct uapi_ioas_alloc a = { .size = sizeof(a) };
+	must("ioas_alloc", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, &a));
+	return a.out_ioas_id;
+}
+
+static long ioas_map(int fd, uint32_t ioas, void *va, uint64_t length, uint64_t iova)
+{
+	struct uapi_ioas_map m = {
+		.size = sizeof(m),
+		.flags = UAPI_MAP_FIXED_IOVA | UAPI_MAP_READABLE | UAPI_MAP_WRITEABLE,
+		.ioas_id = ioas,
+		.user_va = (uintptr_t)va,
+		.length = length,
+		.iova = iova,
+	};
+	return ioctl(fd, UAPI_IOMMU_IOAS_MAP, &m);
+}
+
+static void mock_domain(int fd, uint32_t ioas)
+{
+	struct test_cmd c = { .size = sizeof(c), .op = OP_MOCK_DOMAIN, .id = ioas };
+	must("mock_domain", ioctl(fd, TEST_CMD, &c));
+}
+
+static long access_rw(int fd, uint32_t access_fd, uint64_t iova, void *buf, uint64_t len,
+		      uint32_t flags)
+{
+	struct test_cmd c = { .size = sizeof(c), .op = OP_ACCESS_RW, .id = access_fd };
+	c.access_rw.iova = iova;
+	c.access_rw.length = len;
+	c.access_rw.uptr = (uintptr_t)buf;
+	c.access_rw.flags = flags;
+	return ioctl(fd, TEST_CMD, &c);
+}
+
+/* CREATE_ACCESS hands over a real fd (a socket, O_CLOEXEC); ACCESS_RW moves
+ * bytes between the caller's buffer and the memory behind the IOVA inside
+ * this process; the access ops take only that fd; close() releases it. */
+static int scenario_access(void)
+{
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	uint32_t ioas = ioas_alloc(fd);
+	mock_domain(fd, ioas);
+	long page = sysconf(_SC_PAGESIZE);
+	uint8_t *mem = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		must("mmap", -1);
+	for (long i = 0; i < 2 * page; i++)
+		mem[i] = (uint8_t)i;
+	must("map", ioas_map(fd, ioas, mem, 2 * page, APERTURE));
+
+	struct test_cmd c = { .size = sizeof(c), .op = OP_CREATE_ACCESS, .id = ioas };
+	c.create_access.out_access_fd = 0xffffffff;
+	step("create_access", ioctl(fd, TEST_CMD, &c));
+	int afd = (int)c.create_access.out_access_fd;
+	struct stat st;
+	step("access_fd_is_socket", fstat(afd, &st) == 0 && S_ISSOCK(st.st_mode) ? 0 : -1);
+	step("access_fd_cloexec", (fcntl(afd, F_GETFD) & FD_CLOEXEC) ? 0 : -1);
+	step("access_fd_not_the_iommufd", afd != fd ? 0 : -1);
+
+	uint8_t buf[64];
+	step("rw_read", access_rw(fd, afd, APERTURE + page - 32, buf, 64, 0));
+	step("rw_read_bytes", memcmp(buf, mem + page - 32, 64) == 0 ? 0 : -1);
+	memset(buf, 0xee, sizeof(buf));
+	step("rw_write", access_rw(fd, afd, APERTURE + 8, buf, 64, ACCESS_RW_WRITE));
+	step("rw_write_bytes", mem[8] == 0xee && mem[71] == 0xee && mem[72] == 72 ? 0 : -1);
+	step("rw_bad_buffer", access_rw(fd, afd, APERTURE, (void *)16, 8, 0));
+	step("rw_hole", access_rw(fd, afd, APERTURE + 2 * page, buf, 8, 0));
+	step("rw_iommufd_as_access", access_rw(fd, (uint32_t)fd, APERTURE, buf, 8, 0));
+	int pipefd[2];
+	must("pipe", pipe(pipefd));
+	step("rw_real_fd", access_rw(fd, (uint32_t)pipefd[0], APERTURE, buf, 8, 0));
+	step("access_fd_ioctl", ioctl(afd, UAPI_IOMMU_IOAS_ALLOC, &(struct uapi_ioas_alloc){ .size = 12 }));
+	step("close_access", close(afd));
+	step("rw_closed_fd", access_rw(fd, (uint32_t)afd, APERTURE, buf, 8, 0));
+	return 0;
+}
+
+/* With a domain, IOAS_MAP pins the user pages at once: a hole in the user
+ * range is EFAULT, wherever it is. Without one nothing is pinned yet. */
+static int scenario_map_hole(void)
+{
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	uint32_t ioas = ioas_alloc(fd), plain = ioas_alloc(fd);
+	mock_domain(fd, ioas);
+	long page = sysconf(_SC_PAGESIZE);
+	uint8_t *mem = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED)
+		must("mmap", -1);
+	step("map_whole", ioas_map(fd, ioas, mem, 4 * page, APERTURE));
+	must("munmap_tail", munmap(mem + 2 * page, 2 * page));
+	step("map_tail_hole", ioas_map(fd, ioas, mem, 4 * page, APERTURE + 8 * page));
+	step("map_head_ok", ioas_map(fd, ioas, mem, 2 * page, APERTURE + 8 * page));
+	must("munmap_head", munmap(mem, 2 * page));
+	step("map_all_hole", ioas_map(fd, ioas, mem, 4 * page, APERTURE + 16 * page));
+	step("map_no_domain", ioas_map(fd, plain, mem, 4 * page, APERTURE));
+	/* A hole is EFAULT only once the IOVA is placed: an overlap comes first. */
+	step("map_hole_overlap", ioas_map(fd, ioas, mem, 4 * page, APERTURE));
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fprintf(stderr, "usage: selftest_probe access|map_hole\n");
+		return 2;
+	}
+	if (!strcmp(argv[1], "access"))
+		return scenario_access();
+	if (!strcmp(argv[1], "map_hole"))
+		return scenario_map_hole();
+	fprintf(stderr, "unknown scenario %s\n", argv[1]);
+	return 2;
+}

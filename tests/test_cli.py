@@ -9,8 +9,10 @@ import subprocess
 
 import pytest
 from click.testing import CliRunner
+from support import raises_errno
 
 from iommuctl.cli import cli, parse_number
+from iommud_wire import pb
 
 
 @pytest.fixture
@@ -178,3 +180,15 @@ def test_compat_commands_drive_a_legacy_container(run) -> None:
     assert run("compat", "unmap-dma", cfd, "--all").output.strip() == "0x200000"
     r = run("compat", "group-unset-container", gfd)
     assert r.exit_code == 1 and "EBUSY" in r.stderr                     # the device fd is open
+
+
+def test_host_inventory_needs_no_session(daemon_factory) -> None:
+    """ListDevices and ListGroups answer without a token, as lspci needs no
+    open fd; a token that names no session is still ESRCH."""
+    d = daemon_factory(name="inventory")
+    with d.client(keepalive=False) as c:
+        groups = c.call("ListGroups", pb.ListGroupsRequest()).groups
+        devices = c.call("ListDevices", pb.ListDevicesRequest()).devices
+        assert groups and devices and {dev.group for dev in devices} <= {g.group for g in groups}
+        assert c.info().daemon.sessions == 0
+        raises_errno(lambda: c.call("ListGroups", pb.ListGroupsRequest(), "bogus"), "ESRCH")

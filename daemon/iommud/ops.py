@@ -176,8 +176,10 @@ ROWS: tuple[Op, ...] = (
          max_request=_TRANSLATE),
     _row("ListAreas", ioas.list_areas, F.IOMMUFD, journal=False),
     # -- host topology and DMA ownership (iommu.c, driver core) ----------------------------------
-    _row("ListDevices", host.list_devices, journal=False),
-    _row("ListGroups", host.list_groups, journal=False),
+    # Host inventory, as lspci and /sys/kernel/iommu_groups: no session needed,
+    # so that monitoring and `iommuctl group list` hold none.
+    _row("ListDevices", host.list_devices, journal=False, needs=Needs.OPTIONAL),
+    _row("ListGroups", host.list_groups, journal=False, needs=Needs.OPTIONAL),
     _row("BindHostDriver", host.bind_host_driver, admin=True),
     _row("UnbindHostDriver", host.unbind_host_driver, admin=True),
     _row("HotAddDevice", host.hot_add_device, admin=True),

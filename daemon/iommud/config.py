@@ -175,6 +175,11 @@ class Config:
         "beside the socket).", group=LOGGING)
     shutdown_grace: float = setting(
         5.0, "Grace period for in-flight RPCs on SIGTERM/SIGINT, in seconds.", group=LISTEN)
+    metrics_address: str = setting(
+        "", "Prometheus metrics over HTTP (GET /metrics): PORT listens on 127.0.0.1, HOST:PORT "
+        "where given (0.0.0.0:9464 for a scraper on the network: the series hold counts, never "
+        "a token); empty turns it off.", group=LISTEN,
+        accepted="PORT, HOST:PORT such as 127.0.0.1:9464 or [::1]:9464, or empty")
     topology: str = setting(
         "default", "Host topology: default (embedded), a .toml/.json file, or sysfs:ROOT "
         "(docs/topology.md).", group=HOST, metavar="SOURCE",

@@ -19,7 +19,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iommud import failnth, limits
 from iommud.access import Caller
@@ -28,6 +28,9 @@ from iommud.errors import IommuError, request_details
 from iommud.logsetup import get_logger, level_enabled
 from iommud.ops import TABLE, Fd, Needs, Op
 from iommud.session import Session
+
+if TYPE_CHECKING:
+    from iommud.stats import RpcStats
 
 log = get_logger("iommud.rpc")
 
@@ -71,6 +74,9 @@ class Dispatcher:
         #: Called with no call in flight once rows_since_check passes
         #: SNAPSHOT_CHECK_ROWS (server.Daemon.maybe_snapshot).
         self.on_rows: Callable[[], None] | None = None
+        #: Each call's method, status and latency, while metrics are on
+        #: (metrics.py reads it); None costs the hot path one test.
+        self.stats: RpcStats | None = None
 
     def refresh_logging(self) -> None:
         """Per-call events are debug-level: computed only when they are kept."""
@@ -133,6 +139,8 @@ class Dispatcher:
                 if self.rows_since_check >= SNAPSHOT_CHECK_ROWS and self.on_rows is not None:
                     self.rows_since_check = 0
                     self.on_rows()               # nothing in flight: a consistent point
+            if self.stats is not None:
+                self.stats.record(op.name, status, time.perf_counter() - started)
             if status != "OK" or self._log_calls:
                 self._log(op, request, call, caller, status, started)
 
@@ -188,15 +196,41 @@ class Dispatcher:
         if status == "OK":
             log.debug("rpc", **fields)
         else:
-            log.info("rpc", uid=caller.uid, pid=caller.pid, identity=caller.tls_identity or None,
+            log.info("rpc", uid=caller.uid, pid=caller.pid, identity=caller.identity or None,
                      **fields)
+
+    def refused(self, op: Op, request: Any, caller: Caller, err: IommuError) -> None:
+        """A call its transport refused before dispatching it (a malformed or
+        oversized request, a client not reading its replies): counted and
+        logged as a refusal the dispatcher made itself would be."""
+        if self.stats is not None:
+            self.stats.count(op.name, err.name)
+        self._log(op, request, None, caller, err.name, time.perf_counter())
 
     async def stream(self, op: Op, request: Any, caller: Caller,
                      token: str | None) -> AsyncIterator[Any]:
-        """Open a server stream: the framing, then the handler's generator."""
-        call = self._begin(op, request, caller, token)
-        async for item in op.handler(call, request):
-            yield item
+        """Open a server stream: the framing, then the handler's generator.
+        An open is counted (no latency: a stream lasts as long as its
+        client); a refused one is logged as a refused call is."""
+        stats = self.stats
+        try:
+            call = self._begin(op, request, caller, token)
+        except IommuError as err:
+            if stats is not None:
+                stats.count(op.name, err.name)
+            self._log(op, request, None, caller, err.name, time.perf_counter())
+            raise
+        if stats is None:
+            async for item in op.handler(call, request):
+                yield item
+            return
+        stats.count(op.name, "OK")
+        stats.stream_opened(op.name, 1)
+        try:
+            async for item in op.handler(call, request):
+                yield item
+        finally:
+            stats.stream_opened(op.name, -1)
 
     async def replay(self) -> int:
         """Rebuild the state the journal acknowledged, on top of its snapshot;

@@ -36,11 +36,14 @@ import hashlib
 import json
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from iommud.errors import IommuError
+from iommud.stats import JournalStats
+from iommud_wire.errnos import name_of as errno_name_of
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -55,6 +58,7 @@ HEADER_SIZE = 128
 #: Row: magic u16, kind u8, pad u8, payload length u32, crc u32, seq u64.
 _ROW = struct.Struct("<HBBIIQ")
 OP, FAIL, FORGET = 1, 2, 3
+_KIND_NAMES = {OP: "op", FAIL: "fail", FORGET: "forget"}
 #: Preallocation step, and the room kept beyond the OP rows for FAIL and
 #: FORGET rows (written after an effect, so they must not fail for space).
 CHUNK = 1 << 20
@@ -199,6 +203,8 @@ class Journal:
         self._first_seq = 1
         self._header_fp = self._fingerprint
         self._pending: PendingSnapshot | None = None
+        #: Rows, write and sync latencies, refusals, snapshots (metrics.py).
+        self.stats = JournalStats()
         if self.memory:
             self._mem: list[tuple[int, bytes]] = []
             return
@@ -334,11 +340,14 @@ class Journal:
         seq = self._seq
         crc = _row_crc(kind, len(payload), seq, payload)
         row = _ROW.pack(ROW_MAGIC, kind, 0, len(payload), crc, seq) + payload
+        stats = self.stats
         if self.memory:
             self._mem.append((kind, row))
             self._rows += 1
+            stats.rows[_KIND_NAMES[kind]] = stats.rows.get(_KIND_NAMES[kind], 0) + 1
             return seq
         try:
+            started = time.perf_counter()
             need = self._end + len(row) + reserve
             if need > self._allocated:
                 grow = max(CHUNK, need - self._allocated)
@@ -350,17 +359,23 @@ class Journal:
                 # the log still ends at the last whole row.
                 os.pwrite(self._fd, b"\0" * min(written, _ROW.size), self._end)
                 raise OSError(E.ENOSPC, os.strerror(E.ENOSPC))
+            wrote = time.perf_counter()
+            stats.write_seconds.observe(wrote - started)
             if self.sync == "full":
                 os.fdatasync(self._fd)
+                stats.fsync_seconds.observe(time.perf_counter() - wrote)
         except OSError as exc:
             self._seq -= 1
             # Out of room in any form (a full disk, a quota, a file-size
             # limit) is ENOSPC to the caller: it clears when room is made.
             number = E.ENOSPC if exc.errno in (E.ENOSPC, E.EDQUOT, E.EFBIG) else E.EIO
+            name = errno_name_of(number)
+            stats.errors[name] = stats.errors.get(name, 0) + 1
             raise IommuError(number, f"The journal could not record the call "
                              f"({os.strerror(exc.errno or E.EIO)}); nothing was changed.") from exc
         self._end += len(row)
         self._rows += 1
+        stats.rows[_KIND_NAMES[kind]] = stats.rows.get(_KIND_NAMES[kind], 0) + 1
         return seq
 
     def begin(self, token: str, method: str, request: bytes, identity: str = "",
@@ -496,6 +511,7 @@ class Journal:
         snapshot and a log that reach each other (see bind)."""
         assert pending is self._pending
         self._pending = None
+        self.stats.snapshots += 1
         if self.memory:
             self._mem = [(k, row) for k, row in self._mem
                          if _ROW.unpack_from(row)[5] > pending.seq]

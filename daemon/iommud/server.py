@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from typing import TextIO
 
     from iommud.config import Config
+    from iommud.metrics import Metrics
     from iommud.topology import Topology
 
 log = get_logger("iommud.server")
@@ -203,10 +204,20 @@ class Daemon:
         self.uapi: UapiServer | None = None
         #: A snapshot whose files are being written (maybe_snapshot).
         self._snapshot_task: asyncio.Task[None] | None = None
+        #: The metrics listener (metrics_address), once serving.
+        self.metrics: Metrics | None = None
 
     async def start(self) -> None:
         cfg = self.config
         _raise_fd_limit()
+        if cfg.metrics_address:
+            # First, so that a bad address or a port in use stops the start
+            # before anything listens.
+            from iommud.metrics import Metrics  # prometheus_client only when asked for
+
+            self.metrics = Metrics(self.rt)
+            self.metrics.start(cfg.metrics_address)
+            self.metrics.attach("grpc", self.dispatcher)
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0),
@@ -271,6 +282,8 @@ class Daemon:
         if uapi_path is not None:
             self.uapi = UapiServer(self.rt, uapi_path, cfg.socket_mode)
             self.uapi.start()
+        if self.metrics is not None and self.uapi is not None:
+            self.metrics.attach("uapi", self.uapi.dispatcher)
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", endpoints=self.endpoints, pid=os.getpid())
@@ -334,6 +347,8 @@ class Daemon:
             await self.server.stop(0.5 if drained else 0)
         if self.rt.gate is not None:
             self.rt.gate.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         open_sessions = len(self.sessions)
         if self._snapshot_task is not None:
             await self._snapshot_task

@@ -139,10 +139,14 @@ class GrpcService:
 
         async def handle(request: Any, context: Context) -> Any:
             try:
-                check_wellformed(request)
                 token, nth = self._metadata(context)
                 key = token or context.peer()
-                self._check_unread(key)
+                try:
+                    check_wellformed(request)
+                    self._check_unread(key)
+                except IommuError as err:
+                    dispatcher.refused(op, request, self.caller(context), err)
+                    raise
                 reply = await dispatcher.call(op, request, self.caller(context), token, nth)
                 self._queue(key, reply.ByteSize(), context)
                 return reply
@@ -182,7 +186,11 @@ class GrpcService:
 
         async def handle(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
-                check_wellformed(request)
+                try:
+                    check_wellformed(request)
+                except IommuError as err:
+                    dispatcher.refused(op, request, self.caller(context), err)
+                    raise
                 token, _ = self._metadata(context)
                 stream = dispatcher.stream(op, request, self.caller(context), token)
                 async for item in stream:

@@ -16,7 +16,9 @@
 3. Run: a daemon with `--debug-selftest 1 --debug-fail-nth 1` on a UNIX socket
    in a temporary directory, and each binary under `iommud-preload` with a
    time limit (the harness kills a case after 30 s on its own); the kselftest
-   TAP output is parsed into one line per case.
+   TAP output is parsed into one line per case. iommufd_fail_nth runs with the
+   shim's fault-injection emulation (a stand-in debugfs, and the tasks'
+   fail-nth files driving the daemon's fail-nth walk).
 
 The cache defaults to $XDG_CACHE_HOME/iommud/selftest (~/.cache/iommud/selftest),
 outside the repository: nothing from the kernel tree is ever committed. The
@@ -365,15 +367,36 @@ class Daemon:
             os.close(self.pidfd)
 
 
+#: The fault-injection knobs iommufd_fail_nth writes in debugfs before it runs
+#: (it skips every case when it finds none): a stand-in directory, which the
+#: shim opens for /sys/kernel/debug (IOMMUD_PRELOAD_DEBUGFS). Writing them has
+#: no effect; what arms a failure is the task's fail-nth file, which the shim
+#: emulates against the daemon's fail-nth walk (IOMMUD_PRELOAD_FAIL_NTH=1).
+FAKE_DEBUGFS = ("failslab/ignore-gfp-wait", "failslab/verbose", "fail_page_alloc/ignore-gfp-wait",
+                "fail_page_alloc/ignore-gfp-highmem", "fail_page_alloc/verbose",
+                "fail_iommufd/verbose")
+
+
+def fake_debugfs(workdir: pathlib.Path) -> pathlib.Path:
+    root = workdir / "debugfs"
+    for name in FAKE_DEBUGFS:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("Y\n")
+    return root
+
+
 def run_binary(binary: pathlib.Path, endpoint: pathlib.Path, timeout: float,
-               workdir: pathlib.Path) -> tuple[str, bool, float]:
+               workdir: pathlib.Path, extra_env: dict[str, str] | None = None
+               ) -> tuple[str, bool, float]:
     """The binary's TAP output under iommud-preload; whether it was cut off by
     `timeout`, and how long it ran. Its whole process group goes at the end."""
     launcher = shutil.which("iommud-preload")
     if launcher is None:
         raise RuntimeError("iommud-preload is not installed (pip install ./clients/preload)")
     env = {k: v for k, v in os.environ.items()
-           if k not in ("LD_PRELOAD", "IOMMUD_PRELOAD_SOCKET", "IOMMUD_PRELOAD_TIMEOUT")}
+           if k not in ("LD_PRELOAD", "IOMMUD_PRELOAD_SOCKET", "IOMMUD_PRELOAD_TIMEOUT",
+                        "IOMMUD_PRELOAD_DEBUGFS", "IOMMUD_PRELOAD_FAIL_NTH")}
+    env.update(extra_env or {})
     started = time.monotonic()
     proc = subprocess.Popen([launcher, "--endpoint", str(endpoint), "--", str(binary)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -425,7 +448,12 @@ def run_all(binaries: dict[str, pathlib.Path], src: pathlib.Path,
                     continue
                 limit = (timeouts or TIMEOUTS)[name]
                 log(f"running {name} (at most {limit:.0f} s)")
-                tap, timed_out, seconds = run_binary(path, daemon.uapi_socket, limit, workdir)
+                extra = {}
+                if name == "iommufd_fail_nth":
+                    extra = {"IOMMUD_PRELOAD_DEBUGFS": str(fake_debugfs(workdir)),
+                             "IOMMUD_PRELOAD_FAIL_NTH": "1"}
+                tap, timed_out, seconds = run_binary(path, daemon.uapi_socket, limit, workdir,
+                                                     extra)
                 plan, cases = parse_tap(name, tap, timed_out)
                 notes = failure_notes(tap, src)
                 for case in cases:
@@ -453,14 +481,13 @@ CAUSES: tuple[tuple[str, str], ...] = (
      "the selftest skips it for the no_viommu variant, on a kernel too"),
     (r"^iommufd\.cmd_length$", "size rules of ioctls iommud does not serve "
      "(IOAS_MAP_FILE, VIOMMU_ALLOC, VDEVICE_ALLOC are ENOTTY)"),
-    (r"^change_process\.|_file(_hugepage)?\.", "IOMMU_IOAS_MAP_FILE is not served"),
+    (r"^change_process\.|_file(_hugepage)?\.|^basic_fail_nth\.map_file_domain$",
+     "IOMMU_IOAS_MAP_FILE is not served"),
     (r"\.dmabuf_", "the test dma-bufs (DMABUF_GET, DMABUF_REVOKE) are not modelled"),
     (r"\.alloc_hwpt_nested$|^iommufd_device_pasid\.", "nested HWPTs are not modelled"),
-    (r"^iommufd_viommu\.", "vIOMMUs (VIOMMU_ALLOC, VDEVICE_ALLOC, vEVENTQs, HW queues) are not "
-     "modelled"),
+    (r"^iommufd_viommu\.|^basic_fail_nth\.device$", "vIOMMUs (VIOMMU_ALLOC, VDEVICE_ALLOC, "
+     "vEVENTQs, HW queues) are not modelled"),
     (r"\.fork_gone$", "mm lifetime: pinning the pages of a process that exited is not EFAULT"),
-    (r"^basic_fail_nth\.", "fault injection (debugfs fail*, /proc/self/task/N/fail-nth) is "
-     "not emulated"),
 )
 
 

@@ -40,7 +40,8 @@ FDARG_GROUP = 20
 EXEC_GROUP, EXEC_DEVICE = 22, "0000:07:01.0"
 DIRTY_DEVICE = "0000:03:00.0"   # dirty_tracking = true
 INTERPOSED = {"open", "open64", "__open_2", "__open64_2", "openat", "openat64", "__openat_2",
-              "__openat64_2", "ioctl", "read", "write"}
+              "__openat64_2", "ioctl", "read", "write", "pread", "pread64", "pwrite", "pwrite64",
+              "opendir"}
 
 
 # -- building and running ------------------------------------------------------------
@@ -500,3 +501,61 @@ def test_map_of_a_user_range_with_a_hole_is_efault_with_a_domain(
     assert out["map_all_hole"] == failed("EFAULT")
     assert out["map_no_domain"] == (0, OK)
     assert out["map_hole_overlap"] == failed("EEXIST")
+
+
+@pytest.fixture(scope="module")
+def failnth_daemon(module_daemon_factory: DaemonFactory) -> DaemonProcess:
+    return module_daemon_factory("--debug-selftest", "1", "--debug-fail-nth", "1",
+                                 name="preload-failnth")
+
+
+def fail_nth_run(launcher: str, daemon: DaemonProcess, probe_bin: pathlib.Path,
+                 debugfs: pathlib.Path) -> dict[str, tuple[int, str]]:
+    env = {**_env(), "IOMMUD_PRELOAD_FAIL_NTH": "1", "IOMMUD_PRELOAD_DEBUGFS": str(debugfs)}
+    proc = subprocess.run(preload_cmd(launcher, uapi_socket(daemon), probe_bin, "fail_nth"),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return steps(proc.stdout)
+
+
+def test_fail_nth_file_arms_the_daemons_walk(launcher: str, selftest_probe: pathlib.Path,
+                                             failnth_daemon: DaemonProcess,
+                                             tmp_path: pathlib.Path) -> None:
+    """With IOMMUD_PRELOAD_FAIL_NTH=1 the task's /proc/self/task/T/fail-nth is
+    the shim's: N written arms the N-th step of the daemon's walk over the
+    task's ioctls (failnth.py), and it reads back what is left, 0 once the
+    failure was injected, as the kernel's file does. opendir of
+    /sys/kernel/debug opens IOMMUD_PRELOAD_DEBUGFS."""
+    (tmp_path / "failslab").mkdir()
+    out = fail_nth_run(launcher, failnth_daemon, selftest_probe, tmp_path)
+    assert out["debugfs_failslab"] == (0, OK)
+    assert out["nth_initial"] == (0, OK)
+    assert out["write_junk"] == failed("EINVAL")
+    assert out["write_empty"] == failed("EINVAL")
+    assert out["write_negative"] == failed("EINVAL")
+    assert out["write_huge"] == failed("ERANGE")
+    assert out["read_bad_buffer"] == failed("EFAULT")
+    assert out["ioctl_on_fail_nth"] == failed("ENOTTY")
+    assert out["arm_1"] == (2, OK)
+    assert out["ioas_alloc_fails"] == failed("ENOMEM")       # the injected failure
+    assert out["nth_after_injection"] == (0, OK)
+    assert out["ioas_alloc_disarmed"] == (0, OK)
+    assert out["arm_100"] == (3, OK)
+    assert out["ioas_alloc_counts"] == (0, OK)
+    assert out["nth_left"] == (99, OK)                        # one step: the object id
+    assert out["read_from_position"] == (3, OK)               # "99\n"
+    assert out["read_at_end"] == (0, OK)
+    assert out["disarm"] == (1, OK)
+    assert out["nth_disarmed"] == (0, OK)
+    assert out["ioas_alloc_after"] == (0, OK)
+
+
+def test_fail_nth_needs_a_daemon_with_injection(launcher: str, selftest_probe: pathlib.Path,
+                                                selftest_daemon: DaemonProcess,
+                                                tmp_path: pathlib.Path) -> None:
+    """An armed ioctl to a daemon without debug_fail_nth is EPERM, as an
+    iommud-fail-nth call is: nobody makes a production daemon fail."""
+    out = fail_nth_run(launcher, selftest_daemon, selftest_probe, tmp_path)
+    assert out["ioas_alloc_fails"] == failed("EPERM")
+    assert out["nth_after_injection"] == (1, OK)              # nothing was counted
+    assert out["ioas_alloc_disarmed"] == failed("EPERM")

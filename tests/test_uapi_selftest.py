@@ -102,7 +102,8 @@ def create_access(f: File, ioas: int, flags: int = 0) -> File:
 
 @pytest.fixture(scope="module")
 def st(module_daemon_factory):
-    return module_daemon_factory("--debug-selftest", "1", name="uapi-selftest")
+    return module_daemon_factory("--debug-selftest", "1", "--debug-fail-nth", "1",
+                                 name="uapi-selftest")
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +396,39 @@ def test_a_user_hole_fails_a_map_that_pins(proc) -> None:
     ok(ioas_map(f, ioas, proc.mem.alloc(PAGE), PAGE, APERTURE))   # nothing stayed there
     check(map_with_hole(ioas, APERTURE), "EEXIST")                # placement comes first
     ok(map_with_hole(plain, APERTURE))
+
+
+FAIL_NTH = 1 << 3            # header flag: the task's fail-nth count rides in `result`
+
+
+def armed_ioctl(f: File, cmd_value: int, arg: int, nth: int) -> tuple[int, int]:
+    """An ioctl with FAIL_NTH armed at `nth`: its result, and the reply's
+    `arg` (what the task's fail-nth file reads afterwards)."""
+    first = f.first_copy(cmd_value, arg)
+    assert not isinstance(first, int)
+    seq = f.send(IOCTL, cmd_value, arg, first[0], flags=FAIL_NTH, result=nth)
+    hdr, body, fds = f.recv()
+    assert hdr[1] == 5 and hdr[5] == seq, hdr    # a REPLY, no NEED for IOAS_ALLOC
+    return f.apply(hdr[9], body, fds), hdr[7]
+
+
+def test_fail_nth_walks_the_steps_of_one_ioctl(proc, plain) -> None:
+    """FAIL_NTH (the shim's emulated /proc/self/task/T/fail-nth): step N of
+    the ioctl fails ENOMEM and nothing is left (0); fewer steps leave N minus
+    the steps taken. A daemon without debug_fail_nth refuses it (EPERM)."""
+    f = proc.open(PATH_IOMMU)
+    a = proc.mem.struct(IOAS_ALLOC, 12, 0, 0)
+    ret, left = armed_ioctl(f, IOMMU_IOAS_ALLOC, a, 1)
+    check(ret, "ENOMEM")
+    assert left == 0
+    ret, left = armed_ioctl(f, IOMMU_IOAS_ALLOC, a, 5)
+    ok(ret)
+    assert left == 4 and proc.mem.unpack(IOAS_ALLOC, a)[2] == 1   # one step: the object id
+    other = Process(uapi(plain))
+    try:
+        g = other.open(PATH_IOMMU)
+        ret, left = armed_ioctl(g, IOMMU_IOAS_ALLOC, other.mem.struct(IOAS_ALLOC, 12, 0, 0), 3)
+        check(ret, "EPERM")
+        assert left == 3
+    finally:
+        other.close()

@@ -107,7 +107,7 @@ class File:
 
     def send(self, kind: int, cmd: int = 0, arg: int = 0, body: bytes = b"", flags: int = 0,
              seq: int | None = None, fds: list[int] | None = None, body_len: int | None = None,
-             magic: int = MAGIC) -> int:
+             magic: int = MAGIC, result: int = 0) -> int:
         if seq is None:
             self.seq += 1
             seq = self.seq
@@ -121,7 +121,7 @@ class File:
             body_len, body = len(body), b""
             fds = [memfd, *(fds or [])]
         header = HDR.pack(magic, kind, flags, self.proc.pid, self.proc.pid, seq, cmd, arg,
-                          len(body) if body_len is None else body_len, 0)
+                          len(body) if body_len is None else body_len, result)
         anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         try:
             self.sock.sendmsg([header, body], anc)

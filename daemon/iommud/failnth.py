@@ -35,16 +35,26 @@ if TYPE_CHECKING:
 METADATA_KEY = "iommud-fail-nth"
 
 
-class _Walk:
+class Walk:
+    """One armed walk: step `nth` fails; `count` steps were reached so far."""
+
     __slots__ = ("count", "nth")
 
     def __init__(self, nth: int) -> None:
         self.nth = nth
         self.count = 0
 
+    @property
+    def left(self) -> int:
+        """What /proc/self/task/<tid>/fail-nth reads afterwards: 0 once the
+        armed step was reached (the failure was injected), else the steps
+        still to go."""
+        return max(self.nth - self.count, 0)
 
-_current: contextvars.ContextVar[_Walk | None] = contextvars.ContextVar("iommud_fail_nth",
-                                                                        default=None)
+
+_Walk = Walk
+_current: contextvars.ContextVar[Walk | None] = contextvars.ContextVar("iommud_fail_nth",
+                                                                       default=None)
 
 
 def step(site: str) -> None:
@@ -81,7 +91,19 @@ def armed(nth: int | None) -> Iterator[None]:
     if nth is None:
         yield
         return
-    token = _current.set(_Walk(nth))
+    with walking(Walk(nth)):
+        yield
+
+
+@contextmanager
+def walking(walk: Walk | None) -> Iterator[None]:
+    """Run the body inside `walk` (nothing for None): a walk that spans
+    several calls, as the kernel's per-task fail-nth counts the sites of a
+    whole syscall (the raw transport's FAIL_NTH ioctls)."""
+    if walk is None:
+        yield
+        return
+    token = _current.set(walk)
     try:
         yield
     finally:

@@ -41,7 +41,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from iommud import kabi
+from iommud import failnth, kabi
 from iommud.access import Caller
 from iommud.dispatch import Dispatcher
 from iommud.errors import IommuError
@@ -72,6 +72,9 @@ BODY_MEMFD = 1 << 0
 TAIL_NONZERO = 1 << 1
 #: IOAS_MAP: the caller's user range has a hole (a pin would fault).
 USER_HOLE = 1 << 2
+#: IOCTL: the caller's task has fail-nth armed; `result` carries N. Its REPLY
+#: carries in `arg` what fail-nth reads afterwards (failnth.Walk.left).
+FAIL_NTH = 1 << 3
 #: A body larger than this travels in a sealed memfd.
 INLINE_MAX = 64 << 10
 #: Item types: NEED/GIVE MEM, FD, WRITABLE; REPLY WRITE, COPY, NEWFD.
@@ -228,7 +231,8 @@ class RawFile:
 class Conn:
     """One connection of the raw socket."""
 
-    __slots__ = ("caller", "closed", "fd", "file", "outq", "pending", "server", "sock", "token")
+    __slots__ = ("caller", "closed", "fd", "file", "outq", "pending", "server", "sock", "token",
+                 "walk")
 
     def __init__(self, server: UapiServer, sock: socket.socket, caller: Caller) -> None:
         self.server = server
@@ -245,6 +249,8 @@ class Conn:
         #: Records the socket would not take yet, with their fds.
         self.outq: deque[tuple[list[bytes], list[int]]] = deque()
         self.closed = False
+        #: The fail-nth walk of the ioctl being served (header FAIL_NTH).
+        self.walk: failnth.Walk | None = None
 
     def call(self, name: str, request: Any) -> Any:
         """Dispatch one operation for this file's caller: the raw transport's
@@ -378,7 +384,7 @@ class UapiServer:
             if n < HDR.size or mflags & _MSG_TRUNCATED:
                 self._refuse(conn, f"a record of {n} bytes, flags {mflags:#x}")
                 return
-            magic, kind, flags, pid, _tid, seq, cmd, arg, body_len, _ = HDR.unpack_from(rview)
+            magic, kind, flags, pid, _tid, seq, cmd, arg, body_len, nth = HDR.unpack_from(rview)
             if magic != MAGIC:
                 self._refuse(conn, f"bad magic {magic:#x}")
                 return
@@ -396,7 +402,7 @@ class UapiServer:
                 conn.caller = replace(conn.caller, pid=pid)
             if not self._draining and len(self._conns) > 1:
                 self._drain_hangups(conn)
-            self._record(conn, kind, flags, seq, cmd, arg, body)
+            self._record(conn, kind, flags, seq, cmd, arg, body, nth)
         except Exception:  # a daemon bug: this connection goes, the daemon serves on
             log.exception("uapi.bug", during="record", pid=conn.caller.pid)
             self._close(conn)
@@ -426,7 +432,7 @@ class UapiServer:
         return b"".join(parts)
 
     def _record(self, conn: Conn, kind: int, flags: int, seq: int, cmd: int, arg: int,
-                body: bytes) -> None:
+                body: bytes, nth: int = 0) -> None:
         if conn.file is None:
             if kind == OPEN:
                 self._open(conn, seq, cmd, arg, body)
@@ -437,6 +443,14 @@ class UapiServer:
         if kind == IOCTL:
             if conn.pending is not None:
                 self._abandon(conn)
+            if flags & FAIL_NTH:
+                # The task's fail-nth is armed: the N-th step of this ioctl
+                # fails, the steps it reaches count down N (failnth.py). A
+                # daemon without injection refuses it, counting nothing.
+                conn.walk = failnth.Walk(max(nth, 1))
+                if not self.rt.config.debug_fail_nth:
+                    self._send_reply(conn, seq, -E.EPERM)
+                    return
             self._ioctl(conn, seq, cmd, arg, body, flags)
         elif kind == GIVE:
             self._give(conn, seq, body)
@@ -573,7 +587,8 @@ class UapiServer:
             x = Ioctl(arg, body, file.fd, target, conn.call, self.limit, file.raw.resolve)
             x.user_hole = bool(flags & USER_HOLE)
             kabi.prepare(spec, x, bool(flags & TAIL_NONZERO))
-            out = spec.codec(x)
+            with failnth.walking(conn.walk):
+                out = spec.codec(x)
         except IommuError as err:
             self._send_reply(conn, seq, -err.errno)
             return
@@ -606,7 +621,8 @@ class UapiServer:
     def _advance(self, conn: Conn, seq: int, flow: kabi.Flow, given: list[Any] | None) -> None:
         """Run a codec flow to its next NEED, or to its reply."""
         try:
-            needs = next(flow) if given is None else flow.send(given)
+            with failnth.walking(conn.walk):
+                needs = next(flow) if given is None else flow.send(given)
         except StopIteration as stop:
             self._finish(conn, seq, stop.value)
             return
@@ -722,10 +738,13 @@ class UapiServer:
               fds: list[int] | None = None) -> None:
         if conn.closed:
             return
+        left = 0
+        if conn.walk is not None and kind == REPLY:
+            left, conn.walk = conn.walk.left, None
         if not fds and not conn.outq and len(body) <= INLINE_MAX:  # the common case
             try:
-                conn.sock.send(HDR.pack(MAGIC, kind, 0, 0, 0, seq, 0, 0, len(body), result) + body,
-                               _MSG_NOSIGNAL)
+                conn.sock.send(HDR.pack(MAGIC, kind, 0, 0, 0, seq, 0, left, len(body), result)
+                               + body, _MSG_NOSIGNAL)
                 return
             except (BlockingIOError, InterruptedError):
                 pass
@@ -741,7 +760,7 @@ class UapiServer:
                 kind, result, body, size = REPLY, -E.ENOMEM, b"", 0
             else:
                 flags, body = BODY_MEMFD, b""
-        header = HDR.pack(MAGIC, kind, flags, 0, 0, seq, 0, 0, size, result)
+        header = HDR.pack(MAGIC, kind, flags, 0, 0, seq, 0, left, size, result)
         send_fds = owned + list(fds or ())
         if not conn.outq:
             try:

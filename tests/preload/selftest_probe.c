@@ -14,10 +14,13 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "iommud_uapi.h"
@@ -170,16 +173,78 @@ static int scenario_map_hole(void)
 	return 0;
 }
 
+static long pwrite_str(int fd, const char *s)
+{
+	return pwrite(fd, s, strlen(s), 0);
+}
+
+/* "name N -" with the number fail-nth reads, or the read's failure. */
+static void print_fail_nth(const char *name, int fd)
+{
+	char buf[32] = { 0 };
+	long n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n < 0) {
+		step(name, n);
+		return;
+	}
+	printf("%s %ld %s\n", name, strtol(buf, NULL, 10), n >= 2 && buf[n - 1] == '\n' ? "-" : "?");
+	fflush(stdout);
+}
+
+/* The task's fail-nth file, as iommufd_fail_nth uses it (the shim emulates
+ * it with IOMMUD_PRELOAD_FAIL_NTH=1), and the stand-in debugfs. */
+static int scenario_fail_nth(void)
+{
+	DIR *dbg = opendir("/sys/kernel//debug/");
+	int found = 0;
+	for (struct dirent *d; dbg && (d = readdir(dbg));)
+		found |= !strcmp(d->d_name, "failslab");
+	step("debugfs_failslab", found ? 0 : -1);
+	if (dbg)
+		closedir(dbg);
+
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%ld/fail-nth", (long)syscall(SYS_gettid));
+	int nth = (int)must("open_fail_nth", open(path, O_RDWR | O_CLOEXEC));
+	print_fail_nth("nth_initial", nth);
+	step("write_junk", pwrite_str(nth, "abc"));
+	step("write_empty", pwrite(nth, "", 0, 0));
+	step("write_negative", pwrite_str(nth, "-1"));
+	step("write_huge", pwrite_str(nth, "4294967296"));
+	volatile uintptr_t wild = 16; /* never mapped */
+	step("read_bad_buffer", pread(nth, (void *)wild, 8, 0));
+	step("ioctl_on_fail_nth", ioctl(nth, UAPI_IOMMU_IOAS_ALLOC, &(struct uapi_ioas_alloc){ .size = 12 }));
+
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	step("arm_1", pwrite_str(nth, "1\n"));
+	struct uapi_ioas_alloc a = { .size = sizeof(a) };
+	step("ioas_alloc_fails", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, &a));
+	print_fail_nth("nth_after_injection", nth);
+	step("ioas_alloc_disarmed", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, &a));
+	step("arm_100", pwrite_str(nth, "100"));
+	step("ioas_alloc_counts", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, &a));
+	print_fail_nth("nth_left", nth);
+	char buf[8];
+	step("read_from_position", read(nth, buf, sizeof(buf)));
+	step("read_at_end", read(nth, buf, sizeof(buf)));
+	step("disarm", pwrite_str(nth, "0"));
+	print_fail_nth("nth_disarmed", nth);
+	step("ioas_alloc_after", ioctl(fd, UAPI_IOMMU_IOAS_ALLOC, &a));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: selftest_probe access|map_hole\n");
+		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "access"))
 		return scenario_access();
 	if (!strcmp(argv[1], "map_hole"))
 		return scenario_map_hole();
+	if (!strcmp(argv[1], "fail_nth"))
+		return scenario_fail_nth();
 	fprintf(stderr, "unknown scenario %s\n", argv[1]);
 	return 2;
 }

@@ -25,6 +25,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -57,8 +58,10 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
 
 enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7 };
-enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2 };
+enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2, FL_FAIL_NTH = 1u << 3 };
 enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6 };
+/* A path the shim serves itself, never sent to the daemon. */
+enum { PK_FAIL_NTH = 0x100 };
 enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
 enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
 enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
@@ -81,7 +84,7 @@ enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
 
 /* Daemon-made event fds and the kernel's read/write rules for them
  * (drivers/iommu/iommufd/eventq.c). */
-enum { EV_NONE = 0, EV_FAULT = 1, EV_VEVENTQ = 2 };
+enum { EV_NONE = 0, EV_FAULT = 1, EV_VEVENTQ = 2, EV_FAIL_NTH = 3 };
 #define FAULT_RECORD 40u    /* struct iommu_hwpt_pgfault */
 #define FAULT_RESPONSE 8u   /* struct iommu_hwpt_page_response {u32 cookie, u32 code} */
 #define VEVENT_HEADER 8u    /* struct iommufd_vevent_header */
@@ -237,10 +240,14 @@ typedef int (*openat2_fn)(int, const char *, int);
 typedef int (*ioctl_fn)(int, unsigned long, ...);
 typedef ssize_t (*read_fn)(int, void *, size_t);
 typedef ssize_t (*write_fn)(int, const void *, size_t);
+typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
+typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
+typedef DIR *(*opendir_fn)(const char *);
 
 static void *next_open, *next_open64, *next___open_2, *next___open64_2;
 static void *next_openat, *next_openat64, *next___openat_2, *next___openat64_2;
 static void *next_ioctl, *next_read, *next_write;
+static void *next_pread, *next_pwrite, *next_pread64, *next_pwrite64, *next_opendir;
 
 static ssize_t raw_read(int fd, void *buf, size_t n)
 {
@@ -261,6 +268,12 @@ static const char path_run[] = "/run/iommud/iommud.uapi.sock";
 static const char *paths[2];
 static int npaths;
 static int64_t timeout_ms = 25000;
+/* Fault injection for the kernel's selftest, opt-in (both off by default):
+ * IOMMUD_PRELOAD_DEBUGFS names a directory that opendir() of /sys/kernel/debug
+ * opens instead, and IOMMUD_PRELOAD_FAIL_NTH=1 emulates the tasks'
+ * /proc/.../fail-nth files against the daemon's fail-nth walk. */
+static char debugfs_env[PATH_MAX];
+static int fail_nth_env;
 static pid_t my_pid;
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -320,6 +333,9 @@ static void init(void)
 	int64_t t = parse_timeout(getenv("IOMMUD_PRELOAD_TIMEOUT"));
 	if (t > 0)
 		timeout_ms = t;
+	copy_env(debugfs_env, sizeof(debugfs_env), getenv("IOMMUD_PRELOAD_DEBUGFS"), NULL);
+	const char *fn = getenv("IOMMUD_PRELOAD_FAIL_NTH");
+	fail_nth_env = fn && !strcmp(fn, "1");
 	my_pid = getpid();
 	pthread_atfork(at_fork_prepare, at_fork_parent, at_fork_child);
 }
@@ -470,6 +486,7 @@ struct file {
 	int event;      /* EV_*: a daemon-made event fd, read and written by the kernel's rules */
 	uint32_t kind, n;
 	uint64_t token;
+	uint64_t pos;     /* a fail-nth file's read position, under `lock` */
 	uint32_t counter; /* request sequence, under `lock` */
 	unsigned refs;    /* under table_lock */
 	int unlinked;     /* no longer in the table: freed at the last file_put */
@@ -708,6 +725,8 @@ static struct file *file_get(int fd, int recognise)
 
 /* ---- Fork --------------------------------------------------------------------------- */
 
+static void fail_nth_forked(void);
+
 static void at_fork_prepare(void)
 {
 	pthread_mutex_lock(&table_lock);
@@ -728,6 +747,7 @@ static void at_fork_child(void)
 		table[i]->refs = 0;
 	}
 	my_pid = (pid_t)syscall(SYS_getpid);
+	fail_nth_forked();
 }
 
 /* ---- Records on a connection --------------------------------------------------------- */
@@ -1065,7 +1085,7 @@ static int serve_need(int s, struct file *f, const struct hdr *req, struct msg *
 /* Send one request on connection s (the caller holds f->lock, or owns f
  * alone) and serve NEED rounds until the REPLY, returned in *reply. */
 static int exchange(int s, struct file *f, uint16_t kind, uint16_t flags, uint64_t cmd, uint64_t arg,
-		    const struct buf *body, struct msg *reply)
+		    const struct buf *body, struct msg *reply, int32_t nth)
 {
 	struct hdr h = {
 		.magic = IUA_MAGIC,
@@ -1076,6 +1096,7 @@ static int exchange(int s, struct file *f, uint16_t kind, uint16_t flags, uint64
 		.seq = next_seq(f),
 		.cmd = cmd,
 		.arg = arg,
+		.result = nth, /* FL_FAIL_NTH: the task's fail-nth count */
 	};
 	int64_t deadline = now_ms() + timeout_ms;
 	int rc = send_record(s, &h, body ? body->p : NULL, body ? body->len : 0, NULL, 0, deadline);
@@ -1112,7 +1133,7 @@ static int describe_locked(int fd, struct file *f)
 	if (__atomic_load_n(&f->described, __ATOMIC_ACQUIRE))
 		return 0;
 	struct msg m;
-	int rc = exchange(fd, f, K_DESCRIBE, 0, 0, 0, NULL, &m);
+	int rc = exchange(fd, f, K_DESCRIBE, 0, 0, 0, NULL, &m, 0);
 	if (rc)
 		return rc;
 	if (m.h.result < 0) {
@@ -1179,9 +1200,15 @@ static int parse_n(const char *s, uint32_t *n)
 }
 
 /* Is this one of the emulated device nodes? Only absolute paths are. */
+static int classify_fail_nth(const char *path, uint32_t *n);
+
 static int classify(const char *path, uint32_t *kind, uint32_t *n)
 {
 	char p[64];
+	if (path && !strncmp(path, "/proc/", 6) && classify_fail_nth(path, n)) {
+		*kind = PK_FAIL_NTH;
+		return 1;
+	}
 	if (!path || path[0] != '/' || strncmp(path, "/dev", 4) || normalise(path, p, sizeof(p)))
 		return 0;
 	*n = 0;
@@ -1255,7 +1282,7 @@ static int emu_open_connection(uint32_t kind, uint32_t n, int flags)
 	struct buf body = { 0 };
 	buf_u32(&body, (uint32_t)flags);
 	struct msg m;
-	int rc = body.err ? body.err : exchange(s, f, K_OPEN, 0, kind, n, &body, &m);
+	int rc = body.err ? body.err : exchange(s, f, K_OPEN, 0, kind, n, &body, &m, 0);
 	buf_free(&body);
 	if (!rc) {
 		if (m.h.result < 0)
@@ -1290,8 +1317,200 @@ static int emu_open_connection(uint32_t kind, uint32_t n, int flags)
 	return s;
 }
 
+
+/* ---- Fault injection for the selftest: debugfs and fail-nth (opt-in) ----------------------
+ *
+ * The kernel's iommufd_fail_nth test looks for fault injection in debugfs
+ * (it writes a few of its knobs) and then, per case, arms
+ * /proc/self/task/<tid>/fail-nth: writing N makes the N-th fault-injection
+ * site the task reaches fail; reading gives what is left, 0 once the failure
+ * was injected. With IOMMUD_PRELOAD_FAIL_NTH=1 the shim keeps each task's
+ * count and sends it with the task's ioctls (FL_FAIL_NTH, the request's
+ * `result`); the daemon walks its own steps (failnth.py) and answers what is
+ * left in the reply's `arg`. The file is a socket the shim made (the file
+ * table's EV_FAIL_NTH), so fork, dup and close are native. */
+
+struct fail_slot {
+	pid_t tid;
+	uint32_t nth;
+};
+static struct fail_slot fail_slots[64];
+static pthread_mutex_t fail_lock = PTHREAD_MUTEX_INITIALIZER;
+static int fail_armed; /* atomic: slots with a count, for the ioctl fast path */
+
+static uint32_t fail_nth_get(pid_t tid)
+{
+	uint32_t nth = 0;
+	pthread_mutex_lock(&fail_lock);
+	for (size_t i = 0; i < sizeof(fail_slots) / sizeof(fail_slots[0]); i++)
+		if (fail_slots[i].tid == tid && fail_slots[i].nth)
+			nth = fail_slots[i].nth;
+	pthread_mutex_unlock(&fail_lock);
+	return nth;
+}
+
+static int fail_nth_set(pid_t tid, uint32_t nth)
+{
+	int rc = -ENOMEM, armed = 0;
+	pthread_mutex_lock(&fail_lock);
+	struct fail_slot *free_slot = NULL;
+	for (size_t i = 0; i < sizeof(fail_slots) / sizeof(fail_slots[0]); i++) {
+		struct fail_slot *s = &fail_slots[i];
+		if (s->tid == tid) {
+			s->nth = nth;
+			rc = 0;
+		} else if (!s->nth && !free_slot) {
+			free_slot = s;
+		}
+	}
+	if (rc && free_slot) {
+		free_slot->tid = tid;
+		free_slot->nth = nth;
+		rc = 0;
+	}
+	for (size_t i = 0; i < sizeof(fail_slots) / sizeof(fail_slots[0]); i++)
+		armed += fail_slots[i].nth != 0;
+	__atomic_store_n(&fail_armed, armed, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&fail_lock);
+	return rc;
+}
+
+/* A forked child is a new task: nothing armed (and a fresh lock). */
+static void fail_nth_forked(void)
+{
+	pthread_mutex_init(&fail_lock, NULL);
+	memset(fail_slots, 0, sizeof(fail_slots));
+	__atomic_store_n(&fail_armed, 0, __ATOMIC_RELAXED);
+}
+
+/* /proc/self/task/T/fail-nth, /proc/<our pid>/task/T/fail-nth and
+ * /proc/thread-self/fail-nth, when the emulation is on: n = T. */
+static int classify_fail_nth(const char *path, uint32_t *n)
+{
+	char p[96];
+	ensure_init();
+	if (!fail_nth_env || normalise(path, p, sizeof(p)))
+		return 0;
+	if (!strcmp(p, "/proc/thread-self/fail-nth")) {
+		*n = my_tid();
+		return 1;
+	}
+	const char *rest;
+	if (!strncmp(p, "/proc/self/task/", 16)) {
+		rest = p + 16;
+	} else {
+		char own[48];
+		int len = snprintf(own, sizeof(own), "/proc/%d/task/", (int)my_pid);
+		if (strncmp(p, own, (size_t)len))
+			return 0;
+		rest = p + len;
+	}
+	char *end;
+	unsigned long tid = strtoul(rest, &end, 10);
+	if (end == rest || *rest == '0' || tid > INT32_MAX || strcmp(end, "/fail-nth"))
+		return 0;
+	*n = (uint32_t)tid;
+	return 1;
+}
+
+static int fail_nth_open(uint32_t tid, int flags)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_DGRAM | ((flags & O_CLOEXEC) ? SOCK_CLOEXEC : 0), 0, sv))
+		return -1;
+	close(sv[1]);
+	struct stat st;
+	struct file *f = fstat(sv[0], &st) ? NULL : file_new(&st);
+	if (!f) {
+		close(sv[0]);
+		errno = ENOMEM;
+		return -1;
+	}
+	f->event = EV_FAIL_NTH;
+	f->n = tid;
+	f->described = 1;
+	pthread_mutex_lock(&table_lock);
+	f = insert_locked(f, 0);
+	if (f)
+		f->refs--;
+	pthread_mutex_unlock(&table_lock);
+	if (!f) {
+		close(sv[0]);
+		errno = ENOMEM;
+		return -1;
+	}
+	return sv[0];
+}
+
+/* A read gives "%u\n" of what is left, from `off` (the file position for
+ * read(), the argument for pread()). */
+static ssize_t fail_nth_read(struct file *f, uint8_t *buf, size_t count, int64_t off)
+{
+	char text[16];
+	int len = snprintf(text, sizeof(text), "%u\n", fail_nth_get((pid_t)f->n));
+	pthread_mutex_lock(&f->lock);
+	uint64_t at = off < 0 ? f->pos : (uint64_t)off;
+	size_t take = at >= (uint64_t)len ? 0 : (size_t)len - (size_t)at;
+	if (take > count)
+		take = count;
+	ssize_t rc = (ssize_t)take;
+	if (take && copy_to_user((uintptr_t)buf, text + at, take))
+		rc = -EFAULT;
+	else if (off < 0)
+		f->pos = at + take;
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+/* A write arms the task: an unsigned number (0x and 0 prefixes as base 0
+ * reads them), an optional newline; 0 disarms. */
+static ssize_t fail_nth_write(struct file *f, const uint8_t *buf, size_t count)
+{
+	char text[32];
+	if (!count || count >= sizeof(text))
+		return -EINVAL;
+	if (copy_from_user(text, (uintptr_t)buf, count))
+		return -EFAULT;
+	text[count] = 0;
+	if (text[count - 1] == '\n')
+		text[count - 1] = 0;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(text, &end, 0);
+	if (end == text || *end || text[0] == '-' || text[0] == '+' || text[0] == ' ')
+		return -EINVAL;
+	if (errno == ERANGE || v > UINT32_MAX)
+		return -ERANGE;
+	int rc = fail_nth_set((pid_t)f->n, (uint32_t)v);
+	return rc ? rc : (ssize_t)count;
+}
+
+/* opendir() of /sys/kernel/debug opens IOMMUD_PRELOAD_DEBUGFS instead. */
+EXPORT DIR *opendir(const char *name)
+{
+	char p[32];
+	ensure_init();
+	if (debugfs_env[0] && !strncmp(name, "/sys/", 5) && strlen(name) < sizeof(p) - 1) {
+		size_t len = strlen(name);
+		memcpy(p, name, len + 1);
+		while (len > 1 && p[len - 1] == '/')
+			p[--len] = 0;
+		char q[32];
+		if (!normalise(p, q, sizeof(q)) && !strcmp(q, "/sys/kernel/debug"))
+			name = debugfs_env;
+	}
+	opendir_fn next = NEXT(opendir_fn, opendir);
+	if (!next) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	return next(name);
+}
+
 static int emu_open(uint32_t kind, uint32_t n, int flags)
 {
+	if (kind == PK_FAIL_NTH)
+		return fail_nth_open(n, flags);
 	int saved = errno, cancel;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	int fd = emu_open_connection(kind, n, flags);
@@ -1638,6 +1857,13 @@ static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 	}
 	if (_IOC_NR(req) == NR_IOAS_MAP && ioas_map_has_hole(&body))
 		flags |= FL_USER_HOLE;
+	/* This task's fail-nth, armed through its emulated file: the daemon's
+	 * walk of this ioctl counts it down. */
+	uint32_t nth = __atomic_load_n(&fail_armed, __ATOMIC_RELAXED) ? fail_nth_get((pid_t)my_tid()) : 0;
+	if (nth > INT32_MAX)
+		nth = INT32_MAX;
+	if (nth)
+		flags |= FL_FAIL_NTH;
 	struct msg m;
 	/* poll() is a cancellation point: a thread cancelled mid-exchange
 	 * would leave the connection locked and half-read. */
@@ -1646,12 +1872,14 @@ static long emu_ioctl(int fd, struct file *f, unsigned long req, uintptr_t arg)
 	pthread_mutex_lock(&f->lock);
 	rc = describe_locked(fd, f);
 	if (!rc)
-		rc = exchange(fd, f, K_IOCTL, flags, req, arg, &body, &m);
+		rc = exchange(fd, f, K_IOCTL, flags, req, arg, &body, &m, (int32_t)nth);
 	pthread_mutex_unlock(&f->lock);
 	pthread_setcancelstate(cancel, NULL);
 	buf_free(&body);
 	if (rc)
 		return rc;
+	if (nth)
+		fail_nth_set((pid_t)my_tid(), m.h.arg > nth ? nth : (uint32_t)m.h.arg);
 	long result = apply_reply(&m, _IOC_NR(req));
 	msg_release(&m);
 	return result;
@@ -1790,7 +2018,8 @@ EXPORT ssize_t read(int fd, void *buf, size_t count)
 	if (f) {
 		int saved = errno, cancel;
 		pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
-		ssize_t r = event_read(fd, f, buf, count);
+		ssize_t r = f->event == EV_FAIL_NTH ? fail_nth_read(f, buf, count, -1)
+						    : event_read(fd, f, buf, count);
 		pthread_setcancelstate(cancel, NULL);
 		file_put(f);
 		errno = r < 0 ? (int)-r : saved;
@@ -1805,11 +2034,73 @@ EXPORT ssize_t write(int fd, const void *buf, size_t count)
 	struct file *f = event_file(fd);
 	if (f) {
 		int saved = errno;
-		ssize_t r = event_write(f, buf, count);
+		ssize_t r = f->event == EV_FAIL_NTH ? fail_nth_write(f, buf, count)
+						    : event_write(f, buf, count);
 		file_put(f);
 		errno = r < 0 ? (int)-r : saved;
 		return r < 0 ? -1 : r;
 	}
 	write_fn next = NEXT(write_fn, write);
 	return next ? next(fd, buf, count) : raw_write(fd, buf, count);
+}
+
+/* pread and pwrite: a fail-nth file's (the rest go to libc: a daemon-made
+ * event fd is a socket, which has no offsets: ESPIPE, as its kernel file). */
+static ssize_t fail_nth_pio(int fd, void *buf, size_t count, off_t off, int write_it, int *handled)
+{
+	struct file *f = event_file(fd);
+	if (!f || f->event != EV_FAIL_NTH) {
+		if (f)
+			file_put(f);
+		*handled = 0;
+		return 0;
+	}
+	*handled = 1;
+	int saved = errno;
+	ssize_t r = off < 0 ? -EINVAL
+		    : write_it ? fail_nth_write(f, buf, count)
+			       : fail_nth_read(f, buf, count, off);
+	file_put(f);
+	errno = r < 0 ? (int)-r : saved;
+	return r < 0 ? -1 : r;
+}
+
+EXPORT ssize_t pread(int fd, void *buf, size_t count, off_t off)
+{
+	int handled;
+	ssize_t r = fail_nth_pio(fd, buf, count, off, 0, &handled);
+	if (handled)
+		return r;
+	pread_fn next = NEXT(pread_fn, pread);
+	return next ? next(fd, buf, count, off) : syscall(SYS_pread64, fd, buf, count, off);
+}
+
+EXPORT ssize_t pread64(int fd, void *buf, size_t count, off_t off)
+{
+	int handled;
+	ssize_t r = fail_nth_pio(fd, buf, count, off, 0, &handled);
+	if (handled)
+		return r;
+	pread_fn next = NEXT(pread_fn, pread64);
+	return next ? next(fd, buf, count, off) : syscall(SYS_pread64, fd, buf, count, off);
+}
+
+EXPORT ssize_t pwrite(int fd, const void *buf, size_t count, off_t off)
+{
+	int handled;
+	ssize_t r = fail_nth_pio(fd, (void *)buf, count, off, 1, &handled);
+	if (handled)
+		return r;
+	pwrite_fn next = NEXT(pwrite_fn, pwrite);
+	return next ? next(fd, buf, count, off) : syscall(SYS_pwrite64, fd, buf, count, off);
+}
+
+EXPORT ssize_t pwrite64(int fd, const void *buf, size_t count, off_t off)
+{
+	int handled;
+	ssize_t r = fail_nth_pio(fd, (void *)buf, count, off, 1, &handled);
+	if (handled)
+		return r;
+	pwrite_fn next = NEXT(pwrite_fn, pwrite64);
+	return next ? next(fd, buf, count, off) : syscall(SYS_pwrite64, fd, buf, count, off);
 }

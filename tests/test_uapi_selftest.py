@@ -375,6 +375,9 @@ def test_dirty_reads_the_bitmap_and_writes_back_the_count(proc) -> None:
     check(tcmd(f, DIRTY, hwpt, dirty.pack(0, APERTURE + 1, 8 * PAGE, PAGE, bitmap, 0))[0],
           "EINVAL")
     check(tcmd(f, DIRTY, 99, dirty.pack(0, APERTURE, 8 * PAGE, PAGE, bitmap, 0))[0], "ENOENT")
+    # More pages than a 16 MiB bitmap holds: EOVERFLOW before the HWPT lookup.
+    huge = (16 << 20) * 8 * 2048 + 2048
+    check(tcmd(f, DIRTY, 99, dirty.pack(0, 0, huge, 2048, bitmap, 0))[0], "EOVERFLOW")
 
 
 def test_a_user_hole_fails_a_map_that_pins(proc) -> None:

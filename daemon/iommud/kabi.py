@@ -1201,8 +1201,11 @@ def _t_dirty(x: Ioctl, obj_id: int) -> Flow:
     reads it after the HWPT lookup); out_nr_dirty comes back."""
     flags, iova, length, page_size, uptr, _ = S_T_DIRTY.unpack_from(x.image, TEST_UNION)
     bitmap = b""
-    if page_size and length and uptr and not iova % page_size and not length % page_size \
-            and length // page_size <= DIRTY_MAX_BITS:
+    if page_size and length and uptr and not iova % page_size and not length % page_size:
+        if length // page_size > DIRTY_MAX_BITS:
+            # iommufd_test_dirty: past its 16 MiB bitmap, before the HWPT lookup.
+            raise IommuError(E.EOVERFLOW, f"DIRTY over {length // page_size:#x} pages is more "
+                             f"than its bitmap holds.")
         nbytes = -(-(length // page_size) // 8)
         x.need_bytes(nbytes, "IOMMU_TEST_OP_DIRTY")
         (data,) = yield [Mem(uptr, nbytes)]

@@ -279,7 +279,7 @@ class AsyncClient:
 
     async def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name of `service` (default: the server)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc  # optional dependency
+        from grpc_health.v1 import health_pb2, health_pb2_grpc  # a dependency; imported when used
 
         stub: Any = health_pb2_grpc.HealthStub(self.channel)
         try:

@@ -177,7 +177,7 @@ class Client:
 
     def health(self, service: str = "") -> str:
         """The grpc.health.v1 status name of `service` (default: the server)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc  # optional dependency
+        from grpc_health.v1 import health_pb2, health_pb2_grpc  # a dependency; imported when used
 
         stub = health_pb2_grpc.HealthStub(self.channel)
         try:

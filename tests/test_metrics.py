@@ -200,6 +200,14 @@ def test_process_and_loop_series_are_there(metered) -> None:
         assert f"\n{name}" in text, name
 
 
+def test_a_clean_stop_closes_the_listener(metered) -> None:
+    scrape = Scraper(metered)
+    assert value(scrape(), "iommud_sessions") == 0
+    assert metered.stop() == 0 and metered.events("stopped")
+    with pytest.raises(OSError):
+        scrape.text()
+
+
 def test_metrics_are_off_by_default(daemon) -> None:
     assert daemon.events("metrics.serving") == []
 

@@ -155,12 +155,14 @@ class Metrics:
         log.info("metrics.serving", address=shown)
         return shown
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """Close the listener (its serving thread notices within its 0.5 s
+        poll, waited for off the loop) and stop recording."""
         self.lag.stop()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            await asyncio.to_thread(server.shutdown)
+            server.server_close()
         for dispatcher in self.dispatchers.values():
             dispatcher.stats = None
 

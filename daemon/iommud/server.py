@@ -348,7 +348,7 @@ class Daemon:
         if self.rt.gate is not None:
             self.rt.gate.stop()
         if self.metrics is not None:
-            self.metrics.stop()
+            await self.metrics.stop()
         open_sessions = len(self.sessions)
         if self._snapshot_task is not None:
             await self._snapshot_task

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -156,6 +157,111 @@ def test_daemonset_follows_device_plugin_practice() -> None:
     assert load_file(cfg_file)["topology"] == "/etc/iommud/topology.toml"
 
 
+
+# -- TLS configured through the environment: the healthcheck and the probes still pass ------------
+
+SOCKET = "/run/iommud/iommud.sock"
+
+
+def _make_pki(d: pathlib.Path) -> dict[str, str]:
+    """A CA, a server certificate for localhost and a client certificate (CN vmm)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    out: dict[str, str] = {}
+
+    def issue(name: str, signer=None, *, ca: bool = False, san=None):
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (x509.CertificateBuilder().subject_name(subject)
+                   .issuer_name(signer[1].subject if signer else subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        cert = builder.sign(signer[0] if signer else key, hashes.SHA256())
+        (d / f"{name}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        (d / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        out[name] = str(d / f"{name}.crt")
+        out[name + "_key"] = str(d / f"{name}.key")
+        return key, cert
+
+    ca = issue("ca", ca=True)
+    issue("server", ca, san=[x509.DNSName("localhost"),
+                             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    issue("vmm", ca)
+    return out
+
+
+def _image_env_and_healthcheck() -> tuple[dict[str, str], list[str]]:
+    """The runtime stage's ENV and its HEALTHCHECK command, read from the Dockerfile."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    runtime = re.sub(r"\\\n\s*", " ", text[text.index("AS runtime"):])   # join continued lines
+    env: dict[str, str] = {}
+    command: list[str] = []
+    for line in runtime.splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"(\w+)=(\S+)", line))
+        elif line.startswith("HEALTHCHECK "):
+            command = json.loads(line.split(" CMD ", 1)[1])
+    assert env and command
+    return env, command
+
+
+def test_the_healthcheck_and_probes_pass_when_tls_is_set_in_the_environment(
+        daemon_factory, tmp_path: pathlib.Path) -> None:
+    """The daemon's TLS in IOMMUD_TLS_* (and an operator's iommuctl TLS for
+    the TCP port in IOMMUCTL_TLS_*), all in the one environment the image's
+    HEALTHCHECK and the DaemonSet's exec probes run in: each check, run as
+    written but on this test's socket, reports SERVING. Before the names were
+    split, iommuctl took IOMMUD_TLS_CERT for its own and failed the handshake."""
+    pki = _make_pki(tmp_path)
+    tls_env = {"IOMMUD_TCP": "127.0.0.1:0", "IOMMUD_TLS_CERT": pki["server"],
+               "IOMMUD_TLS_KEY": pki["server_key"], "IOMMUD_TLS_CLIENT_CA": pki["ca"],
+               "IOMMUCTL_TLS_CA": pki["ca"], "IOMMUCTL_TLS_CERT": pki["vmm"],
+               "IOMMUCTL_TLS_KEY": pki["vmm_key"]}
+    d = daemon_factory(env=tls_env, name="tls-env")
+    port = d.tcp_endpoint.rsplit(":", 1)[1]
+    sock = str(d.socket_path)
+    host = {k: v for k, v in os.environ.items() if not k.startswith(("IOMMUD_", "IOMMUCTL_"))}
+
+    image_env, healthcheck = _image_env_and_healthcheck()
+    image_env.pop("PATH")                     # the venv's bin: here, the test's PATH
+    ds = next(doc for doc in render(K8S / "base") if doc["kind"] == "DaemonSet")
+    c = ds["spec"]["template"]["spec"]["containers"][0]
+    pod_env = {e["name"]: e["value"] for e in c.get("env", [])}
+    checks = [("HEALTHCHECK", healthcheck, image_env)] + [
+        (probe, c[probe]["exec"]["command"], pod_env) for probe in ("readinessProbe",
+                                                                    "livenessProbe")]
+    for what, command, env in checks:
+        env = {k: v.replace(SOCKET, sock) for k, v in env.items()}
+        env["IOMMUCTL_STATE_DIR"] = str(tmp_path / "state")   # no /tmp of a container here
+        out = subprocess.run([a.replace(SOCKET, sock) for a in command], capture_output=True,
+                             text=True, timeout=60, env={**host, **tls_env, **env})
+        assert out.returncode == 0 and out.stdout == "SERVING\n", (what, out.stderr)
+
+    # The same environment reaches the TLS port with the client certificate...
+    env = {**host, **tls_env, "IOMMUCTL_STATE_DIR": str(tmp_path / "state")}
+    out = subprocess.run(["iommuctl", "--endpoint", f"localhost:{port}", "health"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0 and out.stdout == "SERVING\n", out.stderr
+    # ...and without IOMMUCTL_TLS_*, the daemon's own certificate is not taken for the client's.
+    env = {k: v for k, v in env.items() if not k.startswith("IOMMUCTL_TLS_")}
+    out = subprocess.run(["iommuctl", "--endpoint", f"localhost:{port}", "--timeout", "3",
+                          "health"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 3 and out.stderr.startswith("iommuctl: EIO: transport error")
+
+
 # -- systemd ------------------------------------------------------------------------------------
 
 def test_systemd_unit_shape() -> None:
@@ -277,7 +383,7 @@ def test_container_serves_on_the_mounted_socket_and_stops_gracefully(image, tmp_
         sock = sock_dir / "iommud.sock"
         wait_for_log_event(name, "serving")      # logged once the socket is listening
         assert sock.exists()
-        env = {**os.environ, "IOMMUD_ENDPOINT": f"unix:{sock}",
+        env = {**os.environ, "IOMMUCTL_ENDPOINT": f"unix:{sock}",
                "IOMMUCTL_STATE_DIR": str(tmp_path / "state")}
 
         def ctl(*args: str) -> str:

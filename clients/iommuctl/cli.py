@@ -252,7 +252,8 @@ GLOBAL_OPTIONS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
         "help": "Context fd to act on [env IOMMUCTL_IOMMUFD; IOMMUD_IOMMUFD is still read]."}),
     ("tls_ca", ("--tls-ca",), {
         "envvar": "IOMMUCTL_TLS_CA", "metavar": "FILE",
-        "help": "CA bundle to verify a TLS daemon (TCP endpoints) [env IOMMUCTL_TLS_CA]."}),
+        "help": "CA bundle to verify a TLS daemon, on TCP endpoints (the UNIX socket is never "
+                "TLS: there the variables are ignored) [env IOMMUCTL_TLS_CA]."}),
     ("tls_cert", ("--tls-cert",), {
         "envvar": "IOMMUCTL_TLS_CERT", "metavar": "FILE",
         "help": "Client certificate for mutual TLS [env IOMMUCTL_TLS_CERT; not "
@@ -283,14 +284,18 @@ class App:
     """One run: the global options, a client made on first use, and the
     state file of the endpoint."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], from_environment: frozenset[str] = frozenset()
+                 ) -> None:
         self.settings = dict(settings)
+        #: The settings that came from environment variables, not the command line.
+        self.from_environment = set(from_environment)
         self._client: Client | None = None
 
     def override(self, name: str, value: Any) -> None:
         if self._client is not None:
             raise RuntimeError("global options must be applied before the client is made")
         self.settings[name] = value
+        self.from_environment.discard(name)
 
     @property
     def output(self) -> str:
@@ -311,6 +316,10 @@ class App:
             s = self.settings
             endpoint = normalize_endpoint(s["endpoint"]) if s["endpoint"] else default_endpoint()
             tls = {name: s[name] for name in ("tls_ca", "tls_cert", "tls_key") if s[name]}
+            if endpoint.startswith("unix:"):
+                # TLS from the environment is for TCP daemons: the socket never
+                # speaks it, so a probe or a script on the socket ignores it.
+                tls = {k: v for k, v in tls.items() if k not in self.from_environment}
             if tls and endpoint.startswith("unix:"):
                 raise click.UsageError(
                     f"--tls-ca/--tls-cert/--tls-key apply to TCP endpoints; {endpoint} is a "
@@ -564,7 +573,9 @@ def _version() -> str:
 @click.pass_context
 def cli(ctx: click.Context, /, **settings: Any) -> None:
     """Drive iommud, the userspace /dev/iommu (iommufd) control plane."""
-    app = App(settings)
+    app = App(settings, frozenset(
+        name for name in settings
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT))
     ctx.obj = app
     ctx.call_on_close(app.close)
 

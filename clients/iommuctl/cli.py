@@ -241,7 +241,7 @@ GLOBAL_OPTIONS: tuple[tuple[str, tuple[str, ...], dict[str, Any]], ...] = (
         "help": "Output format; wide adds columns to tables [env IOMMUCTL_OUTPUT]."}),
     ("timeout", ("--timeout",), {
         "type": click.FloatRange(min=0, min_open=True), "envvar": "IOMMUCTL_TIMEOUT",
-        "default": 10.0, "show_default": True,
+        "default": 10.0, "show_default": True, "metavar": "SECONDS",
         "help": "Per-call deadline in seconds [env IOMMUCTL_TIMEOUT]."}),
     ("token", ("--session",), {
         "envvar": ["IOMMUCTL_SESSION", "IOMMUD_SESSION"], "metavar": "TOKEN",

@@ -648,3 +648,18 @@ def test_health_works_on_a_client_only_install(daemon, tmp_path) -> None:
     assert out.returncode == 0 and out.stdout == "SERVING\n", out.stderr
     out = health(lacking)
     assert out.returncode != 0 and "No module named 'grpc_health'" in out.stderr
+
+
+def test_a_reader_that_goes_away_ends_iommuctl_quietly() -> None:
+    """`iommuctl ... | head`: when the reader closes the pipe, iommuctl
+    stops with exit 1 and no traceback, and its exit-time flush does not
+    raise either."""
+    r, w = os.pipe()
+    os.close(r)                                  # the reader is gone before the first write
+    try:
+        out = subprocess.run([sys.executable, "-m", "iommuctl", "completion", "bash"],
+                             stdout=w, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert out.returncode == 1
+    assert out.stderr == ""

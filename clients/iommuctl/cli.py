@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import click
 import grpc
-from click.utils import PacifyFlushWrapper
 
 from iommud_client import Client, Container, Context, DeviceFd, Group, IommudError, Session
 from iommud_wire import pb
@@ -552,7 +551,11 @@ class Root(CommandGroup):
             click.echo("iommuctl: aborted", err=True)
             result = 130
         except BrokenPipeError:                 # iommuctl ... | head
-            sys.stdout = PacifyFlushWrapper(sys.stdout)
+            # The reader went away: send the rest of stdout, and the flush at
+            # exit, to /dev/null (as the Python docs advise for SIGPIPE).
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
             result = EXIT_REFUSED
         if not standalone_mode:
             return result

@@ -277,6 +277,38 @@ def test_unknown_protobuf_field_is_e2big(client, session, ctx, ioas) -> None:
     assert ctx.list_areas(ioas) == []
 
 
+def test_an_unknown_field_deep_in_a_repeated_message_is_e2big_naming_it(client, session, ctx,
+                                                                         ioas) -> None:
+    ranges = [pb.IovaRange(start=k << 24, last=(k << 24) + 0xFFF) for k in range(1, 4)]
+    good = pb.IoasAllowIovasRequest(iommufd=ctx.iommufd, ioas_id=ioas, allowed_iovas=ranges)
+    # The third range carries field 15 = 1: re-encode it by hand.
+    third = ranges[2].SerializeToString() + b"\x78\x01"
+    head = pb.IoasAllowIovasRequest(iommufd=ctx.iommufd, ioas_id=ioas,
+                                    allowed_iovas=ranges[:2]).SerializeToString()
+    tag = good.SerializeToString()[len(head):][:1]                # allowed_iovas' tag byte
+    raw = head + tag + bytes([len(third)]) + third
+    call = client.channel.unary_unary("/iommud.v1.IommuService/IoasAllowIovas",
+                                      request_serializer=None,
+                                      response_deserializer=pb.IoasAllowIovasResponse.FromString)
+    err = raises_errno(lambda: call(raw, metadata=((SESSION_METADATA_KEY, session.token),),
+                                    timeout=10), "E2BIG")
+    assert "allowed_iovas[2]" in str(err)
+    assert ctx.ioas_iova_ranges(ioas)[0][0].start == 0            # nothing was allowed
+
+
+def test_a_known_field_written_the_long_way_is_not_mistaken_for_an_unknown_one(
+        client, session, ctx, ioas) -> None:
+    """A zero written out explicitly (which proto3 encoders omit) parses the
+    same, so it is served, not refused as E2BIG."""
+    raw = pb.IoasMapRequest(iommufd=ctx.iommufd, ioas_id=ioas, flags=FIXED | R, length=0x1000,
+                            iova=0x1000, user_va=0x7000_0000).SerializeToString()
+    raw += b"\x20\x00"                                        # reserved (field 4) = 0, again
+    call = client.channel.unary_unary("/iommud.v1.IommuService/IoasMap",
+                                      request_serializer=None,
+                                      response_deserializer=pb.IoasMapResponse.FromString)
+    assert call(raw, metadata=((SESSION_METADATA_KEY, session.token),), timeout=10).iova == 0x1000
+
+
 def test_truncated_message_is_a_clean_error(client, session) -> None:
     call = client.channel.unary_unary("/iommud.v1.IommuService/IoasMap", request_serializer=None,
                                       response_deserializer=pb.IoasMapResponse.FromString)

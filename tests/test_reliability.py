@@ -284,7 +284,15 @@ def test_a_client_that_stops_reading_is_refused_enobufs_before_anything_runs() -
     rt = Runtime(config=cfg, host=Host(Topology()),
                  sessions=SessionRegistry(30, 60, 4, cfg.limits()), access=AccessPolicy())
     svc = GrpcService(rt, Dispatcher(rt, {"Echo": echo_op}))
-    handle = svc._unary(echo_op)
+    unary = svc._unary(echo_op)
+    serialize = svc.serializer(pb.EchoResponse)
+
+    async def handle(request, context):
+        """As gRPC serves a call: the handler, then the reply's serializer,
+        in the same context."""
+        reply = await unary(request, context)
+        serialize(reply)
+        return reply
 
     class Aborted(Exception):
         pass

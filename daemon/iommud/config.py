@@ -156,7 +156,8 @@ class Config:
         Limits.max_memory_bytes_per_session, "Daemon memory one session's state may hold (areas, "
         "domains, dirty bits, objects, fds): ENOMEM past it.", group=LIMITS, maximum=U64_MAX)
     max_translate_batch: int = setting(
-        1 << 20, "Most IOVAs one TranslateBatch may carry: ENOMEM past it.", group=LIMITS,
+        1 << 18, "Most IOVAs one TranslateBatch may carry: ENOMEM past it (its request and reply "
+        "are copied on the event loop: 2^18 keeps that under 10 ms).", group=LIMITS,
         minimum=1)
     max_message_bytes: int = setting(
         16 << 20, "Largest gRPC message, in bytes, either way (RESOURCE_EXHAUSTED past it).",

@@ -139,7 +139,7 @@ F, L = Fd, Limit
 #: (three packed u64 fields), TRANSLATE_BATCH_MAX IOVAs, DMA_ACCESSES_MAX
 #: accesses (each under 24 bytes on the wire).
 MAP_BATCH_MAX = 1 << 16
-TRANSLATE_BATCH_MAX = 1 << 20
+TRANSLATE_BATCH_MAX = 1 << 18
 DMA_ACCESSES_MAX = 1 << 16
 _BATCH = 3 * 8 * MAP_BATCH_MAX + 4096
 _TRANSLATE = 8 * TRANSLATE_BATCH_MAX + 4096

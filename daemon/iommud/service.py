@@ -9,6 +9,7 @@ into a status (errors.to_status). Everything else is the dispatcher's.
 """
 from __future__ import annotations
 
+import contextvars
 import errno as E
 import sys
 from typing import TYPE_CHECKING, Any, cast
@@ -67,14 +68,24 @@ class Malformed:
         self.unknown = unknown
 
 
+def _nests(descriptor: Any) -> bool:
+    """Whether messages of this type can hold other messages."""
+    return any(f.message_type is not None for f in descriptor.fields)
+
+
 def _deserializer(message_type: Any, limit: int) -> Callable[[bytes], Any]:
     name = message_type.DESCRIPTOR.full_name
+    nests = _nests(message_type.DESCRIPTOR)
 
     def parse(data: bytes) -> Any:
         if len(data) > limit:  # never parse it: parsing runs on the event loop
             return Malformed(name, None, len(data), limit)
         try:
             msg = message_type.FromString(data)
+            if not nests:                      # unknown fields can only be at the top
+                if len(unknown_fields.UnknownFieldSet(msg)):
+                    return Malformed(name, None, unknown=name)
+                return msg
             # Unknown fields, in C: without them the message serializes back
             # to as many bytes as came in (every proto3 encoder writes the
             # canonical form). Only when it does not (unknown fields, or an
@@ -103,6 +114,21 @@ def check_wellformed(request: Any) -> None:
                              f"(in {request.unknown}); refusing rather than ignoring them.")
         raise IommuError(E.EINVAL, f"The request bytes are not a valid {request.type_name} "
                          f"message ({str(request.error)[:200]}).")
+
+
+class _Unread:
+    """One call's reply, counted as unread under `key` once serialized."""
+
+    __slots__ = ("key", "size")
+
+    def __init__(self, key: str) -> None:
+        self.key, self.size = key, 0
+
+
+#: The call being served's unread cell, from its handler to its reply's
+#: serializer (gRPC runs both in the call's context).
+_REPLY: contextvars.ContextVar[_Unread | None] = contextvars.ContextVar("iommud_reply",
+                                                                       default=None)
 
 
 class GrpcService:
@@ -162,7 +188,7 @@ class GrpcService:
                     dispatcher.refused(op, request, self.caller(context), err)
                     raise
                 reply = await dispatcher.call(op, request, self.caller(context), token, nth)
-                self._queue(key, reply.ByteSize(), context)
+                self._queue(key, context)
                 return reply
             except IommuError as err:
                 await self._abort(context, err, request)
@@ -181,12 +207,15 @@ class GrpcService:
                              f"for this client to read them (at most {allowed:#x}); read them "
                              f"before sending more calls.", queued=queued, limit=allowed)
 
-    def _queue(self, key: str, size: int, context: Context) -> None:
-        """Count a reply as unread until gRPC is done with its call."""
-        self.unread[key] = self.unread.get(key, 0) + size
+    def _queue(self, key: str, context: Context) -> None:
+        """Count the call's reply as unread from when it is serialized
+        (`serialize`, which learns its size for free) until gRPC is done with
+        the call: the reply's size is never computed twice."""
+        cell = _Unread(key)
+        _REPLY.set(cell)
 
         def done(_: Context) -> None:
-            left = self.unread.get(key, 0) - size
+            left = self.unread.get(key, 0) - cell.size
             if left > 0:
                 self.unread[key] = left
             else:
@@ -194,6 +223,22 @@ class GrpcService:
 
         # grpc-stubs names the callback type as a class; any callable works.
         context.add_done_callback(cast("Any", done))
+
+    def serializer(self, reply_type: Any) -> Callable[[Any], bytes]:
+        """The reply serializer: gRPC calls it in the call's own context,
+        after the handler, so it finds the call's unread cell there."""
+        unread = self.unread
+
+        def serialize(reply: Any) -> bytes:
+            data: bytes = reply.SerializeToString()
+            cell = _REPLY.get()
+            if cell is not None:
+                _REPLY.set(None)
+                cell.size = len(data)
+                unread[cell.key] = unread.get(cell.key, 0) + len(data)
+            return data
+
+        return serialize
 
     def _stream(self, op: Op) -> Callable[..., AsyncIterator[Any]]:
         dispatcher = self.dispatcher
@@ -228,5 +273,5 @@ class GrpcService:
                 handlers[op.name] = grpc.unary_unary_rpc_method_handler(
                     self._unary(op), request_deserializer=_deserializer(op.request,
                                                                         op.max_request),
-                    response_serializer=op.reply.SerializeToString)
+                    response_serializer=self.serializer(op.reply))
         return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

@@ -23,15 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import grpc
 
 from iommud_client import Client, DmaAccess
 from iommud_wire import pb, pb_grpc
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
 
 PAGE = 4096
 RW = 4 | 2
@@ -66,6 +63,11 @@ class Probe:
         self._thread.join()
         self.channel.close()
 
+    def after(self, t: float) -> None:
+        """Wait until a probe round trip that started after `t` has landed."""
+        while not any(start > t for start, _ in self.samples[-8:]):
+            time.sleep(0.001)
+
     def worst_since(self, t0: float) -> float:
         """The longest round trip that overlapped the window since t0."""
         return max((d for s, d in self.samples if s + d >= t0), default=0.0)
@@ -91,13 +93,13 @@ def start_daemon(tmp: str, args: list[str]) -> tuple[subprocess.Popen[bytes], st
             time.sleep(0.05)
 
 
-def measure(probe: Probe, baseline: float, fn: Callable[[], object]) -> dict[str, float]:
+def measure(probe: Probe, baseline: float, fn: Callable[[], object]) -> tuple[float, float]:
+    """(request seconds, loop stall seconds) of one run of fn."""
     t0 = time.perf_counter()
     fn()
     took = time.perf_counter() - t0
-    time.sleep(0.05)                               # let the probe's last call land
-    stall = max(0.0, probe.worst_since(t0) - baseline)
-    return {"request_ms": round(took * 1e3, 2), "loop_stall_ms": round(stall * 1e3, 2)}
+    probe.after(time.perf_counter())                # let the probe's last call land
+    return took, max(0.0, probe.worst_since(t0) - baseline)
 
 
 def fill(ctx, ioas: int, areas: int, length: int = PAGE) -> None:
@@ -110,71 +112,110 @@ def fill(ctx, ioas: int, areas: int, length: int = PAGE) -> None:
                            array.array("Q", [length] * n))
 
 
-def scenarios(c: Client, areas: int) -> dict[str, Callable[[], object]]:
+#: A scenario: `prepare()` sets up (not measured) and returns the request to run.
+Scenario = Callable[[], Callable[[], object]]
+
+
+def scenarios(c: Client, areas: int) -> dict[str, Scenario]:
     s = c.open_session("stall", lease_seconds=3600)
     ctx = s.open_context()
-    out: dict[str, Callable[[], object]] = {}
-    info = c.info()
-    lim = info.limits
-
+    lim = c.info().limits
     big = ctx.ioas_alloc()
     fill(ctx, big, areas)
-
-    batch = ctx.ioas_alloc()
+    first = ctx.list_areas_page(big, 0, 1).areas[0].iova
     n_batch = 32768
-    out[f"IoasMapBatch x{n_batch} page maps"] = lambda: ctx.ioas_map_batch(
-        batch, array.array("Q", (BUF + k * PAGE for k in range(n_batch))),
-        array.array("Q", [PAGE] * n_batch))
-    sub = ctx.ioas_alloc()
-    out[f"IoasMapBatch x{n_batch} sub-page maps"] = lambda: ctx.ioas_map_batch(
-        sub, array.array("Q", (BUF + k * 0x1000 for k in range(n_batch))),
-        array.array("Q", [0x800] * n_batch))
-    out[f"TranslateBatch x{lim.max_translate_batch:#x}"] = lambda: ctx.translate_batch(
-        big, array.array("Q", (BUF + (k % areas) * PAGE for k in range(lim.max_translate_batch))))
-    out[f"ListAreas of {areas} areas"] = lambda: ctx.list_areas(big)
-    out["ListObjects"] = lambda: ctx.list_objects()
-    out["GetInfo"] = lambda: c.info(s.token)
-    copy_dst = ctx.ioas_alloc()
-    src_iova = min(a.iova for a in ctx.list_areas(big)[:1])
-    out[f"IoasCopy of {areas} areas"] = lambda: ctx.ioas_copy(
-        copy_dst, big, src_iova, areas * PAGE)
-    out["IoasAllowIovas x4096"] = lambda: ctx.ioas_allow_iovas(
-        ctx.ioas_alloc(), [(k << 24, (k << 24) + 0xFFFF) for k in range(1, 4097)])
+    out: dict[str, Scenario] = {}
+
+    def fresh_ioas() -> int:
+        return ctx.ioas_alloc()
+
+    out[f"IoasMapBatch x{n_batch} page maps"] = lambda: (lambda i: lambda: ctx.ioas_map_batch(
+        i, array.array("Q", (BUF + k * PAGE for k in range(n_batch))),
+        array.array("Q", [PAGE] * n_batch)))(fresh_ioas())
+    out[f"IoasMapBatch x{n_batch} sub-page maps"] = lambda: (lambda i: lambda: ctx.ioas_map_batch(
+        i, array.array("Q", (BUF + k * 0x1000 for k in range(n_batch))),
+        array.array("Q", [0x800] * n_batch)))(fresh_ioas())
+    iovas = array.array("Q", (BUF + (k % areas) * PAGE for k in range(lim.max_translate_batch)))
+    out[f"TranslateBatch x{lim.max_translate_batch:#x}"] = lambda: (
+        lambda: ctx.translate_batch(big, iovas))
+    out["ListAreas page of 4096"] = lambda: (lambda: ctx.list_areas_page(big, first))
+    out["ListObjects"] = lambda: (lambda: ctx.list_objects())
+    out["GetInfo"] = lambda: (lambda: c.info(s.token))
+    out[f"IoasCopy of {areas} areas"] = lambda: (lambda i: lambda: ctx.ioas_copy(
+        i, big, first, areas * PAGE))(fresh_ioas())
+    out["IoasAllowIovas x4096"] = lambda: (lambda i: lambda: ctx.ioas_allow_iovas(
+        i, [(k << 24, (k << 24) + 0xFFFF) for k in range(1, 4097)]))(fresh_ioas())
     dev = s.open_device("0000:04:10.0")            # stays open for the session's life
-    dev.bind(ctx)
+    dev_id = dev.bind(ctx)
     dma_ioas = ctx.ioas_alloc()
     dev.attach(dma_ioas)
-    iova = ctx.ioas_map(dma_ioas, BUF, 1 << 20)
-    accesses = [DmaAccess(iova + (k % 256) * PAGE, 8, True) for k in range(65536)]
-    out["DeviceDma x65536"] = lambda: dev.dma(accesses)
-    out[f"IoasUnmap of {areas} areas"] = lambda: ctx.ioas_unmap_all(big)
-    refill = ctx.ioas_alloc()
-    fill(ctx, refill, areas)
-    out[f"Destroy of an IOAS with {areas} areas"] = lambda: (ctx.ioas_unmap_all(copy_dst),
-                                                             ctx.destroy(refill))
-    s2 = c.open_session("stall2")
-    ctx2 = s2.open_context()
-    fill(ctx2, ctx2.ioas_alloc(), areas)
-    out[f"CloseSession with {areas} areas"] = lambda: s2.close()
+    dma_iova = ctx.ioas_map(dma_ioas, BUF, 1 << 20)
+    accesses = [DmaAccess(dma_iova + (k % 256) * PAGE, 8, True) for k in range(65536)]
+    out["DeviceDma x65536"] = lambda: (lambda: dev.dma(accesses))
+    out[f"HwptAlloc on an IOAS of {areas} areas (fills a domain)"] = lambda: (
+        lambda: ctx.hwpt_alloc(dev_id, big))
+    out[f"DeviceAttach to an IOAS of {areas} areas"] = lambda: (
+        dev.detach(), lambda: dev.attach(big))[1]
+
+    def unmap_all() -> Callable[[], object]:
+        victim = ctx.ioas_alloc()
+        fill(ctx, victim, areas)
+        return lambda: ctx.ioas_unmap_all(victim)
+    out[f"IoasUnmap of {areas} areas"] = unmap_all
+
+    def destroy() -> Callable[[], object]:
+        victim = ctx.ioas_alloc()
+        fill(ctx, victim, areas)
+        return lambda: ctx.destroy(victim)
+    out[f"Destroy of an IOAS with {areas} areas"] = destroy
+
+    def close_session() -> Callable[[], object]:
+        s2 = c.open_session("stall2", keepalive=False)
+        ctx2 = s2.open_context()
+        fill(ctx2, ctx2.ioas_alloc(), areas)
+        return lambda: s2.close()
+    out[f"CloseSession with {areas} areas"] = close_session
+
+    def many_sessions() -> Callable[[], object]:
+        sessions = [c.open_session(f"s{k}", keepalive=False) for k in range(1000)]
+        for x in sessions:
+            x.open_context().ioas_alloc()
+
+        def run() -> object:
+            info = c.info()
+            for x in sessions:
+                x.close()
+            return info
+        return run
+    out["GetInfo with 1000 sessions"] = many_sessions
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--areas", type=int, default=1 << 20)
+    ap.add_argument("--areas", type=int, default=(1 << 20) - 1)
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of each request; the least stall is the figure (a loaded "
+                         "machine only ever adds to it)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        proc, endpoint = start_daemon(tmp, [])
+        proc, endpoint = start_daemon(tmp, ["--max-memory-bytes-per-session", str(8 << 30)])
         try:
             with Client(endpoint, timeout=600) as c, Probe(endpoint) as probe:
                 base = statistics.median(d for _, d in probe.samples[-40:])
                 plan = scenarios(c, args.areas)
-                for name, fn in plan.items():
-                    results[name] = measure(probe, base, fn)
-                    print(f"{name:45s} request {results[name]['request_ms']:9.1f} ms   "
-                          f"loop stall {results[name]['loop_stall_ms']:8.1f} ms", flush=True)
+                for name, prepare in plan.items():
+                    runs = [measure(probe, base, prepare()) for _ in range(args.runs)]
+                    stall = min(r[1] for r in runs)
+                    took = statistics.median(r[0] for r in runs)
+                    results[name] = {"request_ms": round(took * 1e3, 2),
+                                     "loop_stall_ms": round(stall * 1e3, 2),
+                                     "loop_stall_ms_runs": [round(r[1] * 1e3, 2) for r in runs]}
+                    print(f"{name:55s} request {took * 1e3:9.1f} ms   loop stall "
+                          f"{stall * 1e3:8.1f} ms  (runs: "
+                          f"{', '.join(f'{r[1] * 1e3:.1f}' for r in runs)})", flush=True)
                 results["probe_median_ms"] = round(base * 1e3, 3)
         finally:
             proc.terminate()

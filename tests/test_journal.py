@@ -481,7 +481,7 @@ def test_a_missing_snapshot_or_log_is_detected(tmp_path: pathlib.Path, daemon_fa
 def test_a_lowered_limit_keeps_existing_objects_and_bounds_new_ones(
         tmp_path: pathlib.Path, daemon_factory) -> None:
     """As a shrunken rlimit in the kernel: what exists stays, new requests
-    meet the new limit (docs/operations.md, Limits and the journal)."""
+    meet the new limit (docs/object-model.md, The journal)."""
     db = tmp_path / "journal.db"
     d = daemon_factory("--journal", str(db), "--max-areas-per-ioas", "16", name="a")
     with d.client() as c:

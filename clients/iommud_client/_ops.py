@@ -23,9 +23,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 
 from iommud_wire import pb
 from iommud_wire.uapi import (
+    IOMMU_HW_QUEUE_TYPE_SELFTEST,
     IOMMU_IOAS_MAP_FIXED_IOVA,
     IOMMU_IOAS_MAP_READABLE,
     IOMMU_IOAS_MAP_WRITEABLE,
+    IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
+    IOMMU_VEVENTQ_TYPE_SELFTEST,
+    IOMMU_VIOMMU_TYPE_SELFTEST,
     UNMAP_ALL_LENGTH,
     VFIO_DEVICE_ATTACH_PASID,
     VFIO_DEVICE_DETACH_PASID,
@@ -91,6 +95,37 @@ class MockDomain:
     stdev_id: int
     hwpt_id: int
     idev_id: int
+
+
+@dataclass(frozen=True)
+class Vevent:
+    """One record read from a vEVENTQ: struct iommufd_vevent_header {flags,
+    sequence} and the event's data; a lost-events header has no data."""
+
+    flags: int
+    sequence: int
+    data: bytes = b""
+
+    @property
+    def lost_events(self) -> bool:
+        """The queue lost events here (IOMMU_VEVENTQ_FLAG_LOST_EVENTS)."""
+        return bool(self.flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS)
+
+
+def parse_vevents(data: bytes, data_len: int) -> list[Vevent]:
+    """The records of a vEVENTQ read: each header, then `data_len` bytes of
+    data (the queue's event size: 4 for the selftest's, 32 for an ARM
+    SMMUv3's), except after a lost-events header."""
+    out = []
+    at = 0
+    while at + 8 <= len(data):
+        flags = int.from_bytes(data[at:at + 4], "little")
+        sequence = int.from_bytes(data[at + 4:at + 8], "little")
+        at += 8
+        size = 0 if flags & IOMMU_VEVENTQ_FLAG_LOST_EVENTS else data_len
+        out.append(Vevent(flags, sequence, bytes(data[at:at + size])))
+        at += size
+    return out
 
 
 @dataclass(frozen=True)
@@ -189,6 +224,11 @@ class HasAccessFd(Protocol):
 
     @property
     def access_fd(self) -> int: ...
+
+
+class HasVeventqFd(Protocol):
+    @property
+    def veventq_fd(self) -> int: ...
 
 
 def _fd_of(handle: HasIommufd | int) -> int:
@@ -408,6 +448,55 @@ def fault_queue_alloc(h: HasIommufd, flags: int = 0) -> Op[int]:
                pb.FaultQueueAllocRequest(iommufd=h.iommufd, flags=flags), lambda r: r.out_fault_id)
 
 
+# -- vIOMMUs, vDEVICEs, HW queues and vEVENTQs -------------------------------------------------
+
+def viommu_alloc(h: HasIommufd, dev_id: int, hwpt_id: int,
+                 type: int = IOMMU_VIOMMU_TYPE_SELFTEST, *, flags: int = 0,
+                 reserved: int = 0) -> Op[int]:
+    """IOMMU_VIOMMU_ALLOC without driver data over the NEST_PARENT HWPT
+    `hwpt_id`; returns the viommu_id."""
+    return _op(pb.ViommuAllocResponse, pb.ViommuAllocRequest(
+        iommufd=h.iommufd, flags=flags, type=type, dev_id=dev_id, hwpt_id=hwpt_id,
+        reserved=reserved), lambda r: r.out_viommu_id)
+
+
+def viommu_alloc_data(h: HasIommufd, dev_id: int, hwpt_id: int, data: bytes,
+                      type: int = IOMMU_VIOMMU_TYPE_SELFTEST, *, data_len: int | None = None,
+                      flags: int = 0) -> Op[tuple[int, bytes]]:
+    """IOMMU_VIOMMU_ALLOC with driver data (data_len defaults to its length);
+    returns (viommu_id, the data as the driver wrote it back)."""
+    return _op(pb.ViommuAllocResponse, pb.ViommuAllocRequest(
+        iommufd=h.iommufd, flags=flags, type=type, dev_id=dev_id, hwpt_id=hwpt_id,
+        data_len=len(data) if data_len is None else data_len, data=data),
+        lambda r: (r.out_viommu_id, r.data))
+
+
+def vdevice_alloc(h: HasIommufd, viommu_id: int, dev_id: int, virt_id: int) -> Op[int]:
+    """IOMMU_VDEVICE_ALLOC: `dev_id`'s virtual id on the vIOMMU; returns the vdevice id."""
+    return _op(pb.VdeviceAllocResponse, pb.VdeviceAllocRequest(
+        iommufd=h.iommufd, viommu_id=viommu_id, dev_id=dev_id, virt_id=virt_id),
+        lambda r: r.out_vdevice_id)
+
+
+def hw_queue_alloc(h: HasIommufd, viommu_id: int, index: int, nesting_parent_iova: int,
+                   length: int, type: int = IOMMU_HW_QUEUE_TYPE_SELFTEST, *,
+                   flags: int = 0) -> Op[int]:
+    """IOMMU_HW_QUEUE_ALLOC over guest memory at an IOVA of the vIOMMU's
+    nesting parent; returns the hw_queue id."""
+    return _op(pb.HwQueueAllocResponse, pb.HwQueueAllocRequest(
+        iommufd=h.iommufd, flags=flags, viommu_id=viommu_id, type=type, index=index,
+        nesting_parent_iova=nesting_parent_iova, length=length), lambda r: r.out_hw_queue_id)
+
+
+def veventq_alloc(h: HasIommufd, viommu_id: int, depth: int,
+                  type: int = IOMMU_VEVENTQ_TYPE_SELFTEST, *, flags: int = 0,
+                  reserved: int = 0) -> Op[tuple[int, int]]:
+    """IOMMU_VEVENTQ_ALLOC; returns (veventq id, its fd in the session)."""
+    return _op(pb.VeventqAllocResponse, pb.VeventqAllocRequest(
+        iommufd=h.iommufd, flags=flags, viommu_id=viommu_id, type=type, veventq_depth=depth,
+        reserved=reserved), lambda r: (r.out_veventq_id, r.out_veventq_fd))
+
+
 def translate(h: HasIommufd, ioas_id: int, iova: int) -> Op[Translation]:
     """Translate one IOVA; ENOENT when nothing is mapped there."""
     return _op(pb.TranslateResponse,
@@ -580,6 +669,38 @@ def pasid_detach(h: HasIommufd, stdev_id: int, pasid: int) -> Op[None]:
 def pasid_check_hwpt(h: HasIommufd, stdev_id: int, pasid: int, hwpt_id: int) -> Op[None]:
     return _op(pb.TestPasidCheckHwptResponse, pb.TestPasidCheckHwptRequest(
         iommufd=h.iommufd, stdev_id=stdev_id, pasid=pasid, hwpt_id=hwpt_id), lambda r: None)
+
+
+def dev_check_cache(h: HasIommufd, dev_id: int, cache_id: int, cache: int) -> Op[None]:
+    """IOMMU_TEST_OP_DEV_CHECK_CACHE: does the mock device's slot hold `cache`?"""
+    return _op(pb.TestDevCheckCacheResponse, pb.TestDevCheckCacheRequest(
+        iommufd=h.iommufd, dev_id=dev_id, cache_id=cache_id, cache=cache), lambda r: None)
+
+
+def md_check_iotlb(h: HasIommufd, hwpt_id: int, iotlb_id: int, iotlb: int) -> Op[None]:
+    """IOMMU_TEST_OP_MD_CHECK_IOTLB: does the mock nested HWPT's slot hold `iotlb`?"""
+    return _op(pb.TestMdCheckIotlbResponse, pb.TestMdCheckIotlbRequest(
+        iommufd=h.iommufd, hwpt_id=hwpt_id, iotlb_id=iotlb_id, iotlb=iotlb), lambda r: None)
+
+
+def trigger_vevent(h: HasIommufd, dev_id: int) -> Op[None]:
+    """IOMMU_TEST_OP_TRIGGER_VEVENT: the mock device reports one vEVENT."""
+    return _op(pb.TestTriggerVeventResponse, pb.TestTriggerVeventRequest(
+        iommufd=h.iommufd, dev_id=dev_id), lambda r: None)
+
+
+# -- vEVENTQ fds ----------------------------------------------------------------------------
+
+def close_veventq(h: HasVeventqFd) -> Op[None]:
+    """close(veventq_fd): the vEVENTQ can be destroyed afterwards."""
+    return _op(pb.CloseFdResponse, pb.CloseFdRequest(fd=h.veventq_fd), lambda r: None)
+
+
+def veventq_read(h: HasVeventqFd, count: int = 4096) -> Op[bytes]:
+    """read(veventq_fd, count): the whole records that fit, as bytes (an
+    empty queue reads nothing)."""
+    return _op(pb.VeventqReadResponse, pb.VeventqReadRequest(
+        veventq_fd=h.veventq_fd, count=count), lambda r: r.data)
 
 
 # -- selftest access fds ---------------------------------------------------------------------

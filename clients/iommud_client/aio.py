@@ -35,7 +35,7 @@ import grpc
 import grpc.aio
 
 from iommud_client import _ops
-from iommud_client._ops import Op, async_method as _am
+from iommud_client._ops import Op, Vevent, async_method as _am, parse_vevents
 from iommud_client.client import CHANNEL_OPTIONS, SESSION_METADATA_KEY, name_bound_ops, read_file
 from iommud_client.errors import IommudError
 from iommud_client.lease import (
@@ -50,6 +50,7 @@ from iommud_client.lease import (
 )
 from iommud_wire import pb, pb_grpc
 from iommud_wire.endpoint import default_endpoint, normalize_endpoint
+from iommud_wire.uapi import IOMMU_VEVENTQ_TYPE_SELFTEST
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -497,6 +498,18 @@ class AsyncContext(_AsyncFdHandle):
     ioas_change_process = _am(_ops.ioas_change_process)
     hwpt_invalidate = _am(_ops.hwpt_invalidate)
     fault_queue_alloc = _am(_ops.fault_queue_alloc)
+    viommu_alloc = _am(_ops.viommu_alloc)
+    viommu_alloc_data = _am(_ops.viommu_alloc_data)
+    vdevice_alloc = _am(_ops.vdevice_alloc)
+    hw_queue_alloc = _am(_ops.hw_queue_alloc)
+
+    async def veventq_alloc(self, viommu_id: int, depth: int,
+                            type: int = IOMMU_VEVENTQ_TYPE_SELFTEST, *, flags: int = 0,
+                            reserved: int = 0) -> AsyncVeventq:
+        """IOMMU_VEVENTQ_ALLOC: the vIOMMU's event queue of `type`, and its fd."""
+        veventq_id, fd = await self._run(_ops.veventq_alloc(self, viommu_id, depth, type,
+                                                            flags=flags, reserved=reserved))
+        return AsyncVeventq(self, veventq_id, fd)
     translate = _am(_ops.translate)
     translate_batch = _am(_ops.translate_batch)
     bind_device = _am(_ops.bind_device)
@@ -542,6 +555,37 @@ class AsyncContext(_AsyncFdHandle):
     pasid_replace = _am(_ops.pasid_replace)
     pasid_detach = _am(_ops.pasid_detach)
     pasid_check_hwpt = _am(_ops.pasid_check_hwpt)
+    dev_check_cache = _am(_ops.dev_check_cache)
+    md_check_iotlb = _am(_ops.md_check_iotlb)
+    trigger_vevent = _am(_ops.trigger_vevent)
+
+
+@name_bound_ops
+class AsyncVeventq(_AsyncFdHandle):
+    """Veventq, for asyncio: a vEVENTQ of a context, and its fd."""
+
+    def __init__(self, ctx: AsyncContext, veventq_id: int, veventq_fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.veventq_id = veventq_id
+        self.veventq_fd = veventq_fd
+
+    close = _am(_ops.close_veventq)
+    read = _am(_ops.veventq_read)
+
+    async def read_events(self, data_len: int, count: int = 4096) -> list[Vevent]:
+        """read() of the fd, parsed (see Veventq.read_events)."""
+        return parse_vevents(await self.read(count), data_len)
+
+    def watch(self) -> grpc.aio.UnaryStreamCall[pb.WatchVeventqRequest,
+                                                 pb.WatchVeventqResponse]:
+        """The queue as a stream (async for): each record as it is queued,
+        taken off the queue as it is sent; it ends when the fd is closed."""
+        call: grpc.aio.UnaryStreamCall[pb.WatchVeventqRequest, pb.WatchVeventqResponse] = (
+            self.session.client.stub.WatchVeventq(
+                pb.WatchVeventqRequest(veventq_fd=self.veventq_fd),
+                metadata=((SESSION_METADATA_KEY, self.session.token),)))
+        return call
 
 
 @name_bound_ops

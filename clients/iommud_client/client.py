@@ -31,7 +31,9 @@ from iommud_client._ops import (
     MockDomain as MockDomain,
     Op,
     Translation as Translation,
+    Vevent as Vevent,
     pack_u64 as _pack_u64,  # noqa: F401  (kept for callers of the old private name)
+    parse_vevents,
     sync_method as _m,
 )
 from iommud_client.errors import IommudError
@@ -44,6 +46,7 @@ from iommud_wire.uapi import (
     IOMMU_IOAS_MAP_FIXED_IOVA as IOMMU_IOAS_MAP_FIXED_IOVA,
     IOMMU_IOAS_MAP_READABLE as IOMMU_IOAS_MAP_READABLE,
     IOMMU_IOAS_MAP_WRITEABLE as IOMMU_IOAS_MAP_WRITEABLE,
+    IOMMU_VEVENTQ_TYPE_SELFTEST,
     UNMAP_ALL_LENGTH as UNMAP_ALL_LENGTH,
     VFIO_DEVICE_ATTACH_PASID as VFIO_DEVICE_ATTACH_PASID,
     VFIO_DEVICE_BIND_FLAG_TOKEN as VFIO_DEVICE_BIND_FLAG_TOKEN,
@@ -403,6 +406,18 @@ class Context(_FdHandle):
     ioas_change_process = _m(_ops.ioas_change_process)
     hwpt_invalidate = _m(_ops.hwpt_invalidate)
     fault_queue_alloc = _m(_ops.fault_queue_alloc)
+    viommu_alloc = _m(_ops.viommu_alloc)
+    viommu_alloc_data = _m(_ops.viommu_alloc_data)
+    vdevice_alloc = _m(_ops.vdevice_alloc)
+    hw_queue_alloc = _m(_ops.hw_queue_alloc)
+
+    def veventq_alloc(self, viommu_id: int, depth: int,
+                      type: int = IOMMU_VEVENTQ_TYPE_SELFTEST, *, flags: int = 0,
+                      reserved: int = 0) -> Veventq:
+        """IOMMU_VEVENTQ_ALLOC: the vIOMMU's event queue of `type`, and its fd."""
+        veventq_id, fd = self._run(_ops.veventq_alloc(self, viommu_id, depth, type,
+                                                      flags=flags, reserved=reserved))
+        return Veventq(self, veventq_id, fd)
     translate = _m(_ops.translate)
     translate_batch = _m(_ops.translate_batch)
     bind_device = _m(_ops.bind_device)
@@ -450,6 +465,36 @@ class Context(_FdHandle):
     pasid_replace = _m(_ops.pasid_replace)
     pasid_detach = _m(_ops.pasid_detach)
     pasid_check_hwpt = _m(_ops.pasid_check_hwpt)
+    dev_check_cache = _m(_ops.dev_check_cache)
+    md_check_iotlb = _m(_ops.md_check_iotlb)
+    trigger_vevent = _m(_ops.trigger_vevent)
+
+
+@name_bound_ops
+class Veventq(_FdHandle):
+    """A vEVENTQ of a context, and its fd (which holds it until closed)."""
+
+    def __init__(self, ctx: Context, veventq_id: int, veventq_fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.veventq_id = veventq_id
+        self.veventq_fd = veventq_fd
+
+    close = _m(_ops.close_veventq)
+    read = _m(_ops.veventq_read)
+
+    def read_events(self, data_len: int, count: int = 4096) -> list[Vevent]:
+        """read() of the fd, parsed: the records that fit `count` bytes, each
+        with `data_len` bytes of data (lost-events headers have none)."""
+        return parse_vevents(self.read(count), data_len)
+
+    def watch(self) -> Iterator[pb.WatchVeventqResponse]:
+        """The queue as a stream: each record as it is queued, taken off the
+        queue as it is sent; it ends when the fd is closed (.cancel() to stop)."""
+        it: Iterator[pb.WatchVeventqResponse] = self.session.client.stub.WatchVeventq(
+            pb.WatchVeventqRequest(veventq_fd=self.veventq_fd),
+            metadata=((SESSION_METADATA_KEY, self.session.token),))
+        return it
 
 
 @name_bound_ops

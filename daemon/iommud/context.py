@@ -122,6 +122,14 @@ class IommufdContext:
         if self._objects.get(obj.id) is obj:
             self._remove(obj)
 
+    def tombstone(self, obj: IommufdObject) -> None:
+        """iommufd_object_tombstone_user: destroy `obj` now and keep its id
+        taken until the context closes: a lookup of it is ENOENT, and it is
+        not handed out again (a vDEVICE whose DEVICE was unbound)."""
+        if self._objects.get(obj.id) is obj:
+            del self._objects[obj.id]
+            obj.destroy()
+
     def release(self) -> int:
         """The fd was closed (iommufd_fops_release): tear down now, or once
         the last device unbinds. Returns how many objects were destroyed now."""

@@ -7,10 +7,10 @@ EINVAL, as in the kernel. Binding claims DMA ownership of the device's group
 for the iommufd context and creates a DEVICE object there (its dev_id); the
 DEVICE is destroyed only by unbinding, i.e. closing the fd.
 
-Attachments: each (device, pasid) attachment holds a users ref on one paging
-HWPT. pasid None is the RID. All RID attachments of one group share one HWPT
-unless the group stage allows 1:N and every device involved is reliably
-identifiable (stage 3).
+Attachments: each (device, pasid) attachment holds a users ref on one HWPT,
+paging or nested. pasid None is the RID. All RID attachments of one group
+share one HWPT unless the group stage allows 1:N and every device involved
+is reliably identifiable (stage 3).
 """
 from __future__ import annotations
 
@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.host import DOMAIN_BLOCKING, Host, host_device_pb
-from iommud.hw_pagetable import HwptPaging, hwpt_paging_new, hwpt_put, new_resv_owner
+from iommud.hw_pagetable import (
+    Hwpt,
+    HwptNested,
+    HwptPaging,
+    hwpt_paging_new,
+    hwpt_put,
+    new_resv_owner,
+)
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
 from iommud_wire import pb
@@ -36,7 +43,9 @@ from iommud_wire.uapi import (
     IOMMU_HW_INFO_TYPE_INTEL_VTD,
     IOMMU_HW_INFO_TYPE_SELFTEST,
     IOMMU_NO_PASID,
+    IOMMU_TEST_DEV_CACHE_DEFAULT,
     IOMMU_TEST_PASID_RESERVED,
+    MOCK_DEV_CACHE_ID_MAX,
     VFIO_DEVICE_ATTACH_PASID,
     VFIO_DEVICE_BIND_FLAG_TOKEN,
     VFIO_DEVICE_DETACH_PASID,
@@ -48,6 +57,7 @@ if TYPE_CHECKING:
     from iommud.call import Call
     from iommud.context import IommufdContext
     from iommud.topology import Device as HostDevice
+    from iommud.viommu import Vdevice, Viommu
 
 #: Thread stages of group support (chosen at daemon start).
 STAGE_1_SINGLETON = 1
@@ -59,6 +69,15 @@ class DeviceObj(IommufdObject):
     """IOMMUFD_OBJ_DEVICE: a host device bound to one iommufd context."""
 
     type = ObjType.DEVICE
+    #: Its vDEVICE (idev->vdev): at most one, on one vIOMMU.
+    vdev: Vdevice | None = None
+    #: The mock IOMMU's view of the device (struct mock_dev): the vIOMMU of
+    #: the nested domain its RID is attached to and its virtual id there,
+    #: set by each RID attach (mock_domain_nop_attach), and its cache slots
+    #: (mock_dev_create fills them; a vIOMMU invalidation clears them).
+    mock_viommu: Viommu | None = None
+    mock_vdev_id = 0
+    cache: tuple[int, ...] = (IOMMU_TEST_DEV_CACHE_DEFAULT,) * (MOCK_DEV_CACHE_ID_MAX + 1)
 
     def __init__(self, obj_id: int, host: Host, host_dev: HostDevice, ctx: IommufdContext,
                  cookie: int) -> None:
@@ -68,7 +87,7 @@ class DeviceObj(IommufdObject):
         self.ctx = ctx
         self.cookie = cookie
         #: pasid (None = RID) -> attached HWPT
-        self.attached: dict[int | None, HwptPaging] = {}
+        self.attached: dict[int | None, Hwpt] = {}
         self.resv_owner = new_resv_owner()
         #: IOAS objects holding this device's reserved regions.
         self.resv_in: set[int] = set()
@@ -205,12 +224,15 @@ def unbind(devfd: DeviceFd) -> None:
 
 
 def unbind_obj(obj: DeviceObj) -> None:
-    """Detach every PASID, then the RID, destroy the DEVICE object and
+    """Detach every PASID, then the RID, destroy the DEVICE object (its
+    vDEVICE first, leaving a tombstone: iommufd_device_remove_vdev) and
     release the group; the context goes if this was its last holder."""
     for pasid in sorted(p for p in obj.attached if p is not None):
         detach_obj(obj, pasid)
     detach_obj(obj, None)
     ctx = obj.ctx
+    if obj.vdev is not None:
+        ctx.tombstone(obj.vdev)
     ctx.remove_device(obj)
     host = obj.host
     host.groups[obj.host_dev.group].open_devices.discard(obj.host_dev.name)
@@ -227,7 +249,7 @@ def _rid_siblings(obj: DeviceObj) -> list[DeviceObj]:
             and s.host_dev.group == obj.host_dev.group and None in s.attached]
 
 
-def _check_group_rule(obj: DeviceObj, hwpt: HwptPaging, stage: int,
+def _check_group_rule(obj: DeviceObj, hwpt: Hwpt, stage: int,
                       movers: list[DeviceObj]) -> None:
     """All RID attachments of a group share one HWPT (EINVAL), except in
     stage 3 when every device involved has a reliably identifiable source."""
@@ -266,7 +288,21 @@ def _drop_resv(obj: DeviceObj, ioas: Ioas) -> None:
         obj.resv_in.discard(ioas.id)
 
 
-def _attach_pasid(obj: DeviceObj, hwpt: HwptPaging, pasid: int) -> None:
+def _mock_attach(obj: DeviceObj, hwpt: Hwpt) -> tuple[Viommu | None, int]:
+    """mock_domain_nop_attach's vIOMMU step: a nested domain of a vIOMMU
+    needs the device's vDEVICE there (iommufd_viommu_get_vdev_id: ENOENT);
+    returns the vIOMMU and the virtual id the mock device takes."""
+    viommu = hwpt.viommu if isinstance(hwpt, HwptNested) else None
+    if viommu is None or not obj.host_dev.is_mock:
+        return None, 0
+    vdev = obj.vdev
+    if vdev is None or vdev.viommu is not viommu:
+        raise IommuError(E.ENOENT, f"{obj.host_dev.name} has no vDEVICE on vIOMMU {viommu.id}, "
+                         f"whose nested HWPT {hwpt.id} it is attaching to.", hwpt_id=hwpt.id)
+    return viommu, vdev.virt_id
+
+
+def _attach_pasid(obj: DeviceObj, hwpt: Hwpt, pasid: int) -> None:
     """PASID attach or replace; PASIDs enforce no reserved regions.
     iommufd_hwpt_pasid_compat, then iommu_attach_device_pasid's range check."""
     if not hwpt.pasid_compat:
@@ -293,7 +329,7 @@ def _attach_pasid(obj: DeviceObj, hwpt: HwptPaging, pasid: int) -> None:
         hwpt_put(obj.ctx, old)
 
 
-def _attach_rid(obj: DeviceObj, hwpt: HwptPaging, stage: int) -> None:
+def _attach_rid(obj: DeviceObj, hwpt: Hwpt, stage: int) -> None:
     """RID attach, or replace. A replace moves every sibling that shared the
     old HWPT, as iommu_group_replace_domain moves the whole group; the new
     IOAS must accept all of their reserved regions first."""
@@ -310,10 +346,12 @@ def _attach_rid(obj: DeviceObj, hwpt: HwptPaging, stage: int) -> None:
         for mover in movers:
             if _enforce_resv(mover, hwpt.ioas):
                 added.append(mover)
+        mock_state = _mock_attach(obj, hwpt)   # the driver's attach, after the regions
     except BaseException:
         for mover in added:
             _drop_resv(mover, hwpt.ioas)
         raise
+    obj.mock_viommu, obj.mock_vdev_id = mock_state
     for mover in movers:
         prev = mover.attached.get(None)
         mover.attached[None] = hwpt
@@ -323,11 +361,11 @@ def _attach_rid(obj: DeviceObj, hwpt: HwptPaging, stage: int) -> None:
                 _drop_resv(mover, prev.ioas)
             hwpt_put(mover.ctx, prev)
     group = obj.host.groups[obj.host_dev.group]
-    if not isinstance(group.domain, HwptPaging) or group.domain is old:
+    if not isinstance(group.domain, (HwptPaging, HwptNested)) or group.domain is old:
         group.domain = hwpt
 
 
-def _attach_hwpt(obj: DeviceObj, hwpt: HwptPaging, pasid: int | None, stage: int) -> None:
+def _attach_hwpt(obj: DeviceObj, hwpt: Hwpt, pasid: int | None, stage: int) -> None:
     """Attach (or replace) obj's `pasid` onto `hwpt`; on failure nothing changes."""
     if not hwpt.compatible(obj.host_dev):
         raise IommuError(E.EINVAL, f"HWPT {hwpt.id} belongs to an IOMMU {obj.host_dev.name} is "
@@ -361,7 +399,7 @@ def attach_obj(obj: DeviceObj, pt_id: int, use_pasid: int | None, stage: int) ->
     if pt is None:
         raise IommuError(E.ENOENT, f"No object with id {pt_id} exists in this context.",
                          pt_id=pt_id)
-    if isinstance(pt, HwptPaging):
+    if isinstance(pt, (HwptPaging, HwptNested)):
         _attach_hwpt(obj, pt, use_pasid, stage)
         return pt.id
     if not isinstance(pt, Ioas):
@@ -406,6 +444,7 @@ def detach_obj(obj: DeviceObj, pasid: int | None) -> None:
     if hwpt is None:
         return
     if pasid is None:
+        obj.mock_viommu, obj.mock_vdev_id = None, 0   # the blocking domain's attach
         _drop_resv(obj, hwpt.ioas)
         group = obj.host.groups[obj.host_dev.group]
         if group.domain is hwpt:
@@ -479,14 +518,14 @@ def _hw_info(ctx: IommufdContext, req: pb.GetHwInfoRequest) -> pb.GetHwInfoRespo
 
 # -- the in-kernel API by dev_id (device.c) ----------------------------------------------------
 
-def _pt_object(obj: DeviceObj, pt_id: int) -> HwptPaging | Ioas:
+def _pt_object(obj: DeviceObj, pt_id: int) -> Hwpt | Ioas:
     """iommufd_device_change_pt's lookup: ENOENT for a missing id, EINVAL
     for an object that is neither an IOAS nor a HWPT."""
     pt = obj.ctx.lookup(pt_id)
     if pt is None:
         raise IommuError(E.ENOENT, f"No object with id {pt_id} exists in this context.",
                          pt_id=pt_id)
-    if not isinstance(pt, (HwptPaging, Ioas)):
+    if not isinstance(pt, (HwptPaging, HwptNested, Ioas)):
         raise IommuError(E.EINVAL, f"Object {pt_id} is neither an IOAS nor a HWPT.", pt_id=pt_id)
     return pt
 

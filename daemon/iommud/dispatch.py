@@ -49,7 +49,18 @@ def _resolver(op: Op) -> Resolver | None:
         return lambda sess, req: sess.device_fd(getattr(req, field))
     if op.fd is Fd.GROUP:
         return lambda sess, req: sess.group_fd(getattr(req, field))
+    if op.fd is Fd.VEVENTQ:
+        return lambda sess, req: _veventq_fd(sess, getattr(req, field))
     return None
+
+
+def _veventq_fd(sess: Session, fd: int) -> Any:
+    """A vEVENTQ's fd: EBADF when not open, ENOTTY when of another kind."""
+    entry = sess.fd_entry(fd)
+    if entry.kind != "veventq":
+        raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a vEVENTQ fd.",
+                         veventq_fd=fd)
+    return entry
 
 
 class Dispatcher:

@@ -1,11 +1,20 @@
-"""HWPT_PAGING objects: an IOMMU domain that mirrors one IOAS (hw_pagetable.c).
+"""HWPT objects (hw_pagetable.c): HWPT_PAGING, an IOMMU domain that mirrors
+one IOAS, and HWPT_NESTED, a stage-1 domain nested on a paging parent.
 
 A paging HWPT holds a users ref on its IOAS for its whole life; every device
-(or device PASID) attached to it holds a users ref on the HWPT. While it
+(or device PASID) attached to a HWPT holds a users ref on it. While it
 exists its IOAS reserves the complement of the domain's aperture and aligns
 IOVAs to the largest minimum page size of all its domains. Automatic HWPTs
 (made by attaching a device to an IOAS) die with their last attachment;
 user-allocated ones stay until IOMMU_DESTROY.
+
+A nested HWPT holds a users ref on its NEST_PARENT paging HWPT, or, when it
+was allocated on a vIOMMU, on the vIOMMU (which holds the parent). Its
+stage-1 table is the user's (a guest's page table in guest memory) and
+iommud does not walk it: a device attached to a nested HWPT translates
+through the parent's stage 2 as if stage 1 were the identity. Cache
+invalidations (IOMMU_HWPT_INVALIDATE) go to the nested HWPT's driver or to
+the vIOMMU's.
 """
 from __future__ import annotations
 
@@ -31,10 +40,13 @@ from iommud_wire.uapi import (
     IOMMU_HWPT_DIRTY_TRACKING_ENABLE,
     IOMMU_HWPT_FAULT_ID_VALID,
     IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR,
+    IOMMU_HWPT_INVALIDATE_DATA_SELFTEST,
+    IOMMU_TEST_INVALIDATE_FLAG_ALL,
     MOCK_HUGE_APERTURE_LAST,
     MOCK_HUGE_PGSIZE_BITMAP,
     MOCK_IOMMUPT_DEFAULT,
     MOCK_IOMMUPT_HUGE,
+    MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
     PAGE_SIZE,
     U64_MAX,
 )
@@ -44,6 +56,7 @@ if TYPE_CHECKING:
     from iommud.context import IommufdContext
     from iommud.device import DeviceObj
     from iommud.topology import Device as HostDevice
+    from iommud.viommu import Viommu
 
 #: Reservation owners must be unique per IOAS across devices and HWPTs.
 _resv_owner = itertools.count(1)
@@ -83,6 +96,13 @@ class Geometry:
     @property
     def min_page_size(self) -> int:
         return self.pgsize_bitmap & -self.pgsize_bitmap
+
+
+def iommu_instance(dev: HostDevice) -> tuple[str, Geometry]:
+    """The modelled IOMMU instance behind `dev` (its iommu_device): devices
+    of one IOMMU kind with the same page sizes and aperture share one driver
+    instance, as every mock device shares the selftest's mock IOMMU."""
+    return dev.iommu, Geometry.of(dev)
 
 
 class HwptPaging(IommufdObject):
@@ -186,11 +206,77 @@ def hwpt_paging_new(ctx: IommufdContext, ioas: Ioas, dev: HostDevice, *, auto_do
     return hwpt
 
 
-def hwpt_put(ctx: IommufdContext, hwpt: HwptPaging) -> None:
+def hwpt_put(ctx: IommufdContext, hwpt: Hwpt) -> None:
     """Drop one attachment's ref; an automatic HWPT goes with its last one."""
     hwpt.users -= 1
     if hwpt.auto_domain and hwpt.users == 0:
         ctx.destroy(hwpt.id)
+
+
+#: The mock nested domain's IOTLB slots (MOCK_NESTED_DOMAIN_IOTLB_NUM).
+MOCK_IOTLB_SLOTS = MOCK_NESTED_DOMAIN_IOTLB_ID_MAX + 1
+
+
+class HwptNested(IommufdObject):
+    """IOMMUFD_OBJ_HWPT_NESTED (iommufd_hwpt_nested_alloc,
+    iommufd_viommu_alloc_hwpt_nested): a stage-1 domain over `parent`, its
+    stage 2. Attachments see the parent's IOAS and IO page table (the
+    stage-1 table is the user's and is not walked). The mock IOMMU's nested
+    domain keeps four IOTLB slots (struct mock_iommu_domain_nested)."""
+
+    type = ObjType.HWPT_NESTED
+    #: Never made by an attach: it stays until IOMMU_DESTROY.
+    auto_domain = False
+    #: No dirty ops: a nested domain never refuses a device for them.
+    dirty_tracking = False
+
+    def __init__(self, obj_id: int, parent: HwptPaging, flags: int, iotlb: int,
+                 viommu: Viommu | None) -> None:
+        super().__init__(obj_id)
+        self.parent = parent
+        self.viommu = viommu
+        self.pasid_compat = bool(flags & IOMMU_HWPT_ALLOC_PASID)
+        self.iommu = parent.iommu
+        #: The mock nested domain's IOTLB, every slot set from the data's iotlb.
+        self.iotlb = [iotlb] * MOCK_IOTLB_SLOTS
+        #: The fault queue this HWPT reports to (it holds a users ref on it).
+        self.fault: IommufdObject | None = None
+
+    @property
+    def ioas(self) -> Ioas:
+        """The IOAS of the stage 2: what an attach enforces reserved regions
+        in (find_hwpt_paging gives the parent)."""
+        return self.parent.ioas
+
+    @property
+    def domain(self) -> Any:
+        """The IO page table a device attached here translates through."""
+        return self.parent.domain
+
+    def compatible(self, dev: HostDevice) -> bool:
+        """A nested domain belongs to its parent's IOMMU instance (the
+        domain's owner ops); it has no dirty ops to refuse a device for."""
+        return iommu_instance(dev) == (self.iommu, self.parent.dev_geometry)
+
+    def describe(self, info: Any) -> None:
+        info.ioas_id = self.parent.ioas.id
+        info.parent_id = self.parent.id
+        if self.viommu is not None:
+            info.viommu_id = self.viommu.id
+
+    def destroy(self) -> None:
+        """iommufd_hwpt_nested_destroy: the fault queue's ref, then the
+        vIOMMU's, or the parent's."""
+        if self.fault is not None:
+            self.fault.users -= 1
+        if self.viommu is not None:
+            self.viommu.users -= 1
+        else:
+            self.parent.users -= 1
+
+
+#: What an attachment holds: a paging or a nested HWPT.
+Hwpt = HwptPaging | HwptNested
 
 
 def _driver_geometry(dev: HostDevice, flags: int, req: pb.HwptAllocRequest) -> Geometry | None:
@@ -227,8 +313,112 @@ def _driver_geometry(dev: HostDevice, flags: int, req: pb.HwptAllocRequest) -> G
     return None
 
 
+def copy_struct_from_user(src: bytes, ksize: int) -> bytes:
+    """copy_struct_from_user: the caller's `src` as a struct of `ksize`
+    bytes: a shorter one is zero-filled, a longer one must be zero past
+    `ksize` (E2BIG)."""
+    if len(src) > ksize and src.count(0, ksize) != len(src) - ksize:
+        raise IommuError(E.E2BIG, f"Non-zero bytes past the driver's {ksize}-byte struct.")
+    return src[:ksize].ljust(ksize, b"\0")
+
+
+def _user_data(req: Any, min_len: int, ksize: int) -> bytes:
+    """iommu_copy_struct_from_user of a request's driver data: data_len below
+    the struct's first version or above its size is EINVAL; data that does
+    not hold data_len bytes (a NULL or faulting pointer) is EFAULT."""
+    if not min_len <= req.data_len <= ksize:
+        raise IommuError(E.EINVAL, f"The driver data is {min_len} to {ksize} bytes, not "
+                         f"{req.data_len:#x}.", data_len=req.data_len)
+    if len(req.data) < req.data_len:
+        raise IommuError(E.EFAULT, f"The driver data holds {len(req.data):#x} of the "
+                         f"{req.data_len:#x} bytes data_len names.", data_len=req.data_len)
+    return copy_struct_from_user(req.data[:req.data_len], ksize)
+
+
+#: struct iommu_hwpt_selftest {u32 iotlb, u32 pagetable_type}: 8 bytes, 4 at first.
+HWPT_SELFTEST_SIZE, HWPT_SELFTEST_MIN = 8, 4
+#: IOMMU_HWPT_DATA_VTD_S1: struct iommu_hwpt_vtd_s1 {u64 flags, u64 pgtbl_addr,
+#: u32 addr_width, u32 __reserved}: 24 bytes.
+IOMMU_HWPT_DATA_VTD_S1, HWPT_VTD_S1_SIZE = 1, 24
+
+
+def _mock_nested_iotlb(flags: int, req: pb.HwptAllocRequest) -> int:
+    """__mock_domain_alloc_nested (after mock_domain_alloc_nested's or
+    mock_viommu_alloc_domain_nested's flag check): only the selftest data
+    type; every IOTLB slot takes its `iotlb`."""
+    if flags & ~IOMMU_HWPT_ALLOC_PASID:
+        raise IommuError(E.EOPNOTSUPP, f"The mock nested domain takes no flags but PASID, "
+                         f"not {flags:#x}.", flags=flags)
+    if req.data_type != IOMMU_HWPT_DATA_SELFTEST:
+        raise IommuError(E.EOPNOTSUPP, f"The mock IOMMU has no nested data type "
+                         f"{req.data_type:#x}.", data_type=req.data_type)
+    data = _user_data(req, HWPT_SELFTEST_MIN, HWPT_SELFTEST_SIZE)
+    return int.from_bytes(data[:4], "little")
+
+
+def _nested_new(ctx: IommufdContext, parent: HwptPaging, viommu: Viommu | None,
+                host_dev: HostDevice, req: pb.HwptAllocRequest) -> HwptNested:
+    """The object, the hold on its parent (or vIOMMU), then the driver's
+    domain_alloc_nested; nothing is left behind on failure."""
+    obj_id = ctx.new_id()
+    try:
+        if not host_dev.is_mock:
+            # The VT-d model's driver takes struct iommu_hwpt_vtd_s1 (read as
+            # the driver reads it: EINVAL, EFAULT) but does not model a
+            # stage-1 table: EOPNOTSUPP for every nested domain.
+            if req.data_type == IOMMU_HWPT_DATA_VTD_S1:
+                _user_data(req, HWPT_VTD_S1_SIZE, HWPT_VTD_S1_SIZE)
+            raise IommuError(E.EOPNOTSUPP, f"Nested domains of data type {req.data_type:#x} "
+                             f"are not modelled for the IOMMU of {host_dev.name}.",
+                             dev_id=req.dev_id)
+        iotlb = _mock_nested_iotlb(req.flags & ~IOMMU_HWPT_FAULT_ID_VALID, req)
+    except BaseException:
+        ctx.abort_id(obj_id)
+        raise
+    hwpt = HwptNested(obj_id, parent, req.flags, iotlb, viommu)
+    if viommu is not None:
+        viommu.users += 1
+    else:
+        parent.users += 1
+    ctx.insert(hwpt)
+    return hwpt
+
+
+def _nested_alloc(ctx: IommufdContext, dev: DeviceObj, parent: HwptPaging,
+                  req: pb.HwptAllocRequest) -> HwptNested:
+    """iommufd_hwpt_nested_alloc: flags other than FAULT_ID_VALID and PASID,
+    or no driver data, are EOPNOTSUPP; a parent made by an attach, one
+    without NEST_PARENT, or one of another IOMMU is EINVAL."""
+    if req.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) or not req.data_len:
+        raise IommuError(E.EOPNOTSUPP, f"A nested HWPT takes flags FAULT_ID_VALID and PASID "
+                         f"only, and driver data (flags {req.flags:#x}, data_len "
+                         f"{req.data_len:#x}).", flags=req.flags)
+    if parent.auto_domain or not parent.nest_parent or \
+            iommu_instance(dev.host_dev) != (parent.iommu, parent.dev_geometry):
+        raise IommuError(E.EINVAL, f"HWPT {parent.id} is no NEST_PARENT paging HWPT of the "
+                         f"IOMMU of {dev.host_dev.name}.", pt_id=parent.id)
+    return _nested_new(ctx, parent, None, dev.host_dev, req)
+
+
+def _viommu_nested_alloc(ctx: IommufdContext, dev: DeviceObj, viommu: Viommu,
+                         req: pb.HwptAllocRequest) -> HwptNested:
+    """iommufd_hwpt_alloc's vIOMMU branch: the device must be behind the
+    vIOMMU's IOMMU (EINVAL); then iommufd_viommu_alloc_hwpt_nested."""
+    if iommu_instance(dev.host_dev) != viommu.iommu_dev:
+        raise IommuError(E.EINVAL, f"vIOMMU {viommu.id} is not of the IOMMU of "
+                         f"{dev.host_dev.name}.", pt_id=viommu.id)
+    if req.flags & ~(IOMMU_HWPT_FAULT_ID_VALID | IOMMU_HWPT_ALLOC_PASID) or not req.data_len:
+        raise IommuError(E.EOPNOTSUPP, f"A nested HWPT takes flags FAULT_ID_VALID and PASID "
+                         f"only, and driver data (flags {req.flags:#x}, data_len "
+                         f"{req.data_len:#x}).", flags=req.flags)
+    return _nested_new(ctx, viommu.hwpt, viommu, dev.host_dev, req)
+
+
 def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
-    """IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc, iommufd_hwpt_paging_alloc order)."""
+    """IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc): a paging HWPT on an IOAS
+    (iommufd_hwpt_paging_alloc), a nested one on a paging HWPT or a vIOMMU;
+    then the fault queue when FAULT_ID_VALID (the new HWPT goes if it is
+    not there)."""
     ctx = call.ctx
     flags, data_type, data_len = req.flags, req.data_type, req.data_len
     check_reserved(req.reserved)
@@ -240,6 +430,7 @@ def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
     if pt is None:
         raise IommuError(E.EINVAL, f"pt_id {req.pt_id} names no IOAS or HWPT in this context.",
                          pt_id=req.pt_id)
+    hwpt: Hwpt
     if isinstance(pt, Ioas):
         host_dev = dev.host_dev
         if flags & ~IOMMU_HWPT_ALLOC_FLAGS:
@@ -254,25 +445,22 @@ def hwpt_alloc(call: Call, req: pb.HwptAllocRequest) -> pb.HwptAllocResponse:
         geometry = _driver_geometry(host_dev, flags, req)
         hwpt = hwpt_paging_new(ctx, pt, host_dev, auto_domain=False, flags=flags,
                                geometry=geometry)
-        if flags & IOMMU_HWPT_FAULT_ID_VALID:
-            try:
-                fault = ctx.get(req.fault_id, FaultQueue, "fault queue")
-            except BaseException:
-                ctx.destroy(hwpt.id)
-                raise
-            hwpt.fault = fault
-            fault.users += 1
-        return pb.HwptAllocResponse(out_hwpt_id=hwpt.id)
-    if isinstance(pt, HwptPaging):
-        if data_len == 0:
-            raise IommuError(E.EOPNOTSUPP, "A nested HWPT needs driver data; none was given.")
-        if pt.auto_domain or not pt.nest_parent:
-            raise IommuError(E.EINVAL, f"HWPT {req.pt_id} was not allocated with NEST_PARENT.",
-                             pt_id=req.pt_id)
-        raise IommuError(E.EOPNOTSUPP, f"Nested domains of data type {data_type} are not "
-                         f"modelled.", pt_id=req.pt_id)
-    raise IommuError(E.EINVAL, f"Object {req.pt_id} is neither an IOAS nor a paging HWPT.",
-                     pt_id=req.pt_id)
+    elif isinstance(pt, HwptPaging):
+        hwpt = _nested_alloc(ctx, dev, pt, req)
+    elif pt.type is ObjType.VIOMMU:
+        hwpt = _viommu_nested_alloc(ctx, dev, cast("Viommu", pt), req)
+    else:
+        raise IommuError(E.EINVAL, f"Object {req.pt_id} is neither an IOAS, a paging HWPT nor "
+                         f"a vIOMMU.", pt_id=req.pt_id)
+    if flags & IOMMU_HWPT_FAULT_ID_VALID:
+        try:
+            fault = ctx.get(req.fault_id, FaultQueue, "fault queue")
+        except BaseException:
+            ctx.destroy(hwpt.id)
+            raise
+        hwpt.fault = fault
+        fault.users += 1
+    return pb.HwptAllocResponse(out_hwpt_id=hwpt.id)
 
 
 def hwpt_set_dirty_tracking(call: Call, req: pb.HwptSetDirtyTrackingRequest
@@ -310,11 +498,59 @@ def hwpt_get_dirty_bitmap(call: Call, req: pb.HwptGetDirtyBitmapRequest
 INVALIDATE_ENTRY_NUM_MAX = 1 << 19
 
 
+def invalidation_entries(req: pb.HwptInvalidateRequest) -> list[bytes | None]:
+    """The request's entries, entry_len bytes each; None for an entry the
+    data does not hold (the caller's copy of it would fault)."""
+    out: list[bytes | None] = []
+    for i in range(req.entry_num):
+        at = i * req.entry_len
+        out.append(req.data[at:at + req.entry_len]
+                   if at + req.entry_len <= len(req.data) else None)
+    return out
+
+
+#: struct iommu_hwpt_invalidate_selftest {u32 flags, u32 iotlb_id}: 8 bytes.
+HWPT_INVALIDATE_SELFTEST_SIZE = 8
+
+
+def _mock_nested_invalidate(hwpt: HwptNested, req: pb.HwptInvalidateRequest) -> int:
+    """mock_domain_cache_invalidate_user: another data type is EINVAL; each
+    entry in turn (iommu_copy_struct_from_user_array: an entry_len other
+    than the struct's is EINVAL, a fault EFAULT), flags beyond ALL
+    EOPNOTSUPP, an iotlb_id past 3 EINVAL; ALL clears every slot, else the
+    one. Returns the entries handled; an error carries that count too."""
+    if req.data_type != IOMMU_HWPT_INVALIDATE_DATA_SELFTEST:
+        raise IommuError(E.EINVAL, f"The mock nested domain takes invalidation data type "
+                         f"{IOMMU_HWPT_INVALIDATE_DATA_SELFTEST:#x}, not {req.data_type:#x}.",
+                         entry_num=0)
+    done = 0
+    for entry in invalidation_entries(req):
+        if req.entry_len != HWPT_INVALIDATE_SELFTEST_SIZE:
+            raise IommuError(E.EINVAL, f"An entry is {HWPT_INVALIDATE_SELFTEST_SIZE} bytes, "
+                             f"not {req.entry_len:#x}.", entry_num=done)
+        if entry is None:
+            raise IommuError(E.EFAULT, f"Entry {done} could not be read.", entry_num=done)
+        inv_flags = int.from_bytes(entry[0:4], "little")
+        iotlb_id = int.from_bytes(entry[4:8], "little")
+        if inv_flags & ~IOMMU_TEST_INVALIDATE_FLAG_ALL:
+            raise IommuError(E.EOPNOTSUPP, f"Entry {done}: unknown flags {inv_flags:#x}.",
+                             entry_num=done)
+        if iotlb_id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX:
+            raise IommuError(E.EINVAL, f"Entry {done}: no IOTLB slot {iotlb_id}.",
+                             entry_num=done)
+        if inv_flags & IOMMU_TEST_INVALIDATE_FLAG_ALL:
+            hwpt.iotlb = [0] * MOCK_IOTLB_SLOTS
+        else:
+            hwpt.iotlb[iotlb_id] = 0
+        done += 1
+    return done
+
+
 def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalidateResponse:
-    """IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate). Only nested HWPTs and
-    vIOMMUs take cache invalidations, and none exist in this model, so a
-    valid request ends at the type check; the entry count handled (0) is
-    reported even on error."""
+    """IOMMU_HWPT_INVALIDATE (iommufd_hwpt_invalidate): the bounds, the
+    lookup, then a nested HWPT's cache_invalidate_user or a vIOMMU's
+    cache_invalidate; anything else is EINVAL. The count of entries handled
+    comes back on success and on failure (`entry_num` in the error)."""
     handled = {"entry_num": 0}
     if req.reserved:
         raise IommuError(E.EOPNOTSUPP, f"The reserved field must be zero, not "
@@ -325,8 +561,18 @@ def hwpt_invalidate(call: Call, req: pb.HwptInvalidateRequest) -> pb.HwptInvalid
         raise IommuError(E.EINVAL, f"{req.entry_num:#x} entries of {req.entry_len:#x} bytes: "
                          f"entries need data, and a length from 1 to {PAGE_SIZE:#x}, at most "
                          f"{INVALIDATE_ENTRY_NUM_MAX:#x} of them.", **handled)
-    if call.ctx.lookup(req.hwpt_id) is None:
+    obj = call.ctx.lookup(req.hwpt_id)
+    if obj is None:
         raise IommuError(E.ENOENT, f"No object with id {req.hwpt_id} exists in this context.",
                          hwpt_id=req.hwpt_id, **handled)
-    raise IommuError(E.EINVAL, f"Object {req.hwpt_id} is not a nested HWPT or a vIOMMU; only "
-                     f"those take invalidations.", hwpt_id=req.hwpt_id, **handled)
+    if isinstance(obj, HwptNested):
+        if obj.iommu != "mock":
+            raise IommuError(E.EOPNOTSUPP, f"HWPT {req.hwpt_id}'s driver takes no cache "
+                             f"invalidations.", hwpt_id=req.hwpt_id, **handled)
+        done = _mock_nested_invalidate(obj, req)
+    elif obj.type is ObjType.VIOMMU:
+        done = cast("Viommu", obj).cache_invalidate(req)
+    else:
+        raise IommuError(E.EINVAL, f"Object {req.hwpt_id} is not a nested HWPT or a vIOMMU; "
+                         f"only those take invalidations.", hwpt_id=req.hwpt_id, **handled)
+    return pb.HwptInvalidateResponse(entry_num=done)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import array
 import asyncio
 import errno as E
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iommud import _core
 from iommud.errors import IommuError, check_reserved
@@ -27,13 +27,28 @@ from iommud_wire.uapi import (
     IOMMU_OPTION_OP_SET,
     IOMMU_OPTION_RLIMIT_MODE,
     PAGE_SIZE,
+    U64_MAX,
 )
 
 if TYPE_CHECKING:
     from iommud.call import Call
     from iommud.context import IommufdContext
     from iommud.hw_pagetable import HwptPaging
-    from iommud.selftest import Access
+
+
+class IoasAccess(Protocol):
+    """An access attached to an IOAS (struct iommufd_access): a selftest
+    access, or the internal access a HW queue pins its memory with."""
+
+    #: Pinned ranges by item id: (iova, last).
+    items: dict[int, tuple[int, int]]
+
+    @property
+    def iova_alignment(self) -> int: ...
+
+    def pins(self, first: int, last: int) -> bool: ...
+
+    def unmap_notify(self, first: int, last: int) -> None: ...
 
 
 class Ioas(IommufdObject):
@@ -51,7 +66,7 @@ class Ioas(IommufdObject):
         self.huge_pages = True
         #: Emulated devices' accesses attached to this IOAS (each holds a
         #: users ref); they are told before their pinned ranges are unmapped.
-        self.accesses: list[Access] = []
+        self.accesses: list[IoasAccess] = []
 
     def required_alignment(self) -> int:
         """The largest minimum page size among the domains and the accesses
@@ -94,6 +109,27 @@ class Ioas(IommufdObject):
             last = max(last, end[0] + end[1] - 1)
         for access in list(self.accesses):
             access.unmap_notify(start, last)
+
+    def first_locked_area(self, iova: int, length: int) -> int | None:
+        """The IOVA of the first area in [iova, iova+length) that an
+        internal access pins and locks (area->num_locks: a HW queue's
+        memory), or None."""
+        locking = [a for a in self.accesses if getattr(a, "locks_areas", False) and a.items]
+        if not locking or not length or iova + length - 1 > U64_MAX:
+            return None
+        last = iova + length - 1
+        at = iova
+        while at <= last:
+            area = self.iopt.area_from(at)
+            if area is None or area[0] > last:
+                return None
+            a_last = area[0] + area[1] - 1
+            if any(a.pins(area[0], a_last) for a in locking):
+                return area[0]
+            if a_last >= last:
+                return None
+            at = a_last + 1
+        return None
 
     def destroy(self) -> None:
         # Destroying an IOAS drops every mapping it still holds (iommufd_ioas_destroy).
@@ -217,6 +253,16 @@ def ioas_unmap(call: Call, req: pb.IoasUnmapRequest) -> pb.IoasUnmapResponse:
     op table marks it `partial`, so the journal replays it rather than
     skipping it, and it does the same again."""
     ioas = call.ctx.get(req.ioas_id, Ioas, "IOAS")
+    locked = ioas.first_locked_area(req.iova, req.length)
+    if locked is not None:
+        # iopt_unmap_iova_range walks the areas in order: those before the
+        # locked one go, then it stops at it (EBUSY).
+        first = ioas.iopt.area_from(req.iova)
+        if first is not None and first[0] < locked:
+            ioas.notify_unmap(req.iova, locked - req.iova)
+            ioas.iopt.unmap(req.iova, locked - req.iova)
+        raise IommuError(E.EBUSY, f"The area at {locked:#x} is locked by a HW queue that "
+                         f"pins it; destroy the queue first.", iova=locked)
     ioas.notify_unmap(req.iova, req.length)
     return pb.IoasUnmapResponse(length=ioas.iopt.unmap(req.iova, req.length))
 

@@ -42,6 +42,7 @@ from iommud_wire.uapi import (
     MOCK_FLAGS_ACCESS_WRITE,
     PAGE_SIZE,
     U32_MAX,
+    U64_MAX,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class FileKind(enum.IntEnum):
     #: A selftest access's fd ("[iommufd_test_staccess]"), made by
     #: IOMMU_TEST_CMD's CREATE_ACCESS (debug_selftest).
     ACCESS = 7
+    #: A vEVENTQ's fd ("[iommufd-viommu-event]"), made by IOMMU_VEVENTQ_ALLOC.
+    VEVENTQ = 8
 
 
 # -- request values --------------------------------------------------------------------------
@@ -133,10 +136,6 @@ VFIO_DEVICE_DETACH_IOMMUFD_PT = _io(120)
 #: (ENOTTY, as a kernel without them): named for the log and the docs.
 NOT_SERVED: dict[int, str] = {
     IOMMU_IOAS_MAP_FILE: "IOMMU_IOAS_MAP_FILE",
-    IOMMU_VIOMMU_ALLOC: "IOMMU_VIOMMU_ALLOC",
-    IOMMU_VDEVICE_ALLOC: "IOMMU_VDEVICE_ALLOC",
-    IOMMU_VEVENTQ_ALLOC: "IOMMU_VEVENTQ_ALLOC",
-    IOMMU_HW_QUEUE_ALLOC: "IOMMU_HW_QUEUE_ALLOC",
     IOMMU_IOAS_NOIOMMU_GET_PA: "IOMMU_IOAS_NOIOMMU_GET_PA",
     VFIO_DEVICE_SET_IRQS: "VFIO_DEVICE_SET_IRQS",
     VFIO_DEVICE_RESET: "VFIO_DEVICE_RESET",
@@ -195,9 +194,22 @@ S_INVALIDATE = struct.Struct("<IIQIIII")
 S_FAULT_ALLOC = struct.Struct("<IIII")
 #: iommu_ioas_change_process {u32 size, u32 __reserved}: 8, min 8.
 S_CHANGE_PROCESS = struct.Struct("<II")
-# Not served, for the record: iommu_ioas_map_file 40/40, iommu_viommu_alloc 24/40,
-# iommu_vdevice_alloc 24/24, iommu_veventq_alloc 28/32, iommu_hw_queue_alloc 40/40,
-# iommu_ioas_noiommu_get_pa 40/40 (min/size).
+#: iommu_viommu_alloc {u32 size, u32 flags, u32 type, u32 dev_id, u32 hwpt_id,
+#: u32 out_viommu_id, u32 data_len, u32 __reserved, u64 data_uptr}: 40, min 24
+#: (offsetofend out_viommu_id).
+S_VIOMMU_ALLOC = struct.Struct("<IIIIIIIIQ")
+#: iommu_vdevice_alloc {u32 size, u32 viommu_id, u32 dev_id, u32 out_vdevice_id,
+#: u64 virt_id}: 24, min 24.
+S_VDEVICE_ALLOC = struct.Struct("<IIIIQ")
+#: iommu_veventq_alloc {u32 size, u32 flags, u32 viommu_id, u32 type,
+#: u32 veventq_depth, u32 out_veventq_id, u32 out_veventq_fd, u32 __reserved}:
+#: 32, min 28 (offsetofend out_veventq_fd; the fd at offset 24).
+S_VEVENTQ_ALLOC = struct.Struct("<IIIIIIII")
+#: iommu_hw_queue_alloc {u32 size, u32 flags, u32 viommu_id, u32 type, u32 index,
+#: u32 out_hw_queue_id, u64 nesting_parent_iova, u64 length}: 40, min 40.
+S_HW_QUEUE_ALLOC = struct.Struct("<IIIIIIQQ")
+# Not served, for the record: iommu_ioas_map_file 40/40, iommu_ioas_noiommu_get_pa
+# 40/40 (min/size).
 
 # The selftest's iommu_test_cmd (drivers/iommu/iommufd/iommufd_test.h, as facts):
 # {u32 size, u32 op, u32 id, u32 __reserved, a 48-byte union at 16, u32 last at
@@ -336,6 +348,9 @@ class GivenFd(NamedTuple):
     status: int
     token: int
     real: bool
+    #: The real fd as it arrived (SCM_RIGHTS), open while the codec's step
+    #: runs; -1 for an emulated fd or none.
+    os_fd: int = -1
 
 
 @dataclass(slots=True)
@@ -620,19 +635,18 @@ def _vfio_ioas(x: Ioctl) -> Reply:
 
 def _hwpt_alloc(x: Ioctl) -> Flow:
     """IOMMU_HWPT_ALLOC (iommufd_hwpt_alloc). Driver data (data_type not NONE,
-    data_len not 0) is read from data_uptr before the handler: a NULL or
-    faulting pointer is EFAULT, as the driver's copy gives. The bytes go to
-    the handler: the mock IOMMU reads its page table type from them
-    (mock_domain_alloc_paging_flags)."""
+    data_len not 0) is read from data_uptr before the handler and goes to
+    it: the mock IOMMU reads its page table type (mock_domain_alloc_paging_flags)
+    or its nested domain's IOTLB value (__mock_domain_alloc_nested) from it.
+    A NULL or faulting pointer sends no bytes, and the handler answers EFAULT
+    where the driver's copy would, after the checks before it."""
     (size, flags, dev_id, pt_id, _, reserved, data_type, data_len, data_uptr, fault_id,
      reserved2) = S_HWPT_ALLOC.unpack(x.image)
     data = b""
     if data_type and data_len:
         x.need_bytes(data_len, "IOMMU_HWPT_ALLOC data")
         (given,) = yield [Mem(data_uptr, data_len)]
-        if given is None:
-            raise efault("data_uptr")
-        data = given
+        data = given or b""      # a fault: the driver's copy is EFAULT, where it happens
     r = x.call("HwptAlloc", pb.HwptAllocRequest(
         iommufd=x.fd, flags=flags, dev_id=dev_id, pt_id=pt_id, reserved=reserved,
         data_type=data_type, data_len=data_len, fault_id=fault_id, data=data))
@@ -733,6 +747,99 @@ def _fault_queue_alloc(x: Ioctl) -> Reply:
     reply = x.respond(S_FAULT_ALLOC.pack(size, flags, r.out_fault_id, fault_fd))
     reply.newfile = NewFile(FileKind.FAULT, 0, r.out_fault_id, addr=x.arg + 12)
     return reply
+
+
+def _viommu_alloc(x: Ioctl) -> Flow:
+    """IOMMU_VIOMMU_ALLOC (iommufd_viommu_alloc_ioctl): driver data is read
+    from data_uptr before the handler (a read that faults sends none: EFAULT
+    where the driver copies it), and must be writable (EFAULT before the
+    handler); the driver's answer goes back there (mock_viommu_init's
+    copy_struct_to_user), then out_viommu_id in the struct."""
+    (size, flags, vtype, dev_id, hwpt_id, _, data_len, reserved,
+     data_uptr) = S_VIOMMU_ALLOC.unpack(x.image)
+    data = b""
+    if data_len:
+        x.need_bytes(data_len, "IOMMU_VIOMMU_ALLOC data")
+        given, writable = yield [Mem(data_uptr, data_len), Writable(data_uptr, data_len)]
+        if given is not None and not writable:
+            raise efault("data_uptr")
+        data = given or b""
+    r = x.call("ViommuAlloc", pb.ViommuAllocRequest(
+        iommufd=x.fd, flags=flags, type=vtype, dev_id=dev_id, hwpt_id=hwpt_id,
+        data_len=data_len, reserved=reserved, data=data))
+    writes = [(data_uptr, bytes(r.data))] if r.data else []
+    writes.append((x.arg, S_VIOMMU_ALLOC.pack(size, flags, vtype, dev_id, hwpt_id,
+                                              r.out_viommu_id, data_len, reserved,
+                                              data_uptr)[:x.wb]))
+    return Reply(0, writes)
+
+
+def _vdevice_alloc(x: Ioctl) -> Reply:
+    """IOMMU_VDEVICE_ALLOC (iommufd_vdevice_alloc_ioctl): out_vdevice_id comes back."""
+    size, viommu_id, dev_id, _, virt_id = S_VDEVICE_ALLOC.unpack(x.image)
+    r = x.call("VdeviceAlloc", pb.VdeviceAllocRequest(iommufd=x.fd, viommu_id=viommu_id,
+                                                      dev_id=dev_id, virt_id=virt_id))
+    return x.respond(S_VDEVICE_ALLOC.pack(size, viommu_id, dev_id, r.out_vdevice_id, virt_id))
+
+
+def _hw_queue_alloc(x: Ioctl) -> Reply:
+    """IOMMU_HW_QUEUE_ALLOC (iommufd_hw_queue_alloc_ioctl): out_hw_queue_id comes back."""
+    size, flags, viommu_id, qtype, index, _, iova, length = S_HW_QUEUE_ALLOC.unpack(x.image)
+    r = x.call("HwQueueAlloc", pb.HwQueueAllocRequest(
+        iommufd=x.fd, flags=flags, viommu_id=viommu_id, type=qtype, index=index,
+        nesting_parent_iova=iova, length=length))
+    return x.respond(S_HW_QUEUE_ALLOC.pack(size, flags, viommu_id, qtype, index,
+                                           r.out_hw_queue_id, iova, length))
+
+
+def _veventq_alloc(x: Ioctl) -> Reply:
+    """IOMMU_VEVENTQ_ALLOC (iommufd_veventq_alloc): out_veventq_id in the
+    struct, and the queue's fd (a file of the session, path kind 8), whose
+    number the shim writes to out_veventq_fd."""
+    size, flags, viommu_id, vtype, depth, _, fd_field, reserved = S_VEVENTQ_ALLOC.unpack(
+        x.image)
+    r = x.call("VeventqAlloc", pb.VeventqAllocRequest(
+        iommufd=x.fd, flags=flags, viommu_id=viommu_id, type=vtype, veventq_depth=depth,
+        reserved=reserved))
+    reply = x.respond(S_VEVENTQ_ALLOC.pack(size, flags, viommu_id, vtype, depth,
+                                           r.out_veventq_id, fd_field, reserved))
+    reply.newfile = NewFile(FileKind.VEVENTQ, r.out_veventq_fd, r.out_veventq_id,
+                            addr=x.arg + 24)
+    return reply
+
+
+def veventq_read(x: Ioctl, count: int) -> Flow:
+    """read() of a vEVENTQ fd (iommufd_veventq_fops_read; a READ record,
+    docs/uapi-transport.md): the records the read would take now are probed
+    for writability one by one, and the read takes only the prefix the
+    caller can receive: the kernel stops at the first record whose copy
+    faults (EFAULT when that is the first). The bytes come back as a WRITE at
+    the caller's buffer, the count read as the result."""
+    vfd = x.target
+    count = min(count, U64_MAX)
+    try:
+        sizes = vfd.veventq.plan(count) if vfd is not None and not vfd.closed else []
+    except IommuError:
+        sizes = []          # the read itself refuses it, through the op table
+    limit = count
+    if sizes:
+        probes: list[Need] = []
+        at = x.arg
+        for size in sizes:
+            probes.append(Writable(at, size))
+            at += size
+        given = yield probes
+        ok = 0
+        for size, writable in zip(sizes, given, strict=True):
+            if not writable:
+                break
+            ok += size
+        if not ok:
+            raise efault("the read buffer")
+        limit = ok
+    r = x.call("VeventqRead", pb.VeventqReadRequest(veventq_fd=x.fd, count=limit))
+    data = bytes(r.data)
+    return Reply(len(data), [(x.arg, data)] if data else None)
 
 
 def _ioas_change_process(x: Ioctl) -> Reply:
@@ -1258,6 +1365,21 @@ def _t_pasid_check_hwpt(x: Ioctl, obj_id: int) -> Reply:
     return DONE
 
 
+def _t_check_iotlb(x: Ioctl, obj_id: int) -> Reply:
+    """MD_CHECK_IOTLB (iommufd_test_md_check_iotlb): {u32 id, u32 iotlb}."""
+    iotlb_id, iotlb = S_T_TWO.unpack_from(x.image, TEST_UNION)
+    x.call("TestMdCheckIotlb", pb.TestMdCheckIotlbRequest(iommufd=x.fd, hwpt_id=obj_id,
+                                                          iotlb_id=iotlb_id, iotlb=iotlb))
+    return DONE
+
+
+def _t_trigger_vevent(x: Ioctl, obj_id: int) -> Reply:
+    """TRIGGER_VEVENT (iommufd_test_trigger_vevent): {u32 dev_id}; `id` is not read."""
+    (dev_id,) = S_U32.unpack_from(x.image, TEST_UNION)
+    x.call("TestTriggerVevent", pb.TestTriggerVeventRequest(iommufd=x.fd, dev_id=dev_id))
+    return DONE
+
+
 #: ACCESS_PAGES and ACCESS_RW refuse lengths above 16 MiB (ENOMEM) and
 #: unknown flags (EOPNOTSUPP) before they look at the fd.
 ACCESS_PAGES_FLAGS = MOCK_FLAGS_ACCESS_WRITE | MOCK_FLAGS_ACCESS_SYZ
@@ -1268,10 +1390,8 @@ DIRTY_MAX_BITS = (16 << 20) * 8
 TestCodec = Callable[[Ioctl, int], "Reply | Flow"]
 
 #: The ops of iommufd_test() that iommud models, by op number. The rest
-#: (MD_CHECK_IOTLB 14, TRIGGER_IOPF 15, TRIGGER_VEVENT 17, DMABUF_GET 22,
-#: DMABUF_REVOKE 23: nested domains, IO page faults, vIOMMUs and dma-bufs,
-#: which iommud does not model) are EOPNOTSUPP, iommufd_test()'s answer to
-#: an op it does not know, as from a kernel without them.
+#: are EOPNOTSUPP, iommufd_test()'s answer to an op it does not know, as
+#: from a kernel without them.
 TEST_OPS: dict[int, tuple[str, TestCodec]] = {
     1: ("ADD_RESERVED", _t_add_reserved),
     2: ("MOCK_DOMAIN", lambda x, i: _t_mock_domain(x, i, False)),
@@ -1291,6 +1411,8 @@ TEST_OPS: dict[int, tuple[str, TestCodec]] = {
     19: ("PASID_REPLACE", _t_pasid_replace),
     20: ("PASID_DETACH", _t_pasid_detach),
     21: ("PASID_CHECK_HWPT", _t_pasid_check_hwpt),
+    14: ("MD_CHECK_IOTLB", _t_check_iotlb),
+    17: ("TRIGGER_VEVENT", _t_trigger_vevent),
 }
 
 
@@ -1333,6 +1455,10 @@ _IOMMUFD_TABLE = _table(
          _fault_queue_alloc),
     Spec(IOMMU_IOAS_CHANGE_PROCESS, "IOMMU_IOAS_CHANGE_PROCESS", A.SIZE, 8, 8,
          _ioas_change_process),
+    Spec(IOMMU_VIOMMU_ALLOC, "IOMMU_VIOMMU_ALLOC", A.SIZE, 24, 40, _viommu_alloc),
+    Spec(IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", A.SIZE, 24, 24, _vdevice_alloc),
+    Spec(IOMMU_VEVENTQ_ALLOC, "IOMMU_VEVENTQ_ALLOC", A.SIZE, 28, 32, _veventq_alloc),
+    Spec(IOMMU_HW_QUEUE_ALLOC, "IOMMU_HW_QUEUE_ALLOC", A.SIZE, 40, 40, _hw_queue_alloc),
 )
 
 #: IOMMU_TEST_CMD, in iommufd_fops_ioctl's table only when the daemon runs
@@ -1437,4 +1563,4 @@ def lookup(kind: FileKind, target: Any, cmd: int, selftest: bool = False) -> Spe
         return CDEV_IOCTLS.get(cmd) or E.ENOTTY
     if kind is FileKind.GROUP_DEVICE:
         return GROUP_DEVICE_IOCTLS.get(cmd) or E.ENOTTY
-    return E.ENOTTY  # a fault queue fd has no ioctls
+    return E.ENOTTY  # a fault queue or vEVENTQ fd has no ioctls

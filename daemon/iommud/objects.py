@@ -21,6 +21,10 @@ class ObjType(enum.IntEnum):
     FAULT = 5
     ACCESS = 6
     SELFTEST = 7
+    VIOMMU = 8
+    VDEVICE = 9
+    VEVENTQ = 10
+    HW_QUEUE = 11
 
 
 class IommufdObject:

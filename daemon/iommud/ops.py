@@ -32,6 +32,7 @@ from iommud import (
     selftest,
     session,
     vfio_compat,
+    viommu,
 )
 from iommud_wire import pb
 
@@ -52,6 +53,8 @@ class Fd(enum.Enum):
     DEVICE = "device_fd"
     #: `group_fd`: an open legacy VFIO group node (GroupFd).
     GROUP = "group_fd"
+    #: `veventq_fd`: a vEVENTQ's fd, made by VEVENTQ_ALLOC (VeventqFd).
+    VEVENTQ = "veventq_fd"
 
 
 class Needs(enum.Enum):
@@ -211,6 +214,15 @@ ROWS: tuple[Op, ...] = (
          offload=True),
     _row("HwptInvalidate", hw_pagetable.hwpt_invalidate, F.IOMMUFD),
     _row("FaultQueueAlloc", fault.fault_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    # -- vIOMMUs, vDEVICEs, HW queues and vEVENTQs (viommu.c, eventq.c) --------------------------
+    _row("ViommuAlloc", viommu.viommu_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("VdeviceAlloc", viommu.vdevice_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("HwQueueAlloc", viommu.hw_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    _row("VeventqAlloc", viommu.veventq_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    # A read takes events off the queue; events are not journaled (a
+    # restarted daemon's queues start empty, as a kernel's after a reboot).
+    _row("VeventqRead", viommu.veventq_read, F.VEVENTQ, journal=False),
+    _row("WatchVeventq", viommu.watch_veventq, F.VEVENTQ, journal=False),
     # -- the legacy VFIO container/group API (vfio_compat.c, container.c, group.c) ----------------
     _row("OpenContainer", vfio_compat.open_container, limit=L.FDS),
     _row("VfioGetApiVersion", vfio_compat.vfio_get_api_version, F.CONTAINER, journal=False),
@@ -256,6 +268,8 @@ ROWS: tuple[Op, ...] = (
          debug=ST),
     _row("TestDevCheckCache", selftest.test_dev_check_cache, F.IOMMUFD, journal=False,
          debug=ST),
+    _row("TestMdCheckIotlb", selftest.test_md_check_iotlb, F.IOMMUFD, journal=False, debug=ST),
+    _row("TestTriggerVevent", selftest.test_trigger_vevent, F.IOMMUFD, journal=False, debug=ST),
 )
 
 TABLE: Mapping[str, Op] = {op.name: op for op in ROWS}

@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 from iommud.device import DeviceObj, bind_obj, detach_obj, kapi_attach, kapi_replace, unbind_obj
 from iommud.errors import IommuError
-from iommud.hw_pagetable import HwptPaging, new_resv_owner
+from iommud.hw_pagetable import HwptNested, HwptPaging, new_resv_owner
 from iommud.ioas import Ioas
 from iommud.objects import IommufdObject, ObjType
 from iommud.topology import mock_device
+from iommud.viommu import mock_vevent
 from iommud_wire import pb
 from iommud_wire.uapi import (
     IOMMU_IOAS_MAP_READABLE,
     IOMMU_IOAS_MAP_WRITEABLE,
-    IOMMU_TEST_DEV_CACHE_DEFAULT,
+    IOMMU_VEVENTQ_TYPE_SELFTEST,
     MOCK_ACCESS_RW_SLOW_PATH,
     MOCK_ACCESS_RW_WRITE,
     MOCK_DEV_CACHE_ID_MAX,
@@ -47,6 +48,7 @@ from iommud_wire.uapi import (
     MOCK_FLAGS_ACCESS_WRITE,
     MOCK_FLAGS_DEVICE_NO_DIRTY,
     MOCK_FLAGS_DEVICE_PASID,
+    MOCK_NESTED_DOMAIN_IOTLB_ID_MAX,
     PAGE_SIZE,
     U64_MAX,
 )
@@ -193,7 +195,7 @@ def test_pasid_check_hwpt(call: Call, req: pb.TestPasidCheckHwptRequest
     if obj is None:
         raise IommuError(E.ENOENT, f"No object with id {req.hwpt_id} exists in this context.",
                          hwpt_id=req.hwpt_id)
-    if not isinstance(obj, HwptPaging):
+    if not isinstance(obj, (HwptPaging, HwptNested)):   # iommufd_get_hwpt
         raise IommuError(E.EINVAL, f"Object {req.hwpt_id} is not a HWPT.", hwpt_id=req.hwpt_id)
     if attached is not obj:
         raise IommuError(E.EINVAL, f"PASID {req.pasid:#x} is not attached to HWPT "
@@ -205,18 +207,45 @@ def test_dev_check_cache(call: Call, req: pb.TestDevCheckCacheRequest
                         ) -> pb.TestDevCheckCacheResponse:
     """IOMMU_TEST_OP_DEV_CHECK_CACHE (iommufd_test_dev_check_cache): the DEVICE
     lookup (ENOENT), then slot `cache_id` must exist and hold `cache` (EINVAL).
-    mock_dev_create fills every slot with IOMMU_TEST_DEV_CACHE_DEFAULT and only
-    a vIOMMU cache invalidation changes one; iommud has no vIOMMU, so every
-    slot keeps the default. A DEVICE that is no mock device is EINVAL here
-    (the kernel reads its cache without looking)."""
+    mock_dev_create fills every slot with IOMMU_TEST_DEV_CACHE_DEFAULT; a
+    vIOMMU's cache invalidation clears them (mock_viommu_cache_invalidate).
+    A DEVICE that is no mock device is EINVAL here (the kernel reads its
+    cache without looking)."""
     idev = call.ctx.get(req.dev_id, DeviceObj, "device")
     if idev.host_dev.iommu != "mock":
         raise IommuError(E.EINVAL, f"Device {req.dev_id} is not a mock device.",
                          dev_id=req.dev_id)
-    if req.cache_id > MOCK_DEV_CACHE_ID_MAX or req.cache != IOMMU_TEST_DEV_CACHE_DEFAULT:
+    if req.cache_id > MOCK_DEV_CACHE_ID_MAX or idev.cache[req.cache_id] != req.cache:
         raise IommuError(E.EINVAL, f"Cache slot {req.cache_id} of device {req.dev_id} does "
                          f"not hold {req.cache:#x}.", dev_id=req.dev_id, cache_id=req.cache_id)
     return pb.TestDevCheckCacheResponse()
+
+
+def test_md_check_iotlb(call: Call, req: pb.TestMdCheckIotlbRequest
+                        ) -> pb.TestMdCheckIotlbResponse:
+    """IOMMU_TEST_OP_MD_CHECK_IOTLB (iommufd_test_md_check_iotlb): a nested
+    HWPT (ENOENT) of the mock IOMMU (EINVAL, get_md_pagetable_nested) whose
+    slot `iotlb_id` exists and holds `iotlb` (EINVAL)."""
+    hwpt = call.ctx.get(req.hwpt_id, HwptNested, "nested HWPT")
+    if hwpt.iommu != "mock":
+        raise IommuError(E.EINVAL, f"HWPT {req.hwpt_id} is not a mock nested domain.",
+                         hwpt_id=req.hwpt_id)
+    if req.iotlb_id > MOCK_NESTED_DOMAIN_IOTLB_ID_MAX or hwpt.iotlb[req.iotlb_id] != req.iotlb:
+        raise IommuError(E.EINVAL, f"IOTLB slot {req.iotlb_id} of HWPT {req.hwpt_id} does not "
+                         f"hold {req.iotlb:#x}.", hwpt_id=req.hwpt_id, iotlb_id=req.iotlb_id)
+    return pb.TestMdCheckIotlbResponse()
+
+
+def test_trigger_vevent(call: Call, req: pb.TestTriggerVeventRequest
+                        ) -> pb.TestTriggerVeventResponse:
+    """IOMMU_TEST_OP_TRIGGER_VEVENT (iommufd_test_trigger_vevent): the DEVICE
+    (ENOENT), attached through a vIOMMU's nested HWPT with a virtual id
+    (ENOENT), reports {u32 virt_id} to the vIOMMU's selftest-type vEVENTQ
+    (EOPNOTSUPP without one; a full queue loses it and still succeeds)."""
+    idev = call.ctx.get(req.dev_id, DeviceObj, "device")
+    viommu, data = mock_vevent(idev)
+    viommu.report_event(IOMMU_VEVENTQ_TYPE_SELFTEST, data)
+    return pb.TestTriggerVeventResponse()
 
 
 # -- IOAS and domain checks ---------------------------------------------------------------

@@ -39,7 +39,7 @@ import stat
 import struct
 from collections import deque
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from iommud import failnth, kabi
 from iommud.access import Caller
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from iommud.config import Config
     from iommud.host import Host
     from iommud.session import Session
+    from iommud.viommu import Veventq, VeventqFd
 
 log = get_logger("iommud.uapi")
 
@@ -67,6 +68,8 @@ log = get_logger("iommud.uapi")
 HDR = struct.Struct("<IHHIIQQQIi")
 MAGIC = 0x31415549  # "IUA1"
 OPEN, IOCTL, NEED, GIVE, REPLY, DESCRIBE, EVENT = 1, 2, 3, 4, 5, 6, 7
+#: read() of a daemon-made event fd: `cmd` the count, `arg` the buffer.
+READ = 8
 #: Header flags.
 BODY_MEMFD = 1 << 0
 TAIL_NONZERO = 1 << 1
@@ -75,6 +78,9 @@ USER_HOLE = 1 << 2
 #: IOCTL: the caller's task has fail-nth armed; `result` carries N. Its REPLY
 #: carries in `arg` what fail-nth reads afterwards (failnth.Walk.left).
 FAIL_NTH = 1 << 3
+#: REPLY on a vEVENTQ file: a doorbell (an empty EVENT) follows it at once;
+#: the shim waits for it, so that poll() right after a read sees it.
+BELL = 1 << 4
 #: A body larger than this travels in a sealed memfd.
 INLINE_MAX = 64 << 10
 #: Item types: NEED/GIVE MEM, FD, WRITABLE; REPLY WRITE, COPY, NEWFD.
@@ -122,7 +128,8 @@ _CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
               FileKind.GROUP: ("CloseGroup", "group_fd"),
               FileKind.DEVICE: ("CloseDevice", "device_fd"),
               FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd"),
-              FileKind.ACCESS: ("CloseFd", "fd")}
+              FileKind.ACCESS: ("CloseFd", "fd"),
+              FileKind.VEVENTQ: ("CloseFd", "fd")}
 
 
 def socket_path(config: Config) -> pathlib.Path | None:
@@ -291,6 +298,10 @@ class UapiServer:
         self._rbuf = bytearray(HDR.size + INLINE_MAX)
         self._rview = memoryview(self._rbuf)
         self._bufs = [self._rbuf]
+        #: vEVENTQ connections: the unsubscribe of their queue's listener,
+        #: and those with a doorbell (an empty EVENT) the shim has not drained.
+        self._bells: dict[int, Callable[[], None]] = {}
+        self._rung: set[int] = set()
 
     # -- listening -----------------------------------------------------------------------------
 
@@ -457,6 +468,10 @@ class UapiServer:
         elif kind == DESCRIBE:
             f = conn.file
             self._send_reply(conn, seq, 0, [S_DESCRIBE.pack(f.kind, f.n, f.token)])
+        elif kind == READ:
+            if conn.pending is not None:
+                self._abandon(conn)
+            self._read(conn, seq, cmd, arg)
         else:  # a second OPEN, or a daemon's kind from the shim
             self._send_reply(conn, seq, -E.EPROTO)
 
@@ -572,7 +587,57 @@ class UapiServer:
             return file.raw.sess.context(file.fd)
         if file.kind is FileKind.DEVICE:
             return file.raw.sess.device_fd(file.fd)
+        if file.kind is FileKind.VEVENTQ:
+            return file.raw.sess.fd_entry(file.fd)
         return None
+
+    # -- READ and doorbells on vEVENTQ files ------------------------------------------------------
+
+    def _read(self, conn: Conn, seq: int, count: int, buf: int) -> None:
+        """read() of a daemon-made file: a vEVENTQ's (kabi.veventq_read);
+        a file without a read is EINVAL, as vfs_read answers. The shim
+        drained its doorbells before asking."""
+        file = conn.file
+        assert file is not None
+        self._rung.discard(conn.fd)
+        if file.kind is not FileKind.VEVENTQ:
+            self._send_reply(conn, seq, -E.EINVAL)
+            return
+        try:
+            x = Ioctl(buf, b"", file.fd, self._target(file), conn.call, self.limit,
+                      file.raw.resolve)
+            flow = kabi.veventq_read(x, count)
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+            return
+        self._advance(conn, seq, flow, None)
+
+    def _watch_veventq(self, conn: Conn) -> None:
+        """A new vEVENTQ file rings its doorbell whenever its queue has
+        records and none is waiting: poll() on the shim's fd is then readable
+        exactly while read() would return something."""
+        queue = self._veventq_of(conn)
+        if queue is not None:
+            self._bells[conn.fd] = queue.subscribe(lambda: self._ring(conn))
+
+    def _veventq_of(self, conn: Conn) -> Veventq | None:
+        file = conn.file
+        if file is None or file.kind is not FileKind.VEVENTQ:
+            return None
+        try:
+            entry = cast("VeventqFd", file.raw.sess.fd_entry(file.fd))
+        except IommuError:
+            return None
+        return None if entry.closed else entry.veventq
+
+    def _ring(self, conn: Conn) -> None:
+        if conn.closed or conn.fd in self._rung:
+            return
+        queue = self._veventq_of(conn)
+        if queue is None or not queue.deliver:
+            return
+        self._rung.add(conn.fd)
+        self._send(conn, EVENT, 0, 0, b"")
 
     def _ioctl(self, conn: Conn, seq: int, cmd: int, arg: int, body: bytes,
                flags: int) -> None:
@@ -711,6 +776,8 @@ class UapiServer:
         self._conns[child.fd] = child
         self._adopt(child, file)
         self._loop.add_reader(child.fd, self._readable, child)
+        if new.kind is FileKind.VEVENTQ:
+            self._watch_veventq(child)
         flags = NEWFD_CLOEXEC | (NEWFD_RESULT if new.result else 0)
         writes = reply.writes or []
         items = _write_items(writes)
@@ -738,12 +805,27 @@ class UapiServer:
               fds: list[int] | None = None) -> None:
         if conn.closed:
             return
+        if kind == REPLY and conn.fd in self._bells:
+            # Whatever the reply, the shim drained the doorbells before its
+            # request: ring again right after it while the queue has records,
+            # and say so in the reply.
+            self._rung.discard(conn.fd)
+            queue = self._veventq_of(conn)
+            bell = queue is not None and bool(queue.deliver)
+            self._send_record(conn, kind, seq, result, body, fds, BELL if bell else 0)
+            self._ring(conn)
+            return
+        self._send_record(conn, kind, seq, result, body, fds)
+
+    def _send_record(self, conn: Conn, kind: int, seq: int, result: int, body: bytes,
+                     fds: list[int] | None = None, hflags: int = 0) -> None:
         left = 0
         if conn.walk is not None and kind == REPLY:
             left, conn.walk = conn.walk.left, None
         if not fds and not conn.outq and len(body) <= INLINE_MAX:  # the common case
             try:
-                conn.sock.send(HDR.pack(MAGIC, kind, 0, 0, 0, seq, 0, left, len(body), result)
+                conn.sock.send(HDR.pack(MAGIC, kind, hflags, 0, 0, seq, 0, left, len(body),
+                                        result)
                                + body, _MSG_NOSIGNAL)
                 return
             except (BlockingIOError, InterruptedError):
@@ -752,14 +834,14 @@ class UapiServer:
                 self._close(conn)
                 return
         owned: list[int] = []
-        flags, size = 0, len(body)
+        flags, size = hflags, len(body)
         if size > INLINE_MAX:
             try:
                 owned.append(_sealed_memfd(body))
             except OSError:
                 kind, result, body, size = REPLY, -E.ENOMEM, b"", 0
             else:
-                flags, body = BODY_MEMFD, b""
+                flags, body = flags | BODY_MEMFD, b""
         header = HDR.pack(MAGIC, kind, flags, 0, 0, seq, 0, left, size, result)
         send_fds = owned + list(fds or ())
         if not conn.outq:
@@ -818,6 +900,10 @@ class UapiServer:
         if conn.closed:
             return
         conn.closed = True
+        unsubscribe = self._bells.pop(conn.fd, None)
+        if unsubscribe is not None:
+            unsubscribe()
+        self._rung.discard(conn.fd)
         self._conns.pop(conn.fd, None)
         if self._loop is not None:
             self._loop.remove_reader(conn.fd)
@@ -889,7 +975,8 @@ _USED_OPS = ("OpenSession", "CloseSession", "OpenContext", "CloseContext", "Open
              "TestCreateAccess", "TestDestroyAccessPages", "TestAccessPages", "TestAccessRw",
              "TestSetTempMemoryLimit", "TestAccessReplaceIoas", "TestDirty",
              "TestDevCheckCache", "TestPasidAttach", "TestPasidReplace", "TestPasidDetach",
-             "TestPasidCheckHwpt")
+             "TestPasidCheckHwpt", "ViommuAlloc", "VdeviceAlloc", "HwQueueAlloc",
+             "VeventqAlloc", "VeventqRead", "TestMdCheckIotlb", "TestTriggerVevent")
 
 
 # -- helpers -----------------------------------------------------------------------------------------

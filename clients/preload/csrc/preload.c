@@ -57,9 +57,12 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define IUA_MAX_FDS 64        /* fds carried by one record */
 #define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
 
-enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7 };
-enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2, FL_FAIL_NTH = 1u << 3 };
-enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6 };
+enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7,
+       K_READ = 8 };
+enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2, FL_FAIL_NTH = 1u << 3,
+       FL_BELL = 1u << 4 };
+enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6,
+       PK_VEVENTQ = 8 };
 /* A path the shim serves itself, never sent to the daemon. */
 enum { PK_FAIL_NTH = 0x100 };
 enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
@@ -87,7 +90,6 @@ enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
 enum { EV_NONE = 0, EV_FAULT = 1, EV_VEVENTQ = 2, EV_FAIL_NTH = 3 };
 #define FAULT_RECORD 40u    /* struct iommu_hwpt_pgfault */
 #define FAULT_RESPONSE 8u   /* struct iommu_hwpt_page_response {u32 cookie, u32 code} */
-#define VEVENT_HEADER 8u    /* struct iommufd_vevent_header */
 
 struct hdr {
 	uint32_t magic;
@@ -1144,8 +1146,8 @@ static int describe_locked(int fd, struct file *f)
 		f->kind = get32(m.body);
 		f->n = get32(m.body + 4);
 		f->token = get64(m.body + 8);
-		if (f->kind == PK_FAULT) {
-			f->event = EV_FAULT;
+		if (f->kind == PK_FAULT || f->kind == PK_VEVENTQ) {
+			f->event = f->kind == PK_FAULT ? EV_FAULT : EV_VEVENTQ;
 			pthread_mutex_lock(&table_lock);
 			table_changed_locked();
 			pthread_mutex_unlock(&table_lock);
@@ -1938,16 +1940,52 @@ static struct file *event_file(int fd)
 	return f;
 }
 
-/* The kernel's fault-queue and vEVENTQ read: whole records only, as many as
- * fit; a first record that does not fit is EINVAL; an empty queue reads 0
- * without waiting. The daemon sends each kernel record (a fault group, or a
- * vEVENT with its header) as the body of one EVENT record. */
+/* A vEVENTQ's read is the daemon's (a READ record: the queue, its depth and
+ * its lost-events header live there): the doorbells waiting on the socket
+ * (empty EVENT records, which make poll() readable while the queue has
+ * records) are drained first, then one exchange, whose REPLY writes the
+ * records into buf and returns the count read (or -errno). A REPLY flagged
+ * BELL has a doorbell right behind it: the read returns once it is there, so
+ * that a poll() after the read sees what is left. */
+static ssize_t veventq_read(int fd, struct file *f, uint8_t *buf, size_t count)
+{
+	pthread_mutex_lock(&f->lock);
+	for (;;) {
+		uint8_t head[IUA_HDR_LEN];
+		ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < (ssize_t)IUA_HDR_LEN)
+			break;
+		struct hdr h;
+		hdr_decode(&h, head);
+		if (h.magic != IUA_MAGIC || h.kind != K_EVENT)
+			break;
+		recv(fd, NULL, 0, MSG_DONTWAIT); /* a doorbell */
+	}
+	struct msg m;
+	long rc = exchange(fd, f, K_READ, 0, (uint64_t)count, (uintptr_t)buf, NULL, &m, 0);
+	if (!rc) {
+		int bell = m.h.flags & FL_BELL;
+		rc = apply_reply(&m, 0);
+		msg_release(&m);
+		if (bell)
+			wait_io(fd, POLLIN, now_ms() + timeout_ms);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
+}
+
+/* The kernel's fault-queue read: whole records only, as many as fit; a
+ * first record that does not fit is EINVAL; an empty queue reads 0 without
+ * waiting. The daemon sends each kernel record (a fault group) as the body
+ * of one EVENT record. */
 static ssize_t event_read(int fd, struct file *f, uint8_t *buf, size_t count)
 {
+	if (f->event == EV_VEVENTQ)
+		return veventq_read(fd, f, buf, count);
 	if (f->event == EV_FAULT && count % FAULT_RECORD)
 		return -ESPIPE;
-	if (f->event == EV_VEVENTQ && count < VEVENT_HEADER)
-		return -EINVAL;
 	size_t done = 0;
 	ssize_t rc = 0;
 	pthread_mutex_lock(&f->lock);

@@ -133,3 +133,35 @@ IOMMU_HWPT_DATA_SELFTEST = 0xDEAD
 #: A mock device's cache slots (mock_dev_create fills them with the default).
 MOCK_DEV_CACHE_ID_MAX = 3
 IOMMU_TEST_DEV_CACHE_DEFAULT = 0xBADDAD
+
+# -- nested translation, vIOMMUs, vDEVICEs, vEVENTQs, HW queues (iommufd.h) -----------
+IOMMUFD_OBJ_VIOMMU = 8
+IOMMUFD_OBJ_VDEVICE = 9
+IOMMUFD_OBJ_VEVENTQ = 10
+IOMMUFD_OBJ_HW_QUEUE = 11
+IOMMU_VIOMMU_TYPE_DEFAULT = 0
+IOMMU_VEVENTQ_TYPE_DEFAULT = 0
+IOMMU_HW_QUEUE_TYPE_DEFAULT = 0
+#: struct iommufd_vevent_header flags: the queue lost vEVENTs (a header with no data).
+IOMMU_VEVENTQ_FLAG_LOST_EVENTS = 1 << 0
+#: The deepest vEVENTQ (iommufd_veventq_alloc's VEVENTQ_MAX_DEPTH).
+VEVENTQ_MAX_DEPTH = 1 << 19
+#: Size of struct iommufd_vevent_header {u32 flags, u32 sequence}.
+VEVENT_HEADER_SIZE = 8
+
+# -- the selftest mock's nested domains and vIOMMU (iommufd_test.h, as facts) --------------
+#: A mock nested domain's IOTLB slots (iotlb ids 0..3), each set from the
+#: HWPT_ALLOC data's `iotlb` and cleared by an invalidation.
+MOCK_NESTED_DOMAIN_IOTLB_ID_MAX = 3
+IOMMU_TEST_IOTLB_DEFAULT = 0xBADBEEF
+IOMMU_HWPT_INVALIDATE_DATA_SELFTEST = 0xDEADBEEF
+IOMMU_HWPT_INVALIDATE_DATA_SELFTEST_INVALID = 0xDADBEEF
+#: struct iommu_hwpt_invalidate_selftest / iommu_viommu_invalidate_selftest flags.
+IOMMU_TEST_INVALIDATE_FLAG_ALL = 1 << 0
+IOMMU_VIOMMU_TYPE_SELFTEST = 0xDEADBEEF
+IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST = 0xDEADBEEF
+IOMMU_VIOMMU_INVALIDATE_DATA_SELFTEST_INVALID = 0xDADBEEF
+IOMMU_VEVENTQ_TYPE_SELFTEST = 0xBEEFBEEF
+IOMMU_HW_QUEUE_TYPE_SELFTEST = 0xDEADBEEF
+#: The mock vIOMMU's HW queue indexes: 0 and 1, each needing the one before.
+IOMMU_TEST_HW_QUEUE_MAX = 2

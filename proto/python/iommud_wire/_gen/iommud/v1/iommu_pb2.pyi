@@ -17,6 +17,10 @@ class ObjectType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECT_TYPE_FAULT: _ClassVar[ObjectType]
     OBJECT_TYPE_ACCESS: _ClassVar[ObjectType]
     OBJECT_TYPE_SELFTEST: _ClassVar[ObjectType]
+    OBJECT_TYPE_VIOMMU: _ClassVar[ObjectType]
+    OBJECT_TYPE_VDEVICE: _ClassVar[ObjectType]
+    OBJECT_TYPE_VEVENTQ: _ClassVar[ObjectType]
+    OBJECT_TYPE_HW_QUEUE: _ClassVar[ObjectType]
 
 class IoasMapFlag(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -46,6 +50,10 @@ OBJECT_TYPE_DEVICE: ObjectType
 OBJECT_TYPE_FAULT: ObjectType
 OBJECT_TYPE_ACCESS: ObjectType
 OBJECT_TYPE_SELFTEST: ObjectType
+OBJECT_TYPE_VIOMMU: ObjectType
+OBJECT_TYPE_VDEVICE: ObjectType
+OBJECT_TYPE_VEVENTQ: ObjectType
+OBJECT_TYPE_HW_QUEUE: ObjectType
 IOAS_MAP_FLAG_UNSPECIFIED: IoasMapFlag
 IOAS_MAP_FLAG_FIXED_IOVA: IoasMapFlag
 IOAS_MAP_FLAG_WRITEABLE: IoasMapFlag
@@ -524,7 +532,7 @@ class ListObjectsRequest(_message.Message):
     def __init__(self, iommufd: _Optional[int] = ...) -> None: ...
 
 class ObjectInfo(_message.Message):
-    __slots__ = ("id", "type", "users", "areas", "mapped_bytes", "ioas_id", "auto_domain", "device", "cookie")
+    __slots__ = ("id", "type", "users", "areas", "mapped_bytes", "ioas_id", "auto_domain", "device", "cookie", "parent_id", "viommu_id", "virt_id", "dev_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     USERS_FIELD_NUMBER: _ClassVar[int]
@@ -534,6 +542,10 @@ class ObjectInfo(_message.Message):
     AUTO_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     COOKIE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    VIOMMU_ID_FIELD_NUMBER: _ClassVar[int]
+    VIRT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
     id: int
     type: ObjectType
     users: int
@@ -543,7 +555,11 @@ class ObjectInfo(_message.Message):
     auto_domain: bool
     device: str
     cookie: int
-    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[ObjectType, str]] = ..., users: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., ioas_id: _Optional[int] = ..., auto_domain: _Optional[bool] = ..., device: _Optional[str] = ..., cookie: _Optional[int] = ...) -> None: ...
+    parent_id: int
+    viommu_id: int
+    virt_id: int
+    dev_id: int
+    def __init__(self, id: _Optional[int] = ..., type: _Optional[_Union[ObjectType, str]] = ..., users: _Optional[int] = ..., areas: _Optional[int] = ..., mapped_bytes: _Optional[int] = ..., ioas_id: _Optional[int] = ..., auto_domain: _Optional[bool] = ..., device: _Optional[str] = ..., cookie: _Optional[int] = ..., parent_id: _Optional[int] = ..., viommu_id: _Optional[int] = ..., virt_id: _Optional[int] = ..., dev_id: _Optional[int] = ...) -> None: ...
 
 class ListObjectsResponse(_message.Message):
     __slots__ = ("objects",)
@@ -1001,6 +1017,130 @@ class FaultQueueAllocResponse(_message.Message):
     OUT_FAULT_ID_FIELD_NUMBER: _ClassVar[int]
     out_fault_id: int
     def __init__(self, out_fault_id: _Optional[int] = ...) -> None: ...
+
+class ViommuAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "type", "dev_id", "hwpt_id", "data_len", "reserved", "data")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_LEN_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    type: int
+    dev_id: int
+    hwpt_id: int
+    data_len: int
+    reserved: int
+    data: bytes
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., type: _Optional[int] = ..., dev_id: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., data_len: _Optional[int] = ..., reserved: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class ViommuAllocResponse(_message.Message):
+    __slots__ = ("out_viommu_id", "data")
+    OUT_VIOMMU_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    out_viommu_id: int
+    data: bytes
+    def __init__(self, out_viommu_id: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class VdeviceAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "viommu_id", "dev_id", "virt_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    VIOMMU_ID_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    VIRT_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    viommu_id: int
+    dev_id: int
+    virt_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., viommu_id: _Optional[int] = ..., dev_id: _Optional[int] = ..., virt_id: _Optional[int] = ...) -> None: ...
+
+class VdeviceAllocResponse(_message.Message):
+    __slots__ = ("out_vdevice_id",)
+    OUT_VDEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    out_vdevice_id: int
+    def __init__(self, out_vdevice_id: _Optional[int] = ...) -> None: ...
+
+class HwQueueAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "viommu_id", "type", "index", "nesting_parent_iova", "length")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    VIOMMU_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    NESTING_PARENT_IOVA_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    viommu_id: int
+    type: int
+    index: int
+    nesting_parent_iova: int
+    length: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., viommu_id: _Optional[int] = ..., type: _Optional[int] = ..., index: _Optional[int] = ..., nesting_parent_iova: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class HwQueueAllocResponse(_message.Message):
+    __slots__ = ("out_hw_queue_id",)
+    OUT_HW_QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    out_hw_queue_id: int
+    def __init__(self, out_hw_queue_id: _Optional[int] = ...) -> None: ...
+
+class VeventqAllocRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "viommu_id", "type", "veventq_depth", "reserved")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    VIOMMU_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    VEVENTQ_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    viommu_id: int
+    type: int
+    veventq_depth: int
+    reserved: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., viommu_id: _Optional[int] = ..., type: _Optional[int] = ..., veventq_depth: _Optional[int] = ..., reserved: _Optional[int] = ...) -> None: ...
+
+class VeventqAllocResponse(_message.Message):
+    __slots__ = ("out_veventq_id", "out_veventq_fd")
+    OUT_VEVENTQ_ID_FIELD_NUMBER: _ClassVar[int]
+    OUT_VEVENTQ_FD_FIELD_NUMBER: _ClassVar[int]
+    out_veventq_id: int
+    out_veventq_fd: int
+    def __init__(self, out_veventq_id: _Optional[int] = ..., out_veventq_fd: _Optional[int] = ...) -> None: ...
+
+class VeventqReadRequest(_message.Message):
+    __slots__ = ("veventq_fd", "count")
+    VEVENTQ_FD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    veventq_fd: int
+    count: int
+    def __init__(self, veventq_fd: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class VeventqReadResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class WatchVeventqRequest(_message.Message):
+    __slots__ = ("veventq_fd",)
+    VEVENTQ_FD_FIELD_NUMBER: _ClassVar[int]
+    veventq_fd: int
+    def __init__(self, veventq_fd: _Optional[int] = ...) -> None: ...
+
+class WatchVeventqResponse(_message.Message):
+    __slots__ = ("flags", "sequence", "data")
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    flags: int
+    sequence: int
+    data: bytes
+    def __init__(self, flags: _Optional[int] = ..., sequence: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class GetHwInfoRequest(_message.Message):
     __slots__ = ("iommufd", "flags", "dev_id", "data_len", "in_data_type", "reserved")
@@ -1691,5 +1831,33 @@ class TestDevCheckCacheRequest(_message.Message):
     def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., cache_id: _Optional[int] = ..., cache: _Optional[int] = ...) -> None: ...
 
 class TestDevCheckCacheResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestMdCheckIotlbRequest(_message.Message):
+    __slots__ = ("iommufd", "hwpt_id", "iotlb_id", "iotlb")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    HWPT_ID_FIELD_NUMBER: _ClassVar[int]
+    IOTLB_ID_FIELD_NUMBER: _ClassVar[int]
+    IOTLB_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    hwpt_id: int
+    iotlb_id: int
+    iotlb: int
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., iotlb_id: _Optional[int] = ..., iotlb: _Optional[int] = ...) -> None: ...
+
+class TestMdCheckIotlbResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestTriggerVeventRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ...) -> None: ...
+
+class TestTriggerVeventResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

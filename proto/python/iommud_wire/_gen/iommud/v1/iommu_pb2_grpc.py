@@ -231,6 +231,36 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
                 _registered_method=True)
+        self.ViommuAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/ViommuAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.ViommuAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.ViommuAllocResponse.FromString,
+                _registered_method=True)
+        self.VdeviceAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/VdeviceAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VdeviceAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VdeviceAllocResponse.FromString,
+                _registered_method=True)
+        self.HwQueueAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/HwQueueAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.HwQueueAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.HwQueueAllocResponse.FromString,
+                _registered_method=True)
+        self.VeventqAlloc = channel.unary_unary(
+                '/iommud.v1.IommuService/VeventqAlloc',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VeventqAllocRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VeventqAllocResponse.FromString,
+                _registered_method=True)
+        self.VeventqRead = channel.unary_unary(
+                '/iommud.v1.IommuService/VeventqRead',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.VeventqReadRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.VeventqReadResponse.FromString,
+                _registered_method=True)
+        self.WatchVeventq = channel.unary_stream(
+                '/iommud.v1.IommuService/WatchVeventq',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.FromString,
+                _registered_method=True)
         self.GetHwInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetHwInfo',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.SerializeToString,
@@ -450,6 +480,16 @@ class IommuServiceStub:
                 '/iommud.v1.IommuService/TestDevCheckCache',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.FromString,
+                _registered_method=True)
+        self.TestMdCheckIotlb = channel.unary_unary(
+                '/iommud.v1.IommuService/TestMdCheckIotlb',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbResponse.FromString,
+                _registered_method=True)
+        self.TestTriggerVevent = channel.unary_unary(
+                '/iommud.v1.IommuService/TestTriggerVevent',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.FromString,
                 _registered_method=True)
 
 
@@ -710,7 +750,8 @@ class IommuServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def HwptAlloc(self, request, context):
-        """HwptAlloc is IOMMU_HWPT_ALLOC (paging HWPTs).
+        """HwptAlloc is IOMMU_HWPT_ALLOC: a paging HWPT over an IOAS, or a nested
+        HWPT over a NEST_PARENT paging HWPT or a vIOMMU (with driver data).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -739,6 +780,53 @@ class IommuServiceServicer:
 
     def FaultQueueAlloc(self, request, context):
         """FaultQueueAlloc is IOMMU_FAULT_QUEUE_ALLOC.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ViommuAlloc(self, request, context):
+        """ViommuAlloc is IOMMU_VIOMMU_ALLOC: a vIOMMU of the device's IOMMU over a
+        NEST_PARENT paging HWPT (which it holds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VdeviceAlloc(self, request, context):
+        """VdeviceAlloc is IOMMU_VDEVICE_ALLOC: a device's virtual id on a vIOMMU.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HwQueueAlloc(self, request, context):
+        """HwQueueAlloc is IOMMU_HW_QUEUE_ALLOC: a vIOMMU's HW-accelerated queue,
+        whose guest memory (IOVA of the nesting parent) it pins and locks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VeventqAlloc(self, request, context):
+        """VeventqAlloc is IOMMU_VEVENTQ_ALLOC: a vIOMMU's event queue of one type,
+        and its fd (closing the fd releases it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VeventqRead(self, request, context):
+        """VeventqRead is read() of a vEVENTQ fd: the whole vEVENTs (header and
+        data) that fit `count` bytes, removed from the queue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchVeventq(self, request, context):
+        """WatchVeventq reads a vEVENTQ fd as a stream: every vEVENT (or lost-events
+        header) as it is queued, removed from the queue as it is sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1084,6 +1172,23 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestMdCheckIotlb(self, request, context):
+        """TestMdCheckIotlb is IOMMU_TEST_OP_MD_CHECK_IOTLB: does IOTLB slot
+        `iotlb_id` of the mock nested HWPT `hwpt_id` hold `iotlb`?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestTriggerVevent(self, request, context):
+        """TestTriggerVevent is IOMMU_TEST_OP_TRIGGER_VEVENT: the mock device bound
+        as `dev_id` reports one vEVENT (its virtual id) to its vIOMMU's
+        selftest-type vEVENTQ.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IommuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1281,6 +1386,36 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.FaultQueueAlloc,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.SerializeToString,
+            ),
+            'ViommuAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.ViommuAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.ViommuAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.ViommuAllocResponse.SerializeToString,
+            ),
+            'VdeviceAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.VdeviceAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VdeviceAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VdeviceAllocResponse.SerializeToString,
+            ),
+            'HwQueueAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.HwQueueAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.HwQueueAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.HwQueueAllocResponse.SerializeToString,
+            ),
+            'VeventqAlloc': grpc.unary_unary_rpc_method_handler(
+                    servicer.VeventqAlloc,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VeventqAllocRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VeventqAllocResponse.SerializeToString,
+            ),
+            'VeventqRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.VeventqRead,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.VeventqReadRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.VeventqReadResponse.SerializeToString,
+            ),
+            'WatchVeventq': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchVeventq,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.SerializeToString,
             ),
             'GetHwInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHwInfo,
@@ -1501,6 +1636,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.TestDevCheckCache,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.SerializeToString,
+            ),
+            'TestMdCheckIotlb': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestMdCheckIotlb,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbResponse.SerializeToString,
+            ),
+            'TestTriggerVevent': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestTriggerVevent,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2558,6 +2703,168 @@ class IommuService:
             '/iommud.v1.IommuService/FaultQueueAlloc',
             iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ViommuAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/ViommuAlloc',
+            iommud_dot_v1_dot_iommu__pb2.ViommuAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.ViommuAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VdeviceAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VdeviceAlloc',
+            iommud_dot_v1_dot_iommu__pb2.VdeviceAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VdeviceAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HwQueueAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/HwQueueAlloc',
+            iommud_dot_v1_dot_iommu__pb2.HwQueueAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.HwQueueAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VeventqAlloc(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VeventqAlloc',
+            iommud_dot_v1_dot_iommu__pb2.VeventqAllocRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VeventqAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VeventqRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/VeventqRead',
+            iommud_dot_v1_dot_iommu__pb2.VeventqReadRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.VeventqReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchVeventq(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/iommud.v1.IommuService/WatchVeventq',
+            iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -3746,6 +4053,60 @@ class IommuService:
             '/iommud.v1.IommuService/TestDevCheckCache',
             iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.TestDevCheckCacheResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestMdCheckIotlb(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestMdCheckIotlb',
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestMdCheckIotlbResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestTriggerVevent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestTriggerVevent',
+            iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -395,7 +395,8 @@ def run_binary(binary: pathlib.Path, endpoint: pathlib.Path, timeout: float,
         raise RuntimeError("iommud-preload is not installed (pip install ./clients/preload)")
     env = {k: v for k, v in os.environ.items()
            if k not in ("LD_PRELOAD", "IOMMUD_PRELOAD_SOCKET", "IOMMUD_PRELOAD_TIMEOUT",
-                        "IOMMUD_PRELOAD_DEBUGFS", "IOMMUD_PRELOAD_FAIL_NTH")}
+                        "IOMMUD_PRELOAD_DEBUGFS", "IOMMUD_PRELOAD_FAIL_NTH",
+                        "IOMMUD_PRELOAD_PROC_STATUS")}
     env.update(extra_env or {})
     started = time.monotonic()
     proc = subprocess.Popen([launcher, "--endpoint", str(endpoint), "--", str(binary)],
@@ -448,10 +449,12 @@ def run_all(binaries: dict[str, pathlib.Path], src: pathlib.Path,
                     continue
                 limit = (timeouts or TIMEOUTS)[name]
                 log(f"running {name} (at most {limit:.0f} s)")
-                extra = {}
+                # change_process reads VmPin and VmLck of /proc/<pid>/status:
+                # the shim adds what the daemon charges each process.
+                extra = {"IOMMUD_PRELOAD_PROC_STATUS": "1"}
                 if name == "iommufd_fail_nth":
-                    extra = {"IOMMUD_PRELOAD_DEBUGFS": str(fake_debugfs(workdir)),
-                             "IOMMUD_PRELOAD_FAIL_NTH": "1"}
+                    extra |= {"IOMMUD_PRELOAD_DEBUGFS": str(fake_debugfs(workdir)),
+                              "IOMMUD_PRELOAD_FAIL_NTH": "1"}
                 tap, timed_out, seconds = run_binary(path, daemon.uapi_socket, limit, workdir,
                                                      extra)
                 plan, cases = parse_tap(name, tap, timed_out)

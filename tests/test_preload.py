@@ -41,7 +41,7 @@ EXEC_GROUP, EXEC_DEVICE = 22, "0000:07:01.0"
 DIRTY_DEVICE = "0000:03:00.0"   # dirty_tracking = true
 INTERPOSED = {"open", "open64", "__open_2", "__open64_2", "openat", "openat64", "__openat_2",
               "__openat64_2", "ioctl", "read", "write", "pread", "pread64", "pwrite", "pwrite64",
-              "opendir"}
+              "opendir", "fopen", "fopen64"}
 
 
 # -- building and running ------------------------------------------------------------
@@ -501,6 +501,32 @@ def test_map_of_a_user_range_with_a_hole_is_efault_with_a_domain(
     assert out["map_all_hole"] == failed("EFAULT")
     assert out["map_no_domain"] == (0, OK)
     assert out["map_hole_overlap"] == failed("EEXIST")
+
+
+def test_map_file_of_a_memfd_through_the_shim(
+        launcher: str, selftest_probe: pathlib.Path, selftest_daemon: DaemonProcess) -> None:
+    """IOAS_MAP_FILE: the shim passes the memfd with SCM_RIGHTS and the
+    daemon holds the file while it is mapped (the caller's close changes
+    nothing); MD_CHECK_MAP and MD_CHECK_REFS find the file's pages behind
+    the process's mmap of it (NEED BACKING, from /proc/self/maps), not
+    behind anonymous memory; /proc/self/status shows the pinned pages in
+    VmPin with IOMMUD_PRELOAD_PROC_STATUS=1."""
+    env = {**_env(), "IOMMUD_PRELOAD_PROC_STATUS": "1"}
+    proc = subprocess.run(preload_cmd(launcher, uapi_socket(selftest_daemon), selftest_probe,
+                                      "map_file"),
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT, env=env)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    out = steps(proc.stdout)
+    for ok_step in ("map_file", "iova_in_aperture", "close_memfd", "check_map_mmap",
+                    "check_refs_pinned", "check_refs_unpinned", "change_process", "unmap",
+                    "check_refs_after", "vm_pin_after_kb"):
+        assert out[ok_step][0] >= 0 and out[ok_step][1] == OK, (ok_step, out[ok_step])
+    assert out["check_map_other_pages"] == failed("EINVAL")
+    assert out["check_map_anon"] == failed("EINVAL")
+    assert out["map_file_ebadf"] == failed("EBADF")
+    assert out["map_file_iommufd"] == failed("EINVAL")
+    assert out["vm_pin_added_kb"] == (2 * os.sysconf("SC_PAGESIZE") // 1024, OK)
+    assert out["vm_pin_after_kb"] == (0, OK)
 
 
 @pytest.fixture(scope="module")

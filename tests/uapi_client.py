@@ -42,6 +42,9 @@ class Memory:
         self._next = 0x10_0000
         self.blocks: dict[int, bytearray] = {}
         self.readonly: set[int] = set()
+        #: Blocks that are a shared mapping of a file: (major, minor, inode,
+        #: file offset), as /proc/self/maps would show them.
+        self.files: dict[int, tuple[int, int, int, int]] = {}
 
     def alloc(self, size_or_data: int | bytes, readonly: bool = False) -> int:
         data = bytearray(size_or_data)  # zeroed bytes, or a copy of the given ones
@@ -80,6 +83,28 @@ class Memory:
     def struct(self, fmt: struct.Struct, *values: int) -> int:
         return self.alloc(fmt.pack(*values))
 
+    def map_file(self, fd: int, length: int, offset: int = 0) -> int:
+        """A MAP_SHARED mapping of `length` bytes of the file `fd` from
+        `offset` (its bytes are not the file's: only the mapping is told)."""
+        addr = self.alloc(length)
+        st = os.fstat(fd)
+        self.files[addr] = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino, offset)
+        return addr
+
+    def backing(self, addr: int, length: int) -> list[tuple[int, ...]]:
+        """The BACKING segments of [addr, addr + length): (offset, length,
+        major, minor, inode, file offset, shared) per block it overlaps."""
+        out = []
+        for base, data in sorted(self.blocks.items()):
+            lo, hi = max(base, addr), min(base + len(data), addr + length)
+            if lo >= hi:
+                continue
+            major, minor, ino, foff = self.files.get(base, (0, 0, 0, 0))
+            shared = base in self.files
+            out.append((lo - addr, hi - lo, major, minor, ino,
+                        foff + (lo - base) if shared else 0, 1 if shared else 0))
+        return out
+
     def unpack(self, fmt: struct.Struct, addr: int) -> tuple[int, ...]:
         data = self.read(addr, fmt.size)
         assert data is not None
@@ -90,6 +115,7 @@ class Memory:
 class Stats:
     needs: int = 0
     records: int = 0
+    backings: int = 0
 
 
 class File:
@@ -311,6 +337,13 @@ class Process:
                 off += 16
                 ok = self.mem.writable(addr, length)
                 out.append(struct.pack("<Ii", 3, 0 if ok else -E.EFAULT))
+            elif item == 4:   # BACKING: the mappings behind a range
+                _, length, addr = struct.unpack_from("<IIQ", body, off)
+                off += 16
+                self.stats.backings += 1
+                segments = self.mem.backing(addr, length)
+                out.append(struct.pack("<IiI", 4, 0, len(segments)))
+                out.extend(struct.pack("<QQIIQQI4x", *g) for g in segments)
             else:
                 raise AssertionError(f"unknown NEED item {item}")
         assert off == len(body)

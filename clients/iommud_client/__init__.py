@@ -28,6 +28,7 @@ from iommud_client.client import (
     DmaAccess,
     Group,
     IovaRange,
+    Memfd,
     Session,
     Translation,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "KeepalivePolicy",
     "KeepaliveStatus",
     "LeaseKeeper",
+    "Memfd",
     "Session",
     "StopReason",
     "Translation",

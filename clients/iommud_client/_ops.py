@@ -231,8 +231,17 @@ class HasVeventqFd(Protocol):
     def veventq_fd(self) -> int: ...
 
 
+class HasFileFd(Protocol):
+    @property
+    def fd(self) -> int: ...
+
+
 def _fd_of(handle: HasIommufd | int) -> int:
     return handle if isinstance(handle, int) else handle.iommufd
+
+
+def _file_fd(handle: HasFileFd | int) -> int:
+    return handle if isinstance(handle, int) else handle.fd
 
 
 def _map_flags(fixed: bool, readable: bool, writeable: bool) -> int:
@@ -310,6 +319,28 @@ def hot_add_device(s: object, device: pb.HostDevice) -> Op[None]:
 def hot_remove_device(s: object, device: str) -> Op[None]:
     return _op(pb.HotRemoveDeviceResponse, pb.HotRemoveDeviceRequest(device=device),
                lambda r: None)
+
+
+def open_memfd(s: object, size: int, name: str = "") -> Op[int]:
+    """memfd_create(name) and ftruncate(size) in the daemon: a file whose
+    pages IOAS_MAP_FILE maps; returns its fd in the session."""
+    return _op(pb.OpenMemfdResponse, pb.OpenMemfdRequest(name=name, size=size), lambda r: r.fd)
+
+
+@dataclass(frozen=True)
+class ProcessPins:
+    """What iommufd charges a process of the raw uAPI transport, in pages:
+    /proc/<pid>/status shows them (times 4 KiB) as VmPin and VmLck."""
+
+    pinned_pages: int
+    locked_pages: int
+
+
+def process_pins(s: object, pid: int) -> Op[ProcessPins]:
+    """The pages iommufd pins for, and charges to, process `pid` (a process
+    speaking the raw uAPI through the preload shim)."""
+    return _op(pb.ProcessPinsResponse, pb.ProcessPinsRequest(pid=pid),
+               lambda r: ProcessPins(r.pinned_pages, r.locked_pages))
 
 
 def debug_advance_clock(s: object, seconds: float) -> Op[int]:
@@ -426,6 +457,20 @@ def option(h: HasIommufd, option_id: int, op: int, object_id: int = 0, val64: in
     return _op(pb.OptionResponse, pb.OptionRequest(
         iommufd=h.iommufd, option_id=option_id, op=op, object_id=object_id, val64=val64,
         reserved=reserved), lambda r: r.val64)
+
+
+def ioas_map_file(h: HasIommufd, ioas_id: int, fd: HasFileFd | int, start: int, length: int,
+                  iova: int | None = None, *, readable: bool = True, writeable: bool = True,
+                  flags: int | None = None) -> Op[int]:
+    """IOMMU_IOAS_MAP_FILE: map `length` bytes of the file `fd` (a Memfd, or
+    a session fd number) from byte `start`; returns the IOVA of the new
+    area. With `iova` given the map is FIXED_IOVA. The pages' PA is the
+    file's, by file and offset, not a user address."""
+    if flags is None:
+        flags = _map_flags(iova is not None, readable, writeable)
+    return _op(pb.IoasMapFileResponse, pb.IoasMapFileRequest(
+        iommufd=h.iommufd, ioas_id=ioas_id, flags=flags, fd=_file_fd(fd), start=start,
+        length=length, iova=iova or 0), lambda r: r.iova)
 
 
 def ioas_change_process(h: HasIommufd, reserved: int = 0) -> Op[None]:
@@ -704,6 +749,18 @@ def veventq_read(h: HasVeventqFd, count: int = 4096) -> Op[bytes]:
 
 
 # -- selftest access fds ---------------------------------------------------------------------
+
+def close_file(h: HasFileFd) -> Op[None]:
+    """close() of a file fd (a memfd or a dma-buf): the file lives on while
+    an area maps its pages."""
+    return _op(pb.CloseFdResponse, pb.CloseFdRequest(fd=h.fd), lambda r: None)
+
+
+def memfd_truncate(h: HasFileFd, size: int) -> Op[None]:
+    """ftruncate() of a daemon-side memfd."""
+    return _op(pb.MemfdTruncateResponse, pb.MemfdTruncateRequest(fd=h.fd, size=size),
+               lambda r: None)
+
 
 def close_access(h: HasAccessFd) -> Op[None]:
     """close(access_fd): unpins everything and destroys the access."""

@@ -65,6 +65,7 @@ __all__ = [
     "AsyncDeviceFd",
     "AsyncGroup",
     "AsyncLeaseKeeper",
+    "AsyncMemfd",
     "AsyncSession",
     "vfio_ioas",
 ]
@@ -432,6 +433,12 @@ class AsyncSession:
         """open("/dev/vfio/<group>")."""
         return AsyncGroup(self, await self._run(_ops.open_group(self, group)), group)
 
+    async def open_memfd(self, size: int, name: str = "") -> AsyncMemfd:
+        """memfd_create() and ftruncate() in the daemon: a file to map."""
+        return AsyncMemfd(self, await self._run(_ops.open_memfd(self, size, name)))
+
+    process_pins = _am(_ops.process_pins)
+
     # -- devices and the host -------------------------------------------------------------------
 
     list_devices = _am(_ops.list_devices)
@@ -496,6 +503,7 @@ class AsyncContext(_AsyncFdHandle):
     ioas_unmap_all = _am(_ops.ioas_unmap_all)
     option = _am(_ops.option)
     ioas_change_process = _am(_ops.ioas_change_process)
+    ioas_map_file = _am(_ops.ioas_map_file)
     hwpt_invalidate = _am(_ops.hwpt_invalidate)
     fault_queue_alloc = _am(_ops.fault_queue_alloc)
     viommu_alloc = _am(_ops.viommu_alloc)
@@ -602,6 +610,18 @@ class AsyncAccess(_AsyncFdHandle):
     destroy_pages = _am(_ops.access_destroy_pages)
     rw = _am(_ops.access_rw)
     replace_ioas = _am(_ops.access_replace_ioas)
+
+
+@name_bound_ops
+class AsyncMemfd(_AsyncFdHandle):
+    """Memfd, for asyncio: a daemon-side memfd of the session."""
+
+    def __init__(self, session: AsyncSession, fd: int) -> None:
+        self.session = session
+        self.fd = fd
+
+    close = _am(_ops.close_file)
+    truncate = _am(_ops.memfd_truncate)
 
 
 @name_bound_ops

@@ -342,6 +342,13 @@ class Session:
         """open("/dev/vfio/<group>")."""
         return Group(self, self._run(_ops.open_group(self, group)), group)
 
+    def open_memfd(self, size: int, name: str = "") -> Memfd:
+        """memfd_create() and ftruncate() in the daemon: a file to map with
+        Context.ioas_map_file (gRPC cannot pass one of the caller's fds)."""
+        return Memfd(self, self._run(_ops.open_memfd(self, size, name)))
+
+    process_pins = _m(_ops.process_pins)
+
     # -- devices and the host -------------------------------------------------------------------
 
     list_devices = _m(_ops.list_devices)
@@ -404,6 +411,7 @@ class Context(_FdHandle):
     ioas_unmap_all = _m(_ops.ioas_unmap_all)
     option = _m(_ops.option)
     ioas_change_process = _m(_ops.ioas_change_process)
+    ioas_map_file = _m(_ops.ioas_map_file)
     hwpt_invalidate = _m(_ops.hwpt_invalidate)
     fault_queue_alloc = _m(_ops.fault_queue_alloc)
     viommu_alloc = _m(_ops.viommu_alloc)
@@ -511,6 +519,18 @@ class Access(_FdHandle):
     destroy_pages = _m(_ops.access_destroy_pages)
     rw = _m(_ops.access_rw)
     replace_ioas = _m(_ops.access_replace_ioas)
+
+
+@name_bound_ops
+class Memfd(_FdHandle):
+    """A daemon-side memfd of the session (OpenMemfd)."""
+
+    def __init__(self, session: Session, fd: int) -> None:
+        self.session = session
+        self.fd = fd
+
+    close = _m(_ops.close_file)
+    truncate = _m(_ops.memfd_truncate)
 
 
 @name_bound_ops

@@ -42,6 +42,9 @@ class Caller:
     groups: frozenset[int] = field(default_factory=frozenset)
     #: Journal replay: the identity the replayed row was admitted under.
     replayed: str = ""
+    #: A process of the raw uAPI transport: `pid` names the mm whose memory
+    #: a call maps and to which pinned pages are charged (files.mm_of).
+    process: bool = False
 
     @property
     def identity(self) -> str:

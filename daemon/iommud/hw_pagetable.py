@@ -23,7 +23,7 @@ import errno as E
 import itertools
 from typing import TYPE_CHECKING, Any, cast
 
-from iommud import _core
+from iommud import _core, files
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.fault import FaultQueue
@@ -165,6 +165,8 @@ class HwptPaging(IommufdObject):
             if self.aperture_last < U64_MAX:
                 step("aperture reservation")
                 iopt.add_reserved(self.aperture_last + 1, U64_MAX, self.resv_owner)
+            if len(self.ioas.domains) == 1:  # iopt_fill_domain pins what no domain holds
+                files.sources_of(self.ioas).check_pins(self.ioas.pinned_by_access)
             step("domain fill")
             iopt.add_domain(self.domain)  # iopt_fill_domain: EINVAL for an area without R/W
         except BaseException:

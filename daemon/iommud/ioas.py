@@ -13,7 +13,7 @@ import asyncio
 import errno as E
 from typing import TYPE_CHECKING, Any, Protocol
 
-from iommud import _core
+from iommud import _core, files
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.io_pagetable import pack_u64s, u64s
@@ -99,6 +99,7 @@ class Ioas(IommufdObject):
         """Before [iova, iova+length) is unmapped, every access with pins in
         the areas it touches drops them (iommufd_access_notify_unmap, called
         from iopt_unmap_iova_range with each area's whole range)."""
+        files.sources_of(self).unmapping(iova, length)
         if not self.accesses or not length:
             return
         last = min(iova + length - 1, (1 << 64) - 1)
@@ -131,9 +132,14 @@ class Ioas(IommufdObject):
             at = a_last + 1
         return None
 
+    def pinned_by_access(self, first: int, last: int) -> bool:
+        """Does an access pin pages of [first, last]?"""
+        return any(a.pins(first, last) for a in self.accesses)
+
     def destroy(self) -> None:
         # Destroying an IOAS drops every mapping it still holds (iommufd_ioas_destroy).
         self.iopt.unmap_all()
+        files.sources_of(self).clear()
 
     def describe(self, info: Any) -> None:
         info.areas = self.num_areas
@@ -207,6 +213,10 @@ def ioas_map(call: Call, req: pb.IoasMapRequest) -> pb.IoasMapResponse:
         raise IommuError(E.EFAULT, f"The user memory at {req.user_va:#x} (+{req.length:#x}) is "
                          f"not all mapped; the IOAS's domains pin it at once.",
                          user_va=req.user_va, length=req.length)
+    mm = files.mm_of(call)
+    if mm is not None:  # iopt_alloc_user_pages: the pages of current->mm
+        files.sources_of(ioas).record(iova, files.Pages(
+            files.Kind.USER, req.user_va, req.length, mm=mm, account_mode=files.account_mode(ctx)))
     return pb.IoasMapResponse(iova=iova)
 
 
@@ -242,8 +252,16 @@ def ioas_copy(call: Call, req: pb.IoasCopyRequest) -> pb.IoasCopyResponse:
     # The areas the range holds, at most: the budget charges them ahead.
     ctx.account.charge(req.length, areas=min(src.num_areas, req.length))
     step("area")
-    return pb.IoasCopyResponse(dst_iova=_core.copy(dst.iopt, src.iopt, req.flags, req.src_iova,
-                                                   req.length, req.dst_iova))
+    src_sources = files.sources_of(src)
+    if dst.domains and not src.domains:
+        # iopt_copy_iova fills dst's domains from the source's pages: those
+        # no domain holds yet must be pinned now.
+        for area, pages in src_sources.pages_in(req.src_iova, req.length):
+            files.check_pin(pages, area[2], area[1])
+    dst_iova = _core.copy(dst.iopt, src.iopt, req.flags, req.src_iova, req.length, req.dst_iova)
+    if src_sources:
+        files.sources_of(dst).after_copy(src_sources, req.src_iova, req.length, dst_iova)
+    return pb.IoasCopyResponse(dst_iova=dst_iova)
 
 
 def ioas_unmap(call: Call, req: pb.IoasUnmapRequest) -> pb.IoasUnmapResponse:
@@ -362,12 +380,123 @@ def _huge_pages(ctx: IommufdContext, req: pb.OptionRequest) -> int:
 
 def ioas_change_process(call: Call,
                         req: pb.IoasChangeProcessRequest) -> pb.IoasChangeProcessResponse:
-    """IOMMU_IOAS_CHANGE_PROCESS (iommufd_ioas_change_process): every mapping
-    here is of user memory (there is no MAP_FILE), so any area makes it
-    EINVAL; otherwise there is nothing to move."""
+    """IOMMU_IOAS_CHANGE_PROCESS (iommufd_ioas_change_process): every area
+    of every IOAS of the context must be a file's (EINVAL otherwise: user
+    memory is its process's, a dma-buf its exporter's); then the pages of
+    them all are charged to the caller (change_mm): a raw-transport process
+    moves them to its own VmPin and VmLck; over gRPC, where the session is
+    the process, nothing moves."""
     check_reserved(req.reserved)
+    moving: dict[int, files.Pages] = {}
     for obj in call.ctx.objects():
-        if isinstance(obj, Ioas) and obj.num_areas:
-            raise IommuError(E.EINVAL, f"IOAS {obj.id} maps user memory; only file-backed "
-                             f"mappings can change process.", ioas_id=obj.id)
+        if not isinstance(obj, Ioas) or not obj.num_areas:
+            continue
+        known = {area[0]: pages for area, pages in files.sources_of(obj).entries()}
+        for iova, _length, _pa, _prot in obj.iopt.areas():
+            pages = known.get(iova)
+            if pages is None or pages.kind is not files.Kind.FILE:
+                raise IommuError(E.EINVAL, f"IOAS {obj.id} maps {_source_name(pages)} at "
+                                 f"{iova:#x}; only the pages of files can change process.",
+                                 ioas_id=obj.id, iova=iova)
+            moving[id(pages)] = pages
+    mm = files.mm_of(call)
+    for pages in moving.values():
+        pages.mm = mm
     return pb.IoasChangeProcessResponse()
+
+
+def _source_name(pages: files.Pages | None) -> str:
+    if pages is not None and pages.kind is files.Kind.DMABUF:
+        return "a dma-buf"
+    return "user memory"
+
+
+def ioas_map_file(call: Call, req: pb.IoasMapFileRequest) -> pb.IoasMapFileResponse:
+    """IOMMU_IOAS_MAP_FILE (iommufd_ioas_map_file, iopt_map_file_pages):
+    IOAS_MAP's flag checks, the IOAS, the file range, the file (a dma-buf:
+    iopt_alloc_dmabuf_pages; anything else: iopt_alloc_file_pages), then the
+    area is placed and, into an IOAS with domains, its pages pinned at once
+    (memfd_pin_folios: EINVAL for pages past the file's end or of a file
+    that is no memfd), the area going again if they cannot be."""
+    ctx = call.ctx
+    _core.check_map_args(req.flags, req.iova, req.length)
+    ioas = ctx.get(req.ioas_id, Ioas, "IOAS")
+    if not req.length:
+        raise IommuError(E.EINVAL, "The length is zero.")
+    if req.start + req.length - 1 > U64_MAX:
+        raise IommuError(E.EOVERFLOW, f"start {req.start:#x} + length {req.length:#x} wraps "
+                         f"past 2^64.", start=req.start, length=req.length)
+    entry = call.sess.fd_entry(req.fd)  # EBADF
+    if not isinstance(entry, files.FileFd):
+        raise IommuError(E.EINVAL, f"fd {req.fd} is a {entry.kind} fd; iommud maps the pages of "
+                         f"memfds and dma-bufs only.", fd=req.fd)
+    file = entry.file
+    kind, mode = files.Kind.FILE, files.account_mode(ctx)
+    if file.kind is files.Kind.DMABUF:
+        if file.size() <= req.start + req.length - 1:
+            raise IommuError(E.EINVAL, f"The range {req.start:#x} + {req.length:#x} runs past "
+                             f"the dma-buf's {file.size():#x} bytes.", start=req.start,
+                             length=req.length)
+        if file.revoked:  # the exporter's map callback refuses (iopt_map_dmabuf)
+            raise IommuError(E.ENODEV, "The dma-buf is revoked.", fd=req.fd)
+        kind, mode = files.Kind.DMABUF, files.ACCOUNT_NONE  # no pinned-page accounting
+    if req.start + req.length > files.FILE_OFFSET_LIMIT:
+        raise IommuError(E.EOVERFLOW, f"iommud names file pages up to offset "
+                         f"{files.FILE_OFFSET_LIMIT:#x}; {req.start:#x} + {req.length:#x} is "
+                         f"past it.", start=req.start, length=req.length)
+    ctx.account.charge(req.length)
+    step("area")
+    pages = files.Pages(kind, file.pa(req.start), req.length, file=file,
+                        mm=files.mm_of(call), account_mode=mode)
+    iova = ioas.iopt.map(req.flags, pages.base, req.length, req.iova)
+    if ioas.domains:
+        try:
+            files.check_pin(pages, pages.base, req.length)  # iopt_fill_domains_pages
+        except BaseException:
+            ioas.iopt.unmap(iova, req.length)
+            raise
+    files.sources_of(ioas).record(iova, pages)
+    return pb.IoasMapFileResponse(iova=iova)
+
+
+def process_pins(call: Call, req: pb.ProcessPinsRequest) -> pb.ProcessPinsResponse:
+    """What iommufd charges process `pid` (iopt_pages_update_pinned): the
+    pages of the areas it is the source of that a domain or an access pins,
+    counted once per source (areas IOAS_COPY made share their pages), all in
+    pinned_vm (VmPin), those under RLIMIT_MODE 1 in locked_vm too (VmLck).
+    A dma-buf's pages are not accounted."""
+    mm = files.current_mm(req.pid)
+    if mm is None:
+        return pb.ProcessPinsResponse()
+    pinned: dict[int, tuple[files.Pages, set[int]]] = {}
+    for sess in call.rt.sessions:
+        for ctx in sess.reachable_contexts():
+            for obj in ctx.object_list():
+                if isinstance(obj, Ioas):
+                    _count_pins(obj, mm, pinned)
+    total = sum(len(pages) for _, pages in pinned.values())
+    locked = sum(len(pages) for p, pages in pinned.values()
+                 if p.account_mode == files.ACCOUNT_MM)
+    return pb.ProcessPinsResponse(pinned_pages=total, locked_pages=locked)
+
+
+def _count_pins(ioas: Ioas, mm: files.Mm,
+                pinned: dict[int, tuple[files.Pages, set[int]]]) -> None:
+    sources = files.sources_of(ioas)
+    if not sources:
+        return
+    for (iova, length, pa, _prot), pages in sources.entries():
+        if pages.mm is not mm or pages.kind is files.Kind.DMABUF:
+            continue
+        if ioas.domains:
+            ranges = [(iova, iova + length - 1)]
+        else:  # only what accesses pin
+            last = iova + length - 1
+            ranges = [(max(lo, iova), min(hi, last)) for a in ioas.accesses
+                      for lo, hi in a.items.values() if lo <= last and iova <= hi]
+        if not ranges:
+            continue
+        entry = pinned.setdefault(id(pages), (pages, set()))
+        for lo, hi in ranges:
+            first_pa, last_pa = pa + (lo - iova), pa + (hi - iova)
+            entry[1].update(range(first_pa // PAGE_SIZE, last_pa // PAGE_SIZE + 1))

@@ -28,7 +28,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from iommud import vfio_type1
+from iommud import files, vfio_type1
 from iommud.errors import IommuError
 from iommud.hw_pagetable import INVALIDATE_ENTRY_NUM_MAX
 from iommud.selftest import ACCESS_MAX_LENGTH
@@ -135,7 +135,6 @@ VFIO_DEVICE_DETACH_IOMMUFD_PT = _io(120)
 #: Kernel ioctls that exist at v7.3 but have no operation in iommud yet
 #: (ENOTTY, as a kernel without them): named for the log and the docs.
 NOT_SERVED: dict[int, str] = {
-    IOMMU_IOAS_MAP_FILE: "IOMMU_IOAS_MAP_FILE",
     IOMMU_IOAS_NOIOMMU_GET_PA: "IOMMU_IOAS_NOIOMMU_GET_PA",
     VFIO_DEVICE_SET_IRQS: "VFIO_DEVICE_SET_IRQS",
     VFIO_DEVICE_RESET: "VFIO_DEVICE_RESET",
@@ -194,6 +193,9 @@ S_INVALIDATE = struct.Struct("<IIQIIII")
 S_FAULT_ALLOC = struct.Struct("<IIII")
 #: iommu_ioas_change_process {u32 size, u32 __reserved}: 8, min 8.
 S_CHANGE_PROCESS = struct.Struct("<II")
+#: iommu_ioas_map_file {u32 size, u32 flags, u32 ioas_id, s32 fd, u64 start,
+#: u64 length, u64 iova}: 40, min 40.
+S_MAP_FILE = struct.Struct("<IIIiQQQ")
 #: iommu_viommu_alloc {u32 size, u32 flags, u32 type, u32 dev_id, u32 hwpt_id,
 #: u32 out_viommu_id, u32 data_len, u32 __reserved, u64 data_uptr}: 40, min 24
 #: (offsetofend out_viommu_id).
@@ -338,7 +340,30 @@ class Writable(NamedTuple):
     length: int
 
 
-Need = Mem | FdArg | Writable
+class Backing(NamedTuple):
+    """NEED BACKING: what backs the caller's memory at [addr, addr+length),
+    as its /proc/self/maps tells; given as a list of `Segment` (a hole is
+    left out), or None when the caller could not tell."""
+
+    addr: int
+    length: int
+
+
+class Segment(NamedTuple):
+    """One mapping behind part of a BACKING range: `offset` and `length` in
+    the range; the file's device (major:minor), inode and the file offset of
+    the segment's first byte; whether the mapping is shared."""
+
+    offset: int
+    length: int
+    major: int
+    minor: int
+    inode: int
+    file_offset: int
+    shared: bool
+
+
+Need = Mem | FdArg | Writable | Backing
 
 
 class GivenFd(NamedTuple):
@@ -426,8 +451,8 @@ class Spec:
 class Ioctl:
     """One ioctl as a codec sees it (filled by the transport)."""
 
-    __slots__ = ("arg", "body", "call", "fd", "image", "limit", "resolve", "size", "target",
-                 "user_hole", "wb")
+    __slots__ = ("adopt", "arg", "body", "call", "fd", "image", "limit", "resolve", "size",
+                 "target", "user_hole", "wb")
 
     def __init__(self, arg: int, body: bytes, fd: int, target: Any,
                  call: Callable[[str, Any], Any], limit: int,
@@ -457,6 +482,10 @@ class Ioctl:
         self.wb = 0
         #: The shim found a hole in IOAS_MAP's user range (header USER_HOLE).
         self.user_hole = False
+        #: A real fd the caller passed -> the number of a session fd for the
+        #: same file, for the length of the call (fget): IOAS_MAP_FILE's file.
+        #: The codec closes it (CloseFd) when the call is done.
+        self.adopt: Callable[[int], int] | None = None
 
     def respond(self, data: bytes) -> Reply:
         """iommufd_ucmd_respond: copy back min(size, kernel size) bytes."""
@@ -842,6 +871,47 @@ def veventq_read(x: Ioctl, count: int) -> Flow:
     return Reply(len(data), [(x.arg, data)] if data else None)
 
 
+def _ioas_map_file(x: Ioctl) -> Flow:
+    """IOMMU_IOAS_MAP_FILE (iommufd_ioas_map_file): `fd` is the caller's, by a
+    NEED FD round: a file the daemon made for it (a selftest dma-buf) is its
+    session fd; a real file (a memfd the shim passes with SCM_RIGHTS) becomes
+    a session fd for the length of the call, as fget holds it. iova comes
+    back."""
+    size, flags, ioas_id, fd, start, length, iova = S_MAP_FILE.unpack(x.image)
+    number, adopted = FD_MAX, False
+    if fd >= 0:
+        (given,) = yield [FdArg(fd)]
+        if given.status == 0 and given.real and given.os_fd >= 0 and x.adopt is not None:
+            number, adopted = x.adopt(given.os_fd), True
+        else:
+            number, _ = _fd_number(given, x.resolve)
+    try:
+        r = x.call("IoasMapFile", pb.IoasMapFileRequest(
+            iommufd=x.fd, flags=flags, ioas_id=ioas_id, fd=number, start=start, length=length,
+            iova=iova))
+    finally:
+        if adopted:
+            x.call("CloseFd", pb.CloseFdRequest(fd=number))
+    return x.respond(S_MAP_FILE.pack(size, flags, ioas_id, fd, start, length, r.iova))
+
+
+def _backing(x: Ioctl, uptr: int, length: int
+             ) -> Generator[list[Need], list[Any], pb.UserBacking | None]:
+    """What backs the caller's memory at uptr (NEED BACKING), asked only
+    while the daemon holds files a process may have mapped: the selftest's
+    checks of user pages then find a memfd's pages behind its mmap. Without
+    any, the pages are the caller's own at their address, and no round
+    trip is spent."""
+    if not length or not files.host_files_live() or uptr + length - 1 > U64_MAX:
+        return None
+    (segments,) = yield [Backing(uptr, length)]
+    if segments is None:
+        return None
+    return pb.UserBacking(mappings=[pb.MemoryMapping(
+        offset=g.offset, length=g.length, dev_major=g.major, dev_minor=g.minor, inode=g.inode,
+        file_offset=g.file_offset, shared=g.shared) for g in segments])
+
+
 def _ioas_change_process(x: Ioctl) -> Reply:
     """IOMMU_IOAS_CHANGE_PROCESS (iommufd_ioas_change_process)."""
     _, reserved = S_CHANGE_PROCESS.unpack(x.image)
@@ -1220,19 +1290,27 @@ def _t_mock_domain_replace(x: Ioctl, obj_id: int) -> Reply:
     return _t_respond(x, TEST_UNION, S_U32.pack(r.pt_id))
 
 
-def _t_check_map(x: Ioctl, obj_id: int) -> Reply:
-    """MD_CHECK_MAP (iommufd_test_md_check_pa)."""
+def _t_check_map(x: Ioctl, obj_id: int) -> Flow:
+    """MD_CHECK_MAP (iommufd_test_md_check_pa): the pages behind uptr are
+    what the kernel's GUP of them finds (`_backing`)."""
     iova, length, uptr = S_T_CHECK_MAP.unpack_from(x.image, TEST_UNION)
-    x.call("TestMdCheckMap", pb.TestMdCheckMapRequest(iommufd=x.fd, hwpt_id=obj_id, iova=iova,
-                                                      length=length, user_va=uptr))
+    req = pb.TestMdCheckMapRequest(iommufd=x.fd, hwpt_id=obj_id, iova=iova, length=length,
+                                   user_va=uptr)
+    backing = yield from _backing(x, uptr, length)
+    if backing is not None:
+        req.backing.CopyFrom(backing)
+    x.call("TestMdCheckMap", req)
     return DONE
 
 
-def _t_check_refs(x: Ioctl, obj_id: int) -> Reply:
+def _t_check_refs(x: Ioctl, obj_id: int) -> Flow:
     """MD_CHECK_REFS (iommufd_test_md_check_refs): `id` is not read."""
     length, uptr, refs = S_T_CHECK_REFS.unpack_from(x.image, TEST_UNION)
-    x.call("TestMdCheckRefs", pb.TestMdCheckRefsRequest(iommufd=x.fd, user_va=uptr,
-                                                        length=length, refs=refs))
+    req = pb.TestMdCheckRefsRequest(iommufd=x.fd, user_va=uptr, length=length, refs=refs)
+    backing = yield from _backing(x, uptr, length)
+    if backing is not None:
+        req.backing.CopyFrom(backing)
+    x.call("TestMdCheckRefs", req)
     return DONE
 
 
@@ -1264,6 +1342,10 @@ def _t_access_pages(x: Ioctl, obj_id: int) -> Flow:
                                     user_va=uptr)
     if length <= ACCESS_MAX_LENGTH and not flags & ~ACCESS_PAGES_FLAGS:
         req.access_fd = yield from _t_access_fd(x, obj_id)
+        if uptr:
+            backing = yield from _backing(x, uptr, length)
+            if backing is not None:
+                req.backing.CopyFrom(backing)
     r = x.call("TestAccessPages", req)
     return _t_respond(x, TEST_UNION + 4, S_U32.pack(r.out_access_pages_id))
 
@@ -1455,6 +1537,7 @@ _IOMMUFD_TABLE = _table(
          _fault_queue_alloc),
     Spec(IOMMU_IOAS_CHANGE_PROCESS, "IOMMU_IOAS_CHANGE_PROCESS", A.SIZE, 8, 8,
          _ioas_change_process),
+    Spec(IOMMU_IOAS_MAP_FILE, "IOMMU_IOAS_MAP_FILE", A.SIZE, 40, 40, _ioas_map_file),
     Spec(IOMMU_VIOMMU_ALLOC, "IOMMU_VIOMMU_ALLOC", A.SIZE, 24, 40, _viommu_alloc),
     Spec(IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", A.SIZE, 24, 24, _vdevice_alloc),
     Spec(IOMMU_VEVENTQ_ALLOC, "IOMMU_VEVENTQ_ALLOC", A.SIZE, 28, 32, _veventq_alloc),

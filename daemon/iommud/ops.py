@@ -25,6 +25,7 @@ from iommud import (
     context,
     device,
     fault,
+    files,
     host,
     hw_pagetable,
     info,
@@ -174,6 +175,12 @@ ROWS: tuple[Op, ...] = (
     _row("IoasUnmap", ioas.ioas_unmap, F.IOMMUFD, partial=True, offload=True),
     _row("Option", ioas.option, F.IOMMUFD),
     _row("IoasChangeProcess", ioas.ioas_change_process, F.IOMMUFD),
+    _row("IoasMapFile", ioas.ioas_map_file, F.IOMMUFD, limit=L.AREAS),
+    # Files to map (files.py): gRPC's memfds live in the daemon; what a
+    # raw-transport process's pages are charged (its /proc status).
+    _row("OpenMemfd", files.open_memfd, limit=L.FDS),
+    _row("MemfdTruncate", files.memfd_truncate),
+    _row("ProcessPins", ioas.process_pins, journal=False, needs=Needs.OPTIONAL),
     _row("Translate", ioas.translate, F.IOMMUFD, journal=False),
     _row("TranslateBatch", ioas.translate_batch, F.IOMMUFD, limit=L.BATCH, journal=False,
          max_request=_TRANSLATE),

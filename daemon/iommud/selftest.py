@@ -28,6 +28,7 @@ import errno as E
 import itertools
 from typing import TYPE_CHECKING, Any, cast
 
+from iommud import files
 from iommud.device import DeviceObj, bind_obj, detach_obj, kapi_attach, kapi_replace, unbind_obj
 from iommud.errors import IommuError
 from iommud.hw_pagetable import HwptNested, HwptPaging, new_resv_owner
@@ -278,9 +279,21 @@ def _mock_hwpt(call: Call, hwpt_id: int) -> HwptPaging:
 
 def test_md_check_map(call: Call, req: pb.TestMdCheckMapRequest) -> pb.TestMdCheckMapResponse:
     """IOMMU_TEST_OP_MD_CHECK_MAP (iommufd_test_md_check_pa): the HWPT's own
-    IO page table maps the range to `user_va`; EINVAL where it does not."""
+    IO page table maps the range to the pages at `user_va` (GUP of them: a
+    hole is EFAULT); EINVAL where it does not. A page of a shared file
+    mapping matches by the file's PA or by its user address (files.py)."""
     hwpt = _mock_hwpt(call, req.hwpt_id)
-    hwpt.domain.check_map(req.iova, req.length, req.user_va)
+    backing = req.backing if req.HasField("backing") else None
+    for offset, length, pa in files.user_pages(req.user_va, req.length, backing):
+        if pa is None:
+            raise IommuError(E.EFAULT, f"Nothing is mapped at {req.user_va + offset:#x}.",
+                             user_va=req.user_va + offset)
+        try:
+            hwpt.domain.check_map(req.iova + offset, length, pa)
+        except OSError as exc:
+            if exc.errno != E.EINVAL or pa == req.user_va + offset:
+                raise
+            hwpt.domain.check_map(req.iova + offset, length, req.user_va + offset)
     return pb.TestMdCheckMapResponse()
 
 
@@ -322,11 +335,23 @@ def test_md_check_refs(call: Call, req: pb.TestMdCheckRefsRequest) -> pb.TestMdC
                          f"be page aligned.")
     if req.user_va + req.length - 1 > U64_MAX:
         raise IommuError(E.EINVAL, f"{req.user_va:#x} + {req.length:#x} wraps past 2^64.")
-    start, end = req.user_va, req.user_va + req.length
+    pinned = _pinned_ranges(call)
+    backing = req.backing if req.HasField("backing") else None
+    for offset, length, pa in files.user_pages(req.user_va, req.length, backing):
+        if pa is None:
+            raise IommuError(E.EFAULT, f"Nothing is mapped at {req.user_va + offset:#x}.",
+                             user_va=req.user_va + offset)
+        _check_refs(pinned, pa, length, req.refs, req.user_va + offset)
+    return pb.TestMdCheckRefsResponse()
+
+
+def _check_refs(pinned: list[tuple[int, int]], pa: int, length: int, refs: int,
+                user_va: int) -> None:
+    start, end = pa, pa + length
     # Sweep the pinned ranges clipped to [start, end): the count must be
     # `refs` everywhere, including where no range covers a page.
     events: dict[int, int] = {start: 0}
-    for lo, hi in _pinned_ranges(call):
+    for lo, hi in pinned:
         lo, hi = max(lo, start), min(hi, end)
         if lo < hi:
             lo -= lo % PAGE_SIZE
@@ -338,10 +363,10 @@ def test_md_check_refs(call: Call, req: pb.TestMdCheckRefsRequest) -> pb.TestMdC
         if at >= end:
             break
         count += events[at]
-        if count != req.refs:
-            raise IommuError(E.EIO, f"The page at {max(at, start):#x} has {count} pins, not "
-                             f"{req.refs}.", user_va=max(at, start))
-    return pb.TestMdCheckRefsResponse()
+        if count != refs:
+            page = user_va + max(at, start) - start
+            raise IommuError(E.EIO, f"The page at {page:#x} has {count} pins, not {refs}.",
+                             user_va=page)
 
 
 def test_set_temp_memory_limit(call: Call, req: pb.TestSetTempMemoryLimitRequest
@@ -525,8 +550,10 @@ def test_access_pages(call: Call, req: pb.TestAccessPagesRequest) -> pb.TestAcce
     write = bool(req.flags & MOCK_FLAGS_ACCESS_WRITE)
     pieces = _walk(access, start, req.length, write=write, read=not write)
     if req.user_va:
-        for iova, user_va, _n in pieces:
-            if user_va != req.user_va + (iova - start):
+        backing = req.backing if req.HasField("backing") else None
+        user = files.user_pages(req.user_va, req.length, backing)
+        for iova, pa, n in pieces:
+            if not files.pa_matches(user, req.user_va, iova - start, n, pa):
                 raise IommuError(E.EBADE, f"The pages at {iova:#x} are not the user pages at "
                                  f"{req.user_va + (iova - start):#x}.", iova=iova)
     item = access.add_item(start, start + req.length - 1)

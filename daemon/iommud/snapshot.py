@@ -20,7 +20,7 @@ import io
 import pickle
 from typing import TYPE_CHECKING, Any
 
-from iommud import _core, hw_pagetable, selftest
+from iommud import _core, files, hw_pagetable, selftest
 from iommud.hw_pagetable import HwptPaging
 from iommud.journal import JournalError
 
@@ -58,7 +58,8 @@ def dump(rt: Runtime) -> bytes:
         "host": rt.host,
         "sessions": list(rt.sessions),
         "counters": {"resv_owner": hw_pagetable.resv_owner_next(),
-                     "mock_name": selftest.mock_name_next()},
+                     "mock_name": selftest.mock_name_next(),
+                     "file_slots": files.grpc_slots_state()},
     }
     return pickle.dumps(state, protocol=5)
 
@@ -83,4 +84,5 @@ def load(rt: Runtime, data: bytes) -> int:
                     _core.iopt_attach_filled(obj.ioas.iopt, obj.domain)
     hw_pagetable.resv_owner_continue(state["counters"]["resv_owner"])
     selftest.mock_name_continue(state["counters"]["mock_name"])
+    files.grpc_slots_continue(state["counters"].get("file_slots"))
     return len(state["sessions"])

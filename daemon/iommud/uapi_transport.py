@@ -41,7 +41,7 @@ from collections import deque
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from iommud import failnth, kabi
+from iommud import failnth, files, kabi
 from iommud.access import Caller
 from iommud.dispatch import Dispatcher
 from iommud.errors import IommuError
@@ -84,7 +84,7 @@ BELL = 1 << 4
 #: A body larger than this travels in a sealed memfd.
 INLINE_MAX = 64 << 10
 #: Item types: NEED/GIVE MEM, FD, WRITABLE; REPLY WRITE, COPY, NEWFD.
-ITEM_MEM, ITEM_FD, ITEM_WRITABLE = 1, 2, 3
+ITEM_MEM, ITEM_FD, ITEM_WRITABLE, ITEM_BACKING = 1, 2, 3, 4
 ITEM_WRITE, ITEM_COPY, ITEM_NEWFD = 1, 2, 3
 #: NEWFD flags: install O_CLOEXEC; the ioctl returns this fd's number.
 NEWFD_CLOEXEC, NEWFD_RESULT = 1 << 0, 1 << 1
@@ -98,6 +98,12 @@ S_NEED_FD = struct.Struct("<Ii")
 S_GIVE_MEM = struct.Struct("<IiI")
 S_GIVE_FD = struct.Struct("<IiQ")
 S_GIVE_WRITABLE = struct.Struct("<Ii")
+#: GIVE BACKING {u32 type, s32 status, u32 count}, then count segments {u64
+#: offset, u64 length, u32 major, u32 minor, u64 inode, u64 file_offset, u32
+#: flags (bit 0: a shared mapping), u32 pad}.
+S_GIVE_BACKING = struct.Struct("<IiI")
+S_SEGMENT = struct.Struct("<QQIIQQI4x")
+SEGMENT_SHARED = 1 << 0
 #: REPLY WRITE {u32 type, u32 len, u64 addr, bytes}; NEWFD {u32 type, u32 flags,
 #: u64 addr, u64 file_token}.
 S_WRITE = struct.Struct("<IIQ")
@@ -107,6 +113,10 @@ S_COPY = struct.Struct("<IIQQ")
 #: A reply with one WRITE: its count and the item's header in one pack.
 S_ONE_WRITE = struct.Struct("<IIIQ")
 S_DESCRIBE = struct.Struct("<IIQ")
+#: The reply to OPEN of PATH_PINS: u64 pinned pages, u64 locked pages.
+S_PINS = struct.Struct("<QQ")
+#: OPEN's path kind 16: not a file, the question ProcessPins answers.
+PATH_PINS = 16
 S_TOKEN = struct.Struct("<Q")
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
@@ -217,6 +227,9 @@ class RawSession:
     #: A file token given for an fd argument -> its fd number, when the file
     #: is an fd of this session (kabi.Ioctl.resolve).
     resolve: Callable[[int], int | None]
+    #: A real fd a process passed -> a session fd of the same file
+    #: (kabi.Ioctl.adopt).
+    adopt: Callable[[int], int]
     files: int = 0
 
 
@@ -238,8 +251,8 @@ class RawFile:
 class Conn:
     """One connection of the raw socket."""
 
-    __slots__ = ("caller", "closed", "fd", "file", "outq", "pending", "server", "sock", "token",
-                 "walk")
+    __slots__ = ("caller", "closed", "fd", "file", "outq", "pending", "received", "server",
+                 "sock", "token", "walk")
 
     def __init__(self, server: UapiServer, sock: socket.socket, caller: Caller) -> None:
         self.server = server
@@ -258,6 +271,9 @@ class Conn:
         self.closed = False
         #: The fail-nth walk of the ioctl being served (header FAIL_NTH).
         self.walk: failnth.Walk | None = None
+        #: The fds the record being served brought (SCM_RIGHTS, after a body
+        #: memfd): a GIVE's real fds, in item order; closed after it.
+        self.received: list[int] = []
 
     def call(self, name: str, request: Any) -> Any:
         """Dispatch one operation for this file's caller: the raw transport's
@@ -357,7 +373,7 @@ class UapiServer:
             except OSError:
                 sock.close()
                 continue
-            caller = Caller(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock))
+            caller = Caller(pid=pid, uid=uid, gid=gid, groups=_peer_groups(sock), process=True)
             conn = Conn(self, sock, caller)
             self._conns[conn.fd] = conn
             self._loop.add_reader(conn.fd, self._readable, conn)
@@ -413,11 +429,13 @@ class UapiServer:
                 conn.caller = replace(conn.caller, pid=pid)
             if not self._draining and len(self._conns) > 1:
                 self._drain_hangups(conn)
+            conn.received = fds[1:] if flags & BODY_MEMFD else fds
             self._record(conn, kind, flags, seq, cmd, arg, body, nth)
         except Exception:  # a daemon bug: this connection goes, the daemon serves on
             log.exception("uapi.bug", during="record", pid=conn.caller.pid)
             self._close(conn)
         finally:
+            conn.received = []
             for fd in fds:
                 os.close(fd)
 
@@ -500,6 +518,9 @@ class UapiServer:
             self._send_reply(conn, seq, -E.EPROTO)
             self._refuse(conn, f"an OPEN body of {len(body)} bytes")
             return
+        if cmd == PATH_PINS:
+            self._pins(conn, seq, arg)
+            return
         try:
             self.rt.access.check_call(conn.caller, "OPEN", False)
             raw = self._raw_session(conn)
@@ -521,6 +542,20 @@ class UapiServer:
         self._adopt(conn, file)
         self._send_reply(conn, seq, 0, [S_TOKEN.pack(file.token)])
 
+    def _pins(self, conn: Conn, seq: int, pid: int) -> None:
+        """OPEN of path kind 16: a question, not a file. What iommufd charges
+        process `pid` (its /proc/<pid>/status VmPin and VmLck, which the shim
+        shows with IOMMUD_PRELOAD_PROC_STATUS=1): the reply's body is u64
+        pinned pages, u64 locked pages; then the connection closes."""
+        try:
+            self.rt.access.check_call(conn.caller, "OPEN", False)
+            r = conn.call("ProcessPins", pb.ProcessPinsRequest(pid=pid & 0xFFFF_FFFF))
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+        else:
+            self._send_reply(conn, seq, 0, [S_PINS.pack(r.pinned_pages, r.locked_pages)])
+        self._close(conn)
+
     def _raw_session(self, conn: Conn) -> RawSession:
         uid = conn.caller.uid
         assert uid is not None
@@ -531,7 +566,8 @@ class UapiServer:
                 self.rt.journal.ephemeral.add(r.token)
             sess = self.rt.sessions.get(r.token)
             assert sess is not None
-            raw = self._raw[uid] = RawSession(uid, r.token, sess, self._resolver(sess))
+            raw = self._raw[uid] = RawSession(uid, r.token, sess, self._resolver(sess),
+                                              self._adopter(sess))
         conn.token = raw.token
         return raw
 
@@ -651,6 +687,7 @@ class UapiServer:
                 return
             x = Ioctl(arg, body, file.fd, target, conn.call, self.limit, file.raw.resolve)
             x.user_hole = bool(flags & USER_HOLE)
+            x.adopt = file.raw.adopt
             kabi.prepare(spec, x, bool(flags & TAIL_NONZERO))
             with failnth.walking(conn.walk):
                 out = spec.codec(x)
@@ -669,6 +706,26 @@ class UapiServer:
             self._finish(conn, seq, out)
         else:
             self._advance(conn, seq, out, None)
+
+    @staticmethod
+    def _adopter(sess: Session) -> Callable[[int], int]:
+        def adopt(os_fd: int) -> int:
+            """A file a process passed (SCM_RIGHTS) as a session fd, as fget
+            holds it for a call: the daemon keeps its own reference to the
+            file (files.host_file) while an area maps its pages."""
+            try:
+                file = files.host_file(os_fd)
+            except OSError as exc:
+                raise IommuError(exc.errno or E.EBADF, f"The file passed cannot be held: "
+                                 f"{exc.strerror}.") from exc
+            try:
+                return sess.install(files.FileFd(file))
+            except BaseException:
+                file.get()
+                file.put()
+                raise
+
+        return adopt
 
     def _resolver(self, sess: Session) -> Callable[[int], int | None]:
         files = self._files
@@ -703,6 +760,8 @@ class UapiServer:
         for need in needs:
             if isinstance(need, kabi.FdArg):
                 parts.append(S_NEED_FD.pack(ITEM_FD, need.fd))
+            elif isinstance(need, kabi.Backing):
+                parts.append(S_NEED_RANGE.pack(ITEM_BACKING, need.length, need.addr))
             else:
                 item = ITEM_MEM if isinstance(need, Mem) else ITEM_WRITABLE
                 parts.append(S_NEED_RANGE.pack(item, need.length, need.addr))
@@ -718,7 +777,7 @@ class UapiServer:
         try:
             if seq != pseq:
                 raise ProtocolError(f"GIVE for seq {seq}, NEED was {pseq}")
-            given = _parse_give(body, needs)
+            given = _parse_give(body, needs, conn.received)
         except ProtocolError as exc:
             flow.close()
             log.info("uapi.protocol", problem=str(exc), pid=conn.caller.pid)
@@ -961,7 +1020,8 @@ class UapiServer:
 
 
 #: The operations the codec and the opens dispatch: each must be synchronous.
-_USED_OPS = ("OpenSession", "CloseSession", "OpenContext", "CloseContext", "OpenContainer",
+_USED_OPS = ("IoasMapFile", "ProcessPins",
+             "OpenSession", "CloseSession", "OpenContext", "CloseContext", "OpenContainer",
              "OpenGroup", "CloseGroup", "OpenDevice", "CloseDevice", "Destroy", "IoasAlloc",
              "IoasAllowIovas", "IoasCopy", "IoasIovaRanges", "IoasMap", "IoasUnmap", "Option",
              "IommuVfioIoas", "HwptAlloc", "GetHwInfo", "HwptSetDirtyTracking",
@@ -1050,13 +1110,15 @@ def _write_items(writes: list[tuple[int, bytes]]) -> list[bytes]:
     return items
 
 
-def _parse_give(body: bytes, needs: list[Need]) -> list[Any]:
+def _parse_give(body: bytes, needs: list[Need], received: list[int] | None = None) -> list[Any]:
     """A GIVE's items, checked against the NEED they answer: the same count,
-    types and lengths, in order, and nothing after them."""
+    types and lengths, in order, and nothing after them. `received` are the
+    real fds the GIVE brought, one per FD item of a real fd, in order."""
     if len(body) < 4 or S_U32.unpack_from(body)[0] != len(needs):
         raise ProtocolError(f"a GIVE of {len(body)} bytes does not answer {len(needs)} items")
     offset = 4
     out: list[Any] = []
+    real_fds = list(received or ())
     try:
         for need in needs:
             if isinstance(need, kabi.FdArg):
@@ -1064,7 +1126,13 @@ def _parse_give(body: bytes, needs: list[Need]) -> list[Any]:
                 offset += S_GIVE_FD.size
                 if kind != ITEM_FD:
                     raise ProtocolError(f"item of type {kind} where FD was asked")
-                out.append(GivenFd(status, token, status == 0 and token == 0))
+                real = status == 0 and token == 0
+                if real and not real_fds:
+                    raise ProtocolError("a real fd's FD item without its fd")
+                out.append(GivenFd(status, token, real, real_fds.pop(0) if real else -1))
+            elif isinstance(need, kabi.Backing):
+                segments, offset = _parse_backing(body, offset, need)
+                out.append(segments)
             elif isinstance(need, Mem):
                 kind, status, length = S_GIVE_MEM.unpack_from(body, offset)
                 offset += S_GIVE_MEM.size
@@ -1091,3 +1159,30 @@ def _parse_give(body: bytes, needs: list[Need]) -> list[Any]:
     if offset != len(body):
         raise ProtocolError(f"{len(body) - offset} bytes after the GIVE's items")
     return out
+
+
+def _parse_backing(body: bytes, offset: int, need: kabi.Backing
+                   ) -> tuple[list[kabi.Segment] | None, int]:
+    """GIVE BACKING {u32 type=4, s32 status, u32 count, count segments}: the
+    mappings over the range, in order, each within it."""
+    kind, status, count = S_GIVE_BACKING.unpack_from(body, offset)
+    offset += S_GIVE_BACKING.size
+    if kind != ITEM_BACKING:
+        raise ProtocolError(f"item of type {kind} where BACKING was asked")
+    if status:
+        if count:
+            raise ProtocolError("a failed BACKING item with segments")
+        return None, offset
+    segments: list[kabi.Segment] = []
+    at = 0
+    for _ in range(count):
+        seg_off, length, major, minor, inode, file_offset, flags = S_SEGMENT.unpack_from(
+            body, offset)
+        offset += S_SEGMENT.size
+        if seg_off < at or not length or seg_off + length > need.length:
+            raise ProtocolError(f"a BACKING segment at {seg_off:#x} (+{length:#x}) out of order "
+                                f"or outside the range of {need.length:#x} bytes")
+        at = seg_off + length
+        segments.append(kabi.Segment(seg_off, length, major, minor, inode, file_offset,
+                                     bool(flags & SEGMENT_SHARED)))
+    return segments, offset

@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno as E
 from typing import TYPE_CHECKING
 
-from iommud import device as dev_mod, vfio_type1
+from iommud import device as dev_mod, files, vfio_type1
 from iommud.errors import IommuError, check_reserved
 from iommud.failnth import step
 from iommud.ioas import Ioas, new_ioas
@@ -161,7 +161,11 @@ class IommufdCompat:
         if not ioas.huge_pages and size and iova + size - 1 <= U64_MAX:
             # v1 semantics: cut the mappings at both ends of the range first,
             # so the unmap takes exactly the range (iopt_cut_iova).
-            ioas.iopt.cut([iova + size - 1, iova - 1] if iova else [iova + size - 1])
+            cuts = [iova + size - 1, iova - 1] if iova else [iova + size - 1]
+            try:
+                ioas.iopt.cut(cuts)
+            finally:  # cuts before a failing one stay done
+                files.sources_of(ioas).after_cut(cuts)
         near = ioas.iopt.area_from(iova)
         if size and iova + size - 1 <= U64_MAX and (near is None or near[0] > iova + size - 1):
             return 0, b""  # iopt_unmap_iova_range: an empty range succeeds with size 0

@@ -26,7 +26,17 @@
 #include "iommud_uapi.h"
 
 #define TEST_CMD UAPI_IOCTL(0xa0)
-enum { OP_MOCK_DOMAIN = 2, OP_CREATE_ACCESS = 5, OP_ACCESS_RW = 8 };
+enum { OP_MOCK_DOMAIN = 2, OP_MD_CHECK_MAP = 3, OP_MD_CHECK_REFS = 4, OP_CREATE_ACCESS = 5,
+       OP_ACCESS_RW = 8 };
+#define IOAS_MAP_FILE UAPI_IOCTL(0x8f)
+#define IOAS_CHANGE_PROCESS UAPI_IOCTL(0x92)
+
+/* struct iommu_ioas_map_file, from its facts: 40 bytes. */
+struct map_file {
+	uint32_t size, flags, ioas_id;
+	int32_t fd;
+	uint64_t start, length, iova;
+};
 #define ACCESS_RW_WRITE 1u
 #define APERTURE (1ull << 24) /* MOCK_APERTURE_START */
 
@@ -43,6 +53,13 @@ struct test_cmd {
 			uint64_t iova, length, uptr;
 			uint32_t flags;
 		} access_rw;
+		struct {
+			uint64_t iova, length, uptr;
+		} check_map;
+		struct {
+			uint64_t length, uptr;
+			uint32_t refs;
+		} check_refs;
 		uint8_t raw[48];
 	};
 	uint32_t last;
@@ -173,6 +190,84 @@ static int scenario_map_hole(void)
 	return 0;
 }
 
+static long check_map(int fd, uint32_t hwpt, uint64_t iova, void *uptr, uint64_t len)
+{
+	struct test_cmd c = { .size = sizeof(c), .op = OP_MD_CHECK_MAP, .id = hwpt };
+	c.check_map.iova = iova;
+	c.check_map.length = len;
+	c.check_map.uptr = (uintptr_t)uptr;
+	return ioctl(fd, TEST_CMD, &c);
+}
+
+static long check_refs(int fd, void *uptr, uint64_t len, uint32_t refs)
+{
+	struct test_cmd c = { .size = sizeof(c), .op = OP_MD_CHECK_REFS };
+	c.check_refs.length = len;
+	c.check_refs.uptr = (uintptr_t)uptr;
+	c.check_refs.refs = refs;
+	return ioctl(fd, TEST_CMD, &c);
+}
+
+/* VmPin of /proc/self/status in kB as fopen reads it, or -1. */
+static long vm_pinned(const char *tag)
+{
+	FILE *fp = fopen("/proc/self/status", "re");
+	if (!fp)
+		return -1;
+	char line[128];
+	long v = -1;
+	while (fgets(line, sizeof(line), fp))
+		if (!strncmp(line, tag, strlen(tag)))
+			v = strtol(line + strlen(tag), NULL, 10);
+	fclose(fp);
+	return v;
+}
+
+/* IOAS_MAP_FILE of a memfd: the shim passes the memfd (SCM_RIGHTS); the
+ * pages behind this process's mmap of it are the file's (the shim tells the
+ * daemon from /proc/self/maps); the daemon keeps the file while it is
+ * mapped; /proc/self/status shows the pinned page in VmPin (with
+ * IOMMUD_PRELOAD_PROC_STATUS=1). */
+static int scenario_map_file(void)
+{
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	uint32_t ioas = ioas_alloc(fd);
+	struct test_cmd c = { .size = sizeof(c), .op = OP_MOCK_DOMAIN, .id = ioas };
+	must("mock_domain", ioctl(fd, TEST_CMD, &c));
+	uint32_t hwpt = c.mock_domain.out_hwpt_id;
+	long page = sysconf(_SC_PAGESIZE);
+	int mfd = (int)must("memfd", memfd_create("guest", MFD_CLOEXEC));
+	must("ftruncate", ftruncate(mfd, 4 * page));
+	uint8_t *mem = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	uint8_t *anon = mmap(NULL, 4 * page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (mem == MAP_FAILED || anon == MAP_FAILED)
+		must("mmap", -1);
+	long before = vm_pinned("VmPin:");
+	struct map_file m = { .size = sizeof(m), .flags = UAPI_MAP_READABLE | UAPI_MAP_WRITEABLE,
+			      .ioas_id = ioas, .fd = mfd, .start = page, .length = 2 * page };
+	step("map_file", ioctl(fd, IOAS_MAP_FILE, &m));
+	step("iova_in_aperture", m.iova >= APERTURE ? 0 : -1);
+	step("close_memfd", close(mfd));
+	step("check_map_mmap", check_map(fd, hwpt, m.iova, mem + page, 2 * page));
+	step("check_map_other_pages", check_map(fd, hwpt, m.iova, mem, 2 * page));
+	step("check_map_anon", check_map(fd, hwpt, m.iova, anon + page, 2 * page));
+	step("check_refs_pinned", check_refs(fd, mem + page, 2 * page, 1));
+	step("check_refs_unpinned", check_refs(fd, mem, page, 0));
+	step("vm_pin_added_kb", vm_pinned("VmPin:") - before);
+	step("change_process", ioctl(fd, IOAS_CHANGE_PROCESS, &(uint32_t[2]){ 8, 0 }));
+	struct map_file bad = m;
+	bad.fd = 0x7ffff;
+	step("map_file_ebadf", ioctl(fd, IOAS_MAP_FILE, &bad));
+	bad.fd = fd;
+	step("map_file_iommufd", ioctl(fd, IOAS_MAP_FILE, &bad));
+	struct uapi_ioas_unmap u = { .size = sizeof(u), .ioas_id = ioas, .iova = m.iova,
+				     .length = 2 * page };
+	step("unmap", ioctl(fd, UAPI_IOMMU_IOAS_UNMAP, &u));
+	step("check_refs_after", check_refs(fd, mem, 4 * page, 0));
+	step("vm_pin_after_kb", vm_pinned("VmPin:") - before);
+	return 0;
+}
+
 static long pwrite_str(int fd, const char *s)
 {
 	return pwrite(fd, s, strlen(s), 0);
@@ -236,7 +331,7 @@ static int scenario_fail_nth(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth\n");
+		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth|map_file\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "access"))
@@ -245,6 +340,8 @@ int main(int argc, char **argv)
 		return scenario_map_hole();
 	if (!strcmp(argv[1], "fail_nth"))
 		return scenario_fail_nth();
+	if (!strcmp(argv[1], "map_file"))
+		return scenario_map_file();
 	fprintf(stderr, "unknown scenario %s\n", argv[1]);
 	return 2;
 }

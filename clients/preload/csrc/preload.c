@@ -65,7 +65,14 @@ enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEV
        PK_VEVENTQ = 8 };
 /* A path the shim serves itself, never sent to the daemon. */
 enum { PK_FAIL_NTH = 0x100 };
-enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3 };
+enum { NEED_MEM = 1, NEED_FD = 2, NEED_WRITABLE = 3, NEED_BACKING = 4 };
+/* OPEN's path kind 16: a question, not a file (what iommufd charges a pid). */
+enum { PK_PINS = 16 };
+/* A path the shim serves itself: /proc/<pid>/status with iommufd's charge. */
+enum { PK_PROC_STATUS = 0x101 };
+static int classify_proc_status(const char *path, uint32_t *n);
+static int proc_status_open(uint32_t pid, int flags);
+#define BACKING_SEGMENT 48u /* {u64 offset, length; u32 major, minor; u64 inode, file_offset; u32 flags, pad} */
 enum { REP_WRITE = 1, REP_COPY = 2, REP_NEWFD = 3 };
 enum { NEWFD_CLOEXEC = 1u << 0, NEWFD_RESULT = 1u << 1 };
 
@@ -276,6 +283,9 @@ static int64_t timeout_ms = 25000;
  * /proc/.../fail-nth files against the daemon's fail-nth walk. */
 static char debugfs_env[PATH_MAX];
 static int fail_nth_env;
+/* IOMMUD_PRELOAD_PROC_STATUS=1: /proc/<pid>/status shows in VmPin and VmLck
+ * the pages iommufd charges the process (the daemon's ProcessPins). */
+static int proc_status_env;
 static pid_t my_pid;
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -338,6 +348,8 @@ static void init(void)
 	copy_env(debugfs_env, sizeof(debugfs_env), getenv("IOMMUD_PRELOAD_DEBUGFS"), NULL);
 	const char *fn = getenv("IOMMUD_PRELOAD_FAIL_NTH");
 	fail_nth_env = fn && !strcmp(fn, "1");
+	const char *ps = getenv("IOMMUD_PRELOAD_PROC_STATUS");
+	proc_status_env = ps && !strcmp(ps, "1");
 	my_pid = getpid();
 	pthread_atfork(at_fork_prepare, at_fork_parent, at_fork_child);
 }
@@ -1009,6 +1021,95 @@ static int token_of(int fd, struct file *current, uint64_t *token, int *is_real)
 	return rc;
 }
 
+/* The whole of a /proc file, read with raw system calls (no interposer
+ * runs): NUL-terminated in `out`; 0 or -errno. */
+static int slurp(const char *path, struct buf *out)
+{
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = 0;
+	for (;;) {
+		uint8_t *at = buf_grow(out, 4096);
+		if (!at) {
+			rc = out->err;
+			break;
+		}
+		ssize_t n = raw_read(fd, at, 4096);
+		if (n < 0 && errno == EINTR) {
+			out->len -= 4096;
+			continue;
+		}
+		if (n <= 0) {
+			out->len -= 4096;
+			if (n < 0)
+				rc = -errno;
+			break;
+		}
+		out->len -= 4096 - (size_t)n;
+	}
+	close(fd);
+	uint8_t *nul = rc ? NULL : buf_grow(out, 1);
+	if (nul) {
+		*nul = 0;
+		out->len--;
+	} else if (!rc) {
+		rc = out->err;
+	}
+	return rc;
+}
+
+/* NEED BACKING: the mappings behind [addr, addr + len), as /proc/self/maps
+ * shows them (a hole is left out): for each, the part of the range it
+ * covers, the file's device and inode and the file offset there, and
+ * whether it is a shared mapping. GUP of the range finds the same pages. */
+static void give_backing(struct buf *give, uint64_t addr, uint32_t len)
+{
+	buf_u32(give, NEED_BACKING);
+	size_t status_at = give->len;
+	buf_u32(give, 0);
+	size_t count_at = give->len;
+	buf_u32(give, 0);
+	struct buf maps = { 0 };
+	int rc = slurp("/proc/self/maps", &maps);
+	uint32_t count = 0;
+	uint64_t end = addr + len;
+	for (char *line = rc ? NULL : (char *)maps.p; line && *line;) {
+		char *next = strchr(line, '\n');
+		if (next)
+			*next++ = 0;
+		unsigned long long start, stop, off, inode;
+		unsigned major, minor;
+		char perms[8];
+		if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &stop, perms, &off, &major,
+			   &minor, &inode) == 7 && stop > addr && start < end) {
+			uint64_t lo = start > addr ? start : addr, hi = stop < end ? stop : end;
+			uint8_t *seg = buf_grow(give, BACKING_SEGMENT);
+			if (!seg)
+				break;
+			memset(seg, 0, BACKING_SEGMENT);
+			put64(seg, lo - addr);
+			put64(seg + 8, hi - lo);
+			put32(seg + 16, major);
+			put32(seg + 20, minor);
+			put64(seg + 24, inode);
+			put64(seg + 32, off + (lo - start));
+			put32(seg + 40, perms[3] == 's' ? 1u : 0u);
+			count++;
+		}
+		line = next;
+	}
+	buf_free(&maps);
+	if (give->err)
+		return;
+	if (rc) {
+		give->len = count_at + 4; /* status -errno, no segments */
+		put32(give->p + status_at, (uint32_t)rc);
+		count = 0;
+	}
+	put32(give->p + count_at, count);
+}
+
 static int serve_need(int s, struct file *f, const struct hdr *req, struct msg *need, int64_t deadline)
 {
 	const uint8_t *p = need->body, *end = need->body + need->h.body_len;
@@ -1051,6 +1152,15 @@ static int serve_need(int s, struct file *f, const struct hdr *req, struct msg *
 				put32(item + 4, 0);
 				put32(item + 8, len);
 			}
+		} else if (type == NEED_BACKING) {
+			if (end - p < 16) {
+				rc = -EIO;
+				break;
+			}
+			uint32_t len = get32(p + 4);
+			uint64_t addr = get64(p + 8);
+			p += 16;
+			give_backing(&give, addr, len);
 		} else if (type == NEED_FD) {
 			int32_t fd = (int32_t)get32(p + 4);
 			p += 8;
@@ -1209,6 +1319,10 @@ static int classify(const char *path, uint32_t *kind, uint32_t *n)
 	char p[64];
 	if (path && !strncmp(path, "/proc/", 6) && classify_fail_nth(path, n)) {
 		*kind = PK_FAIL_NTH;
+		return 1;
+	}
+	if (path && !strncmp(path, "/proc/", 6) && classify_proc_status(path, n)) {
+		*kind = PK_PROC_STATUS;
 		return 1;
 	}
 	if (!path || path[0] != '/' || strncmp(path, "/dev", 4) || normalise(path, p, sizeof(p)))
@@ -1487,6 +1601,162 @@ static ssize_t fail_nth_write(struct file *f, const uint8_t *buf, size_t count)
 	return rc ? rc : (ssize_t)count;
 }
 
+/* ---- /proc/<pid>/status with iommufd's charge (opt-in) -------------------------------------
+ *
+ * The kernel charges the pages iommufd pins to the mm they come from:
+ * pinned_vm (VmPin) always, locked_vm (VmLck) too under RLIMIT_MODE 1, and
+ * IOAS_CHANGE_PROCESS moves the charge to its caller. The model pins
+ * nothing real, so with IOMMUD_PRELOAD_PROC_STATUS=1 an open or fopen of
+ * /proc/self/status or /proc/<pid>/status reads the real file with the
+ * daemon's count (OPEN of path kind 16) added to those two lines. */
+
+static int classify_proc_status(const char *path, uint32_t *n)
+{
+	char p[64];
+	ensure_init();
+	if (!proc_status_env || normalise(path, p, sizeof(p)))
+		return 0;
+	if (!strcmp(p, "/proc/self/status")) {
+		*n = (uint32_t)my_pid;
+		return 1;
+	}
+	char *slash = strchr(p + 6, '/');
+	if (!slash || strcmp(slash, "/status"))
+		return 0;
+	*slash = 0;
+	return parse_n(p + 6, n) && *n;
+}
+
+/* What the daemon charges `pid`: 0, or -errno (no daemon: nothing to add). */
+static int query_pins(uint32_t pid, uint64_t *pinned, uint64_t *locked)
+{
+	int s = connect_daemon(SOCK_SEQPACKET | SOCK_CLOEXEC);
+	if (s < 0)
+		return -errno;
+	struct file f = { 0 };
+	struct buf body = { 0 };
+	buf_u32(&body, 0);
+	struct msg m;
+	int rc = body.err ? body.err : exchange(s, &f, K_OPEN, 0, PK_PINS, pid, &body, &m, 0);
+	buf_free(&body);
+	if (!rc) {
+		if (m.h.result < 0)
+			rc = m.h.result;
+		else if (m.h.body_len < 16)
+			rc = -EIO;
+		else {
+			*pinned = get64(m.body);
+			*locked = get64(m.body + 8);
+		}
+		msg_release(&m);
+	}
+	close(s);
+	return rc;
+}
+
+/* A line "Tag:\t<n> kB" with `add` kB more; 0 when it is no such line. */
+static int add_kb(struct buf *out, const char *line, size_t len, const char *tag, uint64_t add)
+{
+	size_t tl = strlen(tag);
+	if (len < tl || memcmp(line, tag, tl))
+		return 0;
+	unsigned long long kb = strtoull(line + tl, NULL, 10) + add;
+	char text[64];
+	int n = snprintf(text, sizeof(text), "%s\t%8llu kB", tag, kb);
+	uint8_t *at = n > 0 ? buf_grow(out, (size_t)n) : NULL;
+	if (at)
+		memcpy(at, text, (size_t)n);
+	return 1;
+}
+
+static int proc_status_open(uint32_t pid, int flags)
+{
+	char path[48];
+	snprintf(path, sizeof(path), "/proc/%u/status", pid);
+	struct buf text = { 0 };
+	int rc = slurp(path, &text);
+	if (rc) {
+		buf_free(&text);
+		errno = -rc;
+		return -1;
+	}
+	uint64_t pinned = 0, locked = 0;
+	int saved = errno;
+	query_pins(pid, &pinned, &locked); /* no daemon: the kernel's own lines */
+	errno = saved;
+	uint64_t kb = (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+	struct buf out = { 0 };
+	for (const char *line = (const char *)text.p; line && *line;) {
+		const char *next = strchr(line, '\n');
+		size_t len = next ? (size_t)(next - line) : strlen(line);
+		if (!add_kb(&out, line, len, "VmPin:", pinned * kb) &&
+		    !add_kb(&out, line, len, "VmLck:", locked * kb)) {
+			uint8_t *at = buf_grow(&out, len);
+			if (at)
+				memcpy(at, line, len);
+		}
+		if (next) {
+			uint8_t *nl = buf_grow(&out, 1);
+			if (nl)
+				*nl = '\n';
+		}
+		line = next ? next + 1 : NULL;
+	}
+	buf_free(&text);
+	int fd = out.err ? -1 : memfd_create("status", (flags & O_CLOEXEC) ? MFD_CLOEXEC : 0);
+	if (fd < 0) {
+		buf_free(&out);
+		errno = out.err ? ENOMEM : errno;
+		return -1;
+	}
+	for (size_t done = 0; done < out.len;) {
+		ssize_t w = raw_write(fd, out.p + done, out.len - done);
+		if (w <= 0 && errno != EINTR) {
+			close(fd);
+			buf_free(&out);
+			errno = EIO;
+			return -1;
+		}
+		done += w > 0 ? (size_t)w : 0;
+	}
+	buf_free(&out);
+	lseek(fd, 0, SEEK_SET);
+	return fd;
+}
+
+typedef FILE *(*fopen_fn)(const char *, const char *);
+static void *next_fopen, *next_fopen64;
+
+static FILE *status_fopen(const char *path, const char *mode, fopen_fn next)
+{
+	uint32_t pid;
+	if (path && !strncmp(path, "/proc/", 6) && classify_proc_status(path, &pid) &&
+	    mode[0] == 'r' && !strchr(mode, '+')) {
+		int fd = proc_status_open(pid, strchr(mode, 'e') ? O_CLOEXEC : 0);
+		if (fd < 0)
+			return NULL;
+		FILE *fp = fdopen(fd, mode);
+		if (!fp)
+			close(fd);
+		return fp;
+	}
+	if (!next) {
+		errno = ENOSYS;
+		return NULL;
+	}
+	return next(path, mode);
+}
+
+EXPORT FILE *fopen(const char *path, const char *mode)
+{
+	return status_fopen(path, mode, NEXT(fopen_fn, fopen));
+}
+
+EXPORT FILE *fopen64(const char *path, const char *mode)
+{
+	return status_fopen(path, mode, NEXT(fopen_fn, fopen64));
+}
+
 /* opendir() of /sys/kernel/debug opens IOMMUD_PRELOAD_DEBUGFS instead. */
 EXPORT DIR *opendir(const char *name)
 {
@@ -1513,6 +1783,8 @@ static int emu_open(uint32_t kind, uint32_t n, int flags)
 {
 	if (kind == PK_FAIL_NTH)
 		return fail_nth_open(n, flags);
+	if (kind == PK_PROC_STATUS)
+		return proc_status_open(n, flags);
 	int saved = errno, cancel;
 	pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel);
 	int fd = emu_open_connection(kind, n, flags);

@@ -339,6 +339,70 @@ class IoasChangeProcessResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class IoasMapFileRequest(_message.Message):
+    __slots__ = ("iommufd", "flags", "ioas_id", "fd", "start", "length", "iova")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    IOAS_ID_FIELD_NUMBER: _ClassVar[int]
+    FD_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    flags: int
+    ioas_id: int
+    fd: int
+    start: int
+    length: int
+    iova: int
+    def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ..., ioas_id: _Optional[int] = ..., fd: _Optional[int] = ..., start: _Optional[int] = ..., length: _Optional[int] = ..., iova: _Optional[int] = ...) -> None: ...
+
+class IoasMapFileResponse(_message.Message):
+    __slots__ = ("iova",)
+    IOVA_FIELD_NUMBER: _ClassVar[int]
+    iova: int
+    def __init__(self, iova: _Optional[int] = ...) -> None: ...
+
+class OpenMemfdRequest(_message.Message):
+    __slots__ = ("name", "size")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    size: int
+    def __init__(self, name: _Optional[str] = ..., size: _Optional[int] = ...) -> None: ...
+
+class OpenMemfdResponse(_message.Message):
+    __slots__ = ("fd",)
+    FD_FIELD_NUMBER: _ClassVar[int]
+    fd: int
+    def __init__(self, fd: _Optional[int] = ...) -> None: ...
+
+class MemfdTruncateRequest(_message.Message):
+    __slots__ = ("fd", "size")
+    FD_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    fd: int
+    size: int
+    def __init__(self, fd: _Optional[int] = ..., size: _Optional[int] = ...) -> None: ...
+
+class MemfdTruncateResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ProcessPinsRequest(_message.Message):
+    __slots__ = ("pid",)
+    PID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    def __init__(self, pid: _Optional[int] = ...) -> None: ...
+
+class ProcessPinsResponse(_message.Message):
+    __slots__ = ("pinned_pages", "locked_pages")
+    PINNED_PAGES_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_PAGES_FIELD_NUMBER: _ClassVar[int]
+    pinned_pages: int
+    locked_pages: int
+    def __init__(self, pinned_pages: _Optional[int] = ..., locked_pages: _Optional[int] = ...) -> None: ...
+
 class TranslateRequest(_message.Message):
     __slots__ = ("iommufd", "ioas_id", "iova")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
@@ -1582,35 +1646,63 @@ class TestAddReservedResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class UserBacking(_message.Message):
+    __slots__ = ("mappings",)
+    MAPPINGS_FIELD_NUMBER: _ClassVar[int]
+    mappings: _containers.RepeatedCompositeFieldContainer[MemoryMapping]
+    def __init__(self, mappings: _Optional[_Iterable[_Union[MemoryMapping, _Mapping]]] = ...) -> None: ...
+
+class MemoryMapping(_message.Message):
+    __slots__ = ("offset", "length", "dev_major", "dev_minor", "inode", "file_offset", "shared")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DEV_MAJOR_FIELD_NUMBER: _ClassVar[int]
+    DEV_MINOR_FIELD_NUMBER: _ClassVar[int]
+    INODE_FIELD_NUMBER: _ClassVar[int]
+    FILE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    length: int
+    dev_major: int
+    dev_minor: int
+    inode: int
+    file_offset: int
+    shared: bool
+    def __init__(self, offset: _Optional[int] = ..., length: _Optional[int] = ..., dev_major: _Optional[int] = ..., dev_minor: _Optional[int] = ..., inode: _Optional[int] = ..., file_offset: _Optional[int] = ..., shared: _Optional[bool] = ...) -> None: ...
+
 class TestMdCheckMapRequest(_message.Message):
-    __slots__ = ("iommufd", "hwpt_id", "iova", "length", "user_va")
+    __slots__ = ("iommufd", "hwpt_id", "iova", "length", "user_va", "backing")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     HWPT_ID_FIELD_NUMBER: _ClassVar[int]
     IOVA_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     USER_VA_FIELD_NUMBER: _ClassVar[int]
+    BACKING_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     hwpt_id: int
     iova: int
     length: int
     user_va: int
-    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ...) -> None: ...
+    backing: UserBacking
+    def __init__(self, iommufd: _Optional[int] = ..., hwpt_id: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ..., backing: _Optional[_Union[UserBacking, _Mapping]] = ...) -> None: ...
 
 class TestMdCheckMapResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class TestMdCheckRefsRequest(_message.Message):
-    __slots__ = ("iommufd", "user_va", "length", "refs")
+    __slots__ = ("iommufd", "user_va", "length", "refs", "backing")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     USER_VA_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
+    BACKING_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     user_va: int
     length: int
     refs: int
-    def __init__(self, iommufd: _Optional[int] = ..., user_va: _Optional[int] = ..., length: _Optional[int] = ..., refs: _Optional[int] = ...) -> None: ...
+    backing: UserBacking
+    def __init__(self, iommufd: _Optional[int] = ..., user_va: _Optional[int] = ..., length: _Optional[int] = ..., refs: _Optional[int] = ..., backing: _Optional[_Union[UserBacking, _Mapping]] = ...) -> None: ...
 
 class TestMdCheckRefsResponse(_message.Message):
     __slots__ = ()
@@ -1671,20 +1763,22 @@ class TestAccessReplaceIoasResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class TestAccessPagesRequest(_message.Message):
-    __slots__ = ("iommufd", "access_fd", "flags", "iova", "length", "user_va")
+    __slots__ = ("iommufd", "access_fd", "flags", "iova", "length", "user_va", "backing")
     IOMMUFD_FIELD_NUMBER: _ClassVar[int]
     ACCESS_FD_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     IOVA_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     USER_VA_FIELD_NUMBER: _ClassVar[int]
+    BACKING_FIELD_NUMBER: _ClassVar[int]
     iommufd: int
     access_fd: int
     flags: int
     iova: int
     length: int
     user_va: int
-    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ...) -> None: ...
+    backing: UserBacking
+    def __init__(self, iommufd: _Optional[int] = ..., access_fd: _Optional[int] = ..., flags: _Optional[int] = ..., iova: _Optional[int] = ..., length: _Optional[int] = ..., user_va: _Optional[int] = ..., backing: _Optional[_Union[UserBacking, _Mapping]] = ...) -> None: ...
 
 class TestAccessPagesResponse(_message.Message):
     __slots__ = ("out_access_pages_id",)

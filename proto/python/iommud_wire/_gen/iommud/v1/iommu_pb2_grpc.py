@@ -121,6 +121,26 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.FromString,
                 _registered_method=True)
+        self.IoasMapFile = channel.unary_unary(
+                '/iommud.v1.IommuService/IoasMapFile',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IoasMapFileRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasMapFileResponse.FromString,
+                _registered_method=True)
+        self.OpenMemfd = channel.unary_unary(
+                '/iommud.v1.IommuService/OpenMemfd',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.OpenMemfdRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenMemfdResponse.FromString,
+                _registered_method=True)
+        self.MemfdTruncate = channel.unary_unary(
+                '/iommud.v1.IommuService/MemfdTruncate',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.MemfdTruncateRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.MemfdTruncateResponse.FromString,
+                _registered_method=True)
+        self.ProcessPins = channel.unary_unary(
+                '/iommud.v1.IommuService/ProcessPins',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.ProcessPinsRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.ProcessPinsResponse.FromString,
+                _registered_method=True)
         self.Translate = channel.unary_unary(
                 '/iommud.v1.IommuService/Translate',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TranslateRequest.SerializeToString,
@@ -617,6 +637,44 @@ class IommuServiceServicer:
 
     def IoasChangeProcess(self, request, context):
         """IoasChangeProcess is IOMMU_IOAS_CHANGE_PROCESS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IoasMapFile(self, request, context):
+        """IoasMapFile is IOMMU_IOAS_MAP_FILE: map `length` bytes of a file from
+        byte `start`. The file is an fd of the session: a daemon-side memfd
+        (OpenMemfd) or a selftest dma-buf (TestDmabufGet); over the raw uAPI
+        transport, any memfd the process passes. Its pages are named by file and
+        offset, not by a user address (docs/object-model.md, "Files").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def OpenMemfd(self, request, context):
+        """OpenMemfd is memfd_create() and ftruncate() to `size` in the daemon: a
+        file whose pages IoasMapFile maps, as a new fd of the session (CloseFd
+        closes it). The model keeps its size, not its bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemfdTruncate(self, request, context):
+        """MemfdTruncate is ftruncate() of an OpenMemfd fd: pages past the new size
+        can no longer be pinned (EINVAL when a domain needs them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProcessPins(self, request, context):
+        """ProcessPins reads what iommufd charges a process of the raw uAPI
+        transport (/proc/<pid>/status): the pages pinned for the areas it is the
+        source of (VmPin) and those of them locked under RLIMIT_MODE 1 (VmLck).
+        Needs no session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1276,6 +1334,26 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.IoasChangeProcess,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.SerializeToString,
+            ),
+            'IoasMapFile': grpc.unary_unary_rpc_method_handler(
+                    servicer.IoasMapFile,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IoasMapFileRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IoasMapFileResponse.SerializeToString,
+            ),
+            'OpenMemfd': grpc.unary_unary_rpc_method_handler(
+                    servicer.OpenMemfd,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.OpenMemfdRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.OpenMemfdResponse.SerializeToString,
+            ),
+            'MemfdTruncate': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemfdTruncate,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.MemfdTruncateRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.MemfdTruncateResponse.SerializeToString,
+            ),
+            'ProcessPins': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProcessPins,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.ProcessPinsRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.ProcessPinsResponse.SerializeToString,
             ),
             'Translate': grpc.unary_unary_rpc_method_handler(
                     servicer.Translate,
@@ -2109,6 +2187,114 @@ class IommuService:
             '/iommud.v1.IommuService/IoasChangeProcess',
             iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.IoasChangeProcessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IoasMapFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IoasMapFile',
+            iommud_dot_v1_dot_iommu__pb2.IoasMapFileRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IoasMapFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OpenMemfd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/OpenMemfd',
+            iommud_dot_v1_dot_iommu__pb2.OpenMemfdRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.OpenMemfdResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemfdTruncate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/MemfdTruncate',
+            iommud_dot_v1_dot_iommu__pb2.MemfdTruncateRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.MemfdTruncateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProcessPins(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/ProcessPins',
+            iommud_dot_v1_dot_iommu__pb2.ProcessPinsRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.ProcessPinsResponse.FromString,
             options,
             channel_credentials,
             insecure,

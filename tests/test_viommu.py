@@ -568,3 +568,57 @@ def test_async_client_veventq(mock_daemon) -> None:
             await ctx.md_check_iotlb(nested, 0, IOMMU_TEST_IOTLB_DEFAULT)
             await ctx.dev_check_cache(md.idev_id, 0, IOMMU_TEST_DEV_CACHE_DEFAULT)
     asyncio.run(main())
+
+
+def test_the_journal_brings_the_objects_back(tmp_path, daemon_factory) -> None:
+    """kill -9, then a graceful stop (a snapshot): the vIOMMU objects come
+    back with their holds, the HW queue's lock, the cleared IOTLB and cache
+    slots, the tombstone and the vEVENTQ's fd; the queue's records do not
+    (events are not journaled)."""
+    from test_journal import kill9
+
+    db = tmp_path / "journal.db"
+    d = daemon_factory("--journal", str(db), "--debug-selftest", "1", name="a")
+    with d.client() as c:
+        s = c.open_session("vm", lease_seconds=600)
+        ctx = s.open_context()
+        st = Setup(ctx)
+        other = ctx.mock_domain(st.ioas)
+        gone = ctx.vdevice_alloc(st.viommu, other.idev_id, 0x77)
+        ctx.destroy(other.stdev_id)                            # a tombstone
+        ctx.vdevice_alloc(st.viommu, st.dev, 0x99)
+        ctx.mock_domain_replace(st.md.stdev_id, st.nested)
+        nested = ctx.hwpt_alloc(st.dev, st.parent, data_type=SEL, data=DATA)
+        ctx.hwpt_invalidate(nested, hwpt_inv(0, 2), data_type=INV, entry_len=8, entry_num=1)
+        ctx.hwpt_invalidate(st.viommu, viommu_inv(0, 0x99, 3), data_type=VINV, entry_len=12,
+                            entry_num=1)
+        ctx.ioas_map(st.ioas, BUF, PAGE_SIZE, MOCK_APERTURE_START)
+        ctx.hw_queue_alloc(st.viommu, 0, MOCK_APERTURE_START, PAGE_SIZE)
+        q = ctx.veventq_alloc(st.viommu, 2)
+        ctx.trigger_vevent(st.dev)
+        before = [str(o) for o in ctx.list_objects()]
+
+    def check(daemon) -> None:
+        with daemon.client() as c2:
+            back = c2.attach_session(s.token).context(ctx.iommufd)
+            assert [str(o) for o in back.list_objects()] == before
+            raises_errno(lambda: back.destroy(gone), "ENOENT")
+            raises_errno(lambda: back.ioas_unmap(st.ioas, MOCK_APERTURE_START, PAGE_SIZE),
+                         "EBUSY")
+            back.md_check_iotlb(nested, 2, 0)
+            back.md_check_iotlb(nested, 3, IOMMU_TEST_IOTLB_DEFAULT)
+            back.dev_check_cache(st.dev, 3, 0)
+            back.dev_check_cache(st.dev, 2, IOMMU_TEST_DEV_CACHE_DEFAULT)
+            from iommud_client.client import Veventq
+            fd = Veventq(back, q.veventq_id, q.veventq_fd)
+            assert fd.read(64) == b""                          # the records are not journaled
+            back.trigger_vevent(st.dev)
+            assert [(e.sequence, e.data) for e in fd.read_events(4)] == [(0, b"\x99\0\0\0")]
+
+    kill9(d)
+    d2 = daemon_factory("--journal", str(db), "--debug-selftest", "1", name="b")
+    check(d2)
+    assert d2.stop() == 0                                     # writes a snapshot
+    d3 = daemon_factory("--journal", str(db), "--debug-selftest", "1", name="c")
+    assert d3.events("journal.recovered")[0]["snapshot_sessions"] >= 1
+    check(d3)

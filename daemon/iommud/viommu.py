@@ -217,12 +217,13 @@ class Veventq(IommufdObject):
         self._listeners: list[Callable[[], None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
-        """For a snapshot: the records as a list (a snapshot names only
-        builtins and iommud's classes), not the listeners (transports and
-        streams)."""
+        """For a snapshot: the queue without its records, as journal replay
+        leaves it (events are not journaled: a restarted daemon's queues
+        start empty, at sequence 0, as a rebooted kernel's), and without
+        the listeners (transports and streams)."""
         state = self.__dict__.copy()
         state.pop("_listeners", None)
-        state["deliver"] = list(self.deliver)
+        state.update(deliver=[], num_events=0, sequence=0)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -15,6 +15,14 @@ use crate::error::{errno, Error, Result};
 use crate::keepalive::{KeepalivePolicy, KeepaliveStatus, LeaseKeeper, StopReason};
 use crate::{pb, uapi, Stub};
 
+/// One unary call of the stub method `$method` through `$caller.unary`
+/// (a [`Client`] with a token, or a session's shared part).
+macro_rules! rpc {
+    ($caller:expr, $method:ident, $($arg:expr),+) => {
+        $caller.unary($($arg),+, |mut stub, request| async move { stub.$method(request).await })
+    };
+}
+
 /// The request metadata key that carries the session token.
 pub const SESSION_METADATA_KEY: &str = "iommud-session";
 
@@ -187,19 +195,12 @@ impl Client {
 
     /// GetInfo: the daemon's version, limits and counts (no session needed).
     pub async fn info(&self) -> Result<pb::GetInfoResponse> {
-        self.unary(None, pb::GetInfoRequest {}, |mut s, r| async move {
-            s.get_info(r).await
-        })
-        .await
+        rpc!(self, get_info, None, pb::GetInfoRequest {}).await
     }
 
     /// Echo: `payload` back, through the same path as every call.
     pub async fn echo(&self, payload: Vec<u8>) -> Result<Vec<u8>> {
-        let resp = self
-            .unary(None, pb::EchoRequest { payload }, |mut s, r| async move {
-                s.echo(r).await
-            })
-            .await?;
+        let resp = rpc!(self, echo, None, pb::EchoRequest { payload }).await?;
         Ok(resp.payload)
     }
 
@@ -221,13 +222,7 @@ impl Client {
             client_name: client_name.to_owned(),
             lease_seconds,
         };
-        let resp = self
-            .unary(
-                None,
-                request,
-                |mut s, r| async move { s.open_session(r).await },
-            )
-            .await?;
+        let resp = rpc!(self, open_session, None, request).await?;
         Session::new(
             self.clone(),
             resp.token,
@@ -241,18 +236,8 @@ impl Client {
     /// process); kept alive from here as [`Client::open_session`]'s are.
     pub async fn attach_session(&self, token: &str) -> Result<Session> {
         let value = token_value(token)?;
-        let lease = self
-            .unary(
-                Some(&value),
-                pb::KeepAliveRequest {},
-                |mut s, r| async move { s.keep_alive(r).await },
-            )
-            .await?;
-        let info = self
-            .unary(Some(&value), pb::GetInfoRequest {}, |mut s, r| async move {
-                s.get_info(r).await
-            })
-            .await?;
+        let lease = rpc!(self, keep_alive, Some(&value), pb::KeepAliveRequest {}).await?;
+        let info = rpc!(self, get_info, Some(&value), pb::GetInfoRequest {}).await?;
         Session::new(
             self.clone(),
             token.to_owned(),
@@ -319,11 +304,7 @@ async fn list_devices(
     client: &Client,
     token: Option<&AsciiMetadataValue>,
 ) -> Result<Vec<pb::HostDevice>> {
-    let resp = client
-        .unary(token, pb::ListDevicesRequest {}, |mut s, r| async move {
-            s.list_devices(r).await
-        })
-        .await?;
+    let resp = rpc!(client, list_devices, token, pb::ListDevicesRequest {}).await?;
     Ok(resp.devices)
 }
 
@@ -331,11 +312,7 @@ async fn list_groups(
     client: &Client,
     token: Option<&AsciiMetadataValue>,
 ) -> Result<Vec<pb::IommuGroup>> {
-    let resp = client
-        .unary(token, pb::ListGroupsRequest {}, |mut s, r| async move {
-            s.list_groups(r).await
-        })
-        .await?;
+    let resp = rpc!(client, list_groups, token, pb::ListGroupsRequest {}).await?;
     Ok(resp.groups)
 }
 
@@ -485,12 +462,7 @@ impl Session {
 
     /// KeepAlive: renews the lease once; returns it in seconds.
     pub async fn keepalive(&self) -> Result<u32> {
-        let resp = self
-            .inner
-            .unary(pb::KeepAliveRequest {}, |mut s, r| async move {
-                s.keep_alive(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, keep_alive, pb::KeepAliveRequest {}).await?;
         Ok(resp.lease_seconds)
     }
 
@@ -498,35 +470,20 @@ impl Session {
     /// exit); returns how many were closed.
     pub async fn close(mut self) -> Result<u32> {
         self.stop_keepalive().await;
-        let resp = self
-            .inner
-            .unary(pb::CloseSessionRequest {}, |mut s, r| async move {
-                s.close_session(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, close_session, pb::CloseSessionRequest {}).await?;
         Ok(resp.closed_fds)
     }
 
     /// GetInfo with this session's counts.
     pub async fn info(&self) -> Result<pb::GetInfoResponse> {
-        self.inner
-            .unary(pb::GetInfoRequest {}, |mut s, r| async move {
-                s.get_info(r).await
-            })
-            .await
+        rpc!(self.inner, get_info, pb::GetInfoRequest {}).await
     }
 
     /// DebugAdvanceClock: ages every lease by `seconds` and returns the
     /// sessions reaped (admin, on a daemon run with `debug_clock = 1`).
     pub async fn debug_advance_clock(&self, seconds: f64) -> Result<u32> {
         let request = pb::DebugAdvanceClockRequest { seconds };
-        let resp = self
-            .inner
-            .unary(
-                request,
-                |mut s, r| async move { s.debug_advance_clock(r).await },
-            )
-            .await?;
+        let resp = rpc!(self.inner, debug_advance_clock, request).await?;
         Ok(resp.reaped)
     }
 
@@ -534,12 +491,7 @@ impl Session {
 
     /// `open("/dev/iommu")`: a new iommufd context.
     pub async fn open_context(&self) -> Result<Context> {
-        let resp = self
-            .inner
-            .unary(pb::OpenContextRequest {}, |mut s, r| async move {
-                s.open_context(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, open_context, pb::OpenContextRequest {}).await?;
         Ok(self.context(resp.iommufd))
     }
 
@@ -557,10 +509,7 @@ impl Session {
         let request = pb::OpenDeviceRequest {
             name: name.to_owned(),
         };
-        let resp = self
-            .inner
-            .unary(request, |mut s, r| async move { s.open_device(r).await })
-            .await?;
+        let resp = rpc!(self.inner, open_device, request).await?;
         Ok(DeviceFd {
             session: self.inner.clone(),
             device_fd: resp.device_fd,
@@ -570,12 +519,7 @@ impl Session {
 
     /// `open("/dev/vfio/vfio")`: a legacy VFIO container (also an iommufd).
     pub async fn open_container(&self) -> Result<Container> {
-        let resp = self
-            .inner
-            .unary(pb::OpenContainerRequest {}, |mut s, r| async move {
-                s.open_container(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, open_container, pb::OpenContainerRequest {}).await?;
         Ok(Container {
             session: self.inner.clone(),
             container_fd: resp.container_fd,
@@ -584,12 +528,7 @@ impl Session {
 
     /// `open("/dev/vfio/<group>")`.
     pub async fn open_group(&self, group: u32) -> Result<Group> {
-        let resp = self
-            .inner
-            .unary(pb::OpenGroupRequest { group }, |mut s, r| async move {
-                s.open_group(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, open_group, pb::OpenGroupRequest { group }).await?;
         Ok(Group {
             session: self.inner.clone(),
             group_fd: resp.group_fd,
@@ -599,12 +538,7 @@ impl Session {
 
     /// `close(fd)` of any fd of the session; returns the objects destroyed.
     pub async fn close_fd(&self, fd: i32) -> Result<u32> {
-        let resp = self
-            .inner
-            .unary(pb::CloseFdRequest { fd }, |mut s, r| async move {
-                s.close_fd(r).await
-            })
-            .await?;
+        let resp = rpc!(self.inner, close_fd, pb::CloseFdRequest { fd }).await?;
         Ok(resp.destroyed_objects)
     }
 
@@ -743,10 +677,7 @@ impl Context {
         let request = pb::CloseContextRequest {
             iommufd: self.iommufd,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.close_context(r).await })
-            .await?;
+        let resp = rpc!(self.session, close_context, request).await?;
         Ok(resp.destroyed_objects)
     }
 
@@ -756,9 +687,7 @@ impl Context {
             iommufd: self.iommufd,
             id,
         };
-        self.session
-            .unary(request, |mut s, r| async move { s.destroy(r).await })
-            .await?;
+        rpc!(self.session, destroy, request).await?;
         Ok(())
     }
 
@@ -768,10 +697,7 @@ impl Context {
             iommufd: self.iommufd,
             flags: 0,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.ioas_alloc(r).await })
-            .await?;
+        let resp = rpc!(self.session, ioas_alloc, request).await?;
         Ok(resp.out_ioas_id)
     }
 
@@ -783,13 +709,7 @@ impl Context {
             num_iovas: None,
             reserved: 0,
         };
-        let resp = self
-            .session
-            .unary(
-                request,
-                |mut s, r| async move { s.ioas_iova_ranges(r).await },
-            )
-            .await?;
+        let resp = rpc!(self.session, ioas_iova_ranges, request).await?;
         Ok(IovaRanges {
             ranges: resp
                 .allowed_iovas
@@ -813,12 +733,7 @@ impl Context {
             allowed_iovas,
             reserved: 0,
         };
-        self.session
-            .unary(
-                request,
-                |mut s, r| async move { s.ioas_allow_iovas(r).await },
-            )
-            .await?;
+        rpc!(self.session, ioas_allow_iovas, request).await?;
         Ok(())
     }
 
@@ -847,10 +762,7 @@ impl Context {
             iova: iova.unwrap_or(0),
             user_pages_missing: false,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.ioas_map(r).await })
-            .await?;
+        let resp = rpc!(self.session, ioas_map, request).await?;
         Ok(resp.iova)
     }
 
@@ -873,10 +785,7 @@ impl Context {
             lengths: pack_u64(&lengths),
             iovas: Vec::new(),
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.ioas_map_batch(r).await })
-            .await?;
+        let resp = rpc!(self.session, ioas_map_batch, request).await?;
         Ok(unpack_u64(&resp.iovas))
     }
 
@@ -889,10 +798,7 @@ impl Context {
             iova,
             length,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.ioas_unmap(r).await })
-            .await?;
+        let resp = rpc!(self.session, ioas_unmap, request).await?;
         Ok(resp.length)
     }
 
@@ -908,10 +814,7 @@ impl Context {
             ioas_id,
             iova,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.translate(r).await })
-            .await?;
+        let resp = rpc!(self.session, translate, request).await?;
         Ok(Translation {
             iova: resp.iova,
             pa: resp.pa,
@@ -928,13 +831,7 @@ impl Context {
             ioas_id,
             iovas: pack_u64(iovas),
         };
-        let resp = self
-            .session
-            .unary(
-                request,
-                |mut s, r| async move { s.translate_batch(r).await },
-            )
-            .await?;
+        let resp = rpc!(self.session, translate_batch, request).await?;
         Ok(BatchTranslation {
             pas: unpack_u64(&resp.pas),
             prots: resp
@@ -958,10 +855,7 @@ impl Context {
                 start_iova,
                 max_areas: 0,
             };
-            let resp = self
-                .session
-                .unary(request, |mut s, r| async move { s.list_areas(r).await })
-                .await?;
+            let resp = rpc!(self.session, list_areas, request).await?;
             areas.extend(resp.areas);
             if !resp.more {
                 return Ok(areas);
@@ -975,10 +869,7 @@ impl Context {
         let request = pb::ListObjectsRequest {
             iommufd: self.iommufd,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.list_objects(r).await })
-            .await?;
+        let resp = rpc!(self.session, list_objects, request).await?;
         Ok(resp.objects)
     }
 
@@ -992,11 +883,7 @@ impl Context {
             hwpt_id,
             reserved: 0,
         };
-        self.session
-            .unary(request, |mut s, r| async move {
-                s.hwpt_set_dirty_tracking(r).await
-            })
-            .await?;
+        rpc!(self.session, hwpt_set_dirty_tracking, request).await?;
         Ok(())
     }
 
@@ -1023,12 +910,7 @@ impl Context {
             length,
             page_size,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.hwpt_get_dirty_bitmap(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, hwpt_get_dirty_bitmap, request).await?;
         Ok(resp.data)
     }
 
@@ -1042,10 +924,7 @@ impl Context {
             pt_id,
             ..Default::default()
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.hwpt_alloc(r).await })
-            .await?;
+        let resp = rpc!(self.session, hwpt_alloc, request).await?;
         Ok(resp.out_hwpt_id)
     }
 }
@@ -1085,12 +964,7 @@ impl DeviceFd {
         let request = pb::DeviceGetInfoRequest {
             device_fd: self.device_fd,
         };
-        self.session
-            .unary(
-                request,
-                |mut s, r| async move { s.device_get_info(r).await },
-            )
-            .await
+        rpc!(self.session, device_get_info, request).await
     }
 
     /// VFIO_DEVICE_BIND_IOMMUFD to `ctx` with a fault `cookie`; returns the dev_id.
@@ -1101,13 +975,7 @@ impl DeviceFd {
             iommufd: ctx.iommufd,
             cookie,
         };
-        let resp = self
-            .session
-            .unary(
-                request,
-                |mut s, r| async move { s.device_bind_iommufd(r).await },
-            )
-            .await?;
+        let resp = rpc!(self.session, device_bind_iommufd, request).await?;
         Ok(resp.out_devid)
     }
 
@@ -1120,12 +988,7 @@ impl DeviceFd {
             pt_id,
             pasid: 0,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.device_attach_iommufd_pt(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, device_attach_iommufd_pt, request).await?;
         Ok(resp.pt_id)
     }
 
@@ -1136,11 +999,7 @@ impl DeviceFd {
             flags: 0,
             pasid: 0,
         };
-        self.session
-            .unary(request, |mut s, r| async move {
-                s.device_detach_iommufd_pt(r).await
-            })
-            .await?;
+        rpc!(self.session, device_detach_iommufd_pt, request).await?;
         Ok(())
     }
 
@@ -1149,9 +1008,7 @@ impl DeviceFd {
         let request = pb::CloseDeviceRequest {
             device_fd: self.device_fd,
         };
-        self.session
-            .unary(request, |mut s, r| async move { s.close_device(r).await })
-            .await?;
+        rpc!(self.session, close_device, request).await?;
         Ok(())
     }
 }
@@ -1192,12 +1049,7 @@ impl Container {
         let request = pb::VfioGetApiVersionRequest {
             container_fd: self.container_fd,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.vfio_get_api_version(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, vfio_get_api_version, request).await?;
         Ok(resp.version)
     }
 
@@ -1207,12 +1059,7 @@ impl Container {
             container_fd: self.container_fd,
             extension,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.vfio_check_extension(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, vfio_check_extension, request).await?;
         Ok(resp.value)
     }
 
@@ -1222,9 +1069,7 @@ impl Container {
             container_fd: self.container_fd,
             r#type: iommu_type,
         };
-        self.session
-            .unary(request, |mut s, r| async move { s.vfio_set_iommu(r).await })
-            .await?;
+        rpc!(self.session, vfio_set_iommu, request).await?;
         Ok(())
     }
 
@@ -1234,12 +1079,7 @@ impl Container {
             container_fd: self.container_fd,
             argsz: 0,
         };
-        self.session
-            .unary(
-                request,
-                |mut s, r| async move { s.vfio_iommu_get_info(r).await },
-            )
-            .await
+        rpc!(self.session, vfio_iommu_get_info, request).await
     }
 
     /// VFIO_IOMMU_MAP_DMA of `size` bytes at `vaddr` to `iova`, readable and writeable.
@@ -1252,12 +1092,7 @@ impl Container {
             iova,
             size,
         };
-        self.session
-            .unary(
-                request,
-                |mut s, r| async move { s.vfio_iommu_map_dma(r).await },
-            )
-            .await?;
+        rpc!(self.session, vfio_iommu_map_dma, request).await?;
         Ok(())
     }
 
@@ -1269,12 +1104,7 @@ impl Container {
             size,
             ..Default::default()
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.vfio_iommu_unmap_dma(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, vfio_iommu_unmap_dma, request).await?;
         Ok(resp.size)
     }
 
@@ -1283,10 +1113,7 @@ impl Container {
         let request = pb::CloseFdRequest {
             fd: self.container_fd,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move { s.close_fd(r).await })
-            .await?;
+        let resp = rpc!(self.session, close_fd, request).await?;
         Ok(resp.destroyed_objects)
     }
 }
@@ -1325,12 +1152,7 @@ impl Group {
             group_fd: self.group_fd,
             argsz: 0,
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.vfio_group_get_status(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, vfio_group_get_status, request).await?;
         Ok(resp.flags)
     }
 
@@ -1340,11 +1162,7 @@ impl Group {
             group_fd: self.group_fd,
             container_fd: container.container_fd,
         };
-        self.session
-            .unary(request, |mut s, r| async move {
-                s.vfio_group_set_container(r).await
-            })
-            .await?;
+        rpc!(self.session, vfio_group_set_container, request).await?;
         Ok(())
     }
 
@@ -1353,11 +1171,7 @@ impl Group {
         let request = pb::VfioGroupUnsetContainerRequest {
             group_fd: self.group_fd,
         };
-        self.session
-            .unary(request, |mut s, r| async move {
-                s.vfio_group_unset_container(r).await
-            })
-            .await?;
+        rpc!(self.session, vfio_group_unset_container, request).await?;
         Ok(())
     }
 
@@ -1368,12 +1182,7 @@ impl Group {
             group_fd: self.group_fd,
             name: name.to_owned(),
         };
-        let resp = self
-            .session
-            .unary(request, |mut s, r| async move {
-                s.vfio_group_get_device_fd(r).await
-            })
-            .await?;
+        let resp = rpc!(self.session, vfio_group_get_device_fd, request).await?;
         Ok(DeviceFd {
             session: self.session.clone(),
             device_fd: resp.device_fd,
@@ -1386,9 +1195,7 @@ impl Group {
         let request = pb::CloseGroupRequest {
             group_fd: self.group_fd,
         };
-        self.session
-            .unary(request, |mut s, r| async move { s.close_group(r).await })
-            .await?;
+        rpc!(self.session, close_group, request).await?;
         Ok(())
     }
 }

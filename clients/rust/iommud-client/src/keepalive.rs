@@ -232,7 +232,7 @@ async fn run(
         });
         let delay = match &error {
             Some(e) if !e.is_transport() && e.errno() == errno::ESRCH => {
-                let _ = stop_for_good(&status, StopReason::SessionGone);
+                stop_for_good(&status, StopReason::SessionGone);
                 return;
             }
             Some(e) if e.is_transport() && e.code() == tonic::Code::Unavailable => {
@@ -250,7 +250,7 @@ async fn run(
         }
     }
     let reason = stop.borrow().unwrap_or(StopReason::Released);
-    let _ = stop_for_good(&status, reason);
+    stop_for_good(&status, reason);
 }
 
 /// Opens one WatchSession stream and reads heartbeats until it ends or stalls.
@@ -297,13 +297,12 @@ async fn stream_once(
     }
 }
 
-fn stop_for_good(status: &watch::Sender<KeepaliveStatus>, reason: StopReason) -> StopReason {
+fn stop_for_good(status: &watch::Sender<KeepaliveStatus>, reason: StopReason) {
     status.send_modify(|s| {
         s.running = false;
         s.connected = false;
         s.stop_reason.get_or_insert(reason);
     });
-    reason
 }
 
 #[cfg(test)]

@@ -82,9 +82,11 @@ def test_fault_queue_alloc_and_hwpt_reference(session) -> None:               # 
     ctx = session.open_context()
     raises_errno(lambda: ctx.fault_queue_alloc(flags=1), "EOPNOTSUPP")
     assert ctx.list_objects() == []
-    fault = ctx.fault_queue_alloc()
+    fq = ctx.fault_queue_alloc()
+    fault = fq.fault_id
     objs = {o.id: o for o in ctx.list_objects()}
     assert objs[fault].type == pb.OBJECT_TYPE_FAULT
+    assert objs[fault].users == 1                     # its fd (iommufd_eventq_init)
     dev = session.open_device("0000:03:00.1")
     dev_id = dev.bind(ctx)
     ioas = ctx.ioas_alloc()
@@ -92,5 +94,7 @@ def test_fault_queue_alloc_and_hwpt_reference(session) -> None:               # 
     hwpt = ctx.hwpt_alloc(dev_id, ioas, 4, fault_id=fault)
     raises_errno(lambda: ctx.destroy(fault), "EBUSY")
     ctx.destroy(hwpt)
+    raises_errno(lambda: ctx.destroy(fault), "EBUSY")     # the fd still holds it
+    fq.close()
     ctx.destroy(fault)
     dev.close()

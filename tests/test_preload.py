@@ -529,6 +529,27 @@ def test_map_file_of_a_memfd_through_the_shim(
     assert out["vm_pin_after_kb"] == (0, OK)
 
 
+def test_io_page_faults_through_the_shims_fault_fd(
+        launcher: str, selftest_probe: pathlib.Path, selftest_daemon: DaemonProcess) -> None:
+    """The fault fd FAULT_QUEUE_ALLOC hands over: a fault TRIGGER_IOPF raises
+    on a fault-capable HWPT makes it readable (the daemon's doorbell), read()
+    takes the record from the daemon (a READ record), write() answers it (a
+    WRITE record: EINVAL once answered), and poll() follows the queue."""
+    out = steps(run(launcher, uapi_socket(selftest_daemon), selftest_probe, "iopf").stdout)
+    assert out["poll_before"] == (0, OK)
+    assert out["trigger_iopf"] == (0, OK)
+    assert out["poll_readable"] == (1, OK)
+    assert out["read_short"] == failed("ESPIPE")
+    assert out["read"] == (40, OK)
+    assert out["record_dev_id"] == (0, OK)
+    assert out["record_addr"] == (0, OK)
+    assert out["poll_after_read"] == (0, OK)
+    assert out["respond"] == (8, OK)
+    assert out["respond_again"] == failed("EINVAL")
+    assert out["read_empty"] == (0, OK)
+    assert out["close_fault_fd"] == (0, OK)
+
+
 @pytest.fixture(scope="module")
 def failnth_daemon(module_daemon_factory: DaemonFactory) -> DaemonProcess:
     return module_daemon_factory("--debug-selftest", "1", "--debug-fail-nth", "1",

@@ -231,6 +231,11 @@ class HasVeventqFd(Protocol):
     def veventq_fd(self) -> int: ...
 
 
+class HasFaultFd(Protocol):
+    @property
+    def fault_fd(self) -> int: ...
+
+
 class HasFileFd(Protocol):
     @property
     def fd(self) -> int: ...
@@ -487,10 +492,21 @@ def hwpt_invalidate(h: HasIommufd, hwpt_id: int, data: bytes = b"", *, data_type
         entry_len=entry_len, entry_num=entry_num, reserved=reserved), lambda r: r.entry_num)
 
 
-def fault_queue_alloc(h: HasIommufd, flags: int = 0) -> Op[int]:
-    """IOMMU_FAULT_QUEUE_ALLOC; returns the fault object id."""
+def fault_queue_alloc(h: HasIommufd, flags: int = 0) -> Op[tuple[int, int]]:
+    """IOMMU_FAULT_QUEUE_ALLOC; returns (the FAULT object's id, its fd in
+    the session, which holds it until closed)."""
     return _op(pb.FaultQueueAllocResponse,
-               pb.FaultQueueAllocRequest(iommufd=h.iommufd, flags=flags), lambda r: r.out_fault_id)
+               pb.FaultQueueAllocRequest(iommufd=h.iommufd, flags=flags),
+               lambda r: (r.out_fault_id, r.out_fault_fd))
+
+
+def trigger_iopf(h: HasIommufd, dev_id: int, pasid: int = 0, grpid: int = 0, perm: int = 0,
+                 addr: int = 0) -> Op[None]:
+    """IOMMU_TEST_OP_TRIGGER_IOPF: the mock device `dev_id` reports one IO
+    page fault from `pasid` (0: the RID)."""
+    return _op(pb.TestTriggerIopfResponse, pb.TestTriggerIopfRequest(
+        iommufd=h.iommufd, dev_id=dev_id, pasid=pasid, grpid=grpid, perm=perm, addr=addr),
+        lambda r: None)
 
 
 # -- vIOMMUs, vDEVICEs, HW queues and vEVENTQs -------------------------------------------------
@@ -746,6 +762,35 @@ def veventq_read(h: HasVeventqFd, count: int = 4096) -> Op[bytes]:
     empty queue reads nothing)."""
     return _op(pb.VeventqReadResponse, pb.VeventqReadRequest(
         veventq_fd=h.veventq_fd, count=count), lambda r: r.data)
+
+
+# -- fault queue fds -------------------------------------------------------------------------
+
+#: The size of one fault record (struct iommu_hwpt_pgfault).
+FAULT_RECORD = 40
+
+
+def close_fault_queue(h: HasFaultFd) -> Op[None]:
+    """close(fault_fd): the fault queue can be destroyed afterwards."""
+    return _op(pb.CloseFdResponse, pb.CloseFdRequest(fd=h.fault_fd), lambda r: None)
+
+
+def fault_queue_read(h: HasFaultFd, count: int = 64 * FAULT_RECORD) -> Op[list[pb.PageFault]]:
+    """read(fault_fd, count): the whole fault groups that fit, read (each
+    fault has its group's response cookie, and its device's bind cookie);
+    an empty queue reads nothing."""
+    return _op(pb.FaultQueueReadResponse, pb.FaultQueueReadRequest(
+        fault_fd=h.fault_fd, count=count), lambda r: list(r.faults))
+
+
+def fault_queue_respond(h: HasFaultFd, responses: Sequence[tuple[int, int] | pb.PageResponse]
+                        ) -> Op[int]:
+    """write(fault_fd) of page responses, (cookie, code) each: taken in
+    order until the first bad one; returns how many were taken."""
+    items = [r if isinstance(r, pb.PageResponse) else pb.PageResponse(cookie=r[0], code=r[1])
+             for r in responses]
+    return _op(pb.FaultQueueRespondResponse, pb.FaultQueueRespondRequest(
+        fault_fd=h.fault_fd, responses=items), lambda r: r.count)
 
 
 # -- selftest access fds ---------------------------------------------------------------------

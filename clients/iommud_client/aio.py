@@ -63,6 +63,7 @@ __all__ = [
     "AsyncContainer",
     "AsyncContext",
     "AsyncDeviceFd",
+    "AsyncFaultQueue",
     "AsyncGroup",
     "AsyncLeaseKeeper",
     "AsyncMemfd",
@@ -505,7 +506,12 @@ class AsyncContext(_AsyncFdHandle):
     ioas_change_process = _am(_ops.ioas_change_process)
     ioas_map_file = _am(_ops.ioas_map_file)
     hwpt_invalidate = _am(_ops.hwpt_invalidate)
-    fault_queue_alloc = _am(_ops.fault_queue_alloc)
+
+    async def fault_queue_alloc(self, flags: int = 0) -> AsyncFaultQueue:
+        """IOMMU_FAULT_QUEUE_ALLOC: a fault queue and its fd."""
+        fault_id, fd = await self._run(_ops.fault_queue_alloc(self, flags))
+        return AsyncFaultQueue(self, fault_id, fd)
+
     viommu_alloc = _am(_ops.viommu_alloc)
     viommu_alloc_data = _am(_ops.viommu_alloc_data)
     vdevice_alloc = _am(_ops.vdevice_alloc)
@@ -565,6 +571,7 @@ class AsyncContext(_AsyncFdHandle):
     pasid_check_hwpt = _am(_ops.pasid_check_hwpt)
     dev_check_cache = _am(_ops.dev_check_cache)
     md_check_iotlb = _am(_ops.md_check_iotlb)
+    trigger_iopf = _am(_ops.trigger_iopf)
     trigger_vevent = _am(_ops.trigger_vevent)
 
 
@@ -592,6 +599,31 @@ class AsyncVeventq(_AsyncFdHandle):
         call: grpc.aio.UnaryStreamCall[pb.WatchVeventqRequest, pb.WatchVeventqResponse] = (
             self.session.client.stub.WatchVeventq(
                 pb.WatchVeventqRequest(veventq_fd=self.veventq_fd),
+                metadata=((SESSION_METADATA_KEY, self.session.token),)))
+        return call
+
+
+@name_bound_ops
+class AsyncFaultQueue(_AsyncFdHandle):
+    """FaultQueue, for asyncio: a fault queue of a context, and its fd."""
+
+    def __init__(self, ctx: AsyncContext, fault_id: int, fault_fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.fault_id = fault_id
+        self.fault_fd = fault_fd
+
+    close = _am(_ops.close_fault_queue)
+    read = _am(_ops.fault_queue_read)
+    respond = _am(_ops.fault_queue_respond)
+
+    def watch(self) -> grpc.aio.UnaryStreamCall[pb.WatchFaultQueueRequest,
+                                                 pb.WatchFaultQueueResponse]:
+        """The queue as a stream (async for): each fault group as it is
+        delivered, read as it is sent; it ends when the fd is closed."""
+        call: grpc.aio.UnaryStreamCall[pb.WatchFaultQueueRequest, pb.WatchFaultQueueResponse] = (
+            self.session.client.stub.WatchFaultQueue(
+                pb.WatchFaultQueueRequest(fault_fd=self.fault_fd),
                 metadata=((SESSION_METADATA_KEY, self.session.token),)))
         return call
 

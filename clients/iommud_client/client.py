@@ -413,7 +413,12 @@ class Context(_FdHandle):
     ioas_change_process = _m(_ops.ioas_change_process)
     ioas_map_file = _m(_ops.ioas_map_file)
     hwpt_invalidate = _m(_ops.hwpt_invalidate)
-    fault_queue_alloc = _m(_ops.fault_queue_alloc)
+
+    def fault_queue_alloc(self, flags: int = 0) -> FaultQueue:
+        """IOMMU_FAULT_QUEUE_ALLOC: a fault queue and its fd."""
+        fault_id, fd = self._run(_ops.fault_queue_alloc(self, flags))
+        return FaultQueue(self, fault_id, fd)
+
     viommu_alloc = _m(_ops.viommu_alloc)
     viommu_alloc_data = _m(_ops.viommu_alloc_data)
     vdevice_alloc = _m(_ops.vdevice_alloc)
@@ -475,6 +480,7 @@ class Context(_FdHandle):
     pasid_check_hwpt = _m(_ops.pasid_check_hwpt)
     dev_check_cache = _m(_ops.dev_check_cache)
     md_check_iotlb = _m(_ops.md_check_iotlb)
+    trigger_iopf = _m(_ops.trigger_iopf)
     trigger_vevent = _m(_ops.trigger_vevent)
 
 
@@ -501,6 +507,29 @@ class Veventq(_FdHandle):
         queue as it is sent; it ends when the fd is closed (.cancel() to stop)."""
         it: Iterator[pb.WatchVeventqResponse] = self.session.client.stub.WatchVeventq(
             pb.WatchVeventqRequest(veventq_fd=self.veventq_fd),
+            metadata=((SESSION_METADATA_KEY, self.session.token),))
+        return it
+
+
+@name_bound_ops
+class FaultQueue(_FdHandle):
+    """A fault queue of a context, and its fd (which holds it until closed)."""
+
+    def __init__(self, ctx: Context, fault_id: int, fault_fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.fault_id = fault_id
+        self.fault_fd = fault_fd
+
+    close = _m(_ops.close_fault_queue)
+    read = _m(_ops.fault_queue_read)
+    respond = _m(_ops.fault_queue_respond)
+
+    def watch(self) -> Iterator[pb.WatchFaultQueueResponse]:
+        """The queue as a stream: each fault group as it is delivered, read
+        as it is sent; it ends when the fd is closed (.cancel() to stop)."""
+        it: Iterator[pb.WatchFaultQueueResponse] = self.session.client.stub.WatchFaultQueue(
+            pb.WatchFaultQueueRequest(fault_fd=self.fault_fd),
             metadata=((SESSION_METADATA_KEY, self.session.token),))
         return it
 

@@ -19,6 +19,7 @@ import errno as E
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from iommud import fault
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.host import DOMAIN_BLOCKING, Host, host_device_pb
@@ -326,6 +327,7 @@ def _attach_pasid(obj: DeviceObj, hwpt: Hwpt, pasid: int) -> None:
     obj.attached[pasid] = hwpt
     hwpt.users += 1
     if old is not None:
+        fault.detached(obj, pasid, old)   # iommufd_hwpt_replace_device
         hwpt_put(obj.ctx, old)
 
 
@@ -359,6 +361,7 @@ def _attach_rid(obj: DeviceObj, hwpt: Hwpt, stage: int) -> None:
         if prev is not None:
             if prev.ioas is not hwpt.ioas:
                 _drop_resv(mover, prev.ioas)
+            fault.detached(mover, None, prev)   # iommufd_hwpt_replace_device
             hwpt_put(mover.ctx, prev)
     group = obj.host.groups[obj.host_dev.group]
     if not isinstance(group.domain, (HwptPaging, HwptNested)) or group.domain is old:
@@ -450,6 +453,7 @@ def detach_obj(obj: DeviceObj, pasid: int | None) -> None:
         if group.domain is hwpt:
             remaining = [s.attached[None] for s in _rid_siblings(obj)]
             group.domain = remaining[0] if remaining else DOMAIN_BLOCKING
+    fault.detached(obj, pasid, hwpt)   # iommufd_hwpt_detach_device
     hwpt_put(obj.ctx, hwpt)
 
 
@@ -588,7 +592,8 @@ async def iommufd_device_dma(call: Call, req: pb.IommufdDeviceDmaRequest
                              ) -> pb.IommufdDeviceDmaResponse:
     obj = _device_by_id(call, req.dev_id)
     resp = pb.IommufdDeviceDmaResponse()
-    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp)
+    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp,
+                        call.replaying)
     return resp
 
 
@@ -663,11 +668,14 @@ DMA_CHUNK = 512
 
 
 async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb.DmaAccess],
-                        resp: pb.DeviceDmaResponse | pb.IommufdDeviceDmaResponse) -> None:
+                        resp: pb.DeviceDmaResponse | pb.IommufdDeviceDmaResponse,
+                        replaying: bool = False) -> None:
     """Each access in turn, its result added to `resp` as it comes, yielding
     to the event loop every DMA_CHUNK: a device's accesses are independent,
     so others may run between them, and no step builds more than a chunk of
-    the reply."""
+    the reply. An access that finds no mapping or no permission through a
+    fault-capable HWPT also asks for the page (fault.page_request), except
+    on replay: page requests are not durable."""
     for index, access in enumerate(accesses):
         if index and not index % DMA_CHUNK:
             await asyncio.sleep(0)
@@ -675,10 +683,13 @@ async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb
         reason = _FAULT_REASONS.get(result.fault, pb.DMA_FAULT_REASON_UNSPECIFIED)
         resp.results.add(ok=result.ok, pa=result.pa, fault=reason)
         if not result.ok:
-            fault = resp.faults.add(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
-                                    write=access.write, reason=reason)
+            record = resp.faults.add(dev_id=obj.id, cookie=obj.cookie, iova=access.iova,
+                                     write=access.write, reason=reason)
             if pasid is not None:
-                fault.pasid = pasid
+                record.pasid = pasid
+            if result.fault in ("unmapped", "permission") and not replaying:
+                record.page_request = fault.page_request(obj, pasid, access.iova,
+                                                         access.write)
 
 
 async def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaResponse:
@@ -686,7 +697,8 @@ async def device_dma(call: Call, req: pb.DeviceDmaRequest) -> pb.DeviceDmaRespon
     dirty-tracked; faults are results, not call errors."""
     obj = call.device.require_bound("Device DMA")
     resp = pb.DeviceDmaResponse()
-    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp)
+    await _dma_accesses(obj, req.pasid if req.HasField("pasid") else None, req.accesses, resp,
+                        call.replaying)
     return resp
 
 

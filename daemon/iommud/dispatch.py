@@ -51,6 +51,8 @@ def _resolver(op: Op) -> Resolver | None:
         return lambda sess, req: sess.group_fd(getattr(req, field))
     if op.fd is Fd.VEVENTQ:
         return lambda sess, req: _veventq_fd(sess, getattr(req, field))
+    if op.fd is Fd.FAULT:
+        return lambda sess, req: _fault_fd(sess, getattr(req, field))
     return None
 
 
@@ -60,6 +62,15 @@ def _veventq_fd(sess: Session, fd: int) -> Any:
     if entry.kind != "veventq":
         raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a vEVENTQ fd.",
                          veventq_fd=fd)
+    return entry
+
+
+def _fault_fd(sess: Session, fd: int) -> Any:
+    """A fault queue's fd: EBADF when not open, ENOTTY when of another kind."""
+    entry = sess.fd_entry(fd)
+    if entry.kind != "fault":
+        raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a fault queue fd.",
+                         fault_fd=fd)
     return entry
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from iommud import files, vfio_type1
 from iommud.errors import IommuError
+from iommud.fault import RESPONSE_SIZE, S_RESPONSE
 from iommud.hw_pagetable import INVALIDATE_ENTRY_NUM_MAX
 from iommud.selftest import ACCESS_MAX_LENGTH
 from iommud.session import FD_MAX
@@ -236,6 +237,8 @@ S_T_TWO = struct.Struct("<II")
 S_T_ACCESS_PAGES = struct.Struct("<IIQQQ")
 #: access_rw {u64 iova, u64 length, u64 uptr, u32 flags}.
 S_T_ACCESS_RW = struct.Struct("<QQQI")
+#: trigger_iopf {u32 dev_id, u32 pasid, u32 grpid, u32 perm, u64 addr}.
+S_T_TRIGGER_IOPF = struct.Struct("<IIIIQ")
 #: dirty {u32 flags, (4 pad), u64 iova, u64 length, u64 page_size, u64 uptr,
 #: u64 out_nr_dirty}.
 S_T_DIRTY = struct.Struct("<I4xQQQQQ")
@@ -769,13 +772,74 @@ def _hwpt_invalidate(x: Ioctl) -> Flow:
 
 def _fault_queue_alloc(x: Ioctl) -> Reply:
     """IOMMU_FAULT_QUEUE_ALLOC (iommufd_fault_alloc): out_fault_id in the
-    struct, and a new fd whose number the shim writes to out_fault_fd. The
-    fd carries no fault records yet: the model raises no IO page faults."""
+    struct, and the queue's fd (the session's), whose number the shim
+    writes to out_fault_fd; it is read and written with READ and WRITE
+    records (fault_read, fault_write)."""
     size, flags, _, fault_fd = S_FAULT_ALLOC.unpack(x.image)
     r = x.call("FaultQueueAlloc", pb.FaultQueueAllocRequest(iommufd=x.fd, flags=flags))
     reply = x.respond(S_FAULT_ALLOC.pack(size, flags, r.out_fault_id, fault_fd))
-    reply.newfile = NewFile(FileKind.FAULT, 0, r.out_fault_id, addr=x.arg + 12)
+    reply.newfile = NewFile(FileKind.FAULT, r.out_fault_fd, r.out_fault_id, addr=x.arg + 12)
     return reply
+
+
+def fault_read(x: Ioctl, count: int) -> Flow:
+    """read() of a fault queue's fd (iommufd_fault_fops_read; a READ record):
+    the groups the read would take are probed for writability one by one,
+    and the read takes only the prefix the caller can receive (the kernel
+    puts back the group whose copy faults: EFAULT when it is the first).
+    The records come back as a WRITE at the caller's buffer, the count read
+    as the result."""
+    ffd = x.target
+    count = min(count, U64_MAX)
+    try:
+        sizes = ffd.fault.plan(count) if ffd is not None and not ffd.closed else []
+    except IommuError:
+        sizes = []          # the read itself refuses it, through the op table
+    limit = count
+    if sizes:
+        probes: list[Need] = []
+        at = x.arg
+        for size in sizes:
+            probes.append(Writable(at, size))
+            at += size
+        given = yield probes
+        ok = 0
+        for size, writable in zip(sizes, given, strict=True):
+            if not writable:
+                break
+            ok += size
+        if not ok:
+            raise efault("the read buffer")
+        limit = ok
+    r = x.call("FaultQueueRead", pb.FaultQueueReadRequest(fault_fd=x.fd, count=limit))
+    data = bytes(r.data)
+    return Reply(len(data), [(x.arg, data)] if data else None)
+
+
+def fault_write(x: Ioctl, count: int) -> Flow:
+    """write() of page responses to a fault queue's fd
+    (iommufd_fault_fops_write; a WRITE record): a count that is not whole
+    responses is ESPIPE; each response is read as an item of its own, so
+    that the kernel's stop at the first it cannot copy holds (EFAULT when
+    that is the first); the bytes taken are the result."""
+    if count % RESPONSE_SIZE:
+        raise IommuError(E.ESPIPE, f"Page responses are {RESPONSE_SIZE} bytes each; a write of "
+                         f"{count} bytes is not whole ones.")
+    if not count:
+        return Reply(0)
+    x.need_bytes(count, "a fault queue's write")
+    given = yield [Mem(x.arg + i, RESPONSE_SIZE) for i in range(0, count, RESPONSE_SIZE)]
+    responses: list[pb.PageResponse] = []
+    for data in given:
+        if data is None:
+            break
+        cookie, code = S_RESPONSE.unpack(data)
+        responses.append(pb.PageResponse(cookie=cookie, code=code))
+    if not responses:
+        raise efault("the page responses")
+    r = x.call("FaultQueueRespond", pb.FaultQueueRespondRequest(fault_fd=x.fd,
+                                                                responses=responses))
+    return Reply(r.count * RESPONSE_SIZE)
 
 
 def _viommu_alloc(x: Ioctl) -> Flow:
@@ -1462,6 +1526,15 @@ def _t_trigger_vevent(x: Ioctl, obj_id: int) -> Reply:
     return DONE
 
 
+def _t_trigger_iopf(x: Ioctl, obj_id: int) -> Reply:
+    """TRIGGER_IOPF (iommufd_test_trigger_iopf): {u32 dev_id, u32 pasid,
+    u32 grpid, u32 perm, u64 addr}; `id` is not read."""
+    dev_id, pasid, grpid, perm, addr = S_T_TRIGGER_IOPF.unpack_from(x.image, TEST_UNION)
+    x.call("TestTriggerIopf", pb.TestTriggerIopfRequest(
+        iommufd=x.fd, dev_id=dev_id, pasid=pasid, grpid=grpid, perm=perm, addr=addr))
+    return DONE
+
+
 #: ACCESS_PAGES and ACCESS_RW refuse lengths above 16 MiB (ENOMEM) and
 #: unknown flags (EOPNOTSUPP) before they look at the fd.
 ACCESS_PAGES_FLAGS = MOCK_FLAGS_ACCESS_WRITE | MOCK_FLAGS_ACCESS_SYZ
@@ -1495,6 +1568,7 @@ TEST_OPS: dict[int, tuple[str, TestCodec]] = {
     21: ("PASID_CHECK_HWPT", _t_pasid_check_hwpt),
     14: ("MD_CHECK_IOTLB", _t_check_iotlb),
     17: ("TRIGGER_VEVENT", _t_trigger_vevent),
+    15: ("TRIGGER_IOPF", _t_trigger_iopf),
 }
 
 

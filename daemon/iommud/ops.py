@@ -56,6 +56,8 @@ class Fd(enum.Enum):
     GROUP = "group_fd"
     #: `veventq_fd`: a vEVENTQ's fd, made by VEVENTQ_ALLOC (VeventqFd).
     VEVENTQ = "veventq_fd"
+    #: `fault_fd`: a fault queue's fd, made by FAULT_QUEUE_ALLOC (FaultFd).
+    FAULT = "fault_fd"
 
 
 class Needs(enum.Enum):
@@ -221,6 +223,10 @@ ROWS: tuple[Op, ...] = (
          offload=True),
     _row("HwptInvalidate", hw_pagetable.hwpt_invalidate, F.IOMMUFD),
     _row("FaultQueueAlloc", fault.fault_queue_alloc, F.IOMMUFD, limit=L.OBJECTS),
+    # Reads and responses move faults, which are not journaled (fault.py).
+    _row("FaultQueueRead", fault.fault_queue_read, F.FAULT, journal=False),
+    _row("WatchFaultQueue", fault.watch_fault_queue, F.FAULT, journal=False),
+    _row("FaultQueueRespond", fault.fault_queue_respond, F.FAULT, journal=False),
     # -- vIOMMUs, vDEVICEs, HW queues and vEVENTQs (viommu.c, eventq.c) --------------------------
     _row("ViommuAlloc", viommu.viommu_alloc, F.IOMMUFD, limit=L.OBJECTS),
     _row("VdeviceAlloc", viommu.vdevice_alloc, F.IOMMUFD, limit=L.OBJECTS),
@@ -276,6 +282,7 @@ ROWS: tuple[Op, ...] = (
     _row("TestDevCheckCache", selftest.test_dev_check_cache, F.IOMMUFD, journal=False,
          debug=ST),
     _row("TestMdCheckIotlb", selftest.test_md_check_iotlb, F.IOMMUFD, journal=False, debug=ST),
+    _row("TestTriggerIopf", fault.test_trigger_iopf, F.IOMMUFD, journal=False, debug=ST),
     _row("TestTriggerVevent", selftest.test_trigger_vevent, F.IOMMUFD, journal=False, debug=ST),
 )
 

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from iommud.call import Runtime
     from iommud.config import Config
+    from iommud.fault import FaultFd, FaultQueue
     from iommud.host import Host
     from iommud.session import Session
     from iommud.viommu import Veventq, VeventqFd
@@ -70,6 +71,8 @@ MAGIC = 0x31415549  # "IUA1"
 OPEN, IOCTL, NEED, GIVE, REPLY, DESCRIBE, EVENT = 1, 2, 3, 4, 5, 6, 7
 #: read() of a daemon-made event fd: `cmd` the count, `arg` the buffer.
 READ = 8
+#: write() of a fault queue's fd: `cmd` the count, `arg` the buffer.
+WRITE = 9
 #: Header flags.
 BODY_MEMFD = 1 << 0
 TAIL_NONZERO = 1 << 1
@@ -139,7 +142,8 @@ _CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
               FileKind.DEVICE: ("CloseDevice", "device_fd"),
               FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd"),
               FileKind.ACCESS: ("CloseFd", "fd"),
-              FileKind.VEVENTQ: ("CloseFd", "fd")}
+              FileKind.VEVENTQ: ("CloseFd", "fd"),
+              FileKind.FAULT: ("CloseFd", "fd")}
 
 
 def socket_path(config: Config) -> pathlib.Path | None:
@@ -244,7 +248,7 @@ class RawFile:
     n: int
     token: int
     raw: RawSession
-    #: Holds the raw session open (every file but a fault queue's).
+    #: Holds the raw session open (every file with an fd in it).
     counted: bool = True
 
 
@@ -490,6 +494,10 @@ class UapiServer:
             if conn.pending is not None:
                 self._abandon(conn)
             self._read(conn, seq, cmd, arg)
+        elif kind == WRITE:
+            if conn.pending is not None:
+                self._abandon(conn)
+            self._read(conn, seq, cmd, arg, write=True)
         else:  # a second OPEN, or a daemon's kind from the shim
             self._send_reply(conn, seq, -E.EPROTO)
 
@@ -623,48 +631,61 @@ class UapiServer:
             return file.raw.sess.context(file.fd)
         if file.kind is FileKind.DEVICE:
             return file.raw.sess.device_fd(file.fd)
-        if file.kind is FileKind.VEVENTQ:
+        if file.kind in (FileKind.VEVENTQ, FileKind.FAULT):
             return file.raw.sess.fd_entry(file.fd)
         return None
 
-    # -- READ and doorbells on vEVENTQ files ------------------------------------------------------
+    # -- READ, WRITE and doorbells on event files (vEVENTQs, fault queues) -----------------------
 
-    def _read(self, conn: Conn, seq: int, count: int, buf: int) -> None:
-        """read() of a daemon-made file: a vEVENTQ's (kabi.veventq_read);
-        a file without a read is EINVAL, as vfs_read answers. The shim
-        drained its doorbells before asking."""
+    def _read(self, conn: Conn, seq: int, count: int, buf: int, write: bool = False) -> None:
+        """read() of a daemon-made file: a vEVENTQ's (kabi.veventq_read) or
+        a fault queue's (kabi.fault_read); write() of a fault queue's
+        (kabi.fault_write). A file without them is EINVAL, as vfs_read and
+        vfs_write answer. The shim drained its doorbells before asking."""
         file = conn.file
         assert file is not None
         self._rung.discard(conn.fd)
-        if file.kind is not FileKind.VEVENTQ:
+        if write:
+            codec = kabi.fault_write if file.kind is FileKind.FAULT else None
+        else:
+            codec = {FileKind.VEVENTQ: kabi.veventq_read,
+                     FileKind.FAULT: kabi.fault_read}.get(file.kind)
+        if codec is None:
             self._send_reply(conn, seq, -E.EINVAL)
             return
         try:
             x = Ioctl(buf, b"", file.fd, self._target(file), conn.call, self.limit,
                       file.raw.resolve)
-            flow = kabi.veventq_read(x, count)
+            flow = codec(x, count)
         except IommuError as err:
             self._send_reply(conn, seq, -err.errno)
             return
         self._advance(conn, seq, flow, None)
 
     def _watch_veventq(self, conn: Conn) -> None:
-        """A new vEVENTQ file rings its doorbell whenever its queue has
-        records and none is waiting: poll() on the shim's fd is then readable
-        exactly while read() would return something."""
+        """A new event file (a vEVENTQ's, a fault queue's) rings its doorbell
+        whenever its queue has records and none is waiting: poll() on the
+        shim's fd is then readable exactly while read() would return
+        something."""
         queue = self._veventq_of(conn)
         if queue is not None:
             self._bells[conn.fd] = queue.subscribe(lambda: self._ring(conn))
 
-    def _veventq_of(self, conn: Conn) -> Veventq | None:
+    def _veventq_of(self, conn: Conn) -> Veventq | FaultQueue | None:
+        """The queue behind an event file: a vEVENTQ, or a fault queue (its
+        `deliver` holds what read() would take)."""
         file = conn.file
-        if file is None or file.kind is not FileKind.VEVENTQ:
+        if file is None or file.kind not in (FileKind.VEVENTQ, FileKind.FAULT):
             return None
         try:
-            entry = cast("VeventqFd", file.raw.sess.fd_entry(file.fd))
+            entry = file.raw.sess.fd_entry(file.fd)
         except IommuError:
             return None
-        return None if entry.closed else entry.veventq
+        if file.kind is FileKind.FAULT:
+            ffd = cast("FaultFd", entry)
+            return None if ffd.closed else ffd.fault
+        vfd = cast("VeventqFd", entry)
+        return None if vfd.closed else vfd.veventq
 
     def _ring(self, conn: Conn) -> None:
         if conn.closed or conn.fd in self._rung:
@@ -835,7 +856,7 @@ class UapiServer:
         self._conns[child.fd] = child
         self._adopt(child, file)
         self._loop.add_reader(child.fd, self._readable, child)
-        if new.kind is FileKind.VEVENTQ:
+        if new.kind in (FileKind.VEVENTQ, FileKind.FAULT):
             self._watch_veventq(child)
         flags = NEWFD_CLOEXEC | (NEWFD_RESULT if new.result else 0)
         writes = reply.writes or []
@@ -1020,7 +1041,8 @@ class UapiServer:
 
 
 #: The operations the codec and the opens dispatch: each must be synchronous.
-_USED_OPS = ("IoasMapFile", "ProcessPins",
+_USED_OPS = ("IoasMapFile", "ProcessPins", "FaultQueueRead", "FaultQueueRespond",
+             "TestTriggerIopf",
              "OpenSession", "CloseSession", "OpenContext", "CloseContext", "OpenContainer",
              "OpenGroup", "CloseGroup", "OpenDevice", "CloseDevice", "Destroy", "IoasAlloc",
              "IoasAllowIovas", "IoasCopy", "IoasIovaRanges", "IoasMap", "IoasUnmap", "Option",

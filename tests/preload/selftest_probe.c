@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <dirent.h>
@@ -27,7 +28,7 @@
 
 #define TEST_CMD UAPI_IOCTL(0xa0)
 enum { OP_MOCK_DOMAIN = 2, OP_MD_CHECK_MAP = 3, OP_MD_CHECK_REFS = 4, OP_CREATE_ACCESS = 5,
-       OP_ACCESS_RW = 8 };
+       OP_ACCESS_RW = 8, OP_REPLACE_PT = 10 /* MOCK_DOMAIN_REPLACE */, OP_TRIGGER_IOPF = 15 };
 #define IOAS_MAP_FILE UAPI_IOCTL(0x8f)
 #define IOAS_CHANGE_PROCESS UAPI_IOCTL(0x92)
 
@@ -56,6 +57,13 @@ struct test_cmd {
 		struct {
 			uint64_t iova, length, uptr;
 		} check_map;
+		struct {
+			uint32_t pt_id;
+		} replace;
+		struct {
+			uint32_t dev_id, pasid, grpid, perm;
+			uint64_t addr;
+		} trigger_iopf;
 		struct {
 			uint64_t length, uptr;
 			uint32_t refs;
@@ -268,6 +276,50 @@ static int scenario_map_file(void)
 	return 0;
 }
 
+/* An IO page fault through the shim's fault fd: TRIGGER_IOPF of a mock
+ * device attached to a fault-capable HWPT makes the fd readable (poll), a
+ * read takes the 40-byte record, a write of its cookie answers it, and the
+ * fd is empty (poll) again. */
+static int scenario_iopf(void)
+{
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	uint32_t ioas = ioas_alloc(fd);
+	struct test_cmd c = { .size = sizeof(c), .op = OP_MOCK_DOMAIN, .id = ioas };
+	must("mock_domain", ioctl(fd, TEST_CMD, &c));
+	uint32_t stdev = c.mock_domain.out_stdev_id, idev = c.mock_domain.out_idev_id;
+	struct uapi_fault_queue_alloc q = { .size = sizeof(q) };
+	must("fault_queue_alloc", ioctl(fd, UAPI_IOMMU_FAULT_QUEUE_ALLOC, &q));
+	int ffd = (int)q.out_fault_fd;
+	struct uapi_hwpt_alloc h = { .size = sizeof(h), .flags = 1u << 2 /* FAULT_ID_VALID */,
+				     .dev_id = idev, .pt_id = ioas, .fault_id = q.out_fault_id };
+	must("hwpt_alloc", ioctl(fd, UAPI_IOMMU_HWPT_ALLOC, &h));
+	struct test_cmd r = { .size = sizeof(r), .op = OP_REPLACE_PT, .id = stdev };
+	r.replace.pt_id = h.out_hwpt_id;
+	must("replace", ioctl(fd, TEST_CMD, &r));
+
+	struct pollfd pf = { .fd = ffd, .events = POLLIN };
+	step("poll_before", poll(&pf, 1, 0));
+	struct test_cmd t = { .size = sizeof(t), .op = OP_TRIGGER_IOPF };
+	t.trigger_iopf.dev_id = idev;
+	t.trigger_iopf.grpid = 2;
+	t.trigger_iopf.perm = 1;
+	t.trigger_iopf.addr = 0xdeadbeaf;
+	step("trigger_iopf", ioctl(fd, TEST_CMD, &t));
+	step("poll_readable", poll(&pf, 1, 0));
+	uint32_t rec[10];
+	step("read_short", read(ffd, rec, 39));
+	step("read", read(ffd, rec, sizeof(rec)));
+	step("record_dev_id", rec[1] == idev ? 0 : -1);
+	step("record_addr", ((uint64_t)rec[7] << 32 | rec[6]) == 0xdeadbeaf ? 0 : -1);
+	step("poll_after_read", poll(&pf, 1, 0));
+	uint32_t resp[2] = { rec[9], 0 };
+	step("respond", write(ffd, resp, sizeof(resp)));
+	step("respond_again", write(ffd, resp, sizeof(resp)));
+	step("read_empty", read(ffd, rec, sizeof(rec)));
+	step("close_fault_fd", close(ffd));
+	return 0;
+}
+
 static long pwrite_str(int fd, const char *s)
 {
 	return pwrite(fd, s, strlen(s), 0);
@@ -331,7 +383,7 @@ static int scenario_fail_nth(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth|map_file\n");
+		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth|map_file|iopf\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "access"))
@@ -342,6 +394,8 @@ int main(int argc, char **argv)
 		return scenario_fail_nth();
 	if (!strcmp(argv[1], "map_file"))
 		return scenario_map_file();
+	if (!strcmp(argv[1], "iopf"))
+		return scenario_iopf();
 	fprintf(stderr, "unknown scenario %s\n", argv[1]);
 	return 2;
 }

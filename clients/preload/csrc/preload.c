@@ -58,7 +58,7 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
 
 enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7,
-       K_READ = 8 };
+       K_READ = 8, K_WRITE = 9 };
 enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2, FL_FAIL_NTH = 1u << 3,
        FL_BELL = 1u << 4 };
 enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6,
@@ -2219,9 +2219,9 @@ static struct file *event_file(int fd)
  * records into buf and returns the count read (or -errno). A REPLY flagged
  * BELL has a doorbell right behind it: the read returns once it is there, so
  * that a poll() after the read sees what is left. */
-static ssize_t veventq_read(int fd, struct file *f, uint8_t *buf, size_t count)
+/* Drop the doorbells waiting on an event fd's socket (caller holds f->lock). */
+static void drain_bells(int fd)
 {
-	pthread_mutex_lock(&f->lock);
 	for (;;) {
 		uint8_t head[IUA_HDR_LEN];
 		ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
@@ -2235,6 +2235,12 @@ static ssize_t veventq_read(int fd, struct file *f, uint8_t *buf, size_t count)
 			break;
 		recv(fd, NULL, 0, MSG_DONTWAIT); /* a doorbell */
 	}
+}
+
+static ssize_t veventq_read(int fd, struct file *f, uint8_t *buf, size_t count)
+{
+	pthread_mutex_lock(&f->lock);
+	drain_bells(fd);
 	struct msg m;
 	long rc = exchange(fd, f, K_READ, 0, (uint64_t)count, (uintptr_t)buf, NULL, &m, 0);
 	if (!rc) {
@@ -2248,78 +2254,42 @@ static ssize_t veventq_read(int fd, struct file *f, uint8_t *buf, size_t count)
 	return rc;
 }
 
-/* The kernel's fault-queue read: whole records only, as many as fit; a
- * first record that does not fit is EINVAL; an empty queue reads 0 without
- * waiting. The daemon sends each kernel record (a fault group) as the body
- * of one EVENT record. */
+/* A fault queue's read is the daemon's too (a READ record, the kernel's
+ * rules there: whole records, a first group that does not fit EINVAL,
+ * the groups read getting their response cookies); only a count that is not
+ * whole records is refused here first (ESPIPE, as the kernel does first). */
 static ssize_t event_read(int fd, struct file *f, uint8_t *buf, size_t count)
 {
-	if (f->event == EV_VEVENTQ)
-		return veventq_read(fd, f, buf, count);
 	if (f->event == EV_FAULT && count % FAULT_RECORD)
 		return -ESPIPE;
-	size_t done = 0;
-	ssize_t rc = 0;
-	pthread_mutex_lock(&f->lock);
-	while (done < count || count == 0) {
-		uint8_t head[IUA_HDR_LEN];
-		ssize_t n = recv(fd, head, sizeof(head), MSG_PEEK | MSG_TRUNC | MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break; /* empty (EAGAIN), or the daemon is gone: nothing to read */
-		struct hdr h;
-		if (n >= (ssize_t)IUA_HDR_LEN)
-			hdr_decode(&h, head);
-		if (n < (ssize_t)IUA_HDR_LEN || h.magic != IUA_MAGIC || h.kind != K_EVENT ||
-		    (h.flags & FL_BODY_MEMFD) || (size_t)n != IUA_HDR_LEN + h.body_len) {
-			recv(fd, NULL, 0, MSG_DONTWAIT); /* not an event record: drop it */
-			continue;
-		}
-		if (h.body_len > count - done) {
-			if (!done)
-				rc = -EINVAL;
-			break;
-		}
-		uint8_t *rec = malloc((size_t)n);
-		if (!rec) {
-			rc = -ENOMEM;
-			break;
-		}
-		if (recv(fd, rec, (size_t)n, MSG_PEEK | MSG_DONTWAIT) != n) {
-			free(rec);
-			continue;
-		}
-		/* The record stays queued unless it reached the caller. */
-		int fault = copy_to_user((uintptr_t)(buf + done), rec + IUA_HDR_LEN, h.body_len);
-		free(rec);
-		if (fault) {
-			rc = -EFAULT;
-			break;
-		}
-		recv(fd, NULL, 0, MSG_DONTWAIT);
-		done += h.body_len;
-		if (count == 0)
-			break;
-	}
-	pthread_mutex_unlock(&f->lock);
-	return done ? (ssize_t)done : rc;
+	return veventq_read(fd, f, buf, count);
 }
 
-/* A fault queue takes page responses; the model raises no faults, so no
- * response has a group waiting for it: the kernel's answer is EINVAL. */
-static ssize_t event_write(struct file *f, const uint8_t *buf, size_t count)
+/* A fault queue takes page responses: the daemon reads them from buf (a
+ * NEED round, one item per response, so that the kernel's stop at the first
+ * response it cannot copy is kept) and answers the bytes taken (a WRITE
+ * record, with the doorbells drained as for a read). A vEVENTQ has no write. */
+static ssize_t event_write(int fd, struct file *f, const uint8_t *buf, size_t count)
 {
 	if (f->event != EV_FAULT)
-		return -EINVAL; /* a vEVENTQ has no write */
+		return -EINVAL;
 	if (count % FAULT_RESPONSE)
 		return -ESPIPE;
 	if (!count)
 		return 0;
-	uint8_t resp[FAULT_RESPONSE];
-	if (copy_from_user(resp, (uintptr_t)buf, sizeof(resp)))
-		return -EFAULT;
-	return -EINVAL; /* a bad code, or a cookie no fault group carries */
+	pthread_mutex_lock(&f->lock);
+	drain_bells(fd);
+	struct msg m;
+	long rc = exchange(fd, f, K_WRITE, 0, (uint64_t)count, (uintptr_t)buf, NULL, &m, 0);
+	if (!rc) {
+		int bell = m.h.flags & FL_BELL;
+		rc = apply_reply(&m, 0);
+		msg_release(&m);
+		if (bell)
+			wait_io(fd, POLLIN, now_ms() + timeout_ms);
+	}
+	pthread_mutex_unlock(&f->lock);
+	return rc;
 }
 
 EXPORT ssize_t read(int fd, void *buf, size_t count)
@@ -2345,7 +2315,7 @@ EXPORT ssize_t write(int fd, const void *buf, size_t count)
 	if (f) {
 		int saved = errno;
 		ssize_t r = f->event == EV_FAIL_NTH ? fail_nth_write(f, buf, count)
-						    : event_write(f, buf, count);
+						    : event_write(fd, f, buf, count);
 		file_put(f);
 		errno = r < 0 ? (int)-r : saved;
 		return r < 0 ? -1 : r;

@@ -943,20 +943,22 @@ class DmaResult(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., pa: _Optional[int] = ..., fault: _Optional[_Union[DmaFaultReason, str]] = ...) -> None: ...
 
 class DmaFault(_message.Message):
-    __slots__ = ("dev_id", "cookie", "pasid", "iova", "write", "reason")
+    __slots__ = ("dev_id", "cookie", "pasid", "iova", "write", "reason", "page_request")
     DEV_ID_FIELD_NUMBER: _ClassVar[int]
     COOKIE_FIELD_NUMBER: _ClassVar[int]
     PASID_FIELD_NUMBER: _ClassVar[int]
     IOVA_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PAGE_REQUEST_FIELD_NUMBER: _ClassVar[int]
     dev_id: int
     cookie: int
     pasid: int
     iova: int
     write: bool
     reason: DmaFaultReason
-    def __init__(self, dev_id: _Optional[int] = ..., cookie: _Optional[int] = ..., pasid: _Optional[int] = ..., iova: _Optional[int] = ..., write: _Optional[bool] = ..., reason: _Optional[_Union[DmaFaultReason, str]] = ...) -> None: ...
+    page_request: bool
+    def __init__(self, dev_id: _Optional[int] = ..., cookie: _Optional[int] = ..., pasid: _Optional[int] = ..., iova: _Optional[int] = ..., write: _Optional[bool] = ..., reason: _Optional[_Union[DmaFaultReason, str]] = ..., page_request: _Optional[bool] = ...) -> None: ...
 
 class DeviceDmaRequest(_message.Message):
     __slots__ = ("device_fd", "pasid", "accesses")
@@ -1077,10 +1079,84 @@ class FaultQueueAllocRequest(_message.Message):
     def __init__(self, iommufd: _Optional[int] = ..., flags: _Optional[int] = ...) -> None: ...
 
 class FaultQueueAllocResponse(_message.Message):
-    __slots__ = ("out_fault_id",)
+    __slots__ = ("out_fault_id", "out_fault_fd")
     OUT_FAULT_ID_FIELD_NUMBER: _ClassVar[int]
+    OUT_FAULT_FD_FIELD_NUMBER: _ClassVar[int]
     out_fault_id: int
-    def __init__(self, out_fault_id: _Optional[int] = ...) -> None: ...
+    out_fault_fd: int
+    def __init__(self, out_fault_id: _Optional[int] = ..., out_fault_fd: _Optional[int] = ...) -> None: ...
+
+class PageFault(_message.Message):
+    __slots__ = ("flags", "dev_id", "pasid", "grpid", "perm", "addr", "length", "cookie", "bind_cookie")
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    GRPID_FIELD_NUMBER: _ClassVar[int]
+    PERM_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    BIND_COOKIE_FIELD_NUMBER: _ClassVar[int]
+    flags: int
+    dev_id: int
+    pasid: int
+    grpid: int
+    perm: int
+    addr: int
+    length: int
+    cookie: int
+    bind_cookie: int
+    def __init__(self, flags: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., grpid: _Optional[int] = ..., perm: _Optional[int] = ..., addr: _Optional[int] = ..., length: _Optional[int] = ..., cookie: _Optional[int] = ..., bind_cookie: _Optional[int] = ...) -> None: ...
+
+class PageResponse(_message.Message):
+    __slots__ = ("cookie", "code")
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    cookie: int
+    code: int
+    def __init__(self, cookie: _Optional[int] = ..., code: _Optional[int] = ...) -> None: ...
+
+class FaultQueueReadRequest(_message.Message):
+    __slots__ = ("fault_fd", "count")
+    FAULT_FD_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    fault_fd: int
+    count: int
+    def __init__(self, fault_fd: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class FaultQueueReadResponse(_message.Message):
+    __slots__ = ("data", "faults")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    faults: _containers.RepeatedCompositeFieldContainer[PageFault]
+    def __init__(self, data: _Optional[bytes] = ..., faults: _Optional[_Iterable[_Union[PageFault, _Mapping]]] = ...) -> None: ...
+
+class WatchFaultQueueRequest(_message.Message):
+    __slots__ = ("fault_fd",)
+    FAULT_FD_FIELD_NUMBER: _ClassVar[int]
+    fault_fd: int
+    def __init__(self, fault_fd: _Optional[int] = ...) -> None: ...
+
+class WatchFaultQueueResponse(_message.Message):
+    __slots__ = ("faults",)
+    FAULTS_FIELD_NUMBER: _ClassVar[int]
+    faults: _containers.RepeatedCompositeFieldContainer[PageFault]
+    def __init__(self, faults: _Optional[_Iterable[_Union[PageFault, _Mapping]]] = ...) -> None: ...
+
+class FaultQueueRespondRequest(_message.Message):
+    __slots__ = ("fault_fd", "responses")
+    FAULT_FD_FIELD_NUMBER: _ClassVar[int]
+    RESPONSES_FIELD_NUMBER: _ClassVar[int]
+    fault_fd: int
+    responses: _containers.RepeatedCompositeFieldContainer[PageResponse]
+    def __init__(self, fault_fd: _Optional[int] = ..., responses: _Optional[_Iterable[_Union[PageResponse, _Mapping]]] = ...) -> None: ...
+
+class FaultQueueRespondResponse(_message.Message):
+    __slots__ = ("count",)
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    def __init__(self, count: _Optional[int] = ...) -> None: ...
 
 class ViommuAllocRequest(_message.Message):
     __slots__ = ("iommufd", "flags", "type", "dev_id", "hwpt_id", "data_len", "reserved", "data")
@@ -1953,5 +2029,25 @@ class TestTriggerVeventRequest(_message.Message):
     def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ...) -> None: ...
 
 class TestTriggerVeventResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TestTriggerIopfRequest(_message.Message):
+    __slots__ = ("iommufd", "dev_id", "pasid", "grpid", "perm", "addr")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DEV_ID_FIELD_NUMBER: _ClassVar[int]
+    PASID_FIELD_NUMBER: _ClassVar[int]
+    GRPID_FIELD_NUMBER: _ClassVar[int]
+    PERM_FIELD_NUMBER: _ClassVar[int]
+    ADDR_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dev_id: int
+    pasid: int
+    grpid: int
+    perm: int
+    addr: int
+    def __init__(self, iommufd: _Optional[int] = ..., dev_id: _Optional[int] = ..., pasid: _Optional[int] = ..., grpid: _Optional[int] = ..., perm: _Optional[int] = ..., addr: _Optional[int] = ...) -> None: ...
+
+class TestTriggerIopfResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -251,6 +251,21 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
                 _registered_method=True)
+        self.FaultQueueRead = channel.unary_unary(
+                '/iommud.v1.IommuService/FaultQueueRead',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueReadRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueReadResponse.FromString,
+                _registered_method=True)
+        self.WatchFaultQueue = channel.unary_stream(
+                '/iommud.v1.IommuService/WatchFaultQueue',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueResponse.FromString,
+                _registered_method=True)
+        self.FaultQueueRespond = channel.unary_unary(
+                '/iommud.v1.IommuService/FaultQueueRespond',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondResponse.FromString,
+                _registered_method=True)
         self.ViommuAlloc = channel.unary_unary(
                 '/iommud.v1.IommuService/ViommuAlloc',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.ViommuAllocRequest.SerializeToString,
@@ -510,6 +525,11 @@ class IommuServiceStub:
                 '/iommud.v1.IommuService/TestTriggerVevent',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.FromString,
+                _registered_method=True)
+        self.TestTriggerIopf = channel.unary_unary(
+                '/iommud.v1.IommuService/TestTriggerIopf',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.FromString,
                 _registered_method=True)
 
 
@@ -837,7 +857,30 @@ class IommuServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FaultQueueAlloc(self, request, context):
-        """FaultQueueAlloc is IOMMU_FAULT_QUEUE_ALLOC.
+        """FaultQueueAlloc is IOMMU_FAULT_QUEUE_ALLOC: a fault queue and its fd.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FaultQueueRead(self, request, context):
+        """FaultQueueRead is read() of a fault queue's fd: the whole fault groups
+        that fit `count` bytes, read (each gets its response cookie).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchFaultQueue(self, request, context):
+        """WatchFaultQueue reads a fault queue's fd as a stream: every fault group
+        as it is delivered, read as it is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FaultQueueRespond(self, request, context):
+        """FaultQueueRespond is write() of page responses to a fault queue's fd.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1247,6 +1290,14 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestTriggerIopf(self, request, context):
+        """TestTriggerIopf is IOMMU_TEST_OP_TRIGGER_IOPF: the mock device bound as
+        `dev_id` reports one IO page fault, the last of its group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IommuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1464,6 +1515,21 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.FaultQueueAlloc,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.SerializeToString,
+            ),
+            'FaultQueueRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.FaultQueueRead,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueReadRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueReadResponse.SerializeToString,
+            ),
+            'WatchFaultQueue': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFaultQueue,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueResponse.SerializeToString,
+            ),
+            'FaultQueueRespond': grpc.unary_unary_rpc_method_handler(
+                    servicer.FaultQueueRespond,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondResponse.SerializeToString,
             ),
             'ViommuAlloc': grpc.unary_unary_rpc_method_handler(
                     servicer.ViommuAlloc,
@@ -1724,6 +1790,11 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.TestTriggerVevent,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.SerializeToString,
+            ),
+            'TestTriggerIopf': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestTriggerIopf,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2889,6 +2960,87 @@ class IommuService:
             '/iommud.v1.IommuService/FaultQueueAlloc',
             iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.FaultQueueAllocResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FaultQueueRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/FaultQueueRead',
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueReadRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueReadResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFaultQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/iommud.v1.IommuService/WatchFaultQueue',
+            iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.WatchFaultQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FaultQueueRespond(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/FaultQueueRespond',
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.FaultQueueRespondResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -4293,6 +4445,33 @@ class IommuService:
             '/iommud.v1.IommuService/TestTriggerVevent',
             iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.TestTriggerVeventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestTriggerIopf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestTriggerIopf',
+            iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.FromString,
             options,
             channel_credentials,
             insecure,

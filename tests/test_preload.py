@@ -41,7 +41,7 @@ EXEC_GROUP, EXEC_DEVICE = 22, "0000:07:01.0"
 DIRTY_DEVICE = "0000:03:00.0"   # dirty_tracking = true
 INTERPOSED = {"open", "open64", "__open_2", "__open64_2", "openat", "openat64", "__openat_2",
               "__openat64_2", "ioctl", "read", "write", "pread", "pread64", "pwrite", "pwrite64",
-              "opendir", "fopen", "fopen64"}
+              "opendir", "fopen", "fopen64", "mmap", "mmap64", "munmap"}
 
 
 # -- building and running ------------------------------------------------------------
@@ -606,3 +606,30 @@ def test_fail_nth_needs_a_daemon_with_injection(launcher: str, selftest_probe: p
     assert out["ioas_alloc_fails"] == failed("EPERM")
     assert out["nth_after_injection"] == (1, OK)              # nothing was counted
     assert out["ioas_alloc_disarmed"] == failed("EPERM")
+
+
+def test_viommu_mmap_and_veventq_through_the_shim(
+        launcher: str, selftest_probe: pathlib.Path, selftest_daemon: DaemonProcess) -> None:
+    """mmap() of the iommufd maps exactly the vIOMMU's region
+    (iommufd_fops_mmap), holding the vIOMMU until munmap(); the vEVENTQ fd's
+    read() follows iommufd_veventq_fops_read, and poll() is readable exactly
+    while its queue has records (the daemon's doorbells)."""
+    out = steps(run(launcher, uapi_socket(selftest_daemon), selftest_probe, "viommu").stdout)
+    for ok_step in ("out_data", "mmap", "region_word", "munmap", "destroy_unmapped",
+                    "read_empty", "readable_empty", "trigger", "record", "readable_drained",
+                    "lost_header", "close_veventq", "destroy_veventq"):
+        assert out[ok_step] == (0, OK), ok_step
+    assert out["mmap_other_offset"] == failed("ENXIO")
+    assert out["mmap_half"] == failed("ENXIO")
+    assert out["mmap_private"] == failed("EINVAL")
+    assert out["mmap_exec"] == failed("EPERM")
+    assert out["destroy_mapped"] == failed("EBUSY")
+    assert out["read_short"] == failed("EINVAL")
+    assert out["readable_one"] == (1, OK)
+    assert out["read_header_only"] == failed("EINVAL")
+    assert out["readable_still"] == (1, OK)
+    assert out["read_one"] == (12, OK)
+    assert out["read_lost"] == (32, OK)      # two events and the lost-events header
+    assert out["ioctl_veventq"] == failed("ENOTTY")
+    assert out["pread_veventq"] == failed("ESPIPE")
+    assert out["destroy_open_veventq"] == failed("EBUSY")

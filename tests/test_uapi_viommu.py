@@ -337,3 +337,47 @@ def test_closing_the_iommufd_keeps_the_context_for_the_veventq_file(proc) -> Non
     buf = proc.mem.alloc(16)
     assert read(q, 16, buf) == 0
     q.close()
+
+
+MMAP, MUNMAP = 10, 11             # records: mmap() and munmap() of an iommufd
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+MAP_SHARED, MAP_PRIVATE = 1, 2
+
+
+def mmap_record(f: File, offset: int, length: int, prot: int = PROT_READ | PROT_WRITE,
+                flags: int = MAP_SHARED) -> tuple[int, bytes]:
+    seq = f.send(MMAP, offset, length, S("<II").pack(prot, flags))
+    hdr, body, _ = f.recv()
+    assert hdr[1] == REPLY and hdr[5] == seq
+    return hdr[9], body
+
+
+def munmap_record(f: File, offset: int) -> int:
+    seq = f.send(MUNMAP, offset)
+    hdr, _, _ = f.recv()
+    assert hdr[1] == REPLY and hdr[5] == seq
+    return hdr[9]
+
+
+def test_mmap_records_of_an_iommufd(proc) -> None:
+    """MMAP and MUNMAP (docs/uapi-transport.md): iommufd_fops_mmap's rules,
+    the region's bytes in the REPLY, the hold on the vIOMMU until MUNMAP."""
+    f = proc.open(1)
+    v = Viommu(f)
+    data = proc.mem.alloc(S("<IIQQ").pack(0xBEEF, 0, 0, 0))
+    ret, viommu = viommu_alloc(f, v.dev, v.parent, data_uptr=data, data_len=24)
+    ok(ret)
+    _, _, offset, length = S("<IIQQ").unpack(proc.mem.read(data, 24))
+    check(mmap_record(f, offset, length, flags=MAP_PRIVATE)[0], "EINVAL")
+    check(mmap_record(f, offset, length, prot=PROT_READ | PROT_EXEC)[0], "EPERM")
+    check(mmap_record(f, offset + PAGE_SIZE, length)[0], "ENXIO")
+    check(mmap_record(f, offset, length // 2)[0], "ENXIO")
+    ret, body = mmap_record(f, offset, length, flags=0x03)   # MAP_SHARED_VALIDATE
+    assert ret == 0 and len(body) == length and body[:4] == S("<I").pack(0xBEEF)
+    check(destroy(f, viommu), "EBUSY")
+    assert munmap_record(f, offset) == 0
+    check(munmap_record(f, offset), "EINVAL")
+    ok(destroy(f, viommu))
+    q = veventq_alloc(f, v.viommu, 2)[2]
+    assert q is not None
+    check(mmap_record(q, 0, PAGE_SIZE)[0], "ENODEV")          # not an iommufd

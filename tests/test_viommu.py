@@ -622,3 +622,34 @@ def test_the_journal_brings_the_objects_back(tmp_path, daemon_factory) -> None:
     d3 = daemon_factory("--journal", str(db), "--debug-selftest", "1", name="c")
     assert d3.events("journal.recovered")[0]["snapshot_sessions"] >= 1
     check(d3)
+
+
+def test_mmap_of_the_viommu_region(ctx, session) -> None:
+    """iommufd_fops_mmap (the selftest's viommu_alloc_with_data): exactly the
+    region VIOMMU_ALLOC handed out, shared, not executable; each mapping
+    holds the vIOMMU until unmapped; a closing context drops them."""
+    s = Setup(ctx)
+    vid, out = ctx.viommu_alloc_data(s.dev, s.parent, struct.pack("<IIQQ", 0xBEEF, 0, 0, 0))
+    _, _, offset, length = struct.unpack("<IIQQ", out)
+    for off, size in ((offset + PAGE_SIZE, length), (offset + 2 * PAGE_SIZE, length),
+                      (offset, length // 2), (offset, length * 2), (0, length)):
+        raises_errno(lambda off=off, size=size: ctx.mmap(off, size), "ENXIO")
+    raises_errno(lambda: ctx.mmap(offset, length - 1), "EINVAL")
+    raises_errno(lambda: ctx.mmap(offset, length, shared=False), "EINVAL")
+    raises_errno(lambda: ctx.mmap(offset, length, exec=True), "EPERM")
+    data = ctx.mmap(offset, length)
+    assert len(data) == length and data[:4] == struct.pack("<I", 0xBEEF)
+    assert data[4:] == bytes(length - 4)
+    ctx.mmap(offset, length)                          # a second mapping: a second hold
+    raises_errno(lambda: ctx.destroy(vid), "EBUSY")
+    ctx.munmap(offset)
+    raises_errno(lambda: ctx.destroy(vid), "EBUSY")
+    ctx.munmap(offset)
+    raises_errno(lambda: ctx.munmap(offset), "EINVAL")
+    raises_errno(lambda: ctx.munmap(offset + PAGE_SIZE), "EINVAL")
+    ctx.destroy(vid)
+    raises_errno(lambda: ctx.mmap(offset, length), "ENXIO")   # the region went with it
+    # A mapping still held when the context closes does not keep it alive.
+    _, out = ctx.viommu_alloc_data(s.dev, s.parent, struct.pack("<IIQQ", 1, 0, 0, 0))
+    ctx.mmap(*struct.unpack("<IIQQ", out)[2:])
+    assert ctx.close() == 8       # IOAS, stdev, idev, automatic HWPT, parent, 2 vIOMMUs, nested

@@ -750,6 +750,21 @@ def trigger_vevent(h: HasIommufd, dev_id: int) -> Op[None]:
         iommufd=h.iommufd, dev_id=dev_id), lambda r: None)
 
 
+def iommufd_mmap(h: HasIommufd, offset: int, length: int, *, shared: bool = True,
+                 exec: bool = False) -> Op[bytes]:
+    """mmap() of the iommufd at `offset` (a vIOMMU's region, VIOMMU_ALLOC's
+    out_mmap_offset): its bytes; the mapping holds the vIOMMU until munmap."""
+    return _op(pb.IommufdMmapResponse, pb.IommufdMmapRequest(
+        iommufd=h.iommufd, offset=offset, length=length, shared=shared, exec=exec),
+        lambda r: r.data)
+
+
+def iommufd_munmap(h: HasIommufd, offset: int) -> Op[None]:
+    """munmap() of a mapping iommufd_mmap made."""
+    return _op(pb.IommufdMunmapResponse, pb.IommufdMunmapRequest(
+        iommufd=h.iommufd, offset=offset), lambda r: None)
+
+
 # -- vEVENTQ fds ----------------------------------------------------------------------------
 
 def close_veventq(h: HasVeventqFd) -> Op[None]:

@@ -514,6 +514,8 @@ class AsyncContext(_AsyncFdHandle):
 
     viommu_alloc = _am(_ops.viommu_alloc)
     viommu_alloc_data = _am(_ops.viommu_alloc_data)
+    mmap = _am(_ops.iommufd_mmap)
+    munmap = _am(_ops.iommufd_munmap)
     vdevice_alloc = _am(_ops.vdevice_alloc)
     hw_queue_alloc = _am(_ops.hw_queue_alloc)
 

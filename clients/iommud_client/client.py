@@ -421,6 +421,8 @@ class Context(_FdHandle):
 
     viommu_alloc = _m(_ops.viommu_alloc)
     viommu_alloc_data = _m(_ops.viommu_alloc_data)
+    mmap = _m(_ops.iommufd_mmap)
+    munmap = _m(_ops.iommufd_munmap)
     vdevice_alloc = _m(_ops.vdevice_alloc)
     hw_queue_alloc = _m(_ops.hw_queue_alloc)
 

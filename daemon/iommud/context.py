@@ -162,6 +162,8 @@ class IommufdContext:
         Selftest mock devices go first: destroying one unbinds its DEVICE
         (iommufd_selftest_destroy), which no other path may do."""
         destroyed = 0
+        for obj in list(self._objects.values()):
+            obj.context_closing()
         while self._objects:
             leaves = sorted((o for o in self._objects.values() if o.users == 0),
                             key=lambda o: (o.type is not ObjType.SELFTEST, o.id))

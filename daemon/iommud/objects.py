@@ -37,5 +37,10 @@ class IommufdObject:
     def destroy(self) -> None:
         """Release what the object holds; called once, after it left the table."""
 
+    def context_closing(self) -> None:
+        """Its context is being torn down (its file released): drop holds
+        that only live processes have (a vIOMMU's mmaps, whose vmas a
+        process's exit closes before its files)."""
+
     def describe(self, info: Any) -> None:
         """Fill the type's own fields of a pb.ObjectInfo (ListObjects)."""

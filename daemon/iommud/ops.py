@@ -236,6 +236,9 @@ ROWS: tuple[Op, ...] = (
     # restarted daemon's queues start empty, as a kernel's after a reboot).
     _row("VeventqRead", viommu.veventq_read, F.VEVENTQ, journal=False),
     _row("WatchVeventq", viommu.watch_veventq, F.VEVENTQ, journal=False),
+    # mmap() of an iommufd: a vIOMMU's region (iommufd_fops_mmap).
+    _row("IommufdMmap", viommu.iommufd_mmap, F.IOMMUFD),
+    _row("IommufdMunmap", viommu.iommufd_munmap, F.IOMMUFD),
     # -- the legacy VFIO container/group API (vfio_compat.c, container.c, group.c) ----------------
     _row("OpenContainer", vfio_compat.open_container, limit=L.FDS),
     _row("VfioGetApiVersion", vfio_compat.vfio_get_api_version, F.CONTAINER, journal=False),

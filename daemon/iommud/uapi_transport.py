@@ -30,6 +30,7 @@ import asyncio
 import dataclasses
 import errno as E
 import fcntl
+import mmap
 import os
 import pathlib
 import secrets
@@ -73,6 +74,9 @@ OPEN, IOCTL, NEED, GIVE, REPLY, DESCRIBE, EVENT = 1, 2, 3, 4, 5, 6, 7
 READ = 8
 #: write() of a fault queue's fd: `cmd` the count, `arg` the buffer.
 WRITE = 9
+#: mmap() of an iommufd: `cmd` the offset, `arg` the length, body {u32 prot,
+#: u32 flags}; the REPLY's body is the region's bytes. munmap(): `cmd` the offset.
+MMAP, MUNMAP = 10, 11
 #: Header flags.
 BODY_MEMFD = 1 << 0
 TAIL_NONZERO = 1 << 1
@@ -132,6 +136,8 @@ _MSG_NOSIGNAL = int(socket.MSG_NOSIGNAL)
 #: shmem, whose reads never block or come up short, and its bytes cannot
 #: change while they are read.
 _BODY_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_WRITE
+#: mmap(2)'s MAP_TYPE mask and MAP_SHARED_VALIDATE (not in the mmap module).
+_MAP_TYPE, _MAP_SHARED_VALIDATE = 0x0F, 0x03
 #: A connection that has not opened a file by then is closed.
 OPEN_TIMEOUT = 30.0
 #: How long accepting pauses when the daemon is out of fds.
@@ -498,6 +504,10 @@ class UapiServer:
             if conn.pending is not None:
                 self._abandon(conn)
             self._read(conn, seq, cmd, arg, write=True)
+        elif kind in (MMAP, MUNMAP):
+            if conn.pending is not None:
+                self._abandon(conn)
+            self._mmap(conn, seq, kind, cmd, arg, body)
         else:  # a second OPEN, or a daemon's kind from the shim
             self._send_reply(conn, seq, -E.EPROTO)
 
@@ -661,6 +671,37 @@ class UapiServer:
             self._send_reply(conn, seq, -err.errno)
             return
         self._advance(conn, seq, flow, None)
+
+    def _mmap(self, conn: Conn, seq: int, kind: int, offset: int, length: int,
+              body: bytes) -> None:
+        """mmap() and munmap() of an iommufd's region (IommufdMmap,
+        IommufdMunmap); another file's mmap is ENODEV, as a socket's."""
+        file = conn.file
+        assert file is not None
+        if file.kind not in (FileKind.IOMMU, FileKind.CONTAINER):
+            self._send_reply(conn, seq, -E.ENODEV)
+            return
+        try:
+            if kind == MUNMAP:
+                conn.call("IommufdMunmap", pb.IommufdMunmapRequest(iommufd=file.fd,
+                                                                   offset=offset))
+                self._send_reply(conn, seq, 0)
+                return
+            if len(body) != 8:
+                raise ProtocolError(f"an MMAP body of {len(body)} bytes")
+            prot, flags = struct.unpack("<II", body)
+            r = conn.call("IommufdMmap", pb.IommufdMmapRequest(
+                iommufd=file.fd, offset=offset, length=length,
+                shared=(flags & _MAP_TYPE) in (mmap.MAP_SHARED, _MAP_SHARED_VALIDATE),
+                exec=bool(prot & mmap.PROT_EXEC)))
+        except IommuError as err:
+            self._send_reply(conn, seq, -err.errno)
+            return
+        except ProtocolError as exc:
+            log.info("uapi.protocol", problem=str(exc), pid=conn.caller.pid)
+            self._send_reply(conn, seq, -E.EPROTO)
+            return
+        self._send(conn, REPLY, seq, 0, bytes(r.data))
 
     def _watch_veventq(self, conn: Conn) -> None:
         """A new event file (a vEVENTQ's, a fault queue's) rings its doorbell
@@ -1058,7 +1099,8 @@ _USED_OPS = ("IoasMapFile", "ProcessPins", "FaultQueueRead", "FaultQueueRespond"
              "TestSetTempMemoryLimit", "TestAccessReplaceIoas", "TestDirty",
              "TestDevCheckCache", "TestPasidAttach", "TestPasidReplace", "TestPasidDetach",
              "TestPasidCheckHwpt", "ViommuAlloc", "VdeviceAlloc", "HwQueueAlloc",
-             "VeventqAlloc", "VeventqRead", "TestMdCheckIotlb", "TestTriggerVevent")
+             "VeventqAlloc", "VeventqRead", "TestMdCheckIotlb", "TestTriggerVevent",
+             "IommufdMmap", "IommufdMunmap")
 
 
 # -- helpers -----------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class Viommu(IommufdObject):
         self.mmap: tuple[int, int] | None = None
         #: The first u32 of the region (the mock's loopback of in_data).
         self.mmap_word = 0
+        #: Mappings of the region (each holds the vIOMMU: users).
+        self.mapped = 0
 
     def describe(self, info: Any) -> None:
         info.parent_id = self.hwpt.id
@@ -107,6 +109,11 @@ class Viommu(IommufdObject):
         goes), then the parent's ref."""
         self.mmap = None
         self.hwpt.users -= 1
+
+    def context_closing(self) -> None:
+        """The mappings' holds go first (a process's exit closes its vmas)."""
+        self.users -= self.mapped
+        self.mapped = 0
 
     def cache_invalidate(self, req: pb.HwptInvalidateRequest) -> int:
         """viommu->ops->cache_invalidate, the mock's
@@ -717,6 +724,50 @@ async def watch_veventq(call: Call, req: pb.WatchVeventqRequest
         unsubscribe()
         sess.streams -= 1
         sess.touch()
+
+
+def _region(ctx: IommufdContext, offset: int) -> Viommu | None:
+    """mtree_load of the context's mmap space: the vIOMMU whose region
+    holds `offset`."""
+    for obj in ctx.objects():
+        if isinstance(obj, Viommu) and obj.mmap is not None:
+            start, length = obj.mmap
+            if start <= offset < start + length:
+                return obj
+    return None
+
+
+def iommufd_mmap(call: Call, req: pb.IommufdMmapRequest) -> pb.IommufdMmapResponse:
+    """mmap() of an iommufd (iommufd_fops_mmap): a length that is not whole
+    pages, or a private mapping, is EINVAL; an executable one EPERM; an
+    offset in no region, or not a whole region, ENXIO. The mapping holds
+    the region's vIOMMU (DESTROY is EBUSY) until it is unmapped."""
+    if req.length % PAGE_SIZE or not req.shared:
+        raise IommuError(E.EINVAL, f"An iommufd maps whole pages ({req.length:#x}) and shared "
+                         f"only (MAP_SHARED: {req.shared}).", length=req.length)
+    if req.exec:
+        raise IommuError(E.EPERM, "An iommufd's regions are not executable.")
+    viommu = _region(call.ctx, req.offset)
+    if viommu is None or viommu.mmap != (req.offset, req.length):
+        raise IommuError(E.ENXIO, f"No region of this iommufd is {req.length:#x} bytes at "
+                         f"offset {req.offset:#x}.", offset=req.offset, length=req.length)
+    viommu.mapped += 1
+    viommu.users += 1
+    return pb.IommufdMmapResponse(
+        data=viommu.mmap_word.to_bytes(4, "little") + bytes(req.length - 4))
+
+
+def iommufd_munmap(call: Call, req: pb.IommufdMunmapRequest) -> pb.IommufdMunmapResponse:
+    """munmap() of a mapping iommufd_mmap made (iommufd_vma_close): its
+    hold on the vIOMMU goes; EINVAL when no mapping of the region is held."""
+    viommu = _region(call.ctx, req.offset)
+    if viommu is None or viommu.mmap is None or viommu.mmap[0] != req.offset \
+            or not viommu.mapped:
+        raise IommuError(E.EINVAL, f"No mapping of a region at offset {req.offset:#x} is "
+                         f"held.", offset=req.offset)
+    viommu.mapped -= 1
+    viommu.users -= 1
+    return pb.IommufdMunmapResponse()
 
 
 def mock_vevent(idev: DeviceObj) -> tuple[Viommu, bytes]:

@@ -380,10 +380,129 @@ static int scenario_fail_nth(void)
 	return 0;
 }
 
+/* The vIOMMU objects through the shim (iommufd.h's structs from their facts):
+ * mmap() of the iommufd maps exactly the vIOMMU's region, which holds the
+ * vIOMMU until munmap(); a vEVENTQ fd's read() follows the kernel's rules and
+ * poll() is readable exactly while its queue has records. */
+#define VIOMMU_ALLOC UAPI_IOCTL(0x90)
+#define VDEVICE_ALLOC UAPI_IOCTL(0x91)
+#define VEVENTQ_ALLOC UAPI_IOCTL(0x93)
+#define DESTROY UAPI_IOCTL(0x80)
+enum { OP_MOCK_DOMAIN_REPLACE = 10, OP_TRIGGER_VEVENT = 17 };
+struct viommu_alloc {
+	uint32_t size, flags, type, dev_id, hwpt_id, out_viommu_id, data_len, reserved;
+	uint64_t data_uptr;
+};
+struct viommu_selftest {
+	uint32_t in_data, out_data;
+	uint64_t out_mmap_offset, out_mmap_length;
+};
+struct vdevice_alloc {
+	uint32_t size, viommu_id, dev_id, out_vdevice_id;
+	uint64_t virt_id;
+};
+struct veventq_alloc {
+	uint32_t size, flags, viommu_id, type, depth, out_veventq_id, out_veventq_fd, reserved;
+};
+
+static int readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+static long destroy(int fd, uint32_t id)
+{
+	struct uapi_destroy d = { .size = sizeof(d), .id = id };
+	return ioctl(fd, DESTROY, &d);
+}
+
+static int scenario_viommu(void)
+{
+	int fd = (int)must("open", open("/dev/iommu", O_RDWR));
+	uint32_t ioas = ioas_alloc(fd);
+	struct test_cmd md = { .size = sizeof(md), .op = OP_MOCK_DOMAIN, .id = ioas };
+	must("mock_domain", ioctl(fd, TEST_CMD, &md));
+	struct uapi_hwpt_alloc parent = { .size = sizeof(parent), .flags = 1, /* NEST_PARENT */
+					  .dev_id = md.mock_domain.out_idev_id, .pt_id = ioas };
+	must("parent", ioctl(fd, UAPI_IOMMU_HWPT_ALLOC, &parent));
+	struct viommu_selftest data = { .in_data = 0xbeef };
+	struct viommu_alloc va = { .size = sizeof(va), .type = 0xdeadbeef,
+				   .dev_id = md.mock_domain.out_idev_id,
+				   .hwpt_id = parent.out_hwpt_id, .data_len = sizeof(data),
+				   .data_uptr = (uintptr_t)&data };
+	must("viommu_alloc", ioctl(fd, VIOMMU_ALLOC, &va));
+	step("out_data", data.out_data == 0xbeef ? 0 : -1);
+	size_t len = data.out_mmap_length;
+	off_t off = (off_t)data.out_mmap_offset;
+	step("mmap_other_offset", mmap(NULL, len, PROT_READ, MAP_SHARED, fd, off + (off_t)len) ==
+				       MAP_FAILED ? -1 : 0);
+	step("mmap_half", mmap(NULL, len / 2, PROT_READ, MAP_SHARED, fd, off) == MAP_FAILED ? -1 : 0);
+	step("mmap_private", mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, off) == MAP_FAILED ? -1 : 0);
+	step("mmap_exec", mmap(NULL, len, PROT_READ | PROT_EXEC, MAP_SHARED, fd, off) == MAP_FAILED
+				  ? -1 : 0);
+	uint32_t *region = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+	step("mmap", region == MAP_FAILED ? -1 : 0);
+	if (region == MAP_FAILED)
+		return 1;
+	step("region_word", region[0] == 0xbeef ? 0 : -1);
+	step("destroy_mapped", destroy(fd, va.out_viommu_id));
+	step("munmap", munmap(region, len));
+	step("destroy_unmapped", destroy(fd, va.out_viommu_id));
+
+	/* A vIOMMU without data, its nested HWPT, the device's vDEVICE on it. */
+	struct viommu_alloc vb = { .size = sizeof(vb), .type = 0xdeadbeef,
+				   .dev_id = md.mock_domain.out_idev_id, .hwpt_id = parent.out_hwpt_id };
+	must("viommu_plain", ioctl(fd, VIOMMU_ALLOC, &vb));
+	uint32_t iotlb[2] = { 0xbadbeef, 0 };
+	struct uapi_hwpt_alloc nested = { .size = sizeof(nested), .dev_id = md.mock_domain.out_idev_id,
+					  .pt_id = vb.out_viommu_id, .data_type = 0xdead,
+					  .data_len = sizeof(iotlb), .data_uptr = (uintptr_t)iotlb };
+	must("nested", ioctl(fd, UAPI_IOMMU_HWPT_ALLOC, &nested));
+	struct vdevice_alloc vd = { .size = sizeof(vd), .viommu_id = vb.out_viommu_id,
+				    .dev_id = md.mock_domain.out_idev_id, .virt_id = 0x99 };
+	must("vdevice", ioctl(fd, VDEVICE_ALLOC, &vd));
+	struct test_cmd rp = { .size = sizeof(rp), .op = OP_MOCK_DOMAIN_REPLACE,
+			       .id = md.mock_domain.out_stdev_id };
+	memcpy(rp.raw, &nested.out_hwpt_id, sizeof(uint32_t)); /* pt_id, at the union's start */
+	must("replace", ioctl(fd, TEST_CMD, &rp));
+	struct veventq_alloc vq = { .size = sizeof(vq), .viommu_id = vb.out_viommu_id,
+				    .type = 0xbeefbeef, .depth = 2, .out_veventq_fd = 0xffffffffu };
+	must("veventq", ioctl(fd, VEVENTQ_ALLOC, &vq));
+	int q = (int)vq.out_veventq_fd;
+	uint8_t buf[64];
+	step("read_empty", read(q, buf, sizeof(buf)));
+	step("read_short", read(q, buf, 7));
+	step("readable_empty", readable(q));
+	struct test_cmd tv = { .size = sizeof(tv), .op = OP_TRIGGER_VEVENT };
+	memcpy(tv.raw, &md.mock_domain.out_idev_id, sizeof(uint32_t)); /* dev_id */
+	step("trigger", ioctl(fd, TEST_CMD, &tv));
+	step("readable_one", readable(q));
+	step("read_header_only", read(q, buf, 8));
+	step("readable_still", readable(q));
+	step("read_one", read(q, buf, sizeof(buf)));
+	uint32_t rec[3];
+	memcpy(rec, buf, sizeof(rec));
+	step("record", rec[0] == 0 && rec[1] == 0 && rec[2] == 0x99 ? 0 : -1);
+	step("readable_drained", readable(q));
+	for (int i = 0; i < 3; i++)
+		ioctl(fd, TEST_CMD, &tv); /* depth 2: the third is lost */
+	step("read_lost", read(q, buf, sizeof(buf)));
+	memcpy(rec, buf + 24, 2 * sizeof(uint32_t));
+	step("lost_header", rec[0] == 1 && rec[1] == 3 ? 0 : -1);
+	step("ioctl_veventq", ioctl(q, UAPI_IOMMU_IOAS_ALLOC, buf));
+	step("pread_veventq", pread(q, buf, sizeof(buf), 0));
+	step("destroy_open_veventq", destroy(fd, vq.out_veventq_id));
+	step("close_veventq", close(q));
+	step("destroy_veventq", destroy(fd, vq.out_veventq_id));
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth|map_file|iopf\n");
+		fprintf(stderr, "usage: selftest_probe access|map_hole|fail_nth|map_file|viommu|iopf\n");
 		return 2;
 	}
 	if (!strcmp(argv[1], "access"))
@@ -396,6 +515,8 @@ int main(int argc, char **argv)
 		return scenario_map_file();
 	if (!strcmp(argv[1], "iopf"))
 		return scenario_iopf();
+	if (!strcmp(argv[1], "viommu"))
+		return scenario_viommu();
 	fprintf(stderr, "unknown scenario %s\n", argv[1]);
 	return 2;
 }

@@ -58,7 +58,7 @@ int __openat64_2(int dirfd, const char *path, int flags);
 #define IUA_MAX_ROUNDS 64     /* NEED rounds in one exchange */
 
 enum { K_OPEN = 1, K_IOCTL = 2, K_NEED = 3, K_GIVE = 4, K_REPLY = 5, K_DESCRIBE = 6, K_EVENT = 7,
-       K_READ = 8, K_WRITE = 9 };
+       K_READ = 8, K_WRITE = 9, K_MMAP = 10, K_MUNMAP = 11 };
 enum { FL_BODY_MEMFD = 1u << 0, FL_TAIL_NONZERO = 1u << 1, FL_USER_HOLE = 1u << 2, FL_FAIL_NTH = 1u << 3,
        FL_BELL = 1u << 4 };
 enum { PK_IOMMU = 1, PK_CONTAINER = 2, PK_GROUP = 3, PK_DEVICE = 4, PK_GROUP_DEVICE = 5, PK_FAULT = 6,
@@ -252,11 +252,14 @@ typedef ssize_t (*write_fn)(int, const void *, size_t);
 typedef ssize_t (*pread_fn)(int, void *, size_t, off_t);
 typedef ssize_t (*pwrite_fn)(int, const void *, size_t, off_t);
 typedef DIR *(*opendir_fn)(const char *);
+typedef void *(*mmap_fn)(void *, size_t, int, int, int, off_t);
+typedef int (*munmap_fn)(void *, size_t);
 
 static void *next_open, *next_open64, *next___open_2, *next___open64_2;
 static void *next_openat, *next_openat64, *next___openat_2, *next___openat64_2;
 static void *next_ioctl, *next_read, *next_write;
 static void *next_pread, *next_pwrite, *next_pread64, *next_pwrite64, *next_opendir;
+static void *next_mmap, *next_mmap64, *next_munmap;
 
 static ssize_t raw_read(int fd, void *buf, size_t n)
 {
@@ -2192,6 +2195,207 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
 	errno = saved;
 	ioctl_fn next = NEXT(ioctl_fn, ioctl);
 	return next ? next(fd, req, arg) : (int)syscall(SYS_ioctl, fd, req, arg);
+}
+
+/* ---- mmap of an iommufd ---------------------------------------------------------------- */
+
+/* An iommufd's regions (a vIOMMU's, iommufd_fops_mmap) are the daemon's: an
+ * MMAP record (cmd the offset, arg the length in whole pages, body {u32 prot,
+ * u32 flags}) asks for one; the REPLY's body is its bytes, copied into an
+ * anonymous shared mapping. The mapping holds the region until a munmap
+ * covering all of it sends MUNMAP (cmd the offset) on a connection of the
+ * same file; a file whose every fd is closed has released its context and
+ * the mapping's hold with it. A partial munmap shrinks the record (a cut in
+ * the middle keeps it whole), and a forked child's records are the parent's. */
+struct emu_map {
+	uintptr_t addr;
+	size_t len;
+	uint64_t offset;
+	dev_t dev;
+	ino_t ino;
+	struct emu_map *next;
+};
+static struct emu_map *emu_maps; /* under maps_lock */
+static int emu_maps_used;        /* atomic: emu_maps != NULL, munmap's fast path */
+static pthread_mutex_t maps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static size_t page_size(void)
+{
+	long ps = sysconf(_SC_PAGESIZE);
+	return ps > 0 ? (size_t)ps : 4096;
+}
+
+/* An fd of this process on the socket (dev, ino), or -1. */
+static int fd_of_socket(dev_t dev, ino_t ino)
+{
+	int dfd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	char dents[4096] __attribute__((aligned(8)));
+	int found = -1;
+	while (found < 0) {
+		long n = syscall(SYS_getdents64, dfd, dents, sizeof(dents));
+		if (n <= 0)
+			break;
+		for (long off = 0; off < n && found < 0;) {
+			struct dirent64 *d = (struct dirent64 *)(void *)(dents + off);
+			off += d->d_reclen;
+			char *end;
+			long fd = strtol(d->d_name, &end, 10);
+			struct stat st;
+			if (*end || end == d->d_name || fd == dfd || fstat((int)fd, &st))
+				continue;
+			if (S_ISSOCK(st.st_mode) && st.st_dev == dev && st.st_ino == ino)
+				found = (int)fd;
+		}
+	}
+	close(dfd);
+	return found;
+}
+
+static void send_munmap(int fd, struct file *f, uint64_t offset)
+{
+	struct msg m;
+	pthread_mutex_lock(&f->lock);
+	if (!exchange(fd, f, K_MUNMAP, 0, offset, 0, NULL, &m, 0))
+		msg_release(&m);
+	pthread_mutex_unlock(&f->lock);
+}
+
+static void *emu_mmap(int fd, struct file *f, void *addr, size_t len, int prot, int flags,
+		      off_t off, mmap_fn next)
+{
+	size_t ps = page_size();
+	if (!len || (off & (off_t)(ps - 1))) {
+		errno = EINVAL;
+		return MAP_FAILED;
+	}
+	size_t plen = (len + ps - 1) & ~(ps - 1);
+	struct buf body = { 0 };
+	buf_u32(&body, (uint32_t)prot);
+	buf_u32(&body, (uint32_t)flags);
+	struct msg m;
+	int rc = body.err;
+	if (!rc) {
+		pthread_mutex_lock(&f->lock);
+		rc = exchange(fd, f, K_MMAP, 0, (uint64_t)off, plen, &body, &m, 0);
+		pthread_mutex_unlock(&f->lock);
+	}
+	buf_free(&body);
+	if (rc) {
+		errno = -rc;
+		return MAP_FAILED;
+	}
+	if (m.h.result < 0 || m.h.body_len != plen) {
+		errno = m.h.result < 0 ? -m.h.result : EIO;
+		msg_release(&m);
+		return MAP_FAILED;
+	}
+	struct stat st;
+	struct emu_map *rec = malloc(sizeof(*rec));
+	/* Anonymous shared memory at the caller's address and with its other
+	 * flags (MAP_FIXED, MAP_POPULATE, ...): the region's bytes go in. */
+	int anon = (flags & ~(MAP_TYPE | MAP_ANONYMOUS | MAP_HUGETLB | (0x3f << MAP_HUGE_SHIFT)))
+		   | MAP_SHARED | MAP_ANONYMOUS;
+	void *p = MAP_FAILED;
+	if (rec && !fstat(fd, &st))
+		p = next ? next(addr, plen, prot | PROT_WRITE, anon, -1, 0)
+			 : (void *)syscall(SYS_mmap, addr, plen, prot | PROT_WRITE, anon, -1, 0);
+	if (p == MAP_FAILED) {
+		int e = rec ? errno : ENOMEM;
+		msg_release(&m);
+		free(rec);
+		send_munmap(fd, f, (uint64_t)off); /* give the hold back */
+		errno = e;
+		return MAP_FAILED;
+	}
+	memcpy(p, m.body, plen);
+	msg_release(&m);
+	if (!(prot & PROT_WRITE))
+		mprotect(p, plen, prot);
+	*rec = (struct emu_map){ (uintptr_t)p, plen, (uint64_t)off, st.st_dev, st.st_ino, NULL };
+	pthread_mutex_lock(&maps_lock);
+	rec->next = emu_maps;
+	emu_maps = rec;
+	__atomic_store_n(&emu_maps_used, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&maps_lock);
+	return p;
+}
+
+static void *mmap_common(void *addr, size_t len, int prot, int flags, int fd, off_t off, mmap_fn next)
+{
+	if (fd >= 0 && !(flags & MAP_ANONYMOUS) && __atomic_load_n(&table_used, __ATOMIC_RELAXED)) {
+		int saved = errno;
+		struct file *f = file_get(fd, 0);
+		if (f && (f->kind == PK_IOMMU || f->kind == PK_CONTAINER)) {
+			void *p = emu_mmap(fd, f, addr, len, prot, flags, off, next);
+			file_put(f);
+			if (p != MAP_FAILED)
+				errno = saved;
+			return p;
+		}
+		if (f)
+			file_put(f);
+		errno = saved;
+	}
+	return next ? next(addr, len, prot, flags, fd, off)
+		    : (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+}
+
+EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mmap_common(addr, len, prot, flags, fd, off, NEXT(mmap_fn, mmap));
+}
+
+EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	return mmap_common(addr, len, prot, flags, fd, off, NEXT(mmap_fn, mmap64));
+}
+
+EXPORT int munmap(void *addr, size_t len)
+{
+	if (__atomic_load_n(&emu_maps_used, __ATOMIC_RELAXED)) {
+		size_t ps = page_size();
+		uintptr_t lo = (uintptr_t)addr, hi = lo + ((len + ps - 1) & ~(ps - 1));
+		struct emu_map *gone = NULL;
+		pthread_mutex_lock(&maps_lock);
+		for (struct emu_map **pp = &emu_maps; *pp;) {
+			struct emu_map *r = *pp;
+			uintptr_t end = r->addr + r->len;
+			if (hi <= r->addr || lo >= end) {
+				pp = &r->next;
+			} else if (lo <= r->addr && hi >= end) {
+				*pp = r->next; /* all of it: the hold goes */
+				r->next = gone;
+				gone = r;
+			} else {
+				if (lo <= r->addr) { /* the head */
+					r->len = end - hi;
+					r->addr = hi;
+				} else if (hi >= end) { /* the tail */
+					r->len = lo - r->addr;
+				}
+				pp = &r->next;
+			}
+		}
+		__atomic_store_n(&emu_maps_used, emu_maps != NULL, __ATOMIC_RELAXED);
+		pthread_mutex_unlock(&maps_lock);
+		while (gone) {
+			struct emu_map *r = gone;
+			gone = r->next;
+			int saved = errno;
+			int fd = fd_of_socket(r->dev, r->ino);
+			struct file *f = fd >= 0 ? file_get(fd, 0) : NULL;
+			if (f) { /* else the file is released, and the hold with it */
+				send_munmap(fd, f, r->offset);
+				file_put(f);
+			}
+			errno = saved;
+			free(r);
+		}
+	}
+	munmap_fn next = NEXT(munmap_fn, munmap);
+	return next ? next(addr, len) : (int)syscall(SYS_munmap, addr, len);
 }
 
 /* ---- read and write on daemon-made event fds ---------------------------------------- */

@@ -1272,6 +1272,38 @@ class WatchVeventqRequest(_message.Message):
     veventq_fd: int
     def __init__(self, veventq_fd: _Optional[int] = ...) -> None: ...
 
+class IommufdMmapRequest(_message.Message):
+    __slots__ = ("iommufd", "offset", "length", "shared", "exec")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    EXEC_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    offset: int
+    length: int
+    shared: bool
+    exec: bool
+    def __init__(self, iommufd: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., shared: _Optional[bool] = ..., exec: _Optional[bool] = ...) -> None: ...
+
+class IommufdMmapResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class IommufdMunmapRequest(_message.Message):
+    __slots__ = ("iommufd", "offset")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    offset: int
+    def __init__(self, iommufd: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class IommufdMunmapResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class WatchVeventqResponse(_message.Message):
     __slots__ = ("flags", "sequence", "data")
     FLAGS_FIELD_NUMBER: _ClassVar[int]

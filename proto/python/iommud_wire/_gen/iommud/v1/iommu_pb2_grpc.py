@@ -296,6 +296,16 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.FromString,
                 _registered_method=True)
+        self.IommufdMmap = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdMmap',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdMmapRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdMmapResponse.FromString,
+                _registered_method=True)
+        self.IommufdMunmap = channel.unary_unary(
+                '/iommud.v1.IommuService/IommufdMunmap',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdMunmapRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdMunmapResponse.FromString,
+                _registered_method=True)
         self.GetHwInfo = channel.unary_unary(
                 '/iommud.v1.IommuService/GetHwInfo',
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.GetHwInfoRequest.SerializeToString,
@@ -933,6 +943,22 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IommufdMmap(self, request, context):
+        """IommufdMmap is mmap() of an iommufd at `offset`: a region a vIOMMU's
+        driver made (VIOMMU_ALLOC's out_mmap_offset), whose bytes it returns;
+        the mapping holds the region's vIOMMU until IommufdMunmap.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IommufdMunmap(self, request, context):
+        """IommufdMunmap is munmap() of a mapping IommufdMmap made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetHwInfo(self, request, context):
         """GetHwInfo is IOMMU_GET_HW_INFO.
         """
@@ -1560,6 +1586,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.WatchVeventq,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.SerializeToString,
+            ),
+            'IommufdMmap': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdMmap,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdMmapRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdMmapResponse.SerializeToString,
+            ),
+            'IommufdMunmap': grpc.unary_unary_rpc_method_handler(
+                    servicer.IommufdMunmap,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.IommufdMunmapRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.IommufdMunmapResponse.SerializeToString,
             ),
             'GetHwInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetHwInfo,
@@ -3203,6 +3239,60 @@ class IommuService:
             '/iommud.v1.IommuService/WatchVeventq',
             iommud_dot_v1_dot_iommu__pb2.WatchVeventqRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.WatchVeventqResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdMmap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdMmap',
+            iommud_dot_v1_dot_iommu__pb2.IommufdMmapRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdMmapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IommufdMunmap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/IommufdMunmap',
+            iommud_dot_v1_dot_iommu__pb2.IommufdMunmapRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.IommufdMunmapResponse.FromString,
             options,
             channel_credentials,
             insecure,

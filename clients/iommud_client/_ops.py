@@ -500,6 +500,28 @@ def fault_queue_alloc(h: HasIommufd, flags: int = 0) -> Op[tuple[int, int]]:
                lambda r: (r.out_fault_id, r.out_fault_fd))
 
 
+def dmabuf_get(h: HasIommufd, length: int, open_flags: int = 0) -> Op[int]:
+    """IOMMU_TEST_OP_DMABUF_GET: a dma-buf the test driver exports; returns
+    its fd in the session."""
+    return _op(pb.TestDmabufGetResponse, pb.TestDmabufGetRequest(
+        iommufd=h.iommufd, length=length, open_flags=open_flags), lambda r: r.fd)
+
+
+class HasDmabuf(Protocol):
+    @property
+    def ctx(self) -> HasIommufd: ...
+
+    @property
+    def fd(self) -> int: ...
+
+
+def dmabuf_revoke(h: HasDmabuf, revoked: bool = True) -> Op[None]:
+    """IOMMU_TEST_OP_DMABUF_REVOKE: its exporter revokes (or restores) the
+    dma-buf; the pages mapped so far are revoked for good."""
+    return _op(pb.TestDmabufRevokeResponse, pb.TestDmabufRevokeRequest(
+        iommufd=h.ctx.iommufd, dmabuf_fd=h.fd, revoked=revoked), lambda r: None)
+
+
 def trigger_iopf(h: HasIommufd, dev_id: int, pasid: int = 0, grpid: int = 0, perm: int = 0,
                  addr: int = 0) -> Op[None]:
     """IOMMU_TEST_OP_TRIGGER_IOPF: the mock device `dev_id` reports one IO

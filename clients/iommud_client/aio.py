@@ -63,6 +63,7 @@ __all__ = [
     "AsyncContainer",
     "AsyncContext",
     "AsyncDeviceFd",
+    "AsyncDmabuf",
     "AsyncFaultQueue",
     "AsyncGroup",
     "AsyncLeaseKeeper",
@@ -574,6 +575,10 @@ class AsyncContext(_AsyncFdHandle):
     dev_check_cache = _am(_ops.dev_check_cache)
     md_check_iotlb = _am(_ops.md_check_iotlb)
     trigger_iopf = _am(_ops.trigger_iopf)
+
+    async def dmabuf_get(self, length: int, open_flags: int = 0) -> AsyncDmabuf:
+        """IOMMU_TEST_OP_DMABUF_GET: a test dma-buf, as an fd of the session."""
+        return AsyncDmabuf(self, await self._run(_ops.dmabuf_get(self, length, open_flags)))
     trigger_vevent = _am(_ops.trigger_vevent)
 
 
@@ -656,6 +661,19 @@ class AsyncMemfd(_AsyncFdHandle):
 
     close = _am(_ops.close_file)
     truncate = _am(_ops.memfd_truncate)
+
+
+@name_bound_ops
+class AsyncDmabuf(_AsyncFdHandle):
+    """Dmabuf, for asyncio: a selftest dma-buf's fd."""
+
+    def __init__(self, ctx: AsyncContext, fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.fd = fd
+
+    close = _am(_ops.close_file)
+    revoke = _am(_ops.dmabuf_revoke)
 
 
 @name_bound_ops

@@ -483,6 +483,10 @@ class Context(_FdHandle):
     dev_check_cache = _m(_ops.dev_check_cache)
     md_check_iotlb = _m(_ops.md_check_iotlb)
     trigger_iopf = _m(_ops.trigger_iopf)
+
+    def dmabuf_get(self, length: int, open_flags: int = 0) -> Dmabuf:
+        """IOMMU_TEST_OP_DMABUF_GET: a test dma-buf, as an fd of the session."""
+        return Dmabuf(self, self._run(_ops.dmabuf_get(self, length, open_flags)))
     trigger_vevent = _m(_ops.trigger_vevent)
 
 
@@ -562,6 +566,19 @@ class Memfd(_FdHandle):
 
     close = _m(_ops.close_file)
     truncate = _m(_ops.memfd_truncate)
+
+
+@name_bound_ops
+class Dmabuf(_FdHandle):
+    """A selftest dma-buf's fd (TestDmabufGet), issued on a context."""
+
+    def __init__(self, ctx: Context, fd: int) -> None:
+        self.session = ctx.session
+        self.ctx = ctx
+        self.fd = fd
+
+    close = _m(_ops.close_file)
+    revoke = _m(_ops.dmabuf_revoke)
 
 
 @name_bound_ops

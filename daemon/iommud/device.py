@@ -19,7 +19,7 @@ import errno as E
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from iommud import fault
+from iommud import fault, files
 from iommud.errors import IommuError
 from iommud.failnth import step
 from iommud.host import DOMAIN_BLOCKING, Host, host_device_pb
@@ -462,6 +462,8 @@ def dma(obj: DeviceObj, pasid: int | None, iova: int, length: int, write: bool) 
     hwpt = obj.attached.get(pasid)
     if hwpt is None:
         return DmaResult(False, fault="blocked")
+    if files.revoked_in(hwpt.ioas, iova, length):  # iopt_revoke_notify unmapped them
+        return DmaResult(False, fault="unmapped")
     try:
         # Through the HWPT's own page table; a write dirties its leaves there
         # (and in the IOAS, which the type1 emulation reads).

@@ -165,6 +165,8 @@ class MappedFile:
         self.refs = 0
         #: A dma-buf's exporter revoked it (IOMMU_TEST_OP_DMABUF_REVOKE).
         self.revoked = False
+        #: A dma-buf's Pages (its iommufd attachments), told of a revoke.
+        self.attachments: weakref.WeakSet[Pages] = weakref.WeakSet()
         settle_all()  # a slot an unmapped area freed is free again first
         self.slot = (_grpc_slots if grpc else _raw_slots).take()
 
@@ -221,7 +223,24 @@ class MappedFile:
         """For a snapshot (gRPC files only: raw sessions are never in one)."""
         if self.fd is not None:
             raise TypeError("a file of the raw transport cannot be snapshotted")
-        return self.__dict__.copy()
+        state = self.__dict__.copy()
+        state["attachments"] = list(self.attachments)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        attachments = state.pop("attachments", [])
+        self.__dict__.update(state)
+        self.attachments = weakref.WeakSet(attachments)
+
+    def invalidate(self) -> None:
+        """dma_buf_invalidate_mappings: every attachment's pages are revoked
+        for good (iopt_revoke_notify unmaps them from every domain), whether
+        the exporter revokes or restores."""
+        global _revoked_seen
+        for pages in list(self.attachments):
+            if not pages.revoked:
+                pages.revoked = True
+                _revoked_seen = True
 
 
 def host_file(fd: int) -> MappedFile:
@@ -289,7 +308,8 @@ class Pages:
     of it. `base` is where its first byte is in PA space (a user address, or
     the file's PA of `start`)."""
 
-    __slots__ = ("account_mode", "areas", "base", "file", "kind", "length", "mm", "revoked")
+    __slots__ = ("__weakref__", "account_mode", "areas", "base", "file", "kind", "length", "mm",
+                 "revoked")
 
     def __init__(self, kind: Kind, base: int, length: int, *, file: MappedFile | None = None,
                  mm: Mm | None = None, account_mode: int = ACCOUNT_USER) -> None:
@@ -304,6 +324,8 @@ class Pages:
         #: A dma-buf's pages stay revoked once its exporter revoked them
         #: (iopt_revoke_notify zeroes their phys for good).
         self.revoked = False
+        if file is not None and file.kind is Kind.DMABUF:
+            file.attachments.add(self)
 
     def hold(self) -> None:
         """One more area is made of these pages (the first holds the file)."""
@@ -319,11 +341,13 @@ class Pages:
     def __getstate__(self) -> dict[str, Any]:
         if self.mm is not None:
             raise TypeError("pages of a raw transport process cannot be snapshotted")
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {name: getattr(self, name) for name in self.__slots__ if name != "__weakref__"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        global _revoked_seen
         for name, value in state.items():
             setattr(self, name, value)
+        _revoked_seen = _revoked_seen or self.revoked
 
 
 def check_pin(pages: Pages, pa: int, length: int) -> None:
@@ -620,3 +644,58 @@ def settle_all() -> None:
     for sources in list(_unsettled):
         _unsettled.discard(sources)
         sources.settle()
+
+
+# -- the selftest's dma-bufs (selftest.c iommufd_test_dmabuf_*) ------------------------------------
+
+#: IOMMU_TEST_OP_DMABUF_GET: at most 512 pages.
+DMABUF_MAX_PAGES = 512
+#: Whether any dma-buf's pages were ever revoked (a fast path for DMA).
+_revoked_seen = False
+
+
+def revoked_in(ioas: Any, iova: int, length: int) -> bool:
+    """Do revoked dma-buf pages back any of [iova, iova + length)? Their
+    IOVAs stay in the IOAS (the area is not unmapped) but no domain maps
+    them: DMA there faults, and MD_CHECK_MAP finds nothing."""
+    if not _revoked_seen or not length:
+        return False
+    last = iova + length - 1
+    return any(p.revoked for a, p in sources_of(ioas).entries()
+               if a[0] <= last and iova <= a[0] + a[1] - 1)
+
+
+def dmabuf_at(ioas: Any, iova: int) -> bool:
+    """Is the area holding `iova` a dma-buf's?"""
+    found = sources_of(ioas).covering(iova)
+    return found is not None and found[1].kind is Kind.DMABUF
+
+
+def test_dmabuf_get(call: Call, req: pb.TestDmabufGetRequest) -> pb.TestDmabufGetResponse:
+    """IOMMU_TEST_OP_DMABUF_GET (iommufd_test_dmabuf_get): a dma-buf of
+    `length` bytes rounded up to pages (none, or past 512 pages: EINVAL),
+    exported by the test driver, as a new fd of the session. Its memory is
+    contiguous: one slot of PA space, as virt_to_phys of its kzalloc."""
+    length = -(-req.length // PAGE_SIZE) * PAGE_SIZE
+    if not length or length > DMABUF_MAX_PAGES * PAGE_SIZE:
+        raise IommuError(E.EINVAL, f"A test dma-buf is 1 to {DMABUF_MAX_PAGES} pages, not "
+                         f"{req.length:#x} bytes.", length=req.length)
+    sess = call.sess
+    sess.check_fd_room()
+    file = MappedFile(Kind.DMABUF, not call.caller.process, size=length, name="dmabuf")
+    return pb.TestDmabufGetResponse(fd=sess.install(FileFd(file)))
+
+
+def test_dmabuf_revoke(call: Call, req: pb.TestDmabufRevokeRequest
+                       ) -> pb.TestDmabufRevokeResponse:
+    """IOMMU_TEST_OP_DMABUF_REVOKE (iommufd_test_dmabuf_revoke): dma_buf_get
+    of the fd (EBADF not open, EINVAL no dma-buf), the test exporter's
+    (every dma-buf here is), then its revoked state, and every mapping of it
+    so far is invalidated (for good, even by a restore)."""
+    entry = call.sess.fd_entry(req.dmabuf_fd)
+    if not isinstance(entry, FileFd) or entry.file.kind is not Kind.DMABUF:
+        raise IommuError(E.EINVAL, f"fd {req.dmabuf_fd} is no dma-buf.", fd=req.dmabuf_fd)
+    file = entry.file
+    file.revoked = req.revoked
+    file.invalidate()
+    return pb.TestDmabufRevokeResponse()

@@ -74,6 +74,8 @@ class FileKind(enum.IntEnum):
     ACCESS = 7
     #: A vEVENTQ's fd ("[iommufd-viommu-event]"), made by IOMMU_VEVENTQ_ALLOC.
     VEVENTQ = 8
+    #: A selftest dma-buf's fd, made by IOMMU_TEST_CMD's DMABUF_GET.
+    DMABUF = 12
 
 
 # -- request values --------------------------------------------------------------------------
@@ -239,6 +241,12 @@ S_T_ACCESS_PAGES = struct.Struct("<IIQQQ")
 S_T_ACCESS_RW = struct.Struct("<QQQI")
 #: trigger_iopf {u32 dev_id, u32 pasid, u32 grpid, u32 perm, u64 addr}.
 S_T_TRIGGER_IOPF = struct.Struct("<IIIIQ")
+#: dmabuf_get {u32 length, u32 open_flags}; dmabuf_revoke {s32 dmabuf_fd,
+#: u32 revoked (a bool)}.
+S_T_DMABUF_GET = struct.Struct("<II")
+S_T_DMABUF_REVOKE = struct.Struct("<iI")
+#: O_CLOEXEC (asm-generic/fcntl.h).
+O_CLOEXEC = 0o2000000
 #: dirty {u32 flags, (4 pad), u64 iova, u64 length, u64 page_size, u64 uptr,
 #: u64 out_nr_dirty}.
 S_T_DIRTY = struct.Struct("<I4xQQQQQ")
@@ -394,6 +402,8 @@ class NewFile:
     n: int
     addr: int = 0
     result: bool = False
+    #: Installed O_CLOEXEC (every daemon-made fd but a dma-buf opened without).
+    cloexec: bool = True
 
 
 @dataclass(slots=True)
@@ -1526,6 +1536,34 @@ def _t_trigger_vevent(x: Ioctl, obj_id: int) -> Reply:
     return DONE
 
 
+def _t_dmabuf_get(x: Ioctl, obj_id: int) -> Reply:
+    """DMABUF_GET (iommufd_test_dmabuf_get): {u32 length, u32 open_flags};
+    the new dma-buf's fd is the ioctl's result, with its
+    O_CLOEXEC (the selftest reads the result as the fd; 7.3.4's handler
+    installs the fd and returns 0, losing it: iommud returns it)."""
+    length, open_flags = S_T_DMABUF_GET.unpack_from(x.image, TEST_UNION)
+    r = x.call("TestDmabufGet", pb.TestDmabufGetRequest(iommufd=x.fd, length=length,
+                                                        open_flags=open_flags))
+    return Reply(0, None, NewFile(FileKind.DMABUF, r.fd, 0, result=True,
+                                  cloexec=bool(open_flags & O_CLOEXEC)))
+
+
+def _t_dmabuf_revoke(x: Ioctl, obj_id: int) -> Flow:
+    """DMABUF_REVOKE (iommufd_test_dmabuf_revoke): {s32 dmabuf_fd, u32
+    revoked}; the fd is the caller's (NEED FD): a real fd is no dma-buf the
+    test exported (EINVAL, as dma_buf_get answers a file of another kind)."""
+    dmabuf_fd, revoked = S_T_DMABUF_REVOKE.unpack_from(x.image, TEST_UNION)
+    number = FD_MAX
+    if dmabuf_fd >= 0:
+        (given,) = yield [FdArg(dmabuf_fd)]
+        number, real = _fd_number(given, x.resolve)
+        if real:
+            raise IommuError(E.EINVAL, f"fd {dmabuf_fd} is no dma-buf.")
+    x.call("TestDmabufRevoke", pb.TestDmabufRevokeRequest(iommufd=x.fd, dmabuf_fd=number,
+                                                          revoked=bool(revoked)))
+    return DONE
+
+
 def _t_trigger_iopf(x: Ioctl, obj_id: int) -> Reply:
     """TRIGGER_IOPF (iommufd_test_trigger_iopf): {u32 dev_id, u32 pasid,
     u32 grpid, u32 perm, u64 addr}; `id` is not read."""
@@ -1569,6 +1607,8 @@ TEST_OPS: dict[int, tuple[str, TestCodec]] = {
     14: ("MD_CHECK_IOTLB", _t_check_iotlb),
     17: ("TRIGGER_VEVENT", _t_trigger_vevent),
     15: ("TRIGGER_IOPF", _t_trigger_iopf),
+    22: ("DMABUF_GET", _t_dmabuf_get),
+    23: ("DMABUF_REVOKE", _t_dmabuf_revoke),
 }
 
 

@@ -286,6 +286,8 @@ ROWS: tuple[Op, ...] = (
          debug=ST),
     _row("TestMdCheckIotlb", selftest.test_md_check_iotlb, F.IOMMUFD, journal=False, debug=ST),
     _row("TestTriggerIopf", fault.test_trigger_iopf, F.IOMMUFD, journal=False, debug=ST),
+    _row("TestDmabufGet", files.test_dmabuf_get, F.IOMMUFD, limit=L.FDS, debug=ST),
+    _row("TestDmabufRevoke", files.test_dmabuf_revoke, F.IOMMUFD, debug=ST),
     _row("TestTriggerVevent", selftest.test_trigger_vevent, F.IOMMUFD, journal=False, debug=ST),
 )
 

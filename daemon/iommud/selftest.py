@@ -283,6 +283,9 @@ def test_md_check_map(call: Call, req: pb.TestMdCheckMapRequest) -> pb.TestMdChe
     hole is EFAULT); EINVAL where it does not. A page of a shared file
     mapping matches by the file's PA or by its user address (files.py)."""
     hwpt = _mock_hwpt(call, req.hwpt_id)
+    if files.revoked_in(hwpt.ioas, req.iova, req.length):
+        raise IommuError(E.EINVAL, f"A revoked dma-buf's pages are no longer mapped at "
+                         f"{req.iova:#x} (+{req.length:#x}).", iova=req.iova)
     backing = req.backing if req.HasField("backing") else None
     for offset, length, pa in files.user_pages(req.user_va, req.length, backing):
         if pa is None:
@@ -514,6 +517,9 @@ def _walk(access: Access, iova: int, length: int, write: bool, read: bool
                 (read and not a_prot & IOMMU_IOAS_MAP_READABLE):
             raise IommuError(E.EPERM, f"The area at {a_iova:#x} does not allow this access.",
                              iova=a_iova)
+        if files.dmabuf_at(access.ioas, a_iova):  # iopt_area_add_access, iopt_pages_rw_access
+            raise IommuError(E.EINVAL, f"The area at {a_iova:#x} is a dma-buf's; an access "
+                             f"cannot pin or copy it.", iova=a_iova)
         end = min(last, a_iova + a_len - 1)
         pieces.append((at, a_va + (at - a_iova), end - at + 1))
         if end == U64_MAX:

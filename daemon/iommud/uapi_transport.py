@@ -149,7 +149,8 @@ _CLOSE_OPS = {FileKind.IOMMU: ("CloseContext", "iommufd"),
               FileKind.GROUP_DEVICE: ("CloseDevice", "device_fd"),
               FileKind.ACCESS: ("CloseFd", "fd"),
               FileKind.VEVENTQ: ("CloseFd", "fd"),
-              FileKind.FAULT: ("CloseFd", "fd")}
+              FileKind.FAULT: ("CloseFd", "fd"),
+              FileKind.DMABUF: ("CloseFd", "fd")}
 
 
 def socket_path(config: Config) -> pathlib.Path | None:
@@ -899,7 +900,7 @@ class UapiServer:
         self._loop.add_reader(child.fd, self._readable, child)
         if new.kind in (FileKind.VEVENTQ, FileKind.FAULT):
             self._watch_veventq(child)
-        flags = NEWFD_CLOEXEC | (NEWFD_RESULT if new.result else 0)
+        flags = (NEWFD_CLOEXEC if new.cloexec else 0) | (NEWFD_RESULT if new.result else 0)
         writes = reply.writes or []
         items = _write_items(writes)
         items.append(S_NEWFD.pack(ITEM_NEWFD, flags, new.addr, file.token))
@@ -1083,7 +1084,7 @@ class UapiServer:
 
 #: The operations the codec and the opens dispatch: each must be synchronous.
 _USED_OPS = ("IoasMapFile", "ProcessPins", "FaultQueueRead", "FaultQueueRespond",
-             "TestTriggerIopf",
+             "TestTriggerIopf", "TestDmabufGet", "TestDmabufRevoke",
              "OpenSession", "CloseSession", "OpenContext", "CloseContext", "OpenContainer",
              "OpenGroup", "CloseGroup", "OpenDevice", "CloseDevice", "Destroy", "IoasAlloc",
              "IoasAllowIovas", "IoasCopy", "IoasIovaRanges", "IoasMap", "IoasUnmap", "Option",

@@ -162,6 +162,12 @@ class IommufdCompat:
             # v1 semantics: cut the mappings at both ends of the range first,
             # so the unmap takes exactly the range (iopt_cut_iova).
             cuts = [iova + size - 1, iova - 1] if iova else [iova + size - 1]
+            for p in cuts:  # iopt_area_split: a dma-buf's area is not cut
+                area = ioas.iopt.area_from(p)
+                if (area is not None and area[0] < p < area[0] + area[1] - 1
+                        and files.dmabuf_at(ioas, p)):
+                    raise IommuError(E.EOPNOTSUPP, f"The area at {area[0]:#x} is a dma-buf's; "
+                                     f"it cannot be cut.", iova=area[0])
             try:
                 ioas.iopt.cut(cuts)
             finally:  # cuts before a failing one stay done

@@ -2083,3 +2083,33 @@ class TestTriggerIopfRequest(_message.Message):
 class TestTriggerIopfResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class TestDmabufGetRequest(_message.Message):
+    __slots__ = ("iommufd", "length", "open_flags")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    length: int
+    open_flags: int
+    def __init__(self, iommufd: _Optional[int] = ..., length: _Optional[int] = ..., open_flags: _Optional[int] = ...) -> None: ...
+
+class TestDmabufGetResponse(_message.Message):
+    __slots__ = ("fd",)
+    FD_FIELD_NUMBER: _ClassVar[int]
+    fd: int
+    def __init__(self, fd: _Optional[int] = ...) -> None: ...
+
+class TestDmabufRevokeRequest(_message.Message):
+    __slots__ = ("iommufd", "dmabuf_fd", "revoked")
+    IOMMUFD_FIELD_NUMBER: _ClassVar[int]
+    DMABUF_FD_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    iommufd: int
+    dmabuf_fd: int
+    revoked: bool
+    def __init__(self, iommufd: _Optional[int] = ..., dmabuf_fd: _Optional[int] = ..., revoked: _Optional[bool] = ...) -> None: ...
+
+class TestDmabufRevokeResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -541,6 +541,16 @@ class IommuServiceStub:
                 request_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.SerializeToString,
                 response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.FromString,
                 _registered_method=True)
+        self.TestDmabufGet = channel.unary_unary(
+                '/iommud.v1.IommuService/TestDmabufGet',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufGetRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufGetResponse.FromString,
+                _registered_method=True)
+        self.TestDmabufRevoke = channel.unary_unary(
+                '/iommud.v1.IommuService/TestDmabufRevoke',
+                request_serializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeRequest.SerializeToString,
+                response_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeResponse.FromString,
+                _registered_method=True)
 
 
 class IommuServiceServicer:
@@ -1324,6 +1334,22 @@ class IommuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestDmabufGet(self, request, context):
+        """TestDmabufGet is IOMMU_TEST_OP_DMABUF_GET: a dma-buf the test driver
+        exports, as a new fd of the session, for IoasMapFile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestDmabufRevoke(self, request, context):
+        """TestDmabufRevoke is IOMMU_TEST_OP_DMABUF_REVOKE: its exporter revokes (or
+        restores) the dma-buf; the pages mapped so far are revoked for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IommuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1831,6 +1857,16 @@ def add_IommuServiceServicer_to_server(servicer, server):
                     servicer.TestTriggerIopf,
                     request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.FromString,
                     response_serializer=iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.SerializeToString,
+            ),
+            'TestDmabufGet': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestDmabufGet,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufGetRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufGetResponse.SerializeToString,
+            ),
+            'TestDmabufRevoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestDmabufRevoke,
+                    request_deserializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeRequest.FromString,
+                    response_serializer=iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -4562,6 +4598,60 @@ class IommuService:
             '/iommud.v1.IommuService/TestTriggerIopf',
             iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfRequest.SerializeToString,
             iommud_dot_v1_dot_iommu__pb2.TestTriggerIopfResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestDmabufGet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestDmabufGet',
+            iommud_dot_v1_dot_iommu__pb2.TestDmabufGetRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestDmabufGetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestDmabufRevoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/iommud.v1.IommuService/TestDmabufRevoke',
+            iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeRequest.SerializeToString,
+            iommud_dot_v1_dot_iommu__pb2.TestDmabufRevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,

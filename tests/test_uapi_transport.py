@@ -60,6 +60,7 @@ RANGE = S("<QQ")
  IOMMU_HWPT_GET_DIRTY_BITMAP, IOMMU_HWPT_INVALIDATE, IOMMU_FAULT_QUEUE_ALLOC) = (
     io(nr) for nr in range(0x80, 0x8F))
 IOMMU_IOAS_CHANGE_PROCESS, IOMMU_TEST_CMD = io(0x92), io(0xA0)
+IOMMU_IOAS_MAP_FILE, IOMMU_IOAS_NOIOMMU_GET_PA = io(0x8F), io(0x95)
 (VFIO_GET_API_VERSION, VFIO_CHECK_EXTENSION, VFIO_SET_IOMMU, VFIO_GROUP_GET_STATUS,
  VFIO_GROUP_SET_CONTAINER, VFIO_GROUP_UNSET_CONTAINER, VFIO_GROUP_GET_DEVICE_FD,
  VFIO_DEVICE_GET_INFO, VFIO_DEVICE_GET_REGION_INFO, VFIO_DEVICE_GET_IRQ_INFO,
@@ -313,7 +314,8 @@ SIZED = [(IOMMU_DESTROY, 8, 8), (IOMMU_IOAS_ALLOC, 12, 12), (IOMMU_IOAS_ALLOW_IO
          (IOMMU_HWPT_ALLOC, 24, 48), (IOMMU_GET_HW_INFO, 32, 40),
          (IOMMU_HWPT_SET_DIRTY_TRACKING, 16, 16), (IOMMU_HWPT_GET_DIRTY_BITMAP, 48, 48),
          (IOMMU_HWPT_INVALIDATE, 32, 32), (IOMMU_FAULT_QUEUE_ALLOC, 16, 16),
-         (IOMMU_IOAS_CHANGE_PROCESS, 8, 8)]
+         (IOMMU_IOAS_CHANGE_PROCESS, 8, 8), (IOMMU_IOAS_MAP_FILE, 40, 40),
+         (IOMMU_IOAS_NOIOMMU_GET_PA, 40, 40)]
 
 
 @pytest.mark.parametrize(("cmd", "minsz", "size"), SIZED, ids=[hex(c) for c, _, _ in SIZED])
@@ -345,7 +347,6 @@ def test_a_zero_tail_acts_like_the_kernel_size(proc) -> None:
 HOLES = [io(nr) for nr in range(0x96, 0xA0)] + [
     IOMMU_TEST_CMD,        # the selftest multiplexer: only with debug_selftest
     io(0x7F),              # T cmd_fail
-    io(0x95),              # not served
     (2 << 30) | (8 << 16) | 0x3B80,   # IOMMU_DESTROY spelled _IOR
     0x5B80,                # another ioctl type with the same number
 ]
@@ -355,6 +356,17 @@ HOLES = [io(nr) for nr in range(0x96, 0xA0)] + [
 def test_holes_and_other_spellings_are_enotty(proc, cmd) -> None:
     f = proc.open(PATH_IOMMU)
     check(f.ioctl(cmd, proc.mem.struct(IOAS_MAP, 40, 0, 0, 0, 0, 0, 0)), "ENOTTY")
+
+
+def test_noiommu_get_pa_is_eopnotsupp_past_its_size_rules(proc) -> None:
+    """iommud answers as a kernel without CONFIG_IOMMUFD_NOIOMMU: the op is in
+    the table (size rules above), its stub EOPNOTSUPP."""
+    f = proc.open(PATH_IOMMU)
+    ioas = alloc_ioas(f)
+    ok(f.ioctl(IOMMU_IOAS_MAP, proc.mem.struct(IOAS_MAP, 40, 3, ioas, 0, UVA, 0x1000, 0x100000)))
+    get_pa = struct.Struct("<IIIIQQQ")
+    check(f.ioctl(IOMMU_IOAS_NOIOMMU_GET_PA,
+                  proc.mem.struct(get_pa, 40, 0, ioas, 0, 0x100000, 0x1000, 0)), "EOPNOTSUPP")
 
 
 def test_vfio_argsz_rules(proc) -> None:

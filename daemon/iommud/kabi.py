@@ -213,8 +213,9 @@ S_VEVENTQ_ALLOC = struct.Struct("<IIIIIIII")
 #: iommu_hw_queue_alloc {u32 size, u32 flags, u32 viommu_id, u32 type, u32 index,
 #: u32 out_hw_queue_id, u64 nesting_parent_iova, u64 length}: 40, min 40.
 S_HW_QUEUE_ALLOC = struct.Struct("<IIIIIIQQ")
-# Not served, for the record: iommu_ioas_map_file 40/40, iommu_ioas_noiommu_get_pa
-# 40/40 (min/size).
+# iommu_ioas_noiommu_get_pa {u32 size, u32 flags, u32 ioas_id, u32 __reserved,
+# u64 iova, u64 length, u64 out_phys}: 40, min 40 (answered past its size rules
+# without reading it: _noiommu_get_pa).
 
 # The selftest's iommu_test_cmd (drivers/iommu/iommufd/iommufd_test.h, as facts):
 # {u32 size, u32 op, u32 id, u32 __reserved, a 48-byte union at 16, u32 last at
@@ -993,6 +994,18 @@ def _ioas_change_process(x: Ioctl) -> Reply:
     return DONE
 
 
+def _noiommu_get_pa(x: Ioctl) -> Reply:
+    """IOMMU_IOAS_NOIOMMU_GET_PA: in the v7.3 table whatever the config, so
+    the size rules above hold; past them iommud answers as a kernel built
+    without CONFIG_IOMMUFD_NOIOMMU (the stub iommufd_ioas_noiommu_get_pa in
+    iommufd_private.h): EOPNOTSUPP. Built with it, the kernel answers only
+    for areas whose storage domain is a noiommu domain (iopt_get_phys), and
+    no iommud device is a noiommu one, so no query would find a physical
+    address either; no gRPC call exists for it."""
+    raise IommuError(E.EOPNOTSUPP, "IOMMU_IOAS_NOIOMMU_GET_PA: iommud has no noiommu devices "
+                     "(a kernel without CONFIG_IOMMUFD_NOIOMMU).")
+
+
 # -- VFIO on a container or an iommufd (vfio_compat.c, container.c, vfio_iommu_type1.c) ----------
 
 
@@ -1656,6 +1669,8 @@ _IOMMUFD_TABLE = _table(
     Spec(IOMMU_VDEVICE_ALLOC, "IOMMU_VDEVICE_ALLOC", A.SIZE, 24, 24, _vdevice_alloc),
     Spec(IOMMU_VEVENTQ_ALLOC, "IOMMU_VEVENTQ_ALLOC", A.SIZE, 28, 32, _veventq_alloc),
     Spec(IOMMU_HW_QUEUE_ALLOC, "IOMMU_HW_QUEUE_ALLOC", A.SIZE, 40, 40, _hw_queue_alloc),
+    Spec(IOMMU_IOAS_NOIOMMU_GET_PA, "IOMMU_IOAS_NOIOMMU_GET_PA", A.SIZE, 40, 40,
+         _noiommu_get_pa),
 )
 
 #: IOMMU_TEST_CMD, in iommufd_fops_ioctl's table only when the daemon runs

@@ -482,15 +482,9 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^iommufd_viommu\.no_viommu\.(viommu_alloc_nested_iopf|viommu_alloc_with_data|"
      r"vdevice_cache|hw_queue|vdevice_tombstone)$",
      "the selftest skips it for the no_viommu variant, on a kernel too"),
-    (r"^iommufd\.cmd_length$", "size rules of ioctls iommud does not serve "
-     "(IOAS_MAP_FILE, VIOMMU_ALLOC, VDEVICE_ALLOC are ENOTTY)"),
-    (r"^change_process\.|_file(_hugepage)?\.|^basic_fail_nth\.map_file_domain$",
-     "IOMMU_IOAS_MAP_FILE is not served"),
-    (r"\.dmabuf_", "the test dma-bufs (DMABUF_GET, DMABUF_REVOKE) are not modelled"),
     (r"\.alloc_hwpt_nested$|^iommufd_device_pasid\.", "nested HWPTs are not modelled"),
     (r"^iommufd_viommu\.|^basic_fail_nth\.device$", "vIOMMUs (VIOMMU_ALLOC, VDEVICE_ALLOC, "
      "vEVENTQs, HW queues) are not modelled"),
-    (r"\.fork_gone$", "mm lifetime: pinning the pages of a process that exited is not EFAULT"),
 )
 
 

@@ -482,9 +482,6 @@ CAUSES: tuple[tuple[str, str], ...] = (
     (r"^iommufd_viommu\.no_viommu\.(viommu_alloc_nested_iopf|viommu_alloc_with_data|"
      r"vdevice_cache|hw_queue|vdevice_tombstone)$",
      "the selftest skips it for the no_viommu variant, on a kernel too"),
-    (r"\.alloc_hwpt_nested$|^iommufd_device_pasid\.", "nested HWPTs are not modelled"),
-    (r"^iommufd_viommu\.|^basic_fail_nth\.device$", "vIOMMUs (VIOMMU_ALLOC, VDEVICE_ALLOC, "
-     "vEVENTQs, HW queues) are not modelled"),
 )
 
 

@@ -147,6 +147,25 @@ def test_change_process_needs_file_pages_only(session, ctx) -> None:
         session.process_pins(os.getpid()).pinned_pages == 0   # gRPC charges no process
 
 
+def test_access_rw_plan_names_file_pages(session, ctx) -> None:
+    """ACCESS_RW over a file's area: the copy plan names the file's PAs (a
+    daemon-side memfd has no bytes; the raw transport copies through the
+    passed file, below). With no domain the pages must be pinnable
+    (iopt_pages_rw_slow): past the file's end EINVAL."""
+    mfd = session.open_memfd(2 * PAGE)
+    ioas = ctx.ioas_alloc()
+    iova = ctx.ioas_map_file(ioas, mfd, 0, 2 * PAGE)
+    pa = ctx.translate(ioas, iova).pa
+    access = ctx.create_access(ioas)
+    plan = access.rw(iova + PAGE - 8, 16, 0x1000)
+    assert [(s.user_va, s.length, s.buffer_offset) for s in plan.segments] == \
+        [(pa + PAGE - 8, 16, 0)]
+    mfd.truncate(PAGE)
+    raises_errno(lambda: access.rw(iova + PAGE - 8, 16, 0x1000), "EINVAL")
+    access.rw(iova, 8, 0x1000)                       # the page before the end is there
+    access.close()
+
+
 # -- the raw transport: memfds passed with SCM_RIGHTS -------------------------------------------
 
 IOMMU_IOAS_ALLOC, IOMMU_IOAS_MAP, IOMMU_IOAS_UNMAP = io(0x81), io(0x85), io(0x86)
@@ -389,6 +408,79 @@ def test_access_pages_of_a_file_are_the_mmaps(proc) -> None:
     other = struct.pack("<IIQQQ", 0, 0, iova, 4 * PAGE, proc.mem.alloc(4 * PAGE))
     check(tcmd(f, ACCESS_PAGES, access_fd, other)[0], "EBADE")
     ok(check_refs(f, buf, 4 * PAGE, 1))        # the access pins them
+
+
+ACCESS_RW, MOCK_ACCESS_RW_WRITE = 8, 1
+
+
+def create_access(f: File, ioas: int, flags: int = 0) -> int:
+    ret, addr = tcmd(f, CREATE_ACCESS, ioas, struct.pack("<II", 0, flags))
+    ok(ret)
+    data = f.proc.mem.read(addr + 16, 4)
+    assert data is not None
+    return int(struct.unpack("<i", data)[0])
+
+
+def access_rw(f: File, access_fd: int, iova: int, length: int, uptr: int, flags: int = 0) -> int:
+    return tcmd(f, ACCESS_RW, access_fd, struct.pack("<QQQI", iova, length, uptr, flags))[0]
+
+
+def test_raw_access_rw_copies_through_the_file(proc) -> None:
+    """ACCESS_RW over a passed memfd's area reads and writes the file's
+    bytes (the daemon's fd of it), and the caller's own memory where user
+    memory is mapped, in one call; the buffer is read before any write (a
+    fault leaves the file as it was); a write never grows the file."""
+    f = proc.open(PATH_IOMMU)
+    ioas = alloc_ioas(f)
+    mfd = memfd(proc, 2 * PAGE)
+    os.pwrite(mfd, b"0123456789abcdef", 2 * PAGE - 16)
+    ret, iova = map_file(f, ioas, mfd, 0, 2 * PAGE, iova=MOCK_APERTURE_START)
+    ok(ret)
+    user = proc.mem.alloc(b"USERPAGE" + bytes(PAGE - 8))
+    ok(f.ioctl(IOMMU_IOAS_MAP, proc.mem.struct(IOAS_MAP, 40, FIXED_RW, ioas, 0, user, PAGE,
+                                               iova + 2 * PAGE)))
+    access_fd = create_access(f, ioas)
+    buf = proc.mem.alloc(32)
+    ok(access_rw(f, access_fd, iova + 2 * PAGE - 8, 16, buf))   # the file's end, then user
+    assert proc.mem.read(buf, 16) == b"89abcdefUSERPAGE"
+    proc.mem.write(buf, b"W" * 16)
+    ok(access_rw(f, access_fd, iova + 2 * PAGE - 8, 16, buf, MOCK_ACCESS_RW_WRITE))
+    assert os.pread(mfd, 16, 2 * PAGE - 16) == b"01234567" + b"W" * 8
+    assert proc.mem.read(user, 8) == b"W" * 8
+    # A buffer that faults: EFAULT, and the file keeps its bytes.
+    check(access_rw(f, access_fd, iova, 8, 0x10, MOCK_ACCESS_RW_WRITE), "EFAULT")
+    assert os.pread(mfd, 8, 0) == bytes(8)
+    # Read-only area: EPERM before anything is copied.
+    ok(f.ioctl(IOMMU_IOAS_UNMAP, proc.mem.struct(IOAS_UNMAP, 24, ioas, iova, 2 * PAGE)))
+    ok(map_file(f, ioas, mfd, 0, 2 * PAGE, iova=iova, flags=4)[0])
+    check(access_rw(f, access_fd, iova, 8, buf, MOCK_ACCESS_RW_WRITE), "EPERM")
+    # Shrunk, with no domain holding the pages: past the end cannot be pinned.
+    os.ftruncate(mfd, PAGE)
+    check(access_rw(f, access_fd, iova + PAGE, 8, buf), "EINVAL")
+    ok(access_rw(f, access_fd, iova, 8, buf))
+    assert os.fstat(mfd).st_size == PAGE
+
+
+def test_raw_access_rw_past_the_end_with_a_domain(proc) -> None:
+    """With a domain holding the pages the copy succeeds past a shrunk
+    file's end. The kernel copies the pinned folio, which keeps the bytes it
+    had; the model keeps no bytes of its own, so it reads zeros there, and a
+    write there goes nowhere: the file never grows."""
+    f = proc.open(PATH_IOMMU)
+    ioas = alloc_ioas(f)
+    mock_domain(f, ioas)
+    mfd = memfd(proc, 2 * PAGE)
+    os.pwrite(mfd, b"x" * 8, PAGE)
+    ret, iova = map_file(f, ioas, mfd, 0, 2 * PAGE)
+    ok(ret)
+    access_fd = create_access(f, ioas)
+    os.ftruncate(mfd, PAGE)
+    buf = proc.mem.alloc(b"y" * 8)
+    ok(access_rw(f, access_fd, iova + PAGE, 8, buf))
+    assert proc.mem.read(buf, 8) == bytes(8)
+    proc.mem.write(buf, b"z" * 8)
+    ok(access_rw(f, access_fd, iova + PAGE, 8, buf, MOCK_ACCESS_RW_WRITE))
+    assert os.fstat(mfd).st_size == PAGE
 
 
 # -- the journal -------------------------------------------------------------------------------

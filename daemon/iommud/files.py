@@ -189,6 +189,24 @@ class MappedFile:
     def truncate(self, size: int) -> None:
         self._size = size
 
+    def read(self, offset: int, length: int) -> bytes:
+        """A passed file's bytes at `offset`, as a copy from its pages finds
+        them (iopt_pages_rw_slow). Past its end, where only a domain's pin
+        still holds a truncated folio, the kernel reads the folio's old
+        bytes; iommud keeps no bytes and reads zeros."""
+        assert self.fd is not None
+        data = os.pread(self.fd, length, offset) if offset < self.size() else b""
+        return data.ljust(length, b"\0")
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Into a passed file's pages at `offset`: what lies past its end now
+        goes nowhere (a folio truncated away is no longer the file's); a
+        write never grows the file."""
+        assert self.fd is not None
+        keep = max(0, min(len(data), self.size() - offset))
+        if keep:
+            os.pwrite(self.fd, data[:keep], offset)
+
     def shmem(self) -> bool:
         """memfd_pin_folios pins only shmem and hugetlbfs files; those are the
         files F_GET_SEALS answers for."""
@@ -267,6 +285,19 @@ def host_file_at(major: int, minor: int, ino: int) -> MappedFile | None:
     """The mapped host file behind a shared mapping /proc/<pid>/maps shows
     as major:minor and inode, if the daemon holds it."""
     return _host_files.get((os.makedev(major, minor), ino))
+
+
+def host_file_of_pa(pa: int) -> tuple[MappedFile, int] | None:
+    """The raw transport's file whose slot names `pa`, and the offset in it
+    (None for a PA no held host file names)."""
+    if not is_file_pa(pa) or pa & GRPC_SPACE:
+        return None
+    slot = (pa & ~(FILE_PA | GRPC_SPACE)) >> SLOT_SHIFT
+    with _lock:
+        for file in _host_files.values():
+            if file.slot == slot and file.fd is not None:
+                return file, pa - file.base
+    return None
 
 
 def host_files_live() -> bool:

@@ -1440,18 +1440,40 @@ def _t_access_pages(x: Ioctl, obj_id: int) -> Flow:
 def _t_access_rw(x: Ioctl, obj_id: int) -> Flow:
     """ACCESS_RW (iommufd_test_access_rw): the handler's copy plan becomes
     memmoves in the caller's memory, between its buffer and the user memory
-    behind the IOVA range (a fault there is EFAULT, after the checks)."""
+    behind the IOVA range (a fault there is EFAULT, after the checks). A
+    piece in a passed file's pages (IOAS_MAP_FILE) is no address of the
+    caller's: the daemon reads or writes the file through its own fd, as
+    iopt_pages_rw_slow copies through the file's folios, and the buffer's
+    side travels as NEED MEM (all of it read before any write, as the test
+    copies the user buffer in first) or as a write to the caller."""
     iova, length, uptr, flags = S_T_ACCESS_RW.unpack_from(x.image, TEST_UNION)
     req = pb.TestAccessRwRequest(iommufd=x.fd, iova=iova, length=length, user_va=uptr,
                                  flags=flags)
     if length <= ACCESS_MAX_LENGTH and not flags & ~ACCESS_RW_FLAGS:
         req.access_fd = yield from _t_access_fd(x, obj_id)
     r = x.call("TestAccessRw", req)
+    copies: list[tuple[int, int, int]] = []
+    in_files: list[tuple[files.MappedFile, int, int, int]] = []  # file, offset, buffer, length
+    for s in r.segments:
+        buf = uptr + s.buffer_offset
+        found = files.host_file_of_pa(s.user_va)
+        if found is not None:
+            in_files.append((found[0], found[1], buf, s.length))
+        elif r.write:
+            copies.append((s.user_va, buf, s.length))
+        else:
+            copies.append((buf, s.user_va, s.length))
+    if not in_files:
+        return Reply(0, copies=copies)
     if r.write:
-        copies = [(s.user_va, uptr + s.buffer_offset, s.length) for s in r.segments]
-    else:
-        copies = [(uptr + s.buffer_offset, s.user_va, s.length) for s in r.segments]
-    return Reply(0, copies=copies)
+        given = yield [Mem(buf, n) for _, _, buf, n in in_files]
+        if any(data is None for data in given):
+            raise efault("the buffer")
+        for (file, offset, _, _), data in zip(in_files, given, strict=True):
+            file.write(offset, data)
+        return Reply(0, copies=copies)
+    return Reply(0, writes=[(buf, file.read(offset, n)) for file, offset, buf, n in in_files],
+                 copies=copies)
 
 
 def _t_memory_limit(x: Ioctl, obj_id: int) -> Reply:

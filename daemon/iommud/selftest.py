@@ -589,6 +589,15 @@ def test_access_rw(call: Call, req: pb.TestAccessRwRequest) -> pb.TestAccessRwRe
     start = _syz_iova(access, req.flags, req.iova)
     write = bool(req.flags & MOCK_ACCESS_RW_WRITE)
     pieces = _walk(access, start, req.length, write=write, read=not write)
+    ioas = access.ioas
+    if ioas is not None and not ioas.domains:
+        # iopt_pages_rw_slow reads pages no domain holds through a pin: a
+        # file's past its end, or a process's after it exited, are not there.
+        sources = files.sources_of(ioas)
+        for iova, pa, n in pieces:
+            found = sources.covering(iova)
+            if found is not None and not ioas.pinned_by_access(iova, iova + n - 1):
+                files.check_pin(found[1], pa, n)
     return pb.TestAccessRwResponse(write=write, segments=[
         pb.CopySegment(user_va=user_va, length=n, buffer_offset=iova - start)
         for iova, user_va, n in pieces])

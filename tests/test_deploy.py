@@ -357,6 +357,9 @@ def test_container_serves_on_the_mounted_socket_and_stops_gracefully(image, tmp_
         assert podman("healthcheck", "run", name, check=False).returncode == 0
         user = podman("exec", name, "id", "-u").stdout.strip()
         assert user == "10001"
+        # The image has the otel extra: tracing is a setting away (exit 2 without it).
+        traced = podman("exec", "-e", "IOMMUD_TRACING=otlp", name, "iommud", "--print-config")
+        assert 'tracing = "otlp"' in traced.stdout
         podman("stop", "-t", "20", name)                    # SIGTERM
         state = json.loads(podman("inspect", name).stdout)[0]["State"]
         assert state["ExitCode"] == 0

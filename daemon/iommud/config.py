@@ -174,6 +174,11 @@ class Config:
     log_file: str = setting(
         "", "With --background, where the detached daemon writes its log (default: iommud.log "
         "beside the socket).", group=LOGGING)
+    tracing: str = setting(
+        "off", "OpenTelemetry tracing of RPCs, a span per call: off, otlp (OTLP/gRPC, set up by "
+        "the standard OTEL_EXPORTER_OTLP_* variables) or console (JSON lines on standard "
+        "output). Needs the otel extra: pip install 'iommud[otel]'.", group=LOGGING,
+        choices=("off", "otlp", "console"))
     shutdown_grace: float = setting(
         5.0, "Grace period for in-flight RPCs on SIGTERM/SIGINT, in seconds.", group=LISTEN)
     metrics_address: str = setting(
@@ -462,7 +467,16 @@ def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> C
         value = getattr(args, name, None)
         if value is not None:
             merged[name] = coerce(name, value, "flag")
-    return Config(**merged)
+    cfg = Config(**merged)
+    if cfg.tracing != "off":
+        from iommud.tracing import missing
+        if (module := missing(cfg.tracing)) is not None:
+            source = "flag" if getattr(args, "tracing", None) is not None else \
+                "env" if env_of("tracing") in env else str(config_path)
+            raise ConfigError(_where("tracing", source), cfg.tracing,
+                              "off, or the otel extra installed (pip install 'iommud[otel]')",
+                              "cannot use", f"{module} is not installed")
+    return cfg
 
 
 def version() -> str:

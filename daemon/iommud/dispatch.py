@@ -31,6 +31,7 @@ from iommud.session import Session
 
 if TYPE_CHECKING:
     from iommud.stats import RpcStats
+    from iommud.tracing import Spans
 
 log = get_logger("iommud.rpc")
 
@@ -99,6 +100,8 @@ class Dispatcher:
         #: Each call's method, status and latency, while metrics are on
         #: (metrics.py reads it); None costs the hot path one test.
         self.stats: RpcStats | None = None
+        #: A span per call, while tracing is on (tracing.py).
+        self.spans: Spans | None = None
 
     def refresh_logging(self) -> None:
         """Per-call events are debug-level: computed only when they are kept."""
@@ -122,8 +125,25 @@ class Dispatcher:
         return Call(self.rt, caller, sess, target, op.name)
 
     async def call(self, op: Op, request: Any, caller: Caller, token: str | None,
-                   fail_nth: str | None = None) -> Any:
-        """Run one unary call; returns the reply or raises IommuError."""
+                   fail_nth: str | None = None,
+                   trace_context: Mapping[str, str] | None = None) -> Any:
+        """Run one unary call; returns the reply or raises IommuError.
+        `trace_context` is the caller's W3C trace context, when it sent one."""
+        spans = self.spans
+        if spans is None:
+            return await self._call(op, request, caller, token, fail_nth)
+        with spans.span(op.name, trace_context) as span:
+            try:
+                return await self._call(op, request, caller, token, fail_nth)
+            except IommuError as err:
+                spans.refused(span, err)
+                raise
+            except Exception as exc:
+                spans.failed(span, exc)
+                raise
+
+    async def _call(self, op: Op, request: Any, caller: Caller, token: str | None,
+                    fail_nth: str | None) -> Any:
         started = time.perf_counter()
         call: Call | None = None
         status = "OK"
@@ -132,6 +152,8 @@ class Dispatcher:
         try:
             call = self._begin(op, request, caller, token)
             sess = call.session
+            if sess is not None and self.spans is not None:
+                self.spans.session(sess.session_id)
             if sess is not None and (op.is_async or (op.offload and self.offload)
                                      or sess.busy.locked()):
                 # An async handler may run work off the loop: it holds the

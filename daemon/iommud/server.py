@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from iommud import logsetup, snapshot, topology_load
+from iommud import __version__, logsetup, snapshot, topology_load
 from iommud._core import PeerGate
 from iommud.access import AccessPolicy
 from iommud.call import Runtime
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from iommud.config import Config
     from iommud.metrics import Metrics
     from iommud.topology import Topology
+    from iommud.tracing import Tracing
 
 log = get_logger("iommud.server")
 
@@ -206,6 +207,8 @@ class Daemon:
         self._snapshot_task: asyncio.Task[None] | None = None
         #: The metrics listener (metrics_address), once serving.
         self.metrics: Metrics | None = None
+        #: The OpenTelemetry tracer provider (tracing), when on.
+        self.tracing: Tracing | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -218,6 +221,11 @@ class Daemon:
             self.metrics = Metrics(self.rt)
             self.metrics.start(cfg.metrics_address)
             self.metrics.attach("grpc", self.dispatcher)
+        if cfg.tracing != "off":
+            from iommud.tracing import Tracing  # OpenTelemetry only when asked for
+
+            self.tracing = Tracing(cfg.tracing, __version__)
+            self.tracing.attach("grpc", self.dispatcher)
         options = [("grpc.max_receive_message_length", cfg.max_message_bytes),
                    ("grpc.max_send_message_length", cfg.max_message_bytes),
                    ("grpc.so_reuseport", 0),
@@ -284,6 +292,8 @@ class Daemon:
             self.uapi.start()
         if self.metrics is not None and self.uapi is not None:
             self.metrics.attach("uapi", self.uapi.dispatcher)
+        if self.tracing is not None and self.uapi is not None:
+            self.tracing.attach("uapi", self.uapi.dispatcher)
         for svc in ("", SERVICE_NAME):
             await self._set_health(svc, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", endpoints=self.endpoints, pid=os.getpid())
@@ -349,6 +359,10 @@ class Daemon:
             self.rt.gate.stop()
         if self.metrics is not None:
             await self.metrics.stop()
+        if self.tracing is not None:
+            # The exporter's last batch: off the loop, which has nothing
+            # left to serve.
+            await asyncio.to_thread(self.tracing.stop)
         open_sessions = len(self.sessions)
         if self._snapshot_task is not None:
             await self._snapshot_task

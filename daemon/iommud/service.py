@@ -35,6 +35,8 @@ if sys.byteorder != "little":  # the wire format of the packed u64 fields is lit
     raise ImportError("iommud's packed u64 fields assume a little-endian host")
 
 _ANONYMOUS = Caller()
+#: The W3C trace-context metadata a traced client sends (tracing.py).
+_TRACE_KEYS = frozenset({"traceparent", "tracestate"})
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -160,14 +162,19 @@ class GrpcService:
         return Caller(pid=pid, uid=uid, gid=gid, groups=frozenset(groups))
 
     @staticmethod
-    def _metadata(context: Context) -> tuple[str | None, str | None]:
+    def _metadata(context: Context) -> tuple[str | None, str | None, dict[str, str] | None]:
+        """The session token, the fail-nth step and the W3C trace context."""
         token = nth = None
+        trace: dict[str, str] | None = None
         for key, value in context.invocation_metadata() or ():
             if key == metadata.SESSION:
                 token = str(value)
             elif key == metadata.FAIL_NTH:
                 nth = str(value)
-        return token, nth
+            elif key in _TRACE_KEYS:
+                trace = trace or {}
+                trace[key] = str(value)
+        return token, nth, trace
 
     @staticmethod
     async def _abort(context: Context, err: IommuError, request: Any) -> None:
@@ -179,7 +186,7 @@ class GrpcService:
 
         async def handle(request: Any, context: Context) -> Any:
             try:
-                token, nth = self._metadata(context)
+                token, nth, trace = self._metadata(context)
                 key = token or context.peer()
                 try:
                     check_wellformed(request)
@@ -187,7 +194,8 @@ class GrpcService:
                 except IommuError as err:
                     dispatcher.refused(op, request, self.caller(context), err)
                     raise
-                reply = await dispatcher.call(op, request, self.caller(context), token, nth)
+                reply = await dispatcher.call(op, request, self.caller(context), token, nth,
+                                              trace)
                 self._queue(key, context)
                 return reply
             except IommuError as err:
@@ -250,7 +258,7 @@ class GrpcService:
                 except IommuError as err:
                     dispatcher.refused(op, request, self.caller(context), err)
                     raise
-                token, _ = self._metadata(context)
+                token, _, _ = self._metadata(context)
                 stream = dispatcher.stream(op, request, self.caller(context), token)
                 async for item in stream:
                     yield item

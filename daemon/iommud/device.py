@@ -666,7 +666,7 @@ _FAULT_REASONS = {"blocked": pb.DMA_FAULT_REASON_BLOCKED, "unmapped": pb.DMA_FAU
 
 
 #: DMA accesses handled between two yields of the event loop.
-DMA_CHUNK = 512
+DMA_CHUNK = 128
 
 
 async def _dma_accesses(obj: DeviceObj, pasid: int | None, accesses: Sequence[pb.DmaAccess],

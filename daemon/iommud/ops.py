@@ -205,7 +205,8 @@ ROWS: tuple[Op, ...] = (
     _row("IommufdBindDevice", device.iommufd_bind_device, F.IOMMUFD, limit=L.OBJECTS),
     _row("DeviceAttachIommufdPt", device.device_attach_iommufd_pt, F.DEVICE, limit=L.OBJECTS,
          offload=True),                     # fills a domain with every area of the IOAS
-    _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE),
+    _row("DeviceDetachIommufdPt", device.device_detach_iommufd_pt, F.DEVICE,
+         offload=True),                     # empties the domain: 17 ms on the loop at 1M areas
     _row("DeviceDma", device.device_dma, F.DEVICE, max_request=_DMA),  # marks dirty bits
     _row("GetHwInfo", device.get_hw_info, F.IOMMUFD, journal=False),
     # -- the in-kernel API by dev_id (device.c) ---------------------------------------------------
@@ -213,7 +214,7 @@ ROWS: tuple[Op, ...] = (
          offload=True),
     _row("IommufdDeviceReplace", device.iommufd_device_replace, F.IOMMUFD, limit=L.OBJECTS,
          offload=True),
-    _row("IommufdDeviceDetach", device.iommufd_device_detach, F.IOMMUFD),
+    _row("IommufdDeviceDetach", device.iommufd_device_detach, F.IOMMUFD, offload=True),
     _row("IommufdDeviceDma", device.iommufd_device_dma, F.IOMMUFD,
          max_request=_DMA),  # marks dirty bits
     # -- HWPTs and fault queues (hw_pagetable.c, eventq.c) ---------------------------------------

@@ -279,6 +279,29 @@ fn add_domain_fills_every_area_and_later_maps_too() {
 }
 
 #[test]
+fn removing_a_large_domain_empties_it_before_returning() {
+    // Past FREE_ASIDE_ENTRIES the map's memory is freed by another thread;
+    // the domain itself must be empty, reusable and unattached at once.
+    let d = mock();
+    let mut t = table_with(&d, true);
+    let n = iommud_core::domain::FREE_ASIDE_ENTRIES as u64 + 1;
+    for k in 0..n {
+        t.map(FIXED | RW, UVA + k * 0x2000, 0x1000, BASE + k * 0x2000)
+            .unwrap();
+    }
+    assert_eq!(read_domain(&d).num_entries() as u64, n);
+    t.remove_domain(&d).unwrap();
+    let dom = read_domain(&d);
+    assert!(!dom.attached());
+    assert_eq!((dom.num_entries(), dom.mapped_bytes()), (0, 0));
+    drop(dom);
+    let mut other = IoPagetable::new();
+    other.map(FIXED | RW, UVA, 0x2000, BASE).unwrap();
+    other.add_domain(&d).unwrap();
+    assert_eq!(entries(&d), areas(&other));
+}
+
+#[test]
 fn add_and_remove_domain_errors() {
     let d = mock();
     let mut t = table_with(&d, true);

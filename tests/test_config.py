@@ -101,6 +101,11 @@ def _one_line(out: subprocess.CompletedProcess[str]) -> str:
     (["--lease-seconds", "0"], {},
      "iommud: --lease-seconds: out of range '0'; expected an integer (decimal, or 0x hex, "
      "0o octal, 0b binary) from 1 to 4294967295"),
+    # Past 2^18 the request size limit refuses the batch first (EMSGSIZE):
+    # a larger setting could never take effect, so it is not accepted.
+    (["--max-translate-batch", "0x40001"], {},
+     "iommud: --max-translate-batch: out of range '0x40001'; expected an integer (decimal, or 0x "
+     "hex, 0o octal, 0b binary) from 1 to 262144"),
     (["--socket-mode", "0999"], {},
      "iommud: --socket-mode: invalid value '0999'; expected an octal file mode up to 0777, such "
      "as 0660, 660 or 0o660"),

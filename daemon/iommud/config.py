@@ -157,8 +157,8 @@ class Config:
         "domains, dirty bits, objects, fds): ENOMEM past it.", group=LIMITS, maximum=U64_MAX)
     max_translate_batch: int = setting(
         1 << 18, "Most IOVAs one TranslateBatch may carry: ENOMEM past it (its request and reply "
-        "are copied on the event loop: 2^18 keeps that under 10 ms).", group=LIMITS,
-        minimum=1)
+        "are copied on the event loop: 2^18 keeps that under 10 ms, and is the most the "
+        "request size limit lets through).", group=LIMITS, minimum=1, maximum=1 << 18)
     max_message_bytes: int = setting(
         16 << 20, "Largest gRPC message, in bytes, either way (RESOURCE_EXHAUSTED past it).",
         group=CONNECTIONS, minimum=1024, maximum=(1 << 31) - 1)

@@ -50,6 +50,10 @@ class IoPagetable:
     alignment and dirty state, behind a reader-writer lock."""
 
     def __new__(cls) -> IoPagetable: ...
+    @property
+    def generation(self) -> int:
+        """Changes so far (write locks): equal generations mean equal states
+        (snapshot.py reuses an unchanged table's state)."""
     def map(self, flags: int, user_va: int, length: int, iova: int) -> int:
         """IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA. The new
         area is filled into every attached domain; if a fill fails nothing
@@ -181,6 +185,10 @@ class Domain:
     aperture_start > aperture_last."""
 
     def __new__(cls, pgsize_bitmap: int, aperture_start: int, aperture_last: int) -> Domain: ...
+    @property
+    def generation(self) -> int:
+        """Changes so far (write locks): equal generations mean equal states
+        (snapshot.py reuses an unchanged domain's state)."""
     @property
     def pgsize_bitmap(self) -> int: ...
     @property

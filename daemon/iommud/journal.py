@@ -36,6 +36,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from iommud.stats import JournalStats
 from iommud_wire.errnos import name_of as errno_name_of
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 SCHEMA = 2
 LOG_MAGIC = b"IOMMUDJ2"
@@ -118,14 +119,44 @@ def _fsync_dir(path: str) -> None:
         os.close(dirfd)
 
 
+def _open_for_release(path: str) -> int:
+    """An fd on `path`'s file, so that replacing the name does not free the
+    file yet (-1 when there is none)."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _close_aside(*fds: int) -> None:
+    """Close fds (the last holders of replaced files) on a short-lived
+    thread, which frees their blocks; -1 is skipped."""
+    held = [fd for fd in fds if fd >= 0]
+    if not held:
+        return
+
+    def close() -> None:
+        for fd in held:
+            os.close(fd)
+
+    try:
+        threading.Thread(target=close, name="iommud-journal-close", daemon=True).start()
+    except RuntimeError:         # no thread to be had (interpreter shutdown): close here
+        close()
+
+
 class PendingSnapshot:
     """A snapshot being written: its state, the row it was taken at, and its
     two files (the snapshot and the fresh log after it), not yet in place.
     `write` touches only these files, so it may run off the event loop."""
 
-    def __init__(self, journal: Journal, state: bytes) -> None:
+    def __init__(self, journal: Journal, state: bytes | Sequence[bytes | memoryview]) -> None:
         self.journal = journal
-        self.state = state
+        #: The body, in parts written one after the other (snapshot.dump's:
+        #: immutable, so that `write` may read them off the loop).
+        self.parts: list[bytes | memoryview] = [state] if isinstance(state, bytes) \
+            else list(state)
+        self.size = sum(len(part) for part in self.parts)
         self.seq = journal.last_seq
         self.end = journal._end                   # where the rows after `seq` start
         self.snap_id = int.from_bytes(os.urandom(8), "little") or 1
@@ -141,11 +172,14 @@ class PendingSnapshot:
         for tmp in (self.snap_tmp, self.log_tmp):
             if os.path.lexists(tmp):
                 os.unlink(tmp)
-        body = struct.pack("<8sQQQI", SNAP_MAGIC, self.snap_id, self.seq, len(self.state),
-                           zlib.crc32(self.state)).ljust(40, b"\0")
+        crc = 0
+        for part in self.parts:
+            crc = zlib.crc32(part, crc)
+        body = struct.pack("<8sQQQI", SNAP_MAGIC, self.snap_id, self.seq, self.size,
+                           crc).ljust(40, b"\0")
         fd = _open_private(self.snap_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
-            for chunk in (body, self.state):
+            for chunk in (body, *self.parts):
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]
@@ -482,7 +516,7 @@ class Journal:
             raise JournalError(f"{path} changed under the daemon (snapshot {snap_id:#x})")
         return body
 
-    def write_snapshot(self, state: bytes) -> None:
+    def write_snapshot(self, state: bytes | Sequence[bytes | memoryview]) -> None:
         """Make `state` (the whole state as of the last row) the snapshot,
         and start a fresh log after it, all at once (a clean stop)."""
         pending = self.begin_snapshot(state)
@@ -493,7 +527,7 @@ class Journal:
             raise
         self.finish_snapshot(pending)
 
-    def begin_snapshot(self, state: bytes) -> PendingSnapshot:
+    def begin_snapshot(self, state: bytes | Sequence[bytes | memoryview]) -> PendingSnapshot:
         """A snapshot of `state`, taken as of the last row. Its files are
         written by `PendingSnapshot.write`, which may run in another thread
         while rows go on being appended here; `finish_snapshot` then makes
@@ -521,6 +555,11 @@ class Journal:
         # and two renames. The rows need no sync beyond what they had in the
         # old log (`normal`: none; `full`: one here); the snapshot and the
         # header were synced by write.
+        # The files the renames replace are held open until a thread of
+        # their own closes them: freeing a large file's blocks is the
+        # filesystem's work (10 ms for a 29 MB snapshot and its old log),
+        # which the loop must not wait for.
+        old_snap = _open_for_release(self.path + ".snap")
         try:
             start = pending.end + pending.copied
             tail = self._copy_rows(start, self._end, pending.log_fd, HEADER_SIZE + pending.copied)
@@ -528,12 +567,13 @@ class Journal:
                 os.fsync(pending.log_fd)
             os.rename(pending.snap_tmp, self.path + ".snap")  # the old log still reaches it
         except OSError:
+            _close_aside(old_snap)
             pending.abandon()
             raise
         os.rename(pending.log_tmp, self.path)
         if self.sync == "full":
             _fsync_dir(self.path)
-        os.close(self._fd)
+        _close_aside(self._fd, old_snap)
         self._fd = pending.log_fd
         self._snap_id, self._snap_seq, self._first_seq = pending.snap_id, pending.seq, \
             pending.seq + 1

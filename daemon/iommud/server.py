@@ -389,7 +389,8 @@ class Daemon:
         except Exception as exc:    # the log still holds everything; never lose a stop
             log.error("journal.snapshot_failed", error=str(exc)[:200])
             return
-        log.info("journal.snapshot", bytes=len(data), sessions=len(self.sessions),
+        log.info("journal.snapshot", bytes=sum(len(part) for part in data),
+                 sessions=len(self.sessions),
                  seconds=round(time.perf_counter() - started, 4))
 
     def maybe_snapshot(self) -> None:
@@ -439,9 +440,10 @@ class Daemon:
         except Exception as exc:    # the log still holds everything
             log.error("journal.snapshot_failed", error=str(exc)[:200])
         else:
-            log.info("journal.snapshot", bytes=len(pending.state), sessions=len(self.sessions),
+            log.info("journal.snapshot", bytes=pending.size, sessions=len(self.sessions),
                      seconds=round(taken + time.perf_counter() - started, 4),
-                     loop_ms=round((taken + time.perf_counter() - finishing) * 1e3, 2))
+                     loop_ms=round((taken + time.perf_counter() - finishing) * 1e3, 2),
+                     dump_ms=round(taken * 1e3, 2))
         finally:
             self._snapshot_task = None
 

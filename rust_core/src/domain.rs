@@ -52,9 +52,12 @@ pub fn read_domain(d: &SharedDomain) -> RwLockReadGuard<'_, Domain> {
     d.read().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Write access to a shared domain (see read_domain).
+/// Write access to a shared domain (see read_domain). Every write lock
+/// counts as a change (`Domain::generation`): it is the one way to one.
 pub fn write_domain(d: &SharedDomain) -> RwLockWriteGuard<'_, Domain> {
-    d.write().unwrap_or_else(|e| e.into_inner())
+    let mut dom = d.write().unwrap_or_else(|e| e.into_inner());
+    dom.generation = dom.generation.wrapping_add(1);
+    dom
 }
 
 /// Heap bytes of a std BTreeMap of `len` entries of `entry` bytes each, an
@@ -197,6 +200,9 @@ pub struct Domain {
     pub(crate) tracking: bool,
     pub(crate) dirty: RangeSet,
     pub(crate) attached: bool,
+    /// Write locks taken so far (write_domain): equal generations mean
+    /// equal states, so a snapshot may reuse the state it wrote before.
+    pub(crate) generation: u64,
 }
 
 /// The bits of `words` from `lo` to `hi`, inclusive, set.
@@ -238,7 +244,13 @@ impl Domain {
             tracking: false,
             dirty: RangeSet::default(),
             attached: false,
+            generation: 0,
         })
+    }
+
+    /// How many times the domain was write-locked (write_domain).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn shared(self) -> SharedDomain {

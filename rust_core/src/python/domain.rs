@@ -19,7 +19,7 @@ use crate::errno::{CoreError, Errno};
 
 /// The IO page table of one paging HWPT: what its IOAS filled into it, as
 /// leaves of its page sizes, with dirty state per leaf.
-#[pyclass(module = "iommud._core", frozen)]
+#[pyclass(module = "iommud._core", frozen, weakref)]
 pub struct Domain {
     pub(super) inner: SharedDomain,
 }
@@ -45,6 +45,13 @@ impl Domain {
         Ok(Domain {
             inner: core.shared(),
         })
+    }
+
+    /// Changes so far (write locks): equal generations mean equal states
+    /// (snapshot.py reuses an unchanged domain's state).
+    #[getter]
+    fn generation(&self, py: Python<'_>) -> u64 {
+        self.read_py(py).generation()
     }
 
     #[getter]

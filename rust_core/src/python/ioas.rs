@@ -11,6 +11,7 @@
 //! long release the GIL and then take the lock; the others take it with
 //! `read_gil`/`write_gil`, never blocking on it with the GIL held.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use pyo3::exceptions::{PyBufferError, PyValueError};
@@ -107,9 +108,13 @@ impl Drop for RawBuffer {
 unsafe impl Send for RawBuffer {}
 unsafe impl Sync for RawBuffer {}
 
-#[pyclass(module = "iommud._core", frozen)]
+#[pyclass(module = "iommud._core", frozen, weakref)]
 pub struct IoPagetable {
     pub(super) inner: RwLock<Core>,
+    /// Write locks taken so far (`write`, `write_py`, the only ways to a
+    /// change): equal generations mean equal states, so a snapshot may
+    /// reuse the state it wrote before (snapshot.py).
+    pub(super) generation: AtomicU64,
 }
 
 impl IoPagetable {
@@ -120,7 +125,9 @@ impl IoPagetable {
     }
 
     pub(super) fn write(&self) -> RwLockWriteGuard<'_, Core> {
-        self.inner.write().unwrap_or_else(|e| e.into_inner())
+        let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        guard
     }
 
     /// The read lock from a thread holding the GIL (python/mod.rs).
@@ -130,7 +137,16 @@ impl IoPagetable {
 
     /// The write lock from a thread holding the GIL (python/mod.rs).
     pub(super) fn write_py(&self, py: Python<'_>) -> RwLockWriteGuard<'_, Core> {
-        write_gil(py, &self.inner)
+        let guard = write_gil(py, &self.inner);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        guard
+    }
+
+    pub(super) fn from_core(core: Core) -> Self {
+        IoPagetable {
+            inner: RwLock::new(core),
+            generation: AtomicU64::new(0),
+        }
     }
 }
 
@@ -224,9 +240,14 @@ impl IoPagetable {
 impl IoPagetable {
     #[new]
     fn new() -> Self {
-        IoPagetable {
-            inner: RwLock::new(Core::new()),
-        }
+        IoPagetable::from_core(Core::new())
+    }
+
+    /// Changes so far: equal generations mean equal states (snapshot.py
+    /// reuses an unchanged table's state).
+    #[getter]
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
     }
 
     /// IOMMU_IOAS_MAP after the IOAS lookup; returns the IOVA.

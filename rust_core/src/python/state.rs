@@ -5,7 +5,7 @@
 //! object's own lock is held while its record is built, so a record is
 //! one consistent state.
 
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -29,9 +29,7 @@ fn iopt_state<'py>(py: Python<'py>, table: &IoPagetable) -> Bound<'py, PyBytes> 
 #[pyfunction]
 fn iopt_from_state(py: Python<'_>, state: &[u8]) -> PyResult<IoPagetable> {
     let core = py.detach(|| IoptCore::from_state(state)).map_err(to_py)?;
-    Ok(IoPagetable {
-        inner: RwLock::new(core),
-    })
+    Ok(IoPagetable::from_core(core))
 }
 
 #[pyfunction]

@@ -227,7 +227,18 @@ def test_a_long_copy_runs_off_the_loop_and_holds_only_its_own_session(daemon_fac
     another session's calls are answered (the loop is free), and a call of
     the copying session itself waits for it instead of interleaving."""
     import threading
-    d = daemon_factory()
+    import urllib.request
+    d = daemon_factory("--metrics-address", "127.0.0.1:0")
+    metrics = f"http://{d.events('metrics.serving')[0]['address']}/metrics"
+
+    def calls_in_flight() -> float:
+        """The dispatcher's gauge, read over HTTP (the scrape runs on the loop)."""
+        with urllib.request.urlopen(metrics, timeout=30) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith('iommud_rpcs_in_flight{transport="grpc"}'):
+                    return float(line.rsplit(" ", 1)[1])
+        raise AssertionError("no iommud_rpcs_in_flight series")
+
     with d.client() as c, d.client() as other_c:
         s = c.open_session("copier")
         ctx = s.open_context()
@@ -248,6 +259,10 @@ def test_a_long_copy_runs_off_the_loop_and_holds_only_its_own_session(daemon_fac
         t = threading.Thread(target=copy)
         t.start()
         copying.wait()
+        # The copy has reached the dispatcher, so it holds its session's lock
+        # (taken in the same loop step): a sync point, not a guess at timing.
+        while calls_in_flight() < 1:
+            assert t.is_alive(), "the copy ended before it was seen in flight"
         answered = 0
         while t.is_alive() and answered < 5:
             other.ioas_map(other_ioas, 0x1000 * (answered + 1), 0x1000,

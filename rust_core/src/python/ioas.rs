@@ -11,8 +11,9 @@
 //! long release the GIL and then take the lock; the others take it with
 //! `read_gil`/`write_gil`, never blocking on it with the GIL held.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
@@ -115,6 +116,48 @@ pub struct IoPagetable {
     /// change): equal generations mean equal states, so a snapshot may
     /// reuse the state it wrote before (snapshot.py).
     pub(super) generation: AtomicU64,
+    /// The figures as of the last write's end (and of the last read that
+    /// got them): what num_areas, mapped_bytes and memory_bytes answer
+    /// while another thread holds the write lock, so that a reader on the
+    /// event loop (GetInfo, a metrics scrape, the admin view walking every
+    /// session) never waits out a long copy or fill. Such a reader sees
+    /// the table as it was before that operation: whole, not half.
+    seen_areas: AtomicUsize,
+    seen_mapped: AtomicU64,
+    seen_memory: AtomicUsize,
+}
+
+/// A table's write guard: when released it records the figures the
+/// lock-free getters answer during the next write (`IoPagetable::seen_*`).
+pub(super) struct TableWrite<'a> {
+    guard: RwLockWriteGuard<'a, Core>,
+    table: &'a IoPagetable,
+}
+
+impl Deref for TableWrite<'_> {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.guard
+    }
+}
+
+impl DerefMut for TableWrite<'_> {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.guard
+    }
+}
+
+impl Drop for TableWrite<'_> {
+    fn drop(&mut self) {
+        // Still under the lock. memory_bytes is not recorded here: it reads
+        // the domains' locks, which a caller may hold past this guard.
+        self.table
+            .seen_areas
+            .store(self.guard.num_areas(), Ordering::Relaxed);
+        self.table
+            .seen_mapped
+            .store(self.guard.mapped_bytes(), Ordering::Relaxed);
+    }
 }
 
 impl IoPagetable {
@@ -124,10 +167,20 @@ impl IoPagetable {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Core> {
+    pub(super) fn write(&self) -> TableWrite<'_> {
         let guard = self.inner.write().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::Relaxed);
-        guard
+        TableWrite { guard, table: self }
+    }
+
+    /// The read lock if no writer holds it (a poisoned lock still guards a
+    /// consistent table, see `read`); None while a write is under way.
+    fn try_read(&self) -> Option<RwLockReadGuard<'_, Core>> {
+        match self.inner.try_read() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// The read lock from a thread holding the GIL (python/mod.rs).
@@ -136,14 +189,17 @@ impl IoPagetable {
     }
 
     /// The write lock from a thread holding the GIL (python/mod.rs).
-    pub(super) fn write_py(&self, py: Python<'_>) -> RwLockWriteGuard<'_, Core> {
+    pub(super) fn write_py(&self, py: Python<'_>) -> TableWrite<'_> {
         let guard = write_gil(py, &self.inner);
         self.generation.fetch_add(1, Ordering::Relaxed);
-        guard
+        TableWrite { guard, table: self }
     }
 
     pub(super) fn from_core(core: Core) -> Self {
         IoPagetable {
+            seen_areas: AtomicUsize::new(core.num_areas()),
+            seen_mapped: AtomicU64::new(core.mapped_bytes()),
+            seen_memory: AtomicUsize::new(core.memory_bytes()),
             inner: RwLock::new(core),
             generation: AtomicU64::new(0),
         }
@@ -519,8 +575,11 @@ impl IoPagetable {
     }
 
     #[getter]
-    fn num_areas(&self, py: Python<'_>) -> usize {
-        self.read_py(py).num_areas()
+    fn num_areas(&self) -> usize {
+        match self.try_read() {
+            Some(t) => t.num_areas(),
+            None => self.seen_areas.load(Ordering::Relaxed),
+        }
     }
 
     /// Heap bytes held by the area map (the memory benchmark reads this).
@@ -531,15 +590,27 @@ impl IoPagetable {
 
     /// Heap bytes of the whole table, for a memory budget: areas, dirty
     /// state, reserved and allowed lists, and the attached domains' entries
-    /// and dirty ranges (each domain's memory_bytes).
+    /// and dirty ranges (each domain's memory_bytes). While another thread
+    /// writes the table: as of the last time these bytes were read (every
+    /// charge of the session reads them).
     #[getter]
-    fn memory_bytes(&self, py: Python<'_>) -> usize {
-        self.read_py(py).memory_bytes()
+    fn memory_bytes(&self) -> usize {
+        match self.try_read() {
+            Some(t) => {
+                let bytes = t.memory_bytes();
+                self.seen_memory.store(bytes, Ordering::Relaxed);
+                bytes
+            }
+            None => self.seen_memory.load(Ordering::Relaxed),
+        }
     }
 
     #[getter]
-    fn mapped_bytes(&self, py: Python<'_>) -> u64 {
-        self.read_py(py).mapped_bytes()
+    fn mapped_bytes(&self) -> u64 {
+        match self.try_read() {
+            Some(t) => t.mapped_bytes(),
+            None => self.seen_mapped.load(Ordering::Relaxed),
+        }
     }
 
     /// Turn dirty tracking on (from a clean state) or off (state dropped).

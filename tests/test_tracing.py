@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import struct
+import subprocess
+import sys
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -186,3 +188,11 @@ def test_the_refusal_names_where_tracing_was_set(tmp_path: pathlib.Path, source:
     out = run_daemon(*args, env=env)
     assert out.returncode == 2
     assert out.stderr.startswith(f"iommud: {where}: cannot use 'console'")
+
+
+def test_with_tracing_off_the_daemon_imports_nothing_of_opentelemetry() -> None:
+    """The default costs nothing: serving modules load without the SDK."""
+    code = ("import sys, iommud.server, iommud.service, iommud.dispatch, iommud.uapi_transport; "
+            "print(sorted(m for m in sys.modules if m.startswith('opentelemetry')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,9 +3,10 @@
 
 One session maps 2^20-1 areas into one IOAS (a VM's DMA map, written once),
 then churns map/unmap pairs on a second, small IOAS, 16 calls in flight,
-until the daemon has taken two snapshots on its own. The first snapshot
-encodes the big table; the second finds it unchanged (its generation has
-not moved) and reuses those bytes. The daemon logs each snapshot's time on
+until the daemon has taken two snapshots on its own. Before the first, the
+daemon encodes the big table in a worker thread (snapshot.prewarm) and the
+snapshot reuses those bytes; the second finds it unchanged (its generation
+has not moved) and reuses them again. The daemon logs each snapshot's time on
 the loop (`loop_ms`, of which `dump_ms` is taking the state) and in all
 (`seconds`, the files written off the loop): the two are compared in one run.
 

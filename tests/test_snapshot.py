@@ -138,3 +138,36 @@ def test_the_files_a_snapshot_replaces_are_released(tmp_path: pathlib.Path) -> N
     assert _deleted_fds() == before
     assert j.load_snapshot() == b"head-state-1"
     j.close()
+
+
+
+def test_a_prewarmed_state_is_what_the_snapshot_writes_while_it_is_current() -> None:
+    """prewarm encodes off the loop; the snapshot then takes those very
+    bytes, unless the table changed since, when it encodes it again."""
+    kept_table, moved_table = table(64), table(64)
+    items = [(kept_table, kept_table.generation), (moved_table, moved_table.generation)]
+    assert snapshot.prewarm(items) == 2
+    kept_state = snapshot._prewarmed[id(kept_table)][2]
+    stale_state = snapshot._prewarmed[id(moved_table)][2]
+    moved_table.map(RW, UVA + 0x1000_0000, PAGE, 0)          # after its prewarm
+    parts = snapshot.dump(runtime(kept_table, moved_table))
+    assert parts[2].obj is kept_state
+    assert parts[3].obj is not stale_state
+    state = loads(b"".join(parts))
+    assert state["host"].areas() == kept_table.areas()
+    assert state["sessions"][0].areas() == moved_table.areas()   # the new area is there
+    assert snapshot._prewarmed == {}                             # used up by the snapshot
+
+
+def test_a_table_changed_after_the_check_is_not_prewarmed() -> None:
+    """The generation read on the loop is the one the state must have: a
+    call that changed the table before the worker encoded it (or while it
+    did) leaves nothing behind for the snapshot to reuse."""
+    t = table(8)
+    seen = t.generation
+    t.map(RW, UVA + 0x2000_0000, PAGE, 0)
+    assert snapshot.prewarm([(t, seen)]) == 0
+    assert id(t) not in snapshot._prewarmed
+    d = _core.Domain(PAGE, 0, (1 << 48) - 1)
+    assert snapshot.prewarm([(d, d.generation)]) == 1            # a domain too
+    snapshot._prewarmed.clear()

@@ -16,7 +16,7 @@ import socket
 import stat
 import tempfile
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -205,6 +205,8 @@ class Daemon:
         self.uapi: UapiServer | None = None
         #: A snapshot whose files are being written (maybe_snapshot).
         self._snapshot_task: asyncio.Task[None] | None = None
+        #: Large native states being encoded ahead of a snapshot (maybe_snapshot).
+        self._prewarm: asyncio.Task[None] | None = None
         #: The metrics listener (metrics_address), once serving.
         self.metrics: Metrics | None = None
         #: The OpenTelemetry tracer provider (tracing), when on.
@@ -366,6 +368,8 @@ class Daemon:
         open_sessions = len(self.sessions)
         if self._snapshot_task is not None:
             await self._snapshot_task
+        if self._prewarm is not None:
+            await self._prewarm
         if self.journal is not None and len(self.journal):
             self.write_snapshot()
         self.sessions.close_all()
@@ -416,6 +420,19 @@ class Daemon:
             weight += sum(len(ctx) for ctx in sess.reachable_contexts())
         if len(journal) < max(SNAPSHOT_MIN_ROWS, weight):
             return
+        # Large tables and domains the snapshot would encode on the loop are
+        # encoded first in a worker thread (snapshot.prewarm): the snapshot
+        # waits for the next quiescent point, once, and then reuses what is
+        # still current. A table that keeps changing is encoded here after
+        # all; the snapshot is never put off twice.
+        if self._prewarm is None:
+            stale = snapshot.stale(self.rt)
+            if stale:
+                self._prewarm = asyncio.get_running_loop().create_task(self._encode_ahead(stale))
+                return
+        elif not self._prewarm.done():
+            return
+        self._prewarm = None
         started = time.perf_counter()
         try:
             pending = journal.begin_snapshot(snapshot.dump(self.rt))
@@ -425,6 +442,16 @@ class Daemon:
         taken = time.perf_counter() - started
         self._snapshot_task = asyncio.get_running_loop().create_task(
             self._finish_snapshot(pending, taken))
+
+    async def _encode_ahead(self, objects: list[tuple[Any, int]]) -> None:
+        started = time.perf_counter()
+        try:
+            kept = await asyncio.to_thread(snapshot.prewarm, objects)
+        except Exception as exc:    # the snapshot encodes them itself
+            log.error("journal.prewarm_failed", error=str(exc)[:200])
+            return
+        log.info("journal.prewarmed", objects=len(objects), kept=kept,
+                 seconds=round(time.perf_counter() - started, 4))
 
     async def _finish_snapshot(self, pending: PendingSnapshot, taken: float) -> None:
         assert self.journal is not None

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from iommud import _core, files, hw_pagetable, selftest
 from iommud.hw_pagetable import HwptPaging
+from iommud.ioas import Ioas
 from iommud.journal import JournalError
 
 if TYPE_CHECKING:
@@ -57,13 +58,28 @@ _written: dict[int, tuple[weakref.ref[Any], int, bytes]] = {}
 _taking: dict[int, tuple[weakref.ref[Any], int, bytes]] | None = None
 
 
+#: States encoded ahead of a snapshot, off the loop (`prewarm`), in the
+#: same form: each is the object's state at the generation it names.
+_prewarmed: dict[int, tuple[weakref.ref[Any], int, bytes]] = {}
+#: Native objects at least this large are encoded ahead (server.py).
+PREWARM_ENTRIES = 1 << 14
+
+
+def _cached(obj: Any, generation: int) -> tuple[weakref.ref[Any], bytes] | None:
+    for cache in (_written, _prewarmed):
+        hit = cache.get(id(obj))
+        if hit is not None and hit[0]() is obj and hit[1] == generation:
+            return hit[0], hit[2]
+    return None
+
+
 def _state_of(obj: Any, encode: Callable[[Any], bytes]) -> pickle.PickleBuffer:
-    """`obj`'s state: the last snapshot's bytes while its generation has
-    not moved, else encoded now."""
+    """`obj`'s state: the last snapshot's (or a prewarm's) bytes while its
+    generation has not moved, else encoded now."""
     generation = obj.generation
-    hit = _written.get(id(obj))
-    if hit is not None and hit[0]() is obj and hit[1] == generation:
-        ref, state = hit[0], hit[2]
+    hit = _cached(obj, generation)
+    if hit is not None:
+        ref, state = hit
     else:
         ref, state = weakref.ref(obj), encode(obj)
     if _taking is not None:
@@ -93,6 +109,47 @@ class _Unpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"a snapshot may not name {module}.{name}")
 
 
+def stale(rt: Runtime) -> list[tuple[Any, int]]:
+    """The large native tables and domains the next snapshot would have to
+    encode (their generation moved since they were last encoded), each
+    with its generation now."""
+    out: list[tuple[Any, int]] = []
+    for sess in rt.sessions:
+        for ctx in sess.reachable_contexts():
+            for obj in ctx.object_list():
+                native: _core.IoPagetable | _core.Domain
+                if isinstance(obj, Ioas):
+                    native, size = obj.iopt, obj.iopt.num_areas
+                elif isinstance(obj, HwptPaging):
+                    native, size = obj.domain, obj.domain.num_entries
+                else:
+                    continue
+                generation = native.generation
+                if size >= PREWARM_ENTRIES and _cached(native, generation) is None:
+                    out.append((native, generation))
+    return out
+
+
+def prewarm(items: list[tuple[Any, int]]) -> int:
+    """Encode tables and domains for the next snapshot; runs off the loop,
+    while calls go on. Each comes with the generation `stale` saw, and its
+    state is kept only when the generation is that one before and after
+    encoding: no write lock was taken since, and the encoding ran under the
+    read lock, so the bytes are the state at that generation (a generation
+    moves when a write lock is taken, before the change). Returns how many
+    were kept."""
+    kept = 0
+    for obj, generation in items:
+        if obj.generation != generation:
+            continue
+        encode = _core.iopt_state if isinstance(obj, _core.IoPagetable) else _core.domain_state
+        state = encode(obj)
+        if obj.generation == generation:
+            _prewarmed[id(obj)] = (weakref.ref(obj), generation, state)
+            kept += 1
+    return kept
+
+
 _MAGIC = b"ISN2"
 _HEAD = struct.Struct("<4sIQ")
 _LEN = struct.Struct("<Q")
@@ -119,6 +176,7 @@ def dump(rt: Runtime) -> list[bytes | memoryview]:
     finally:
         _taking = None
     _written = taken            # what the next snapshot may reuse; the rest goes
+    _prewarmed.clear()
     views = [buf.raw() for buf in buffers]
     head = _HEAD.pack(_MAGIC, len(views), len(main)) + b"".join(
         _LEN.pack(len(view)) for view in views)

@@ -208,10 +208,21 @@ def test_faults_are_not_journaled(tmp_path, daemon_factory) -> None:
     with d2.client() as c:
         s2 = c.attach_session(s.token, keepalive=False)
         back = s2.context(ctx.iommufd)
-        from iommud_client.client import FaultQueue
+        from iommud_client.client import DeviceFd, FaultQueue
         again = FaultQueue(back, fq.fault_id, fq.fault_fd)
         assert again.read() == []
         raises_errno(lambda: back.destroy(fq.fault_id), "EBUSY")
+        dev2 = DeviceFd(s2, dev.device_fd, dev.name)
+        dev2.dma([DmaAccess(0x62000, 1)])                   # a fault waits in the queue
+    # A clean stop writes a snapshot holding the queue (its records left out,
+    # as a plain list); the next daemon loads it and the queue starts empty.
+    assert d2.stop() == 0
+    d3 = daemon_factory("--journal", str(db), name="c")
+    with d3.client() as c:
+        s3 = c.attach_session(s.token, keepalive=False)
+        back3 = s3.context(ctx.iommufd)
+        assert FaultQueue(back3, fq.fault_id, fq.fault_fd).read() == []
+        raises_errno(lambda: back3.destroy(fq.fault_id), "EBUSY")
 
 
 # -- the raw transport -----------------------------------------------------------------------------

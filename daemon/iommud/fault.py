@@ -29,24 +29,25 @@ empty, as a device's outstanding page requests do not survive a reset.
 """
 from __future__ import annotations
 
-import asyncio
 import errno as E
 import struct
 from collections import deque
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from iommud import eventq
 from iommud.errors import IommuError
+from iommud.eventq import Eventq, EventqFd
 from iommud.ids import LowestFreeAllocator
-from iommud.objects import IommufdObject, ObjType
+from iommud.objects import ObjType
 from iommud_wire import pb
 from iommud_wire.uapi import PAGE_SIZE, U32_MAX
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from iommud.call import Call
-    from iommud.context import IommufdContext
 
 #: struct iommu_hwpt_pgfault {u32 flags, u32 dev_id, u32 pasid, u32 grpid,
 #: u32 perm, u32 __reserved, u64 addr, u32 length, u32 cookie}: 40 bytes.
@@ -89,7 +90,7 @@ class FaultGroup:
                 for flags, pasid, grpid, perm, addr in self.faults]
 
 
-class FaultQueue(IommufdObject):
+class FaultQueue(Eventq):
     """IOMMUFD_OBJ_FAULT: groups delivered and not read (`deliver`), and
     groups read and not answered (`response`, by cookie)."""
 
@@ -100,31 +101,14 @@ class FaultQueue(IommufdObject):
         self.deliver: deque[FaultGroup] = deque()
         self.response: dict[int, FaultGroup] = {}
         self._cookies = LowestFreeAllocator(1, U32_MAX)
-        self._listeners: list[Callable[[], None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         """For a snapshot: the queue, not its faults (they are not durable:
-        module docstring) nor its listeners."""
-        state = self.__dict__.copy()
-        state["deliver"] = deque()
+        module docstring)."""
+        state = super().__getstate__()
         state["response"] = {}
         state["_cookies"] = LowestFreeAllocator(1, U32_MAX)
-        state["_listeners"] = []
         return state
-
-    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` when a group is queued, or the queue changes or
-        goes; returns the unsubscribe."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-        return unsubscribe
-
-    def notify(self) -> None:
-        for listener in list(self._listeners):
-            listener()
 
     def report(self, group: FaultGroup) -> None:
         """iommufd_fault_iopf_handler: the group joins the deliver list."""
@@ -211,25 +195,11 @@ class FaultQueue(IommufdObject):
         self.notify()
 
 
-class FaultFd:
-    """The fault queue's fd ("[iommufd-pgfault]"): it holds the queue
-    (users) and its context while open (iommufd_eventq_init)."""
+class FaultFd(EventqFd):
+    """The fault queue's fd ("[iommufd-pgfault]")."""
 
     kind = "fault"
-
-    def __init__(self, fault: FaultQueue, ctx: IommufdContext) -> None:
-        self.fault = fault
-        self.ctx = ctx
-        self.closed = False
-
-    def release(self) -> int:
-        """iommufd_eventq_fops_release."""
-        self.closed = True
-        self.fault.users -= 1
-        self.fault.notify()
-        ctx = self.ctx
-        ctx.holders -= 1
-        return ctx.maybe_release()
+    queue: FaultQueue
 
 
 # -- delivery -----------------------------------------------------------------------------------
@@ -309,12 +279,12 @@ def fault_queue_alloc(call: Call, req: pb.FaultQueueAllocRequest) -> pb.FaultQue
 def fault_queue_read(call: Call, req: pb.FaultQueueReadRequest) -> pb.FaultQueueReadResponse:
     """read() of a fault fd (iommufd_fault_fops_read)."""
     ffd: FaultFd = call.target
-    data = ffd.fault.read(req.count)
+    data = ffd.queue.read(req.count)
     groups = [data[i:i + FAULT_RECORD] for i in range(0, len(data), FAULT_RECORD)]
     faults = []
     for rec in groups:
         flags, dev_id, pasid, grpid, perm, _, addr, length, cookie = S_PGFAULT.unpack(rec)
-        group = ffd.fault.response.get(cookie)
+        group = ffd.queue.response.get(cookie)
         faults.append(pb.PageFault(flags=flags, dev_id=dev_id, pasid=pasid, grpid=grpid,
                                    perm=perm, addr=addr, length=length, cookie=cookie,
                                    bind_cookie=group.idev.cookie if group else 0))
@@ -325,7 +295,7 @@ def fault_queue_respond(call: Call, req: pb.FaultQueueRespondRequest
                         ) -> pb.FaultQueueRespondResponse:
     """write() of page responses to a fault fd (iommufd_fault_fops_write)."""
     ffd: FaultFd = call.target
-    done = ffd.fault.respond([(r.cookie, r.code) for r in req.responses])
+    done = ffd.queue.respond([(r.cookie, r.code) for r in req.responses])
     return pb.FaultQueueRespondResponse(count=done)
 
 
@@ -333,29 +303,10 @@ async def watch_fault_queue(call: Call, req: pb.WatchFaultQueueRequest
                             ) -> AsyncIterator[pb.WatchFaultQueueResponse]:
     """A fault fd read as a stream: each group as it is delivered, read as
     it is sent (its cookie allocated); the stream ends when the fd closes."""
-    ffd: FaultFd = call.target
-    sess = call.sess
-    queue = ffd.fault
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-
-    def listener() -> None:
-        loop.call_soon_threadsafe(wake.set)
-
-    unsubscribe = queue.subscribe(listener)
-    sess.streams += 1
-    try:
-        while not ffd.closed and not sess.closed:
-            group = queue.pop()
-            if group is None:
-                wake.clear()
-                await wake.wait()
-                continue
-            yield pb.WatchFaultQueueResponse(faults=group.messages())
-    finally:
-        unsubscribe()
-        sess.streams -= 1
-        sess.touch()
+    async with aclosing(eventq.watch(
+            call, lambda group: pb.WatchFaultQueueResponse(faults=group.messages()))) as groups:
+        async for reply in groups:
+            yield reply
 
 
 def test_trigger_iopf(call: Call, req: pb.TestTriggerIopfRequest

@@ -793,17 +793,17 @@ def _fault_queue_alloc(x: Ioctl) -> Reply:
     return reply
 
 
-def fault_read(x: Ioctl, count: int) -> Flow:
-    """read() of a fault queue's fd (iommufd_fault_fops_read; a READ record):
-    the groups the read would take are probed for writability one by one,
-    and the read takes only the prefix the caller can receive (the kernel
-    puts back the group whose copy faults: EFAULT when it is the first).
-    The records come back as a WRITE at the caller's buffer, the count read
-    as the result."""
-    ffd = x.target
+def _eventq_read(x: Ioctl, count: int, read: Callable[[int], bytes]) -> Flow:
+    """read() of a queue's fd: the records the read would take now are
+    probed for writability one by one, and the read takes only the prefix
+    the caller can receive (the kernel stops at, or puts back, the first
+    record whose copy faults: EFAULT when that is the first). `read(limit)`
+    reads through the op table. The bytes come back as a WRITE at the
+    caller's buffer, the count read as the result."""
+    qfd = x.target
     count = min(count, U64_MAX)
     try:
-        sizes = ffd.fault.plan(count) if ffd is not None and not ffd.closed else []
+        sizes = qfd.queue.plan(count) if qfd is not None and not qfd.closed else []
     except IommuError:
         sizes = []          # the read itself refuses it, through the op table
     limit = count
@@ -822,9 +822,14 @@ def fault_read(x: Ioctl, count: int) -> Flow:
         if not ok:
             raise efault("the read buffer")
         limit = ok
-    r = x.call("FaultQueueRead", pb.FaultQueueReadRequest(fault_fd=x.fd, count=limit))
-    data = bytes(r.data)
+    data = read(limit)
     return Reply(len(data), [(x.arg, data)] if data else None)
+
+
+def fault_read(x: Ioctl, count: int) -> Flow:
+    """read() of a fault queue's fd (iommufd_fault_fops_read; a READ record)."""
+    return _eventq_read(x, count, lambda limit: bytes(x.call(
+        "FaultQueueRead", pb.FaultQueueReadRequest(fault_fd=x.fd, count=limit)).data))
 
 
 def fault_write(x: Ioctl, count: int) -> Flow:
@@ -914,36 +919,9 @@ def _veventq_alloc(x: Ioctl) -> Reply:
 
 def veventq_read(x: Ioctl, count: int) -> Flow:
     """read() of a vEVENTQ fd (iommufd_veventq_fops_read; a READ record,
-    docs/uapi-transport.md): the records the read would take now are probed
-    for writability one by one, and the read takes only the prefix the
-    caller can receive: the kernel stops at the first record whose copy
-    faults (EFAULT when that is the first). The bytes come back as a WRITE at
-    the caller's buffer, the count read as the result."""
-    vfd = x.target
-    count = min(count, U64_MAX)
-    try:
-        sizes = vfd.veventq.plan(count) if vfd is not None and not vfd.closed else []
-    except IommuError:
-        sizes = []          # the read itself refuses it, through the op table
-    limit = count
-    if sizes:
-        probes: list[Need] = []
-        at = x.arg
-        for size in sizes:
-            probes.append(Writable(at, size))
-            at += size
-        given = yield probes
-        ok = 0
-        for size, writable in zip(sizes, given, strict=True):
-            if not writable:
-                break
-            ok += size
-        if not ok:
-            raise efault("the read buffer")
-        limit = ok
-    r = x.call("VeventqRead", pb.VeventqReadRequest(veventq_fd=x.fd, count=limit))
-    data = bytes(r.data)
-    return Reply(len(data), [(x.arg, data)] if data else None)
+    docs/uapi-transport.md)."""
+    return _eventq_read(x, count, lambda limit: bytes(x.call(
+        "VeventqRead", pb.VeventqReadRequest(veventq_fd=x.fd, count=limit)).data))
 
 
 def _ioas_map_file(x: Ioctl) -> Flow:

@@ -725,9 +725,9 @@ class UapiServer:
             return None
         if file.kind is FileKind.FAULT:
             ffd = cast("FaultFd", entry)
-            return None if ffd.closed else ffd.fault
+            return None if ffd.closed else ffd.queue
         vfd = cast("VeventqFd", entry)
-        return None if vfd.closed else vfd.veventq
+        return None if vfd.closed else vfd.queue
 
     def _ring(self, conn: Conn) -> None:
         if conn.closed or conn.fd in self._rung:

@@ -22,13 +22,15 @@ model's driver has none: EOPNOTSUPP).
 """
 from __future__ import annotations
 
-import asyncio
 import errno as E
 from collections import deque
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
+from iommud import eventq
 from iommud.device import DeviceObj
 from iommud.errors import IommuError
+from iommud.eventq import Eventq, EventqFd
 from iommud.hw_pagetable import (
     HwptPaging,
     copy_struct_from_user,
@@ -58,7 +60,7 @@ from iommud_wire.uapi import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from iommud.call import Call
     from iommud.context import IommufdContext
@@ -202,7 +204,7 @@ class Vdevice(IommufdObject):
 # -- vEVENTQs (eventq.c) ---------------------------------------------------------------------
 
 
-class Veventq(IommufdObject):
+class Veventq(Eventq):
     """IOMMUFD_OBJ_VEVENTQ (iommufd_veventq_alloc): the vIOMMU's events of
     one type, in order, each with a sequence number (0..INT_MAX, wrapping).
     At most `depth` events wait; one more is lost, and a lost-events header
@@ -221,39 +223,17 @@ class Veventq(IommufdObject):
         #: Normal events queued (the lost-events header does not count).
         self.num_events = 0
         self.sequence = 0
-        self._listeners: list[Callable[[], None]] = []
 
     def __getstate__(self) -> dict[str, Any]:
         """For a snapshot: the queue without its records, as journal replay
         leaves it (events are not journaled: a restarted daemon's queues
-        start empty, at sequence 0, as a rebooted kernel's), and without
-        the listeners (transports and streams)."""
-        state = self.__dict__.copy()
-        state.pop("_listeners", None)
-        state.update(deliver=[], num_events=0, sequence=0)
+        start empty, at sequence 0, as a rebooted kernel's)."""
+        state = super().__getstate__()
+        state.update(num_events=0, sequence=0)
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.deliver = deque(state["deliver"])
-        self._listeners = []
 
     def describe(self, info: Any) -> None:
         info.viommu_id = self.viommu.id
-
-    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
-        """Call `listener` when an event is queued or the queue goes away;
-        returns the unsubscribe."""
-        self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-        return unsubscribe
-
-    def notify(self) -> None:
-        for listener in list(self._listeners):
-            listener()
 
     def report(self, data: bytes) -> None:
         """iommufd_viommu_report_event: a full queue (num_events == depth)
@@ -328,25 +308,11 @@ class Veventq(IommufdObject):
         self.notify()
 
 
-class VeventqFd:
-    """The vEVENTQ's fd ("[iommufd-viommu-event]"): it holds the vEVENTQ
-    (users) and its context while open (iommufd_eventq_init)."""
+class VeventqFd(EventqFd):
+    """The vEVENTQ's fd ("[iommufd-viommu-event]")."""
 
     kind = "veventq"
-
-    def __init__(self, veventq: Veventq, ctx: IommufdContext) -> None:
-        self.veventq = veventq
-        self.ctx = ctx
-        self.closed = False
-
-    def release(self) -> int:
-        """iommufd_eventq_fops_release."""
-        self.closed = True
-        self.veventq.users -= 1
-        self.veventq.notify()
-        ctx = self.ctx
-        ctx.holders -= 1
-        return ctx.maybe_release()
+    queue: Veventq
 
 
 # -- HW queues (viommu.c iommufd_hw_queue_*, selftest.c mock_hw_queue_*) ---------------------
@@ -691,39 +657,18 @@ def veventq_read(call: Call, req: pb.VeventqReadRequest) -> pb.VeventqReadRespon
     """read() of a vEVENTQ fd (iommufd_veventq_fops_read): whole records that
     fit `count` bytes; an empty queue reads nothing, without waiting."""
     vfd: VeventqFd = call.target
-    return pb.VeventqReadResponse(data=vfd.veventq.read(req.count))
+    return pb.VeventqReadResponse(data=vfd.queue.read(req.count))
 
 
 async def watch_veventq(call: Call, req: pb.WatchVeventqRequest
                         ) -> AsyncIterator[pb.WatchVeventqResponse]:
     """A vEVENTQ fd read as a stream: each record as it is queued, taken off
     the queue as it is sent; the stream ends when the fd is closed."""
-    vfd: VeventqFd = call.target
-    sess = call.sess
-    queue = vfd.veventq
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-
-    def listener() -> None:
-        loop.call_soon_threadsafe(wake.set)
-
-    unsubscribe = queue.subscribe(listener)
-    sess.streams += 1
-    try:
-        while not vfd.closed and not sess.closed:
-            record = queue.pop()
-            if record is None:
-                wake.clear()
-                await wake.wait()
-                continue
-            seq, data = record
-            yield pb.WatchVeventqResponse(
-                flags=IOMMU_VEVENTQ_FLAG_LOST_EVENTS if data is None else 0, sequence=seq,
-                data=data or b"")
-    finally:
-        unsubscribe()
-        sess.streams -= 1
-        sess.touch()
+    async with aclosing(eventq.watch(call, lambda record: pb.WatchVeventqResponse(
+            flags=IOMMU_VEVENTQ_FLAG_LOST_EVENTS if record[1] is None else 0,
+            sequence=record[0], data=record[1] or b""))) as records:
+        async for reply in records:
+            yield reply
 
 
 def _region(ctx: IommufdContext, offset: int) -> Viommu | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import array
 import asyncio
 import errno as E
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from iommud import _core, files
 from iommud.errors import IommuError, check_reserved
@@ -36,19 +36,58 @@ if TYPE_CHECKING:
     from iommud.hw_pagetable import HwptPaging
 
 
-class IoasAccess(Protocol):
-    """An access attached to an IOAS (struct iommufd_access): a selftest
-    access, or the internal access a HW queue pins its memory with."""
+class IoasAccess(IommufdObject):
+    """IOMMUFD_OBJ_ACCESS (struct iommufd_access, device.c): an in-kernel
+    user of one IOAS's pages, the selftest's access (selftest.Access) or
+    the internal one a HW queue pins its memory with (viommu.HwQueueAccess).
+    Attaching it imposes its alignment on the IOAS; its pins keep their
+    areas from being unmapped under it (or, `locks_areas`, at all)."""
 
-    #: Pinned ranges by item id: (iova, last).
-    items: dict[int, tuple[int, int]]
+    type = ObjType.ACCESS
+    #: Whether its pins lock their areas against unmap (area->num_locks).
+    locks_areas = False
+
+    def __init__(self, obj_id: int) -> None:
+        super().__init__(obj_id)
+        self.ioas: Ioas | None = None
+        #: Pinned ranges by item id: (iova, last).
+        self.items: dict[int, tuple[int, int]] = {}
 
     @property
-    def iova_alignment(self) -> int: ...
+    def iova_alignment(self) -> int:
+        """What iopt_add_access imposes: PAGE_SIZE for an access that pins."""
+        return PAGE_SIZE
 
-    def pins(self, first: int, last: int) -> bool: ...
+    def attach(self, ioas: Ioas) -> None:
+        """iopt_add_access (iommufd_access_attach_internal): the IOAS takes
+        this access's alignment (EADDRINUSE over misaligned areas) and
+        holds it."""
+        ioas.accesses.append(self)
+        try:
+            ioas.iopt.set_iova_alignment(ioas.required_alignment())
+        except BaseException:
+            ioas.accesses.remove(self)
+            raise
+        ioas.users += 1
+        self.ioas = ioas
 
-    def unmap_notify(self, first: int, last: int) -> None: ...
+    def detach(self) -> None:
+        """iommufd_access_unpin_pages, then iommufd_access_detach_internal."""
+        ioas = self.ioas
+        if ioas is None:
+            return
+        self.items.clear()
+        ioas.accesses.remove(self)
+        ioas.users -= 1
+        ioas.iopt.set_iova_alignment(ioas.required_alignment())
+        self.ioas = None
+
+    def pins(self, first: int, last: int) -> bool:
+        return any(lo <= last and first <= hi for lo, hi in self.items.values())
+
+    def unmap_notify(self, first: int, last: int) -> None:
+        """The access's unmap callback for [first, last]."""
+        raise NotImplementedError
 
 
 class Ioas(IommufdObject):
@@ -115,7 +154,7 @@ class Ioas(IommufdObject):
         """The IOVA of the first area in [iova, iova+length) that an
         internal access pins and locks (area->num_locks: a HW queue's
         memory), or None."""
-        locking = [a for a in self.accesses if getattr(a, "locks_areas", False) and a.items]
+        locking = [a for a in self.accesses if a.locks_areas and a.items]
         if not locking or not length or iova + length - 1 > U64_MAX:
             return None
         last = iova + length - 1

@@ -32,7 +32,7 @@ from iommud import files
 from iommud.device import DeviceObj, bind_obj, detach_obj, kapi_attach, kapi_replace, unbind_obj
 from iommud.errors import IommuError
 from iommud.hw_pagetable import HwptNested, HwptPaging, new_resv_owner
-from iommud.ioas import Ioas
+from iommud.ioas import Ioas, IoasAccess
 from iommud.objects import IommufdObject, ObjType
 from iommud.topology import mock_device
 from iommud.viommu import mock_vevent
@@ -383,49 +383,19 @@ def test_set_temp_memory_limit(call: Call, req: pb.TestSetTempMemoryLimitRequest
 
 # -- accesses -----------------------------------------------------------------------------
 
-class Access(IommufdObject):
+class Access(IoasAccess):
     """IOMMUFD_OBJ_ACCESS: an emulated device's access to one IOAS."""
-
-    type = ObjType.ACCESS
 
     def __init__(self, obj_id: int, ctx: IommufdContext, needs_pin: bool) -> None:
         super().__init__(obj_id)
         self.ctx = ctx
         self.needs_pin = needs_pin
-        self.ioas: Ioas | None = None
-        #: Pinned ranges by item id: (iova, last).
-        self.items: dict[int, tuple[int, int]] = {}
         self._next_item = 0
 
     @property
     def iova_alignment(self) -> int:
         """An access that pins pages needs PAGE_SIZE-aligned IOVAs (iopt_add_access)."""
         return PAGE_SIZE if self.needs_pin else 1
-
-    def attach(self, ioas: Ioas) -> None:
-        """iopt_add_access: the IOAS takes this access's alignment (EADDRINUSE
-        over misaligned areas) and holds it."""
-        ioas.accesses.append(self)
-        try:
-            ioas.iopt.set_iova_alignment(ioas.required_alignment())
-        except BaseException:
-            ioas.accesses.remove(self)
-            raise
-        ioas.users += 1
-        self.ioas = ioas
-
-    def detach(self) -> None:
-        ioas = self.ioas
-        if ioas is None:
-            return
-        self.items.clear()
-        ioas.accesses.remove(self)
-        ioas.users -= 1
-        ioas.iopt.set_iova_alignment(ioas.required_alignment())
-        self.ioas = None
-
-    def pins(self, first: int, last: int) -> bool:
-        return any(lo <= last and first <= hi for lo, hi in self.items.values())
 
     def unmap_notify(self, first: int, last: int) -> None:
         """The test access's unmap callback: drop every item in the range."""

@@ -37,6 +37,7 @@ from iommud.hw_pagetable import (
     invalidation_entries,
     iommu_instance,
 )
+from iommud.ioas import IoasAccess
 from iommud.objects import IommufdObject, ObjType
 from iommud_wire import pb
 from iommud_wire.uapi import (
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from iommud.call import Call
     from iommud.context import IommufdContext
     from iommud.hw_pagetable import Geometry
-    from iommud.ioas import Ioas
 
 #: struct iommu_viommu_selftest {u32 in_data, u32 out_data, u64 out_mmap_offset,
 #: u64 out_mmap_length}: 24 bytes, 8 in its first version (offsetofend out_data).
@@ -318,51 +318,21 @@ class VeventqFd(EventqFd):
 # -- HW queues (viommu.c iommufd_hw_queue_*, selftest.c mock_hw_queue_*) ---------------------
 
 
-class HwQueueAccess(IommufdObject):
+class HwQueueAccess(IoasAccess):
     """The internal IOMMUFD_OBJ_ACCESS a HW queue pins its guest memory with
     (iommufd_access_create_internal): an object of the context (an id, held
     by its queue: DESTROY is EBUSY), PAGE_SIZE alignment on its IOAS, and
     pins that lock their areas against unmap (area->num_locks)."""
 
-    type = ObjType.ACCESS
-    iova_alignment = PAGE_SIZE
     locks_areas = True
 
     def __init__(self, obj_id: int) -> None:
         super().__init__(obj_id)
         self.users = 1       # "the calling driver is a user": its HW queue
-        self.ioas: Ioas | None = None
-        self.items: dict[int, tuple[int, int]] = {}
 
     def describe(self, info: Any) -> None:
         if self.ioas is not None:
             info.ioas_id = self.ioas.id
-
-    def attach(self, ioas: Ioas) -> None:
-        """iommufd_access_attach_internal (iopt_add_access): the IOAS takes
-        its PAGE_SIZE alignment (EADDRINUSE over misaligned areas)."""
-        ioas.accesses.append(self)
-        try:
-            ioas.iopt.set_iova_alignment(ioas.required_alignment())
-        except BaseException:
-            ioas.accesses.remove(self)
-            raise
-        ioas.users += 1
-        self.ioas = ioas
-
-    def detach(self) -> None:
-        """iommufd_access_unpin_pages, then iommufd_access_detach_internal."""
-        ioas = self.ioas
-        if ioas is None:
-            return
-        self.items.clear()
-        ioas.accesses.remove(self)
-        ioas.users -= 1
-        ioas.iopt.set_iova_alignment(ioas.required_alignment())
-        self.ioas = None
-
-    def pins(self, first: int, last: int) -> bool:
-        return any(lo <= last and first <= hi for lo, hi in self.items.values())
 
     def unmap_notify(self, first: int, last: int) -> None:
         """Locked areas are never unmapped (EBUSY first): nothing to drop."""

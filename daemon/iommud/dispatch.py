@@ -41,6 +41,11 @@ SNAPSHOT_CHECK_ROWS = 1024
 Resolver = Callable[[Session, Any], Any]
 
 
+#: The event-queue fds, by the row's fd kind: the fd entry's kind, and
+#: how a refusal names it.
+_QUEUE_FDS = {Fd.VEVENTQ: ("veventq", "a vEVENTQ fd"), Fd.FAULT: ("fault", "a fault queue fd")}
+
+
 def _resolver(op: Op) -> Resolver | None:
     """How the row's fd field becomes the object the handler acts on."""
     field = op.fd.value
@@ -50,28 +55,17 @@ def _resolver(op: Op) -> Resolver | None:
         return lambda sess, req: sess.device_fd(getattr(req, field))
     if op.fd is Fd.GROUP:
         return lambda sess, req: sess.group_fd(getattr(req, field))
-    if op.fd is Fd.VEVENTQ:
-        return lambda sess, req: _veventq_fd(sess, getattr(req, field))
-    if op.fd is Fd.FAULT:
-        return lambda sess, req: _fault_fd(sess, getattr(req, field))
+    if op.fd in _QUEUE_FDS:
+        kind, what = _QUEUE_FDS[op.fd]
+        return lambda sess, req: _queue_fd(sess, getattr(req, field), kind, what, field)
     return None
 
 
-def _veventq_fd(sess: Session, fd: int) -> Any:
-    """A vEVENTQ's fd: EBADF when not open, ENOTTY when of another kind."""
+def _queue_fd(sess: Session, fd: int, kind: str, what: str, field: str) -> Any:
+    """An event queue's fd: EBADF when not open, ENOTTY when of another kind."""
     entry = sess.fd_entry(fd)
-    if entry.kind != "veventq":
-        raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a vEVENTQ fd.",
-                         veventq_fd=fd)
-    return entry
-
-
-def _fault_fd(sess: Session, fd: int) -> Any:
-    """A fault queue's fd: EBADF when not open, ENOTTY when of another kind."""
-    entry = sess.fd_entry(fd)
-    if entry.kind != "fault":
-        raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not a fault queue fd.",
-                         fault_fd=fd)
+    if entry.kind != kind:
+        raise IommuError(E.ENOTTY, f"fd {fd} is a {entry.kind} fd, not {what}.", **{field: fd})
     return entry
 
 

@@ -27,6 +27,17 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// This test binary, copied where another uid can run it: the build tree
+/// may sit below a private directory (a `mktemp -d` checkout is 0700).
+fn exe_for_any_uid(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = dir.join("gate-client");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
 /// Poll `cond` until it holds, failing after a generous deadline.
 fn eventually(mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -614,7 +625,7 @@ fn per_uid_limit_refuses_only_that_uid() {
         return;
     }
     std::fs::set_permissions(&public, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(exe_for_any_uid(&dir))
         .args([
             "client_process",
             "--exact",
